@@ -1,0 +1,165 @@
+"""Audio basics shared by every part: load, save, resample, log-mel, loudness, crop and pad.
+
+Waveforms are float32 torch tensors, mono ``[T]`` or batched ``[B, T]``. soundfile does the I/O
+(wav, flac, ogg, mp3), soxr the resampling, and librosa only supplies the mel filterbank.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pyloudnorm
+import soundfile as sf
+import soxr
+import torch
+from torch import nn
+
+
+class AudioError(ValueError):
+    """Audio that cannot be read or used: names the file or the problem, and what to do."""
+
+
+def audio_info(path: str | Path) -> sf._SoundFileInfo:
+    try:
+        return sf.info(str(path))
+    except Exception as err:  # soundfile raises LibsndfileError, RuntimeError or TypeError by format
+        raise AudioError(f"cannot read audio file {path}: {_reason(err)}") from err
+
+
+def load_audio(
+    path: str | Path,
+    sample_rate: int | None = None,
+    offset: float = 0.0,
+    duration: float | None = None,
+) -> torch.Tensor:
+    """Read ``path`` as mono float32 ``[T]``, resampled to ``sample_rate`` (the file's own if None).
+
+    ``offset``/``duration`` (seconds) read only part of the file, which keeps random crops of long
+    recordings cheap.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"cannot read audio file {path}: no such file")
+    try:
+        with sf.SoundFile(str(path)) as f:
+            file_rate = f.samplerate
+            start = int(round(offset * file_rate))
+            frames = -1 if duration is None else int(round(duration * file_rate))
+            if start:
+                f.seek(min(start, f.frames))
+            data = f.read(frames, dtype="float32", always_2d=True)
+    except Exception as err:
+        raise AudioError(f"cannot read audio file {path}: {_reason(err)}") from err
+    wav = data.mean(axis=1)
+    if not np.isfinite(wav).all():
+        raise AudioError(f"audio file {path} contains NaN or infinite samples")
+    if sample_rate is not None and sample_rate != file_rate:
+        wav = soxr.resample(wav, file_rate, sample_rate)
+    return torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
+
+
+def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: int) -> Path:
+    """Write mono ``[T]`` (or ``[1, T]``) audio as 16-bit PCM; the folder is created if missing."""
+    path = Path(path)
+    data = torch.as_tensor(wav).detach().float().cpu().squeeze()
+    if data.ndim != 1:
+        raise AudioError(f"save_audio expects mono audio [T], got shape {tuple(data.shape)}")
+    check_finite(data, f"audio for {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    peak = float(data.abs().max()) if data.numel() else 0.0
+    if peak > 1.0:
+        warnings.warn(f"audio for {path} peaks at {peak:.2f}; clipping to [-1, 1]", stacklevel=2)
+    sf.write(str(path), data.clamp(-1, 1).numpy(), sample_rate, subtype="PCM_16")
+    return path
+
+
+def resample(wav: torch.Tensor, orig_rate: int, target_rate: int) -> torch.Tensor:
+    """Resample ``[T]`` or ``[B, T]`` along the last axis (high-quality soxr, on the CPU)."""
+    if orig_rate == target_rate:
+        return wav
+    data = wav.detach().float().cpu().numpy()
+    out = soxr.resample(data.T, orig_rate, target_rate).T if data.ndim == 2 else soxr.resample(data, orig_rate, target_rate)
+    return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(wav.device)
+
+
+def check_finite(wav: torch.Tensor, what: str = "audio") -> None:
+    if not torch.isfinite(wav).all():
+        raise AudioError(f"{what} contains NaN or infinite samples; clean the input before using it")
+
+
+def loudness_normalize(
+    wav: torch.Tensor, sample_rate: int, target_lufs: float = -20.0, peak: float = 0.99
+) -> torch.Tensor:
+    """Scale mono ``[T]`` to ``target_lufs`` (ITU-R BS.1770), never past ``peak``; silence is left as is."""
+    data = wav.detach().cpu().double().numpy()
+    if data.size < int(0.4 * sample_rate):  # BS.1770 needs one 400 ms block; use RMS below that
+        rms = float(np.sqrt(np.mean(data**2))) if data.size else 0.0
+        loudness = 20 * math.log10(rms) - 0.691 if rms > 0 else -math.inf
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pyloudnorm warns on silence; handled below
+            loudness = pyloudnorm.Meter(sample_rate).integrated_loudness(data)
+    if not math.isfinite(loudness) or loudness < -70:
+        return wav
+    gain = 10 ** ((target_lufs - loudness) / 20)
+    current_peak = float(np.abs(data).max())
+    if current_peak * gain > peak:
+        gain = peak / current_peak
+    return wav * gain
+
+
+def crop_or_pad(wav: torch.Tensor, length: int, offset: int = 0) -> torch.Tensor:
+    """Take ``length`` samples from ``offset`` on the last axis, zero-padding past the end."""
+    piece = wav[..., offset : offset + length]
+    missing = length - piece.shape[-1]
+    return nn.functional.pad(piece, (0, missing)) if missing > 0 else piece
+
+
+def random_crop(wav: torch.Tensor, length: int, rng: np.random.Generator) -> torch.Tensor:
+    """A uniformly placed crop of ``length`` samples (padded if the clip is shorter)."""
+    slack = wav.shape[-1] - length
+    offset = int(rng.integers(0, slack + 1)) if slack > 0 else 0
+    return crop_or_pad(wav, length, offset)
+
+
+class MelSpectrogram(nn.Module):
+    """Log-mel spectrogram ``[B, T] -> [B, n_mels, F]`` (torch.stft with librosa's filterbank)."""
+
+    def __init__(
+        self,
+        sample_rate: int,
+        n_fft: int = 1024,
+        hop_length: int = 256,
+        n_mels: int = 80,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+        center: bool = True,
+        log: bool = True,
+        eps: float = 1e-5,
+    ):
+        super().__init__()
+        self.sample_rate, self.n_fft, self.hop_length = sample_rate, n_fft, hop_length
+        self.center, self.log, self.eps = center, log, eps
+        fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max)
+        self.register_buffer("filterbank", torch.from_numpy(fb).float(), persistent=False)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        squeeze = wav.ndim == 1
+        wav = wav[None] if squeeze else wav
+        spec = torch.stft(
+            wav.float(), self.n_fft, self.hop_length, window=self.window, center=self.center,
+            return_complex=True,
+        ).abs().pow(2)
+        mel = self.filterbank @ spec
+        out = torch.log(mel.clamp_min(self.eps)) if self.log else mel
+        return out[0] if squeeze else out
+
+
+def _reason(err: Exception) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]

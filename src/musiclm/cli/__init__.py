@@ -1,0 +1,1 @@
+"""The ``musiclm`` command line."""

@@ -1,0 +1,55 @@
+"""Options shared by every ``musiclm train ...`` command, so they read the same everywhere."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from musiclm.config import ConfigError
+
+if TYPE_CHECKING:  # the engine imports torch; keep `musiclm --help` fast
+    from musiclm.training import TrainConfig
+
+Steps = Annotated[int | None, typer.Option(help="Optimizer steps in all (default: the preset's).")]
+BatchSize = Annotated[int | None, typer.Option(help="Global batch per step, over all processes.")]
+LearningRate = Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")]
+Device = Annotated[str, typer.Option(help="'auto', 'cpu', 'cuda' or 'cuda:N'.")]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a training setting, e.g. --set ema_decay=0.999 (repeatable)."),
+]
+OutDir = Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, logs, and the trained model.")]
+Manifests = Annotated[list[Path], typer.Option("--data", help="JSONL manifest(s) of audio clips (repeatable).")]
+Preset = Annotated[str, typer.Option(help="Model size preset: tiny, small or paper.")]
+
+
+def train_config(
+    defaults: "TrainConfig",
+    steps: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    device: str = "auto",
+    overrides: list[str] | None = None,
+) -> "TrainConfig":
+    """The preset's training settings with the command line's changes applied."""
+    from musiclm.training import TrainConfig
+
+    changes: dict[str, Any] = {"device": device}
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("lr", lr)):
+        if value is not None:
+            changes[name] = value
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set expects key=value, got {item!r}")
+        try:
+            changes[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            changes[key.strip()] = raw
+    try:
+        return TrainConfig.from_dict({**defaults.to_dict(), **changes})
+    except ConfigError as err:
+        raise typer.BadParameter(str(err)) from err

@@ -1,0 +1,133 @@
+"""HF-style persistence: ``save_pretrained(dir)`` / ``from_pretrained(dir)``.
+
+A model folder holds ``config.json`` (the model type and its config) and ``model.safetensors``.
+Weights are only ever read with safetensors, so loading a folder a user hands us runs no code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import ClassVar, Self
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from musiclm.config import Config, ConfigError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class PretrainedMixin:
+    """Mix into an ``nn.Module`` whose ``__init__`` takes its config as the only argument."""
+
+    config_class: ClassVar[type[Config]]
+    # Written into config.json so that a folder of one kind of model is never loaded as another.
+    model_type: ClassVar[str]
+    config: Config
+
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """Write config and weights; ``dtype=torch.float16`` halves the size of a shipped model."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / (WEIGHTS_NAME + ".tmp")
+        save_file(_unique_state(self, dtype), str(tmp))  # type: ignore[arg-type]
+        tmp.replace(directory / WEIGHTS_NAME)
+        meta = {"model_type": self.model_type, "config": self.config.to_dict()}
+        (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def read_config(cls, directory: str | Path) -> Config:
+        directory = Path(directory)
+        path = directory / CONFIG_NAME
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: {directory} is not a saved {cls.model_type} model "
+                f"(expected {CONFIG_NAME} and {WEIGHTS_NAME}, as written by save_pretrained)"
+            )
+        try:
+            meta = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path} is not valid JSON ({err})") from err
+        if meta.get("model_type") != cls.model_type:
+            raise ConfigError(
+                f"{directory} holds a {meta.get('model_type')!r} model, not a {cls.model_type!r} model"
+            )
+        return cls.config_class.from_dict(meta["config"])
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> Self:
+        directory = Path(directory)
+        config = cls.read_config(directory)
+        model = cls(config)  # type: ignore[call-arg]
+        load_weights(model, directory / WEIGHTS_NAME, map_location)  # type: ignore[arg-type]
+        model.eval()  # type: ignore[attr-defined]
+        return model
+
+
+def load_weights(model: torch.nn.Module, path: Path, map_location: str | torch.device = "cpu") -> None:
+    """Load a safetensors file into ``model``, casting to the model's dtypes, with errors that name keys."""
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} not found")
+    try:
+        state = load_file(str(path), device=str(map_location))
+    except Exception as err:  # safetensors raises its own error types for truncated headers and data
+        raise ConfigError(f"{path} is not a readable safetensors file ({err}); re-save or re-download it") from err
+    load_state_dict_checked(model, state, source=str(path))
+
+
+def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    expected = model.state_dict()
+    state = dict(state)
+    for group in _tied_groups(expected):  # tied weights are stored once; give every alias its tensor
+        present = [k for k in group if k in state]
+        for k in group:
+            if present and k not in state:
+                state[k] = state[present[0]]
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [
+        f"{k}: {tuple(state[k].shape)} in {source} vs {tuple(v.shape)} in the model"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_head(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_head(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches {_head(shapes)}")
+        raise ConfigError(f"weights in {source} do not fit the model: " + "; ".join(parts))
+    cast = {k: v.to(expected[k].dtype) for k, v in state.items()}
+    model.load_state_dict(cast, strict=True)
+
+
+def _head(items: list[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def _tied_groups(state: dict[str, torch.Tensor]) -> list[list[str]]:
+    by_storage: dict[tuple[int, tuple[int, ...]], list[str]] = {}
+    for k, v in state.items():
+        if v.numel():
+            by_storage.setdefault((v.data_ptr(), tuple(v.shape)), []).append(k)
+    return [keys for keys in by_storage.values() if len(keys) > 1]
+
+
+def _unique_state(model: torch.nn.Module, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """State dict with tied tensors kept once, contiguous and optionally cast (safetensors needs both)."""
+    state = model.state_dict()
+    aliases = {k for group in _tied_groups(state) for k in group[1:]}
+    out = {}
+    for k, v in state.items():
+        if k in aliases:
+            continue
+        v = v.detach()
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        out[k] = v.contiguous().clone()
+    return out

@@ -1,0 +1,92 @@
+"""Process-group setup for ``torchrun`` and the sampler that makes data order resumable.
+
+Run any training command under ``torchrun --nproc_per_node N`` and it becomes data-parallel: gloo on
+CPU, NCCL on GPU. Without torchrun everything runs in one process with no process group.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: torch.device) -> DistInfo:
+    """Join the process group torchrun describes in the environment (a no-op without torchrun)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return DistInfo()
+    info = DistInfo(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend)
+    return info
+
+
+def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+class StreamSampler(torch.utils.data.Sampler[int]):
+    """An endless, seeded stream of sample keys, sharded over ranks, that can start at any position.
+
+    The global stream is the concatenation of one shuffled permutation per epoch; position ``p`` of it
+    goes to rank ``p % world_size``. Each yielded *key* is ``epoch * n + index``: datasets take
+    ``key % len(dataset)`` as the item and may seed their randomness (random crops) with the key, so
+    that a resumed run sees exactly the samples, and the crops, that an uninterrupted run would have.
+    Because positions interleave across ranks, N ranks with per-rank batch b see the same global batch
+    as one process with batch N*b.
+    """
+
+    def __init__(self, num_items: int, seed: int, rank: int = 0, world_size: int = 1, start: int = 0):
+        if num_items <= 0:
+            raise ValueError("cannot sample from an empty dataset")
+        self.num_items, self.seed, self.rank, self.world_size = num_items, seed, rank, world_size
+        self.start = start  # global position of the first sample of this stream
+
+    def __iter__(self) -> Iterator[int]:
+        position = self.start + self.rank
+        while True:
+            epoch, offset = divmod(position, self.num_items)
+            order = self._permutation(epoch)
+            while offset < self.num_items:
+                yield epoch * self.num_items + int(order[offset])
+                position += self.world_size
+                offset += self.world_size
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.num_items, generator=generator)
+
+
+def all_reduce_mean(values: dict[str, float], info: DistInfo, device: torch.device) -> dict[str, float]:
+    if not info.enabled or not values:
+        return values
+    keys = sorted(values)
+    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return {k: float(v) / info.world_size for k, v in zip(keys, tensor.tolist())}

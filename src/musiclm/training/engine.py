@@ -1,0 +1,461 @@
+"""The one training loop every trainable part of MusicLM uses.
+
+A model plugs in by implementing :class:`Trainable`: ``training_step`` returns a dict of losses
+(``"loss"`` is what is optimised; everything else is logged). A model with several optimisers (the
+codec's generator and discriminators) names them in ``optimizer_groups``; the engine then runs one
+``training_step`` per group, in order, and steps only that group's parameters.
+
+The engine owns everything else: AdamW with warmup + cosine decay, gradient accumulation and
+clipping, EMA weights, bf16 autocast where the device has it, validation, TensorBoard + tqdm,
+atomic checkpoints with exact resume, and DDP under ``torchrun``. ``batch_size`` is the global batch
+of one optimiser step, so a config means the same training whatever the number of processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from musiclm.config import Config
+from musiclm.training.checkpoint import (
+    CheckpointError,
+    checkpoint_path,
+    list_checkpoints,
+    load_checkpoint,
+    remove_partial_writes,
+    save_checkpoint,
+)
+from musiclm.training.distributed import (
+    DistInfo,
+    StreamSampler,
+    all_reduce_mean,
+    init_distributed,
+    pick_device,
+)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or go on; the message says why and what to do."""
+
+
+@dataclasses.dataclass
+class TrainConfig(Config):
+    steps: int = 1000
+    batch_size: int = 8  # global: summed over ranks and accumulation micro-batches
+    grad_accum: int = 1
+    lr: float = 3e-4
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at the last step
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float | None = 1.0
+    ema_decay: float | None = None  # e.g. 0.999; validation and the exported model then use EMA weights
+    precision: str = "auto"  # "auto" (bf16 on GPUs that have it, else fp32), "fp32" or "bf16"
+    log_every: int = 10
+    val_every: int = 0  # 0: validate only at the end
+    val_batches: int | None = None  # None: the whole validation set
+    ckpt_every: int = 500
+    keep_checkpoints: int = 2
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+
+class Trainable(nn.Module):
+    """What the engine needs from a model. Subclass it next to ``PretrainedMixin``."""
+
+    def optimizer_groups(self) -> dict[str, dict[str, Any]]:
+        """``{name: {"params": [...], **AdamW overrides}}``; default: one group of every parameter."""
+        return {"model": {"params": [p for p in self.parameters() if p.requires_grad]}}
+
+    def training_step(self, batch: Any, *, step: int, group: str) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def validation_step(self, batch: Any) -> dict[str, torch.Tensor]:
+        """Default: the training losses of the first group, without gradients."""
+        first = next(iter(self.optimizer_groups()))
+        return self.training_step(batch, step=-1, group=first)
+
+
+class _StepRunner(nn.Module):
+    """Routes DDP's forward to ``training_step`` so DDP can see every step's graph."""
+
+    def __init__(self, model: Trainable):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Any, step: int, group: str) -> dict[str, torch.Tensor]:
+        return self.model.training_step(batch, step=step, group=group)
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: Trainable,
+        train_data: Dataset,
+        config: TrainConfig,
+        out_dir: str | Path,
+        val_data: Dataset | None = None,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+    ):
+        self.config, self.model = config, model
+        self.train_data, self.val_data, self.collate_fn = train_data, val_data, collate_fn
+        self.out_dir = Path(out_dir)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        _check_writable(self.out_dir)
+        if len(train_data) == 0:  # type: ignore[arg-type]
+            raise TrainingError("the training dataset is empty; check the manifest(s) you passed")
+
+        self.device = pick_device(config.device, _local_rank())
+        self.dist: DistInfo = init_distributed(self.device)
+        per_step = self.dist.world_size * config.grad_accum
+        if config.batch_size % per_step:
+            raise TrainingError(
+                f"batch_size {config.batch_size} must be divisible by world_size x grad_accum = {per_step}"
+            )
+        self.micro_batch = config.batch_size // per_step
+        self.autocast_dtype = _autocast_dtype(config.precision, self.device)
+
+        _seed_everything(config.seed + self.dist.rank)
+        self.model.to(self.device)
+        self.groups = model.optimizer_groups()
+        self.optimizers = {name: self._make_optimizer(spec) for name, spec in self.groups.items()}
+        self.schedulers = {
+            name: torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor) for name, opt in self.optimizers.items()
+        }
+        self.ema = (
+            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+            if config.ema_decay
+            else None
+        )
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self._resume()
+        runner = _StepRunner(model)
+        self.runner: nn.Module = (
+            DistributedDataParallel(
+                runner,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=len(self.groups) > 1,
+            )
+            if self.dist.enabled
+            else runner
+        )
+
+    # ---------------------------------------------------------------- public
+    def fit(self) -> nn.Module:
+        cfg = self.config
+        batches = self._train_batches()
+        writer = self._writer()
+        bar = tqdm(
+            total=cfg.steps, initial=self.step, desc=f"train {type(self.model).__name__}",
+            disable=not (cfg.progress and self.dist.is_main), dynamic_ncols=True,
+        )
+        self.model.train()
+        while self.step < cfg.steps:
+            started = time.perf_counter()
+            micro_batches = [next(batches) for _ in range(cfg.grad_accum)]
+            logs = self._optimizer_step(micro_batches)
+            self.step += 1
+            logs["samples_per_s"] = cfg.batch_size / (time.perf_counter() - started)
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                self._log(logs, writer, bar)
+            if cfg.val_every and self.step % cfg.val_every == 0 and self.step < cfg.steps:
+                self._log(self.validate(), writer, bar)
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+                self.save_checkpoint()
+        bar.close()
+        if self.val_data is not None:
+            self._log(self.validate(), writer, bar)
+        if writer is not None:
+            writer.close()
+        final = self.averaged_model()
+        if self.dist.is_main and hasattr(final, "save_pretrained"):
+            final.save_pretrained(self.out_dir)
+        return final
+
+    def averaged_model(self) -> nn.Module:
+        """The weights to use and export: the EMA copy when EMA is on."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        if self.val_data is None:
+            return {}
+        model = self.averaged_model()
+        was_training = model.training
+        model.eval()
+        indices = list(range(self.dist.rank, len(self.val_data), self.dist.world_size))  # type: ignore[arg-type]
+        loader = DataLoader(
+            self.val_data, batch_size=self.micro_batch, sampler=indices, collate_fn=self.collate_fn,
+            num_workers=self.config.num_workers,
+        )
+        totals: dict[str, float] = {}
+        count = 0
+        for i, batch in enumerate(loader):
+            if self.config.val_batches is not None and i >= self.config.val_batches:
+                break
+            with self._autocast():
+                out = model.validation_step(_to_device(batch, self.device))
+            for key, value in out.items():
+                totals[key] = totals.get(key, 0.0) + float(value)
+            count += 1
+        model.train(was_training)
+        means = {f"val/{k}": v / max(count, 1) for k, v in totals.items()}
+        return all_reduce_mean(means, self.dist, self.device)
+
+    def save_checkpoint(self) -> Path | None:
+        rng = _rng_state()
+        if self.dist.enabled:
+            gathered: list[Any] = [None] * self.dist.world_size
+            dist.all_gather_object(gathered, rng)
+        else:
+            gathered = [rng]
+        if not self.dist.is_main:
+            return None
+        model_config = getattr(self.model, "config", None)
+        state = {
+            "step": self.step,
+            "model_type": getattr(self.model, "model_type", type(self.model).__name__),
+            "model_config": model_config.to_dict() if isinstance(model_config, Config) else None,
+            "train_config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+            "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
+            "rng": gathered,
+            "samples_seen": self.step * self.config.batch_size,
+        }
+        return save_checkpoint(state, checkpoint_path(self.ckpt_dir, self.step), keep=self.config.keep_checkpoints)
+
+    # --------------------------------------------------------------- private
+    def _optimizer_step(self, micro_batches: list[Any]) -> dict[str, float]:
+        cfg = self.config
+        logs: dict[str, float] = {}
+        micro_batches = [_to_device(b, self.device) for b in micro_batches]
+        for name, optimizer in self.optimizers.items():
+            prefix = f"{name}/" if len(self.optimizers) > 1 else ""
+            self.model.zero_grad(set_to_none=True)
+            for i, batch in enumerate(micro_batches):
+                sync = i == len(micro_batches) - 1
+                # DDP averages gradients across ranks only on the last micro-batch's backward.
+                no_sync = self.runner.no_sync() if self.dist.enabled and not sync else contextlib.nullcontext()
+                with no_sync:
+                    with self._autocast():
+                        out = self.runner(batch, self.step, name)
+                    loss = out["loss"]
+                    if not torch.isfinite(loss):
+                        raise TrainingError(
+                            f"{prefix}loss is {loss.item()} at step {self.step}; the last checkpoint in "
+                            f"{self.ckpt_dir} is unaffected. Lower the learning rate or check the data."
+                        )
+                    (loss / len(micro_batches)).backward()
+                for key, value in out.items():
+                    logs[prefix + key] = logs.get(prefix + key, 0.0) + float(value.detach()) / len(micro_batches)
+            params = self.groups[name]["params"]
+            if cfg.grad_clip:
+                logs[prefix + "grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+            logs[prefix + "lr"] = self.schedulers[name].get_last_lr()[0]
+            optimizer.step()
+            self.schedulers[name].step()
+        self.model.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        return logs
+
+    def _make_optimizer(self, spec: dict[str, Any]) -> torch.optim.Optimizer:
+        cfg = self.config
+        options = {"lr": cfg.lr, "betas": cfg.betas, "weight_decay": cfg.weight_decay}
+        options.update({k: v for k, v in spec.items() if k != "params"})
+        params = list(spec["params"])
+        # Biases, norms and gains (tensors under 2-D) are not decayed, as in GPT-2 and most audio models.
+        groups = [
+            {"params": [p for p in params if p.ndim >= 2]},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW([g for g in groups if g["params"]], **options)
+
+    def _lr_factor(self, step: int) -> float:
+        cfg = self.config
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _train_batches(self) -> Iterator[Any]:
+        sampler = StreamSampler(
+            len(self.train_data), self.config.seed, self.dist.rank, self.dist.world_size,  # type: ignore[arg-type]
+            start=self.step * self.config.batch_size,
+        )
+        loader = DataLoader(
+            self.train_data, batch_size=self.micro_batch, sampler=sampler, collate_fn=self.collate_fn,
+            num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda",
+            persistent_workers=self.config.num_workers > 0,
+        )
+        return iter(loader)
+
+    def _resume(self) -> None:
+        remove_partial_writes(self.ckpt_dir)
+        found = list_checkpoints(self.ckpt_dir)
+        if not found:
+            return
+        path = found[-1]
+        state = load_checkpoint(path, map_location=self.device)
+        self._check_compatible(state, path)
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+            self.schedulers[name].load_state_dict(state["schedulers"][name])
+        self.step = int(state["step"])
+        rng = state["rng"]
+        if len(rng) == self.dist.world_size:
+            _set_rng_state(rng[self.dist.rank])
+        else:
+            warnings.warn(
+                f"{path} was written by {len(rng)} process(es), this run has {self.dist.world_size}: "
+                "data order is kept, but random streams (dropout, crops drawn from global RNG) restart",
+                stacklevel=2,
+            )
+        if self.dist.is_main:
+            tqdm.write(f"resuming from {path} (step {self.step})")
+
+    def _check_compatible(self, state: dict[str, Any], path: Path) -> None:
+        model_type = getattr(self.model, "model_type", type(self.model).__name__)
+        if state.get("model_type") != model_type:
+            raise CheckpointError(
+                f"{path} is a checkpoint of a {state.get('model_type')!r} model, not of {model_type!r}; "
+                f"use another output directory"
+            )
+        config = getattr(self.model, "config", None)
+        if isinstance(config, Config) and state.get("model_config") is not None:
+            differences = type(config).from_dict(state["model_config"]).diff(config)
+            if differences:
+                raise CheckpointError(
+                    f"{path} was trained with another model config ({'; '.join(differences)}: checkpoint "
+                    f"!= this run). Resume with the checkpoint's config, or use a new output directory."
+                )
+        if set(state["optimizers"]) != set(self.optimizers):
+            raise CheckpointError(
+                f"{path} has optimizers {sorted(state['optimizers'])}, this model {sorted(self.optimizers)}"
+            )
+        saved = state.get("train_config", {})
+        for key in ("batch_size", "seed", "grad_accum"):
+            if key in saved and saved[key] != getattr(self.config, key):
+                warnings.warn(
+                    f"resuming {path} with {key}={getattr(self.config, key)} (checkpoint: {saved[key]}); "
+                    "the run will not match an uninterrupted one",
+                    stacklevel=3,
+                )
+
+    def _writer(self) -> Any:
+        if not self.dist.is_main:
+            return None
+        from torch.utils.tensorboard import SummaryWriter  # slow import; only rank 0 needs it
+
+        return SummaryWriter(str(self.out_dir / "logs"))
+
+    def _log(self, logs: dict[str, float], writer: Any, bar: tqdm) -> None:
+        if not logs:
+            return
+        logs = all_reduce_mean(logs, self.dist, self.device)
+        if not self.dist.is_main:
+            return
+        record = {"step": self.step, **logs}
+        self.history.append(record)
+        with open(self.out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for key, value in logs.items():
+            writer.add_scalar(key, value, self.step)
+        shown = {k: f"{v:.4g}" for k, v in logs.items() if k.endswith("loss") or k.endswith("_per_s")}
+        bar.set_postfix(shown, refresh=False)
+
+
+def _check_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise TrainingError(f"output directory {out_dir} is not writable ({err.strerror}); choose another --out") from err
+
+
+def _local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision != "auto":
+        raise TrainingError(f"precision must be 'auto', 'fp32' or 'bf16', not {precision!r}")
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None  # CPU bf16 autocast is slower than fp32 on most CPUs without AMX
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
