@@ -1,0 +1,1 @@
+"""Data: manifests, the embedded dataset builder (scores rendered to captioned audio), training datasets."""
