@@ -1,7 +1,7 @@
 """A toy model and dataset for the training-engine tests, runnable as a script for subprocess runs.
 
 ``python tests/toy_training.py OUT STEPS [--slow S] [--accum N] [--batch B] [--ema D]`` trains
-and writes ``OUT/final.safetensors``; tests start it under torchrun (DDP) or kill it (resume).
+and writes ``OUT/final.safetensors`` (rank r > 0 of a DDP run: ``final_rank{r}.safetensors``); tests start it under torchrun (DDP) or kill it (resume).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import nn
 
 from musiclm.config import Config
 from musiclm.pretrained import PretrainedMixin
-from musiclm.training import Trainable, TrainConfig, Trainer
+from musiclm.training import Trainable, TrainConfig, Trainer, seed_everything
 
 
 @dataclasses.dataclass
@@ -45,12 +45,12 @@ class ToyModel(Trainable, PretrainedMixin):
 
 
 class ToyData(torch.utils.data.Dataset):
-    """y = sin(w.x) plus key-seeded noise: the item and its noise depend only on the key."""
+    """y = tanh(w.x) plus key-seeded noise: the item and its noise depend only on the key."""
 
     def __init__(self, n: int = 64, dim: int = 8):
         g = torch.Generator().manual_seed(0)
         self.x = torch.randn(n, dim, generator=g)
-        self.y = torch.sin(self.x @ torch.randn(dim, generator=g))
+        self.y = torch.tanh(self.x @ torch.randn(dim, generator=g) / dim**0.5)
 
     def __len__(self):
         return len(self.x)
@@ -63,6 +63,7 @@ class ToyData(torch.utils.data.Dataset):
 
 def run(out, steps, batch=8, accum=1, ema=None, slow=0.0, ckpt_every=2, hidden=32, val=False):
     torch.use_deterministic_algorithms(True)
+    seed_everything(3)  # the same initial weights in every process, as a training command does
     model = ToyModel(ToyConfig(hidden=hidden))
     model.slow = slow
     config = TrainConfig(
@@ -71,8 +72,9 @@ def run(out, steps, batch=8, accum=1, ema=None, slow=0.0, ckpt_every=2, hidden=3
     )
     trainer = Trainer(model, ToyData(), config, out, val_data=ToyData(16) if val else None)
     final = trainer.fit()
-    if trainer.dist.is_main:
-        save_file({k: v.contiguous() for k, v in final.state_dict().items()}, f"{out}/final.safetensors")
+    # Every rank writes its own copy so the DDP test can check that the ranks agree.
+    name = "final.safetensors" if trainer.dist.is_main else f"final_rank{trainer.dist.rank}.safetensors"
+    save_file({k: v.contiguous() for k, v in final.state_dict().items()}, f"{out}/{name}")
     return trainer
 
 

@@ -135,7 +135,7 @@ class Trainer:
         self.micro_batch = config.batch_size // per_step
         self.autocast_dtype = _autocast_dtype(config.precision, self.device)
 
-        _seed_everything(config.seed + self.dist.rank)
+        seed_everything(config.seed + self.dist.rank)
         self.model.to(self.device)
         self.groups = model.optimizer_groups()
         self.optimizers = {name: self._make_optimizer(spec) for name, spec in self.groups.items()}
@@ -433,7 +433,8 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch; call it before building a model so that runs start alike."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

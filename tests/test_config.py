@@ -1,0 +1,88 @@
+"""Typed configs with presets and HF-style save_pretrained / from_pretrained."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from musiclm.config import Config, ConfigError
+from musiclm.pretrained import PretrainedMixin
+
+
+@dataclasses.dataclass
+class InnerConfig(Config):
+    width: int = 4
+
+
+@dataclasses.dataclass
+class TiedConfig(Config):
+    vocab: int = 10
+    dim: int = 4
+    kernel: tuple[int, int] = (3, 1)
+    inner: InnerConfig = dataclasses.field(default_factory=InnerConfig)
+    PRESETS = {"tiny": {"dim": 4}, "small": {"dim": 8, "inner": {"width": 16}}}
+
+
+class TiedModel(nn.Module, PretrainedMixin):
+    config_class = TiedConfig
+    model_type = "tied-test"
+
+    def __init__(self, config: TiedConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab, config.dim)
+        self.head = nn.Linear(config.dim, config.vocab, bias=False)
+        self.head.weight = self.embed.weight  # tied, as in the token Transformers
+
+
+def test_presets_roundtrip_and_diff():
+    small = TiedConfig.preset("small")
+    assert small.dim == 8 and small.inner.width == 16
+    assert TiedConfig.from_dict(json.loads(json.dumps(small.to_dict()))) == small
+    assert TiedConfig.preset("tiny").diff(small) == ["dim: 4 != 8", "inner.width: 4 != 16"]
+    with pytest.raises(ConfigError, match="unknown preset 'huge'.*'small', 'tiny'"):
+        TiedConfig.preset("huge")
+    with pytest.raises(ConfigError, match=r"no field\(s\) \['depth'\]"):
+        TiedConfig.from_dict({"depth": 3})
+
+
+def test_save_and_load_pretrained_with_tied_weights(tmp_path):
+    model = TiedModel(TiedConfig.preset("small"))
+    model.save_pretrained(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"config.json", "model.safetensors"}
+    loaded = TiedModel.from_pretrained(tmp_path)
+    assert loaded.config == model.config
+    torch.testing.assert_close(loaded.state_dict(), model.state_dict())
+    assert loaded.head.weight.data_ptr() == loaded.embed.weight.data_ptr()
+
+    half = tmp_path / "fp16"
+    model.save_pretrained(half, dtype=torch.float16)
+    assert (half / "model.safetensors").stat().st_size < (tmp_path / "model.safetensors").stat().st_size
+    restored = TiedModel.from_pretrained(half)
+    assert restored.embed.weight.dtype == torch.float32
+    torch.testing.assert_close(restored.embed.weight, model.embed.weight, atol=1e-3, rtol=1e-3)
+
+
+def test_mismatched_weights_and_folders_are_clear_errors(tmp_path):
+    TiedModel(TiedConfig.preset("small")).save_pretrained(tmp_path)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    meta["config"]["dim"] = 6
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match=r"shape mismatches embed.weight: \(10, 8\) .* vs \(10, 6\)"):
+        TiedModel.from_pretrained(tmp_path)
+    meta["model_type"] = "codec"
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="holds a 'codec' model"):
+        TiedModel.from_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not a saved tied-test model"):
+        TiedModel.from_pretrained(tmp_path / "nowhere")
+    (tmp_path / "model.safetensors").write_bytes(b"\x00" * 10)
+    meta["model_type"] = "tied-test"
+    meta["config"]["dim"] = 8
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="not a readable safetensors file"):
+        TiedModel.from_pretrained(tmp_path)
