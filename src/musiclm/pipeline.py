@@ -1,0 +1,306 @@
+"""Text in, music out: MuLan tokens -> semantic stage -> coarse stage -> fine stage -> codec decoder.
+
+A pipeline folder holds one sub-folder per part (``codec/``, ``semantic/``, ``mulan/``, optional
+``melody/``, ``semantic_stage/``, ``coarse_stage/``, ``fine_stage/``) and a ``pipeline.json``. Parts
+are used only through the protocols of :mod:`musiclm.interfaces` and loaded by their ``model_type``,
+so any codec / tokenizer / conditioner implementing them (ours or an HF adapter) can be assembled.
+
+:func:`generate_tokens` is the token-level procedure (tested and benchmarked on its own);
+:meth:`MusicLM.generate` adds checking of the request, text/melody/audio tokenization and decoding.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from musiclm.audio import load_audio, resample
+from musiclm.interfaces import AcousticCodec, Conditioner, MelodyEmbedder, SemanticTokenizer, load_component
+from musiclm.stages.sampling import Sampling, generate_stage
+from musiclm.stages.stages import StageConfig, StageLM
+
+PIPELINE_FILE = "pipeline.json"
+PARTS = ("codec", "semantic", "mulan", "semantic_stage", "coarse_stage", "fine_stage")
+PAPER_TEMPERATURES = (1.0, 0.95, 0.4)  # semantic, coarse, fine
+MAX_DURATION = 300.0  # the paper generates clips of up to 5 minutes
+
+
+class GenerationError(ValueError):
+    """A generation request that cannot be served; raised before any token is sampled."""
+
+
+@dataclass
+class StageSet:
+    semantic: StageLM
+    coarse: StageLM
+    fine: StageLM
+
+
+def generate_tokens(
+    stages: StageSet,
+    mulan: Sequence[tuple[float, torch.Tensor]],
+    seconds: float,
+    samplings: Sequence[Sampling] = tuple(Sampling(t) for t in PAPER_TEMPERATURES),
+    melody: torch.Tensor | None = None,
+    melody_hop: float = 3.0,
+    prompt_semantic: torch.Tensor | None = None,
+    prompt_acoustic: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    use_cache: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Sample the three token streams for ``seconds`` of audio.
+
+    ``mulan``: the text conditioning schedule ``[(start_second, tokens [B, Qm]), ...]`` sorted by start
+    (one entry, or one per story segment); a window takes the tokens in force where its new part begins.
+    ``melody``: melody tokens ``[B, W, Q]`` of windows every ``melody_hop`` seconds. Prompts
+    (continuation): ``prompt_semantic [B, Fs]`` and ``prompt_acoustic [B, Q, Fa]``, kept in the output.
+    Returns ``semantic [B, Fs]``, ``coarse [B, Qc, Fa]``, ``fine [B, Qf, Fa]``.
+    """
+    sem, coarse, fine = stages.semantic, stages.coarse, stages.fine
+    batch = mulan[0][1].shape[0]
+    n_sem = round(seconds * sem.frame_rate)
+    n_ac = round(seconds * coarse.frame_rate)
+    ratio = sem.frame_rate / coarse.frame_rate
+
+    def tokens_at(frame: int, rate: float) -> torch.Tensor:
+        t = frame / rate + 1e-6
+        return [tokens for start, tokens in mulan if start <= t][-1]
+
+    def melody_at(start: int) -> torch.Tensor | None:
+        if not sem.config.melody_quantizers:
+            return None
+        first = min(round(start / sem.frame_rate / melody_hop), melody.shape[1] - 1)
+        index = torch.arange(first, first + sem.config.melody_windows).clamp(max=melody.shape[1] - 1)
+        return melody[:, index]
+
+    def bar(name: str, total: int):
+        return tqdm(total=total, desc=f"{name} stage", unit="frame", disable=not progress, leave=False)
+
+    with bar("semantic", n_sem) as b:
+        semantic = generate_stage(
+            sem, lambda s, n, e: sem.condition(mulan=tokens_at(n, sem.frame_rate), melody=melody_at(s)),
+            n_sem, batch, samplings[0], prompt=None if prompt_semantic is None else prompt_semantic[:, None],
+            generator=generator, on_frame=b.update, use_cache=use_cache,
+        )[:, 0]
+    qc = coarse.levels
+    with bar("coarse", n_ac) as b:
+        coarse_codes = generate_stage(
+            coarse, lambda s, n, e: coarse.condition(
+                mulan=tokens_at(n, coarse.frame_rate), semantic=semantic[:, round(s * ratio) : round(e * ratio)]),
+            n_ac, batch, samplings[1], prompt=None if prompt_acoustic is None else prompt_acoustic[:, :qc],
+            generator=generator, on_frame=b.update, use_cache=use_cache,
+        )
+    with bar("fine", n_ac) as b:
+        fine_codes = generate_stage(
+            fine, lambda s, n, e: fine.condition(coarse=coarse_codes[..., s:e]),
+            n_ac, batch, samplings[2], prompt=None if prompt_acoustic is None else prompt_acoustic[:, qc:],
+            generator=generator, on_frame=b.update, use_cache=use_cache,
+        )
+    return {"semantic": semantic, "coarse": coarse_codes, "fine": fine_codes}
+
+
+def stage_config(stage: str, preset: str, vocab: dict) -> StageConfig:
+    """A stage config of ``preset`` sized to the parts' vocabularies (``vocab``: see :func:`vocabularies`)."""
+    return StageConfig.for_stage(stage, preset, **vocab)
+
+
+def vocabularies(codec: AcousticCodec, semantic: SemanticTokenizer, mulan: Conditioner,
+                 melody: MelodyEmbedder | None = None, coarse_quantizers: int = 4) -> dict:
+    """The vocabulary fields of :class:`StageConfig` that the parts dictate."""
+    if not 0 < coarse_quantizers < codec.num_quantizers:
+        raise GenerationError(f"coarse_quantizers must be in 1..{codec.num_quantizers - 1}, got {coarse_quantizers}")
+    return {
+        "mulan_quantizers": mulan.num_quantizers, "mulan_codebook": mulan.codebook_size,
+        "melody_quantizers": melody.num_quantizers if melody is not None else 0,
+        "melody_codebook": melody.codebook_size if melody is not None else 512,
+        "semantic_vocab": semantic.vocab_size, "semantic_rate": float(semantic.frame_rate),
+        "codebook_size": codec.codebook_size, "coarse_quantizers": coarse_quantizers,
+        "fine_quantizers": codec.num_quantizers - coarse_quantizers, "acoustic_rate": float(codec.frame_rate),
+    }
+
+
+class MusicLM:
+    """The assembled model. Build it from parts, or load a pipeline folder with :meth:`from_pretrained`."""
+
+    def __init__(self, codec: AcousticCodec, semantic: SemanticTokenizer, mulan: Conditioner, stages: StageSet,
+                 melody: MelodyEmbedder | None = None, max_duration: float = MAX_DURATION):
+        self.codec, self.semantic, self.mulan, self.melody = codec, semantic, mulan, melody
+        self.stages, self.max_duration = stages, max_duration
+        expected = vocabularies(codec, semantic, mulan, melody, stages.coarse.config.coarse_quantizers)
+        for stage in (stages.semantic, stages.coarse, stages.fine):
+            stage.eval()
+            got = {k: getattr(stage.config, k) for k in expected}
+            if stage.config.stage != "semantic":  # melody only conditions the semantic stage
+                got.pop("melody_quantizers"), got.pop("melody_codebook")
+            wrong = [f"{k}={v} (parts: {expected[k]})" for k, v in got.items() if v != expected[k]]
+            if wrong:
+                raise GenerationError(
+                    f"the {stage.config.stage} stage was trained for other parts: {', '.join(wrong)}; "
+                    "retrain it on tokens of these parts (musiclm tokenize, then musiclm train stage)"
+                )
+
+    # ------------------------------------------------------------ persistence
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> MusicLM:
+        directory = Path(directory)
+        if not (directory / PIPELINE_FILE).is_file():
+            raise FileNotFoundError(
+                f"{directory} has no {PIPELINE_FILE}: not a MusicLM pipeline folder (save one with "
+                "MusicLM.save_pretrained or `musiclm assemble`)"
+            )
+        missing = [p for p in PARTS if not (directory / p / "config.json").is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"pipeline {directory} lacks {', '.join(missing)}: each part must be a sub-folder saved with "
+                "save_pretrained (train the missing stage with `musiclm train stage --stage ...`)"
+            )
+        meta = json.loads((directory / PIPELINE_FILE).read_text())
+        parts = {p: load_component(directory / p, map_location) for p in PARTS}
+        melody = load_component(directory / "melody", map_location) if (directory / "melody").is_dir() else None
+        stages = StageSet(parts["semantic_stage"], parts["coarse_stage"], parts["fine_stage"])
+        return cls(parts["codec"], parts["semantic"], parts["mulan"], stages, melody,
+                   meta.get("max_duration", MAX_DURATION))
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        named = {"codec": self.codec, "semantic": self.semantic, "mulan": self.mulan, "melody": self.melody,
+                 "semantic_stage": self.stages.semantic, "coarse_stage": self.stages.coarse,
+                 "fine_stage": self.stages.fine}
+        for name, part in named.items():
+            if part is not None:
+                part.save_pretrained(directory / name)
+        (directory / PIPELINE_FILE).write_text(json.dumps({"max_duration": self.max_duration}, indent=2) + "\n")
+        return directory
+
+    # ------------------------------------------------------------ generation
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    @torch.no_grad()
+    def generate(
+        self,
+        texts: str | Sequence[str] | None,
+        duration: float,
+        melody: str | Path | torch.Tensor | None = None,
+        continuation: str | Path | torch.Tensor | None = None,
+        story: Sequence[tuple[str, float]] | None = None,
+        seed: int | None = None,
+        guidance: float | None = None,
+        temperatures: Sequence[float] = PAPER_TEMPERATURES,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Waveforms ``[B, T]`` at :attr:`sample_rate`, one per prompt.
+
+        ``duration``: seconds to generate (after the ``continuation`` audio, which is kept at the start
+        of the output). ``story``: ``[(prompt, seconds), ...]`` adding up to ``duration``, instead of
+        ``texts``. ``melody``: a hummed/whistled wav (path or ``[T]`` tensor at the melody embedder's
+        rate) whose melody tokens join the text tokens. ``guidance``: classifier-free guidance scale
+        (None: off, the paper's behaviour). ``temperatures``: semantic, coarse, fine (paper's default).
+        """
+        schedule = self._check_request(texts, duration, story)
+        if len(temperatures) != 3:
+            raise GenerationError(f"temperatures takes 3 values (semantic, coarse, fine), got {list(temperatures)}")
+        samplings = [Sampling(t, top_k, top_p, guidance) for t in temperatures]
+        batch = len(schedule[0][1])
+        melody_tokens = self._melody_tokens(melody, batch)
+        prompt_sem = prompt_ac = None
+        prompt_seconds = 0.0
+        if continuation is not None:
+            prompt_sem, prompt_ac, prompt_seconds = self._prompt_tokens(continuation, batch)
+        mulan = [(start + prompt_seconds, self.mulan.quantize(self.mulan.embed_text(list(texts))))
+                 for start, texts in schedule]
+        mulan[0] = (0.0, mulan[0][1])
+        generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+        tokens = generate_tokens(
+            self.stages, mulan, prompt_seconds + duration, samplings, melody=melody_tokens,
+            melody_hop=self.melody.hop_seconds if self.melody is not None else 3.0,
+            prompt_semantic=prompt_sem, prompt_acoustic=prompt_ac, generator=generator, progress=progress,
+        )
+        return self.codec.decode(torch.cat([tokens["coarse"], tokens["fine"]], dim=1))
+
+    def _check_request(self, texts, duration: float, story) -> list[tuple[float, list[str]]]:
+        """Everything that can be wrong with a request, raised before any work is done."""
+        if not isinstance(duration, (int, float)) or not math.isfinite(duration) or duration <= 0:
+            raise GenerationError(f"duration must be a positive number of seconds, got {duration!r}")
+        if duration > self.max_duration:
+            raise GenerationError(f"duration {duration} s is above this model's maximum of {self.max_duration} s")
+        if story is not None:
+            if texts:
+                raise GenerationError("pass either texts or story, not both")
+            if not story:
+                raise GenerationError("story is empty; give a list of (prompt, seconds)")
+            for prompt, seconds in story:
+                if not isinstance(prompt, str) or not prompt.strip():
+                    raise GenerationError(f"story prompt {prompt!r} is empty")
+                if seconds <= 0:
+                    raise GenerationError(f"story segment {prompt!r} has {seconds} s; each needs > 0 s")
+            total = sum(seconds for _, seconds in story)
+            if abs(total - duration) > 1e-3:
+                raise GenerationError(
+                    f"the story's segments add up to {total} s but duration is {duration} s; make them equal"
+                )
+            starts = [sum(s for _, s in story[:i]) for i in range(len(story))]
+            return [(start, [prompt]) for start, (prompt, _) in zip(starts, story)]
+        if isinstance(texts, str):
+            texts = [texts]
+        if not texts:
+            raise GenerationError("no prompts: pass at least one text (or a story)")
+        empty = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+        if empty:
+            raise GenerationError(f"prompt(s) at position {empty} are empty; describe the music to generate")
+        return [(0.0, list(texts))]
+
+    def _melody_tokens(self, melody, batch: int) -> torch.Tensor | None:
+        if melody is None:
+            if self.stages.semantic.config.melody_quantizers:
+                raise GenerationError("this model's semantic stage is melody-conditioned; pass melody=<wav>")
+            return None
+        if self.melody is None or not self.stages.semantic.config.melody_quantizers:
+            raise GenerationError("this pipeline has no melody embedder / melody-conditioned semantic stage")
+        wav = _audio(melody, self.melody.sample_rate, "melody")
+        seconds = wav.shape[-1] / self.melody.sample_rate
+        if seconds < self.melody.window_seconds:
+            raise GenerationError(
+                f"the melody is {seconds:.2f} s long; it needs at least one window of {self.melody.window_seconds} s"
+            )
+        if wav.abs().max() < 1e-4 or wav.pow(2).mean().sqrt() < 1e-4:
+            raise GenerationError("the melody file is silent; record the hummed/whistled melody louder")
+        tokens = self.melody.quantize(self.melody.embed(wav[None]))
+        return tokens.expand(batch, -1, -1)
+
+    def _prompt_tokens(self, audio, batch: int):
+        wav = _audio(audio, self.codec.sample_rate, "continuation")
+        seconds = wav.shape[-1] / self.codec.sample_rate
+        min_seconds = 2 / self.stages.semantic.frame_rate
+        if seconds < min_seconds:
+            raise GenerationError(f"the continuation audio is {seconds:.3f} s; it needs at least {min_seconds} s")
+        acoustic = self.codec.encode(wav[None])
+        sem_wav = resample(wav, self.codec.sample_rate, self.semantic.sample_rate)
+        semantic = self.semantic.tokenize(sem_wav[None])
+        # trim both streams to the same whole number of seconds' worth of frames
+        frames = min(acoustic.shape[-1] / self.codec.frame_rate, semantic.shape[-1] / self.semantic.frame_rate)
+        ac = acoustic[..., : round(frames * self.codec.frame_rate)]
+        sem = semantic[..., : round(frames * self.semantic.frame_rate)]
+        return sem.expand(batch, -1), ac.expand(batch, -1, -1), ac.shape[-1] / self.codec.frame_rate
+
+
+def _audio(source, sample_rate: int, what: str) -> torch.Tensor:
+    if isinstance(source, torch.Tensor):
+        wav = source.float()
+        if wav.dim() != 1:
+            raise GenerationError(f"the {what} tensor must be mono [T], got shape {tuple(wav.shape)}")
+        return wav
+    path = Path(source)
+    if not path.is_file():
+        raise GenerationError(f"{what} file {path} not found")
+    return load_audio(path, sample_rate)

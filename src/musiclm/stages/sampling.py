@@ -1,0 +1,119 @@
+"""Sampling from a stage: temperature / top-k / top-p, classifier-free guidance, sliding windows.
+
+Guidance runs the conditional and the unconditional sequence as one batch of 2B rows (the
+unconditional rows have their text/melody tokens replaced by NULL), so it costs one forward pass
+of twice the batch, not two passes. Long outputs are decoded window by window as in the paper:
+a window of ``window_frames`` is generated, then the next window starts ``prefix_frames`` before the
+end of what exists, is re-encoded in one pass (KV cache prefill) and continues from there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+
+from musiclm.stages.stages import StageLM
+
+
+@dataclasses.dataclass
+class Sampling:
+    temperature: float = 1.0  # 0: greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    guidance: float | None = None  # classifier-free guidance scale; None or 1: off (the paper)
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.guidance is not None and self.guidance < 0:
+            raise ValueError(f"guidance must be >= 0, got {self.guidance}")
+
+
+def sample(logits: torch.Tensor, s: Sampling, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``[B, V]`` logits -> ``[B]`` token ids."""
+    if s.temperature == 0:
+        return logits.argmax(-1)
+    logits = logits / s.temperature
+    if s.top_k is not None and s.top_k < logits.shape[-1]:
+        kth = logits.topk(s.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if s.top_p is not None and s.top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        # drop a token when the ones before it already reach top_p; the first always stays
+        remove = (cumulative - sorted_logits.softmax(-1)) >= s.top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(remove, float("-inf")))
+    # exponential race: argmax(p / E), E ~ Exp(1), draws from p; a third of torch.multinomial's overhead
+    probs = logits.softmax(-1)
+    return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(-1)
+
+
+@torch.no_grad()
+def generate_stage(
+    model: StageLM,
+    condition: Callable[[int, int, int], torch.Tensor],
+    num_frames: int,
+    batch: int,
+    sampling: Sampling,
+    prompt: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    on_frame: Callable[[int], None] | None = None,
+    use_cache: bool = True,
+) -> torch.Tensor:
+    """Sample ``num_frames`` frames of the stage's targets; returns codes ``[B, L, num_frames]``.
+
+    ``condition(start, new, end)`` gives the conditioning prefix ``[B, P]`` of the window of frames
+    ``start..end`` (the stage's own frame rate) whose frames from ``new`` on are to be generated. ``prompt`` ``[B, L, F0]`` are known first frames
+    (continuation); they are kept in the output. ``use_cache=False`` re-encodes the whole window for
+    every token (for tests and benchmarks of the cache).
+    """
+    levels, window, keep = model.levels, model.window_frames, model.prefix_frames
+    device = model.heads.device
+    out = torch.zeros(batch, levels, num_frames, dtype=torch.long, device=device)
+    have = 0
+    if prompt is not None:
+        have = min(prompt.shape[-1], num_frames)
+        out[..., :have] = prompt[..., :have]
+    guided = sampling.guidance is not None and sampling.guidance != 1 and model.droppable > 0
+    target_offset = model.offsets[model.target]
+    level_offset = torch.arange(levels, device=device) * model.codebook + target_offset
+    while have < num_frames:
+        start = max(0, have - keep)
+        end = min(start + window, num_frames)
+        prefix = condition(start, have, end)
+        if guided:
+            prefix = torch.cat([prefix, model.drop_condition(prefix)])
+        known = model.targets(out[..., start:have])
+        rows = 2 * batch if guided else batch
+        ids = torch.cat([prefix, torch.cat([known, known]) if guided else known], dim=1)
+        total = ids.shape[1] + (end - have) * levels
+        cache = model.transformer.new_cache(rows, total) if use_cache else None
+        hidden = model.transformer(ids, cache)[:, -1]
+        for frame in range(have, end):
+            for level in range(levels):
+                logits = model.level_logits(hidden, level)
+                if guided:
+                    cond, uncond = logits.chunk(2)
+                    logits = uncond + sampling.guidance * (cond - uncond)
+                token = sample(logits, sampling, generator)
+                out[:, level, frame] = token
+                if frame == end - 1 and level == levels - 1:
+                    break
+                step = (token + level_offset[level])[:, None]
+                if guided:
+                    step = torch.cat([step, step])
+                if use_cache:
+                    hidden = model.transformer(step, cache)[:, -1]
+                else:
+                    ids = torch.cat([ids, step], dim=1)
+                    hidden = model.transformer(ids)[:, -1]
+            if on_frame is not None:
+                on_frame(1)
+        have = end
+    return out

@@ -1,0 +1,235 @@
+"""The three MusicLM stages: one Transformer, three sequence layouts.
+
+================  ==========================================  ==========================
+stage             conditioning prefix                          targets
+================  ==========================================  ==========================
+semantic          MuLan tokens (+ melody tokens)  SEP          semantic tokens S, 25 Hz
+coarse            MuLan tokens, S of the window   SEP          RVQ levels 1..Qc, 50 Hz
+fine              levels 1..Qc of the window      SEP          RVQ levels Qc+1..Q, 50 Hz
+================  ==========================================  ==========================
+
+Multi-level targets are flattened frame by frame (``a[f,0], a[f,1], ..., a[f+1,0], ...``); every
+level has its own slice of the input vocabulary (per-level offsets) and its own output head, so a
+level's logits are computed only over that level's codebook. The MuLan and melody tokens are the
+*droppable* conditioning: in training they are replaced by a learned NULL token with probability
+``cond_dropout``, which is what classifier-free guidance needs at inference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from musiclm.config import Config, ConfigError
+from musiclm.pretrained import PretrainedMixin
+from musiclm.stages.transformer import Transformer, TransformerSpec
+from musiclm.training import Trainable
+
+STAGES = ("semantic", "coarse", "fine")
+SEP, NULL = 0, 1  # special input ids; vocabularies of the parts start at 2
+
+
+@dataclasses.dataclass
+class StageConfig(Config):
+    stage: str = "semantic"
+    # network
+    dim: int = 256
+    layers: int = 4
+    heads: int = 4
+    ff: int = 1024
+    dropout: float = 0.1
+    rel_buckets: int = 32
+    rel_max_distance: int = 256
+    # vocabularies; the pipeline builders copy these from the trained parts
+    mulan_quantizers: int = 12
+    mulan_codebook: int = 1024
+    melody_quantizers: int = 0  # 0: no melody conditioning
+    melody_codebook: int = 512
+    melody_windows: int = 3  # melody windows in the prefix (paper: 3 per 10 s)
+    semantic_vocab: int = 1024
+    semantic_rate: float = 25.0
+    codebook_size: int = 1024
+    coarse_quantizers: int = 4
+    fine_quantizers: int = 8
+    acoustic_rate: float = 50.0
+    # training crop = generation window; long generation advances by window - prefix
+    window_seconds: float = 10.0
+    prefix_seconds: float = 5.0
+    cond_dropout: float = 0.1
+
+    PRESETS = {
+        "tiny": {"dim": 64, "layers": 2, "heads": 4, "ff": 128, "dropout": 0.0, "rel_max_distance": 128,
+                 "window_seconds": 2.0, "prefix_seconds": 1.0},
+        "small": {"dim": 256, "layers": 4, "heads": 4, "ff": 768, "dropout": 0.1,
+                  "window_seconds": 5.0, "prefix_seconds": 2.5},
+        "paper": {"dim": 1024, "layers": 24, "heads": 16, "ff": 4096, "dropout": 0.1, "rel_max_distance": 1024,
+                  "window_seconds": 30.0, "prefix_seconds": 15.0},
+    }
+    # The paper's crops differ per stage (30 / 10 / 3 s); `for_stage` applies them scaled to the preset.
+    WINDOW_SCALE = {"semantic": 1.0, "coarse": 1 / 3, "fine": 1 / 10}
+
+    @classmethod
+    def for_stage(cls, stage: str, preset: str = "small", **overrides) -> StageConfig:
+        if stage not in STAGES:
+            raise ConfigError(f"unknown stage {stage!r}; choose one of {STAGES}")
+        base = cls.PRESETS.get(preset, {})
+        scale = cls.WINDOW_SCALE[stage]
+        windows = {k: base.get(k, getattr(cls, k)) * scale for k in ("window_seconds", "prefix_seconds")}
+        if preset != "paper":  # small presets keep acoustic windows long enough to carry context
+            windows = {k: max(v, base.get(k, 1.0) / 2) for k, v in windows.items()}
+        return cls.preset(preset, stage=stage, **{**windows, **overrides})
+
+    def __post_init__(self):
+        if self.stage not in STAGES:
+            raise ConfigError(f"unknown stage {self.stage!r}; choose one of {STAGES}")
+        if self.dim % self.heads:
+            raise ConfigError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if not 0 <= self.prefix_seconds < self.window_seconds:
+            raise ConfigError(
+                f"prefix_seconds {self.prefix_seconds} must be >= 0 and below window_seconds {self.window_seconds}"
+            )
+
+
+class StageLM(Trainable, PretrainedMixin):
+    """One MusicLM stage: the layout of its sequence plus the shared Transformer and per-level heads."""
+
+    config_class = StageConfig
+    model_type = "musiclm_stage"
+
+    def __init__(self, config: StageConfig):
+        super().__init__()
+        self.config = c = config
+        # input vocabulary: [SEP, NULL] + one slice per conditioning/target segment
+        sizes = {"mulan": c.mulan_quantizers * c.mulan_codebook}
+        if c.stage == "semantic":
+            sizes["melody"] = c.melody_quantizers * c.melody_codebook
+            sizes["semantic"] = c.semantic_vocab
+        elif c.stage == "coarse":
+            sizes["semantic"] = c.semantic_vocab
+            sizes["coarse"] = c.coarse_quantizers * c.codebook_size
+        else:
+            sizes = {"coarse": c.coarse_quantizers * c.codebook_size, "fine": c.fine_quantizers * c.codebook_size}
+        self.offsets, start = {}, 2
+        for name, size in sizes.items():
+            self.offsets[name] = start
+            start += size
+        self.target = {"semantic": "semantic", "coarse": "coarse", "fine": "fine"}[c.stage]
+        self.levels = {"semantic": 1, "coarse": c.coarse_quantizers, "fine": c.fine_quantizers}[c.stage]
+        self.codebook = c.semantic_vocab if c.stage == "semantic" else c.codebook_size
+        self.frame_rate = c.semantic_rate if c.stage == "semantic" else c.acoustic_rate
+        self.transformer = Transformer(TransformerSpec(
+            vocab_size=start, dim=c.dim, layers=c.layers, heads=c.heads, ff=c.ff, dropout=c.dropout,
+            rel_buckets=c.rel_buckets, rel_max_distance=c.rel_max_distance,
+        ))
+        self.heads = nn.Parameter(torch.randn(self.levels, self.codebook, c.dim) * 0.02)
+
+    # ------------------------------------------------------------ layout
+    @property
+    def window_frames(self) -> int:
+        return round(self.config.window_seconds * self.frame_rate)
+
+    @property
+    def prefix_frames(self) -> int:
+        return round(self.config.prefix_seconds * self.frame_rate)
+
+    @property
+    def uses_text(self) -> bool:
+        return self.config.stage != "fine"
+
+    def _levels(self, name: str, codes: torch.Tensor, size: int) -> torch.Tensor:
+        """Codes ``[B, L, F]`` (or ``[B, F]``) -> flattened input ids ``[B, F*L]`` with per-level offsets."""
+        if codes.dim() == 2:
+            codes = codes.unsqueeze(1)
+        levels = torch.arange(codes.shape[1], device=codes.device)[None, :, None] * size
+        return (codes + levels + self.offsets[name]).transpose(1, 2).reshape(codes.shape[0], -1)
+
+    def condition(self, mulan: torch.Tensor | None = None, melody: torch.Tensor | None = None,
+                  semantic: torch.Tensor | None = None, coarse: torch.Tensor | None = None) -> torch.Tensor:
+        """The conditioning prefix (ending in SEP) for one window.
+
+        mulan ``[B, Qm]``; melody ``[B, W, Qmel]`` (semantic stage, when it has melody tokens);
+        semantic ``[B, Fs]`` of the window (coarse stage); coarse ``[B, Qc, Fa]`` of the window (fine).
+        """
+        c, parts = self.config, []
+        if c.stage in ("semantic", "coarse"):
+            _need(mulan, "mulan", c.stage)
+            parts.append(_flat_conditioning(mulan, self.offsets["mulan"], c.mulan_codebook, c.mulan_quantizers))
+        if c.stage == "semantic" and c.melody_quantizers:
+            _need(melody, "melody", c.stage)
+            if melody.shape[1] != c.melody_windows:
+                raise ValueError(f"melody tokens have {melody.shape[1]} windows, the stage expects {c.melody_windows}")
+            parts.append(_flat_conditioning(melody.flatten(1, 2), self.offsets["melody"], c.melody_codebook,
+                                            c.melody_quantizers))
+        if c.stage == "coarse":
+            _need(semantic, "semantic", c.stage)
+            parts.append(semantic + self.offsets["semantic"])
+        if c.stage == "fine":
+            _need(coarse, "coarse", c.stage)
+            parts.append(self._levels("coarse", coarse, c.codebook_size))
+        batch = parts[0].shape[0]
+        parts.append(torch.full((batch, 1), SEP, dtype=torch.long, device=parts[0].device))
+        return torch.cat(parts, dim=1)
+
+    @property
+    def droppable(self) -> int:
+        """How many leading prefix positions are text/melody conditioning (replaced by NULL to drop it)."""
+        c = self.config
+        if c.stage == "fine":
+            return 0
+        melody = c.melody_quantizers * c.melody_windows if c.stage == "semantic" else 0
+        return c.mulan_quantizers + melody
+
+    def drop_condition(self, prefix: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """Replace the text/melody part of the rows where ``drop`` is True (all rows if None) by NULL."""
+        out = prefix.clone()
+        rows = slice(None) if drop is None else drop
+        out[rows, : self.droppable] = NULL
+        return out
+
+    def targets(self, codes: torch.Tensor) -> torch.Tensor:
+        """Target codes ``[B, L, F]`` (or ``[B, F]``) -> input ids ``[B, F*L]``."""
+        return self._levels(self.target, codes, self.codebook)
+
+    # ------------------------------------------------------------ network
+    def level_logits(self, hidden: torch.Tensor, level: int) -> torch.Tensor:
+        return hidden @ self.heads[level].T
+
+    def forward(self, prefix: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits ``[B, F, L, codebook]`` of target codes ``[B, L, F]`` given the prefix."""
+        ids = torch.cat([prefix, self.targets(codes)[:, :-1]], dim=1)
+        hidden = self.transformer(ids)[:, prefix.shape[1] - 1 :]
+        b, n, d = hidden.shape
+        hidden = hidden.view(b, n // self.levels, self.levels, d)
+        return torch.einsum("bfld,lcd->bflc", hidden, self.heads)
+
+    def training_step(self, batch: dict, *, step: int, group: str) -> dict[str, torch.Tensor]:
+        """``batch``: prefix ``[B, P]``, codes ``[B, L, F]`` and mask ``[B, F]`` (False on padding)."""
+        prefix, codes, mask = batch["prefix"], batch["codes"], batch["mask"]
+        if self.training and self.droppable and self.config.cond_dropout > 0:
+            drop = torch.rand(prefix.shape[0], device=prefix.device) < self.config.cond_dropout
+            prefix = self.drop_condition(prefix, drop)
+        logits = self(prefix, codes)
+        target = codes.transpose(1, 2).masked_fill(~mask[:, :, None], -100)
+        loss = F.cross_entropy(logits.flatten(0, 2), target.flatten(), ignore_index=-100)
+        return {"loss": loss, "ppl": loss.detach().exp().clamp(max=math.exp(20))}
+
+
+def _need(value, name: str, stage: str) -> None:
+    if value is None:
+        raise ValueError(f"the {stage} stage is conditioned on {name} tokens; pass {name}=...")
+
+
+def _flat_conditioning(tokens: torch.Tensor, offset: int, codebook: int, quantizers: int) -> torch.Tensor:
+    """``[B, n*Q]`` RVQ tokens -> ids, each quantizer its own slice of the vocabulary."""
+    levels = torch.arange(tokens.shape[1], device=tokens.device) % quantizers * codebook
+    return tokens + levels + offset
+
+
+def count_parameters(config: StageConfig) -> int:
+    """Parameters of a stage, built on the meta device (no memory) — how the paper sizes are checked."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in StageLM(config).parameters())
