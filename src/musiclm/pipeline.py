@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from musiclm.audio import load_audio, resample
+from musiclm.audio import load_audio
 from musiclm.interfaces import AcousticCodec, Conditioner, MelodyEmbedder, SemanticTokenizer, load_component
 from musiclm.stages.sampling import Sampling, generate_stage
 from musiclm.stages.stages import StageConfig, StageLM
+from musiclm.stages.tokenize import encode_aligned
 
 PIPELINE_FILE = "pipeline.json"
 PARTS = ("codec", "semantic", "mulan", "semantic_stage", "coarse_stage", "fine_stage")
@@ -284,14 +285,8 @@ class MusicLM:
         min_seconds = 2 / self.stages.semantic.frame_rate
         if seconds < min_seconds:
             raise GenerationError(f"the continuation audio is {seconds:.3f} s; it needs at least {min_seconds} s")
-        acoustic = self.codec.encode(wav[None])
-        sem_wav = resample(wav, self.codec.sample_rate, self.semantic.sample_rate)
-        semantic = self.semantic.tokenize(sem_wav[None])
-        # trim both streams to the same whole number of seconds' worth of frames
-        frames = min(acoustic.shape[-1] / self.codec.frame_rate, semantic.shape[-1] / self.semantic.frame_rate)
-        ac = acoustic[..., : round(frames * self.codec.frame_rate)]
-        sem = semantic[..., : round(frames * self.semantic.frame_rate)]
-        return sem.expand(batch, -1), ac.expand(batch, -1, -1), ac.shape[-1] / self.codec.frame_rate
+        semantic, acoustic = encode_aligned(wav, self.codec.sample_rate, self.codec, self.semantic)
+        return semantic.expand(batch, -1), acoustic.expand(batch, -1, -1), acoustic.shape[-1] / self.codec.frame_rate
 
 
 def _audio(source, sample_rate: int, what: str) -> torch.Tensor:

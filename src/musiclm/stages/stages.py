@@ -106,7 +106,8 @@ class StageLM(Trainable, PretrainedMixin):
         # input vocabulary: [SEP, NULL] + one slice per conditioning/target segment
         sizes = {"mulan": c.mulan_quantizers * c.mulan_codebook}
         if c.stage == "semantic":
-            sizes["melody"] = c.melody_quantizers * c.melody_codebook
+            if c.melody_quantizers:
+                sizes["melody"] = c.melody_quantizers * c.melody_codebook
             sizes["semantic"] = c.semantic_vocab
         elif c.stage == "coarse":
             sizes["semantic"] = c.semantic_vocab
@@ -207,14 +208,13 @@ class StageLM(Trainable, PretrainedMixin):
         return torch.einsum("bfld,lcd->bflc", hidden, self.heads)
 
     def training_step(self, batch: dict, *, step: int, group: str) -> dict[str, torch.Tensor]:
-        """``batch``: prefix ``[B, P]``, codes ``[B, L, F]`` and mask ``[B, F]`` (False on padding)."""
-        prefix, codes, mask = batch["prefix"], batch["codes"], batch["mask"]
+        """``batch``: conditioning prefix ``[B, P]`` and target codes ``[B, L, F]`` of one window."""
+        prefix, codes = batch["prefix"], batch["codes"]
         if self.training and self.droppable and self.config.cond_dropout > 0:
             drop = torch.rand(prefix.shape[0], device=prefix.device) < self.config.cond_dropout
             prefix = self.drop_condition(prefix, drop)
         logits = self(prefix, codes)
-        target = codes.transpose(1, 2).masked_fill(~mask[:, :, None], -100)
-        loss = F.cross_entropy(logits.flatten(0, 2), target.flatten(), ignore_index=-100)
+        loss = F.cross_entropy(logits.flatten(0, 2), codes.transpose(1, 2).flatten())
         return {"loss": loss, "ppl": loss.detach().exp().clamp(max=math.exp(20))}
 
 

@@ -1,0 +1,87 @@
+"""Training windows for the stages, cut from token shards (see :mod:`musiclm.stages.tokenize`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+
+from musiclm.stages.stages import StageLM
+from musiclm.stages.tokenize import META_FILE
+
+
+def read_meta(directory: str | Path) -> dict:
+    path = Path(directory) / META_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {directory} is not a token folder written by `musiclm tokenize`")
+    return json.loads(path.read_text())
+
+
+def load_shards(directory: str | Path) -> list[dict[str, torch.Tensor]]:
+    """Every clip of every shard in ``directory``: ``[{"semantic", "acoustic", "mulan", ["melody"]}, ...]``."""
+    shards = sorted(Path(directory).glob("shard-*.safetensors"))
+    if not shards:
+        raise FileNotFoundError(f"no shard-*.safetensors in {directory}; run `musiclm tokenize` first")
+    clips: list[dict[str, torch.Tensor]] = []
+    for path in shards:
+        with safe_open(str(path), framework="pt") as f:
+            items: dict[str, dict[str, torch.Tensor]] = {}
+            for key in f.keys():
+                index, name = key.split("/")
+                items.setdefault(index, {})[name] = f.get_tensor(key).long()
+        clips.extend(items[k] for k in sorted(items, key=int))
+    return clips
+
+
+class StageDataset(torch.utils.data.Dataset):
+    """Random windows of ``model.config.window_seconds`` laid out for ``model``'s stage.
+
+    Clips shorter than a window are left out (a window is never padded, so every position a stage
+    learns from is real). The window start is drawn from ``np.random.default_rng(key)``.
+    """
+
+    def __init__(self, clips: list[dict[str, torch.Tensor]], model: StageLM, melody_hop: float = 3.0):
+        c = model.config
+        self.model, self.melody_hop = model, melody_hop
+        self.sem_frames = round(c.window_seconds * c.semantic_rate)
+        self.ac_frames = round(c.window_seconds * c.acoustic_rate)
+        needs_melody = c.stage == "semantic" and c.melody_quantizers > 0
+        self.clips = [
+            clip for clip in clips
+            if clip["semantic"].shape[-1] >= self.sem_frames and clip["acoustic"].shape[-1] >= self.ac_frames
+            and (not needs_melody or "melody" in clip)
+        ]
+        if not self.clips:
+            raise ValueError(
+                f"none of the {len(clips)} clips is as long as the {c.stage} stage's window of "
+                f"{c.window_seconds} s{' with melody tokens' if needs_melody else ''}; "
+                "use longer clips or a shorter window (--set window_seconds=...)"
+            )
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
+        clip, c, model = self.clips[key % len(self.clips)], self.model.config, self.model
+        starts = clip["semantic"].shape[-1] - self.sem_frames + 1
+        start = int(np.random.default_rng(key).integers(starts))  # in semantic frames: both streams align
+        a0 = round(start * c.acoustic_rate / c.semantic_rate)
+        semantic = clip["semantic"][start : start + self.sem_frames]
+        acoustic = clip["acoustic"][:, a0 : a0 + self.ac_frames]
+        coarse, fine = acoustic[: c.coarse_quantizers], acoustic[c.coarse_quantizers : c.coarse_quantizers + c.fine_quantizers]
+        mulan = clip["mulan"][None]
+        if c.stage == "semantic":
+            melody = None
+            if c.melody_quantizers:
+                first = min(round(start / c.semantic_rate / self.melody_hop), clip["melody"].shape[0] - 1)
+                index = torch.arange(first, first + c.melody_windows).clamp(max=clip["melody"].shape[0] - 1)
+                melody = clip["melody"][index][None]
+            prefix, codes = model.condition(mulan=mulan, melody=melody), semantic[None]
+        elif c.stage == "coarse":
+            prefix, codes = model.condition(mulan=mulan, semantic=semantic[None]), coarse
+        else:
+            prefix, codes = model.condition(coarse=coarse[None]), fine
+        return {"prefix": prefix[0], "codes": codes}

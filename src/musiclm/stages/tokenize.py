@@ -1,0 +1,99 @@
+"""The tokenization job: audio clips -> token shards that the three stages train on.
+
+Each shard ``shard-NNNNN.safetensors`` holds, per clip ``i`` of the shard, ``i/acoustic [Q, Fa]``,
+``i/semantic [Fs]``, ``i/mulan [Qm]`` (MuLan *audio* tokens of the clip: at training time the clip's own
+audio embedding stands in for the text) and ``i/melody [W, Qmel]`` when a melody embedder is given; the
+clip paths are in the shard's metadata. ``meta.json`` holds the vocabularies and rates. Shard ``s``
+belongs to rank ``s % world_size`` under ``torchrun``; a shard that exists is done, so a killed job
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from musiclm.audio import load_audio, resample
+from musiclm.data.manifest import Clip
+from musiclm.interfaces import AcousticCodec, Conditioner, MelodyEmbedder, SemanticTokenizer
+
+META_FILE = "meta.json"
+
+
+def encode_aligned(wav: torch.Tensor, sample_rate: int, codec: AcousticCodec,
+                   semantic: SemanticTokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[T]`` audio at ``sample_rate`` -> semantic ``[Fs]`` and acoustic ``[Q, Fa]`` covering the same time."""
+    acoustic = codec.encode(resample(wav, sample_rate, codec.sample_rate)[None])[0]
+    tokens = semantic.tokenize(resample(wav, sample_rate, semantic.sample_rate)[None])[0]
+    seconds = min(acoustic.shape[-1] / codec.frame_rate, tokens.shape[-1] / semantic.frame_rate)
+    # whole semantic frames only, so that both streams cut at the same instant
+    seconds = int(seconds * semantic.frame_rate) / semantic.frame_rate
+    return tokens[: round(seconds * semantic.frame_rate)], acoustic[:, : round(seconds * codec.frame_rate)]
+
+
+def vocab_meta(codec: AcousticCodec, semantic: SemanticTokenizer, mulan: Conditioner,
+               melody: MelodyEmbedder | None) -> dict:
+    return {
+        "num_quantizers": codec.num_quantizers, "codebook_size": codec.codebook_size,
+        "acoustic_rate": float(codec.frame_rate), "semantic_vocab": semantic.vocab_size,
+        "semantic_rate": float(semantic.frame_rate), "mulan_quantizers": mulan.num_quantizers,
+        "mulan_codebook": mulan.codebook_size,
+        "melody_quantizers": melody.num_quantizers if melody is not None else 0,
+        "melody_codebook": melody.codebook_size if melody is not None else 512,
+        "melody_hop": melody.hop_seconds if melody is not None else 3.0,
+    }
+
+
+@torch.no_grad()
+def tokenize_clips(clips: list[Clip], out: str | Path, codec: AcousticCodec, semantic: SemanticTokenizer,
+                   mulan: Conditioner, melody: MelodyEmbedder | None = None, shard_size: int = 64,
+                   rank: int | None = None, world_size: int | None = None, progress: bool = True) -> list[Path]:
+    """Write this rank's shards (skipping finished ones); returns the shard paths written or found."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
+    world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
+    meta = vocab_meta(codec, semantic, mulan, melody)
+    meta_path = out / META_FILE
+    if meta_path.is_file() and json.loads(meta_path.read_text()) != meta:
+        raise ValueError(f"{out} holds tokens of other parts ({meta_path} differs); use another --out")
+    if rank == 0:
+        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    shards = [s for s in range((len(clips) + shard_size - 1) // shard_size) if s % world_size == rank]
+    todo = [s for s in shards if not _shard_path(out, s).is_file()]
+    done = [_shard_path(out, s) for s in shards]
+    with tqdm(total=sum(len(clips[s * shard_size:(s + 1) * shard_size]) for s in todo), unit="clip",
+              desc=f"tokenize (rank {rank})", disable=not progress) as bar:
+        for s in todo:
+            tensors, paths = {}, []
+            for clip in clips[s * shard_size:(s + 1) * shard_size]:
+                wav = load_audio(clip.path, codec.sample_rate)
+                if wav.shape[-1] < codec.sample_rate / semantic.frame_rate * 2:
+                    tqdm.write(f"skipping {clip.path}: shorter than two semantic frames")
+                    bar.update(1)
+                    continue
+                i = len(paths)
+                tensors[f"{i}/semantic"], tensors[f"{i}/acoustic"] = encode_aligned(
+                    wav, codec.sample_rate, codec, semantic)
+                emb = mulan.embed_audio(resample(wav, codec.sample_rate, mulan.sample_rate)[None])
+                tensors[f"{i}/mulan"] = mulan.quantize(emb)[0]
+                if melody is not None:
+                    mel_wav = resample(wav, codec.sample_rate, melody.sample_rate)
+                    if mel_wav.shape[-1] >= melody.window_seconds * melody.sample_rate:
+                        tensors[f"{i}/melody"] = melody.quantize(melody.embed(mel_wav[None]))[0]
+                paths.append(str(clip.path))
+                bar.update(1)
+            tensors = {k: v.to(torch.int32).contiguous() for k, v in tensors.items()}
+            tmp = _shard_path(out, s).with_suffix(".tmp")
+            save_file(tensors, str(tmp), metadata={"paths": json.dumps(paths)})
+            tmp.replace(_shard_path(out, s))
+    return done
+
+
+def _shard_path(out: Path, shard: int) -> Path:
+    return out / f"shard-{shard:05d}.safetensors"

@@ -1,0 +1,232 @@
+"""The stage Transformer, layouts, sampling, guidance and windowed decoding, on token tensors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from musiclm.config import ConfigError
+from musiclm.pipeline import StageSet, generate_tokens
+from musiclm.stages import STAGES, Sampling, StageConfig, StageLM, count_parameters, generate_stage, sample
+from musiclm.stages.data import StageDataset, load_shards
+from musiclm.stages.stages import NULL, SEP
+from musiclm.training import TrainConfig, Trainer
+
+VOCAB = dict(mulan_quantizers=3, mulan_codebook=16, semantic_vocab=20, codebook_size=24, coarse_quantizers=2,
+             fine_quantizers=3)
+
+
+def stage(name: str, seed: int = 0, **overrides) -> StageLM:
+    torch.manual_seed(seed)
+    return StageLM(StageConfig.for_stage(name, "tiny", **{**VOCAB, **overrides})).eval()
+
+
+def conditioner(model: StageLM, batch: int = 2, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    mulan = torch.randint(0, 16, (batch, 3), generator=g)
+    semantic = torch.randint(0, 20, (batch, 400), generator=g)
+    coarse = torch.randint(0, 24, (batch, 2, 800), generator=g)
+    calls = []
+
+    def condition(start, new, end):
+        calls.append((start, new, end))
+        if model.config.stage == "semantic":
+            return model.condition(mulan=mulan)
+        if model.config.stage == "coarse":
+            return model.condition(mulan=mulan, semantic=semantic[:, start // 2 : end // 2])
+        return model.condition(coarse=coarse[..., start:end])
+
+    return condition, calls
+
+
+def test_paper_preset_has_the_papers_size():
+    for name in STAGES:
+        count = count_parameters(StageConfig.for_stage(name, "paper"))
+        assert 400e6 < count < 460e6, (name, count)  # the paper: ~430M per stage
+    paper = StageConfig.for_stage("semantic", "paper")
+    assert (paper.layers, paper.heads, paper.dim, paper.ff) == (24, 16, 1024, 4096)
+    assert (paper.window_seconds, paper.prefix_seconds) == (30.0, 15.0)
+    assert StageConfig.for_stage("coarse", "paper").window_seconds == pytest.approx(10.0)
+    assert StageConfig.for_stage("fine", "paper").window_seconds == pytest.approx(3.0)
+
+
+def test_bad_configs_are_refused():
+    with pytest.raises(ConfigError, match="unknown stage"):
+        StageConfig.for_stage("medium", "tiny")
+    with pytest.raises(ConfigError, match="divisible"):
+        StageConfig.preset("tiny", dim=30, heads=4)
+    with pytest.raises(ConfigError, match="prefix_seconds"):
+        StageConfig.preset("tiny", window_seconds=2.0, prefix_seconds=2.0)
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_layout_offsets_and_conditioning_dropout(name):
+    model = stage(name)
+    condition, _ = conditioner(model)
+    prefix = condition(0, 0, 10)
+    assert prefix[:, -1].eq(SEP).all() and prefix.min() >= 0
+    # every segment lives in its own slice of the vocabulary: ids of different segments never collide
+    ends = sorted(model.offsets.values()) + [model.transformer.spec.vocab_size]
+    assert ends[0] == 2 and all(a < b for a, b in zip(ends, ends[1:]))
+    codes = torch.full((2, model.levels, 5), model.codebook - 1)
+    ids = model.targets(codes)
+    assert ids.shape == (2, 5 * model.levels) and ids.max() == model.transformer.spec.vocab_size - 1
+    levels = ids[0, : model.levels] - model.offsets[model.target]
+    assert levels.tolist() == [(lv + 1) * model.codebook - 1 for lv in range(model.levels)]
+    dropped = model.drop_condition(prefix, torch.tensor([True, False]))
+    assert dropped[0, : model.droppable].eq(NULL).all() and dropped[1].equal(prefix[1])
+    assert dropped[0, model.droppable :].equal(prefix[0, model.droppable :])  # S / coarse codes stay
+    assert model.droppable == (3 if name != "fine" else 0)
+
+
+def test_cached_and_uncached_decoding_give_the_same_logits():
+    model = stage("coarse")
+    ids = torch.randint(2, model.transformer.spec.vocab_size, (3, 40))
+    full = model.transformer(ids)
+    cache = model.transformer.new_cache(3, 40)
+    steps = [model.transformer(ids[:, :25], cache)]
+    steps += [model.transformer(ids[:, t : t + 1], cache) for t in range(25, 40)]
+    cached = torch.cat(steps, dim=1)
+    torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.level_logits(cached, 1), model.level_logits(full, 1), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="KV cache"):
+        model.transformer(ids[:, :1], cache)
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_windowed_generation_with_and_without_cache_agrees(name):
+    model = stage(name)
+    condition, calls = conditioner(model)
+    frames = int(model.window_frames * 2.2)
+    outs = [
+        generate_stage(model, condition, frames, 2, Sampling(0.0), use_cache=cache) for cache in (True, False)
+    ]
+    assert outs[0].shape == (2, model.levels, frames)
+    assert outs[0].equal(outs[1])
+    assert 0 <= outs[0].min() and outs[0].max() < model.codebook
+    window, keep = model.window_frames, model.prefix_frames
+    # paper's rule: first window, then windows advanced by window - prefix that re-use a prefix of `keep`
+    assert calls[0] == (0, 0, window)
+    assert calls[1] == (window - keep, window, 2 * window - keep)
+    assert calls[-1][2] == frames
+
+
+def test_prompt_is_kept_and_continued():
+    model = stage("fine")
+    condition, _ = conditioner(model, batch=1)
+    prompt = torch.randint(0, 24, (1, 3, 30))
+    out = generate_stage(model, condition, 70, 1, Sampling(1.0), prompt=prompt,
+                         generator=torch.Generator().manual_seed(0))
+    assert out[..., :30].equal(prompt) and out.shape == (1, 3, 70)
+
+
+def test_sampling_filters_and_distribution():
+    logits = torch.tensor([[0.0, 1.0, 3.0, 2.0]]).repeat(4000, 1)
+    g = torch.Generator().manual_seed(0)
+    assert sample(logits[:5], Sampling(0.0)).eq(2).all()
+    assert sample(logits, Sampling(1.0, top_k=1), g).eq(2).all()
+    assert set(sample(logits, Sampling(1.0, top_k=2), g).tolist()) == {2, 3}
+    # top_p=0.7 keeps the two most likely tokens (0.64 + 0.24 reaches 0.7)
+    assert set(sample(logits, Sampling(1.0, top_p=0.7), g).tolist()) == {2, 3}
+    counts = torch.bincount(sample(logits, Sampling(1.0), g), minlength=4).float() / len(logits)
+    torch.testing.assert_close(counts, logits[0].softmax(-1), atol=0.03, rtol=0)
+    with pytest.raises(ValueError, match="top_p"):
+        Sampling(top_p=1.5)
+    with pytest.raises(ValueError, match="temperature"):
+        Sampling(temperature=-1)
+
+
+def test_guidance_mixes_conditional_and_unconditional_logits():
+    model = stage("semantic")
+    condition, _ = conditioner(model)
+
+    def null(start, new, end):
+        return model.drop_condition(condition(start, new, end))
+
+    def run(cond, guidance):
+        return generate_stage(model, cond, 60, 2, Sampling(1.0, guidance=guidance),
+                              generator=torch.Generator().manual_seed(3))
+
+    # scale 0 samples from the unconditional model, scale 1 from the conditional one (= no guidance)
+    assert run(condition, 0.0).equal(run(null, None))
+    assert run(condition, 1.0).equal(run(condition, None))
+    assert not run(condition, 3.0).equal(run(condition, None))
+
+
+def test_same_seed_same_tokens_over_all_stages():
+    stages = StageSet(stage("semantic", 1), stage("coarse", 2), stage("fine", 3))
+    mulan = [(0.0, torch.randint(0, 16, (2, 3))), (2.0, torch.randint(0, 16, (2, 3)))]  # a 2-part story
+
+    def run(seed):
+        return generate_tokens(stages, mulan, 3.0, [Sampling(t, guidance=2.0) for t in (1.0, 0.95, 0.4)],
+                               generator=torch.Generator().manual_seed(seed))
+
+    a, b, c = run(0), run(0), run(1)
+    assert a["semantic"].shape == (2, 75) and a["coarse"].shape == (2, 2, 150) and a["fine"].shape == (2, 3, 150)
+    assert all(a[k].equal(b[k]) for k in a)
+    assert not all(a[k].equal(c[k]) for k in a)
+
+
+def test_story_changes_the_conditioning_per_window():
+    stages = StageSet(stage("semantic"), stage("coarse"), stage("fine"))
+    seen = []
+    original = stages.semantic.condition
+
+    def spy(**kwargs):
+        seen.append(kwargs["mulan"][0, 0].item())
+        return original(**kwargs)
+
+    stages.semantic.condition = spy
+    mulan = [(0.0, torch.zeros(1, 3, dtype=torch.long)), (1.0, torch.ones(1, 3, dtype=torch.long))]
+    generate_tokens(stages, mulan, 2.0, generator=torch.Generator().manual_seed(0))
+    # 2 s fit one window (prompt 0); for 3 s a second window (1..3 s) generates 2..3 s with prompt 1
+    assert seen == [0]
+    seen.clear()
+    generate_tokens(stages, mulan, 3.0, generator=torch.Generator().manual_seed(0))
+    assert seen == [0, 1]
+
+
+def write_shard(path, clips):
+    tensors = {f"{i}/{k}": v.to(torch.int32) for i, clip in enumerate(clips) for k, v in clip.items()}
+    save_file(tensors, str(path))
+
+
+def test_trained_stage_reproduces_a_repetitive_token_set(tmp_path):
+    """Two 2 s clips with their own repeating patterns and MuLan tokens: after training with the
+    shared engine, greedy decoding from each clip's MuLan tokens gives back that clip exactly."""
+    patterns = [torch.tensor([3, 7, 7, 1, 12]).repeat(10), torch.tensor([5, 5, 9, 0]).repeat(13)[:50]]
+    mulans = [torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])]
+    clips = [{"semantic": p, "acoustic": torch.zeros(5, 100, dtype=torch.long), "mulan": m}
+             for p, m in zip(patterns, mulans)]
+    write_shard(tmp_path / "shard-00000.safetensors", clips)
+    model = stage("semantic", cond_dropout=0.0).train()
+    data = StageDataset(load_shards(tmp_path), model)
+    config = TrainConfig(steps=150, batch_size=8, lr=3e-3, warmup_steps=10, log_every=10, ckpt_every=1000,
+                         progress=False, device="cpu")
+    trainer = Trainer(model, data, config, tmp_path / "run")
+    trained = trainer.fit().eval()
+    assert trainer.history[-1]["loss"] < 0.05 < trainer.history[0]["loss"]
+    for pattern, mulan in zip(patterns, mulans):
+        out = generate_stage(trained, lambda s, n, e: trained.condition(mulan=mulan[None]), 50, 1, Sampling(0.0))
+        assert out[0, 0].equal(pattern)
+    reloaded = StageLM.from_pretrained(tmp_path / "run")  # the engine exported it
+    torch.testing.assert_close(reloaded.heads, trained.heads)
+
+
+def test_dataset_windows_for_every_stage(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    clip = {"semantic": torch.randint(0, 20, (80,), generator=g),
+            "acoustic": torch.randint(0, 24, (5, 160), generator=g), "mulan": torch.tensor([1, 2, 3])}
+    write_shard(tmp_path / "shard-00000.safetensors", [clip])
+    for name in STAGES:
+        model = stage(name)
+        item = StageDataset(load_shards(tmp_path), model)[7]
+        assert item["codes"].shape == (model.levels, model.window_frames) if name != "semantic" else (1, 50)
+        assert item["prefix"][-1] == SEP
+        loss = model.training_step({k: v[None] for k, v in item.items()}, step=0, group="model")["loss"]
+        assert abs(loss.item() - torch.log(torch.tensor(float(model.codebook)))) < 0.5  # untrained: ~uniform
+    with pytest.raises(ValueError, match="as long as"):
+        StageDataset(load_shards(tmp_path), stage("semantic", window_seconds=5.0, prefix_seconds=1.0))
+    with pytest.raises(FileNotFoundError, match="musiclm tokenize"):
+        load_shards(tmp_path / "nowhere")
