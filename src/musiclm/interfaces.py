@@ -89,7 +89,9 @@ class MelodyEmbedder(Protocol):
 
 
 # model_type (written in config.json by save_pretrained) -> "module:Class". Each part adds its line.
-COMPONENTS: dict[str, str] = {}
+COMPONENTS: dict[str, str] = {
+    "musiclm_stage": "musiclm.stages.stages:StageLM",
+}
 
 
 def load_component(directory: str | Path, map_location: str | torch.device = "cpu") -> Any:
