@@ -243,7 +243,7 @@ class MusicLM:
             for prompt, seconds in story:
                 if not isinstance(prompt, str) or not prompt.strip():
                     raise GenerationError(f"story prompt {prompt!r} is empty")
-                if seconds <= 0:
+                if not (isinstance(seconds, (int, float)) and seconds > 0):
                     raise GenerationError(f"story segment {prompt!r} has {seconds} s; each needs > 0 s")
             total = sum(seconds for _, seconds in story)
             if abs(total - duration) > 1e-3:

@@ -1,0 +1,137 @@
+"""``musiclm tokenize``, ``musiclm train stage``, ``musiclm assemble`` and ``musiclm generate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from musiclm.cli.apps import app, train_app
+from musiclm.cli.common import BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps, train_config
+
+Part = Annotated[Path, typer.Option(help="Folder of a saved part (save_pretrained).")]
+
+
+@app.command()
+def tokenize(
+    codec: Part, semantic: Part, mulan: Part, data: Manifests, out: OutDir,
+    melody: Annotated[Path | None, typer.Option(help="Melody embedder folder (melody tokens).")] = None,
+    shard_size: Annotated[int, typer.Option(help="Clips per shard file.")] = 64,
+    split: Annotated[str, typer.Option(help="Manifest split to tokenize ('all': every clip).")] = "train",
+    device: Device = "cpu",
+) -> None:
+    """Turn audio clips into token shards (acoustic, semantic, MuLan audio, melody); resumable, torchrun-aware."""
+    from musiclm.data.manifest import read_manifest
+    from musiclm.interfaces import load_component
+    from musiclm.stages.tokenize import tokenize_clips
+
+    clips = [c for m in data for c in read_manifest(m) if split == "all" or c.split == split]
+    if not clips:
+        raise typer.BadParameter(f"no clips of split {split!r} in {[str(m) for m in data]}")
+    parts = {name: load_component(path, device) for name, path in
+             (("codec", codec), ("semantic", semantic), ("mulan", mulan), ("melody", melody)) if path is not None}
+    shards = tokenize_clips(clips, out, parts["codec"], parts["semantic"], parts["mulan"], parts.get("melody"),
+                            shard_size=shard_size)
+    typer.echo(f"{len(shards)} shard(s) of this rank in {out}")
+
+
+@train_app.command("stage")
+def train_stage(
+    stage: Annotated[str, typer.Option(help="semantic, coarse or fine.")],
+    tokens: Annotated[Path, typer.Option(help="Token folder written by `musiclm tokenize`.")],
+    out: OutDir,
+    preset: Preset = "small",
+    coarse_quantizers: Annotated[int, typer.Option(help="RVQ levels of the coarse stage (paper: 4).")] = 4,
+    cond_dropout: Annotated[float, typer.Option(help="Conditioning dropout for classifier-free guidance.")] = 0.1,
+    steps: Steps = None, batch_size: BatchSize = None, lr: LearningRate = None, device: Device = "auto",
+    overrides: Overrides = None,
+) -> None:
+    """Train one token stage from token shards with the shared engine."""
+    from musiclm.config import ConfigError
+    from musiclm.stages.data import StageDataset, load_shards, read_meta
+    from musiclm.stages.stages import TRAIN_DEFAULTS, StageConfig, StageLM
+    from musiclm.training import TrainConfig, Trainer
+
+    meta = read_meta(tokens)
+    vocab = {k: meta[k] for k in ("mulan_quantizers", "mulan_codebook", "melody_quantizers", "melody_codebook",
+                                  "semantic_vocab", "semantic_rate", "codebook_size", "acoustic_rate")}
+    if not 0 < coarse_quantizers < meta["num_quantizers"]:
+        raise typer.BadParameter(f"--coarse-quantizers must be in 1..{meta['num_quantizers'] - 1}")
+    try:
+        config = StageConfig.for_stage(stage, preset, coarse_quantizers=coarse_quantizers,
+                                       fine_quantizers=meta["num_quantizers"] - coarse_quantizers,
+                                       cond_dropout=cond_dropout, **vocab)
+    except ConfigError as err:
+        raise typer.BadParameter(str(err)) from err
+    defaults = TrainConfig.from_dict(TRAIN_DEFAULTS.get(preset, {}))
+    model = StageLM(config)
+    data = StageDataset(load_shards(tokens), model, melody_hop=meta["melody_hop"])
+    Trainer(model, data, train_config(defaults, steps, batch_size, lr, device, overrides), out).fit()
+    typer.echo(f"trained {stage} stage saved to {out}")
+
+
+@app.command()
+def assemble(
+    codec: Part, semantic: Part, mulan: Part, out: OutDir,
+    semantic_stage: Part, coarse_stage: Part, fine_stage: Part,
+    melody: Annotated[Path | None, typer.Option(help="Melody embedder folder.")] = None,
+) -> None:
+    """Put trained parts together into one pipeline folder (checks that they fit each other)."""
+    from musiclm.interfaces import load_component
+    from musiclm.pipeline import MusicLM, StageSet
+
+    stages = StageSet(*(load_component(p) for p in (semantic_stage, coarse_stage, fine_stage)))
+    model = MusicLM(load_component(codec), load_component(semantic), load_component(mulan), stages,
+                    load_component(melody) if melody else None)
+    typer.echo(f"pipeline saved to {model.save_pretrained(out)}")
+
+
+@app.command()
+def generate(
+    prompts: Annotated[list[str] | None, typer.Argument(help="Text prompt(s); one output file each.")] = None,
+    duration: Annotated[float, typer.Option(help="Seconds of music to generate.")] = 10.0,
+    out: Annotated[Path, typer.Option("--out", help="Output .wav (several prompts: OUT-0.wav, ...).")] = Path("out.wav"),
+    checkpoint: Annotated[Path | None, typer.Option(help="Pipeline folder (musiclm assemble).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed: the same seed gives the same music.")] = None,
+    melody: Annotated[Path | None, typer.Option(help="Hummed/whistled melody wav to follow.")] = None,
+    continue_: Annotated[Path | None, typer.Option("--continue", help="Audio to continue.")] = None,
+    story: Annotated[list[str] | None, typer.Option(
+        help="Story mode: --story 'TEXT:SECONDS', repeated; the seconds add up to --duration.")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale (off: paper).")] = None,
+    temperatures: Annotated[tuple[float, float, float], typer.Option(
+        help="Sampling temperatures of the semantic, coarse and fine stages.")] = (1.0, 0.95, 0.4),
+    top_k: Annotated[int | None, typer.Option(help="Sample from the k most likely tokens only.")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass.")] = None,
+    device: Device = "cpu",
+) -> None:
+    """Generate music from text (with a progress bar per stage)."""
+    import torch
+
+    from musiclm.audio import save_audio
+    from musiclm.pipeline import GenerationError, MusicLM
+
+    if checkpoint is None:
+        raise typer.BadParameter("no trained model ships with musiclm yet; pass --checkpoint DIR", param_hint="--checkpoint")
+    segments = [_story_segment(item) for item in story or []]
+    model = MusicLM.from_pretrained(checkpoint, map_location=device)
+    try:
+        wavs = model.generate(prompts or None, duration, melody=melody, continuation=continue_, story=segments or None,
+                              seed=seed, guidance=guidance, temperatures=temperatures, top_k=top_k, top_p=top_p,
+                              progress=True)
+    except GenerationError as err:
+        raise typer.BadParameter(str(err)) from err
+    paths = [out] if len(wavs) == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(len(wavs))]
+    for path, wav in zip(paths, wavs):
+        save_audio(path, wav.to(torch.float32), model.sample_rate)
+        typer.echo(f"wrote {path} ({wav.shape[-1] / model.sample_rate:.1f} s)")
+
+
+def _story_segment(item: str) -> tuple[str, float]:
+    text, sep, seconds = item.rpartition(":")
+    try:
+        if sep:
+            return text.strip(), float(seconds)
+    except ValueError:
+        pass
+    raise typer.BadParameter(f"--story expects 'TEXT:SECONDS', e.g. 'calm piano:15', got {item!r}")
