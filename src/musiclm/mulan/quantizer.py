@@ -1,0 +1,72 @@
+"""Residual k-means: the RVQ that turns a fixed embedding into a few tokens.
+
+MuLan and melody embeddings are trained first and quantized afterwards (MusicLM section 3.1), so the
+codebooks are fitted once, level by level, with k-means on the residuals of the training embeddings
+(faiss does the clustering). Quantizing is greedy: the nearest code per level, then its residual.
+"""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import torch
+from torch import nn
+
+
+class ResidualKMeans(nn.Module):
+    """``Q`` codebooks of ``K`` codes of size ``D``, stored as a buffer so they save with the model."""
+
+    def __init__(self, dim: int, num_quantizers: int, codebook_size: int):
+        super().__init__()
+        self.dim, self.num_quantizers, self.codebook_size = dim, num_quantizers, codebook_size
+        self.register_buffer("codebooks", torch.zeros(num_quantizers, codebook_size, dim))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def fit(self, embeddings: torch.Tensor, iterations: int = 25, seed: int = 0) -> list[float]:
+        """Fit every level on ``[N, D]`` embeddings; returns the mean squared residual after each level.
+
+        With fewer embeddings than codes (a tiny dataset), a level gets ``N`` clusters and its remaining
+        codes repeat them: they are never the unique nearest code, so they are simply unused.
+        """
+        x = embeddings.detach().float().reshape(-1, self.dim).cpu().numpy().astype(np.float32)
+        if len(x) < 2:
+            raise ValueError(f"fitting the RVQ needs at least 2 embeddings, got {len(x)}")
+        residual, errors = x.copy(), []
+        for level in range(self.num_quantizers):
+            k = min(self.codebook_size, len(residual))
+            km = faiss.Kmeans(self.dim, k, niter=iterations, seed=seed + level, verbose=False, min_points_per_centroid=1)
+            km.train(np.ascontiguousarray(residual))
+            centroids = torch.from_numpy(km.centroids).reshape(k, self.dim)
+            self.codebooks[level] = centroids[torch.arange(self.codebook_size) % k]
+            residual = residual - self.codebooks[level].numpy()[self._nearest(torch.from_numpy(residual), level).numpy()]
+            errors.append(float((residual**2).sum(1).mean()))
+        self.fitted.fill_(True)
+        return errors
+
+    def _nearest(self, residual: torch.Tensor, level: int) -> torch.Tensor:
+        return torch.cdist(residual.float(), self.codebooks[level].float()).argmin(-1)
+
+    @torch.no_grad()
+    def encode(self, embedding: torch.Tensor) -> torch.Tensor:
+        """``[..., D]`` -> ``[..., Q]`` long."""
+        if not bool(self.fitted):
+            raise RuntimeError(
+                "the RVQ has not been fitted: run fit_quantizer on training embeddings first "
+                "(musiclm train mulan / train melody do this at the end of training)"
+            )
+        if embedding.shape[-1] != self.dim:
+            raise ValueError(f"expected embeddings of size {self.dim}, got shape {tuple(embedding.shape)}")
+        lead = embedding.shape[:-1]
+        residual = embedding.reshape(-1, self.dim).to(self.codebooks.device, torch.float32)
+        codes = []
+        for level in range(self.num_quantizers):
+            idx = self._nearest(residual, level)
+            residual = residual - self.codebooks[level][idx]
+            codes.append(idx)
+        return torch.stack(codes, -1).reshape(*lead, self.num_quantizers)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """``[..., q <= Q]`` long -> ``[..., D]``: the sum of the chosen codes of the first q levels."""
+        q = codes.shape[-1]
+        return sum(self.codebooks[level][codes[..., level]] for level in range(q))  # type: ignore[return-value]
