@@ -90,6 +90,8 @@ class MelodyEmbedder(Protocol):
 
 # model_type (written in config.json by save_pretrained) -> "module:Class". Each part adds its line.
 COMPONENTS: dict[str, str] = {
+    "w2vbert": "musiclm.semantic.w2vbert:W2VBert",
+    "semantic_kmeans": "musiclm.semantic.tokenizer:KMeansTokenizer",
     "musiclm_stage": "musiclm.stages.stages:StageLM",
 }
 

@@ -1,0 +1,102 @@
+"""``musiclm train semantic``, ``musiclm semantic fit-kmeans`` and ``musiclm semantic tokenize``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from musiclm.cli.apps import app, train_app
+from musiclm.cli.common import BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps, train_config
+
+semantic_app = typer.Typer(help="Semantic tokens: w2v-BERT features + k-means, 25 per second.", no_args_is_help=True)
+app.add_typer(semantic_app, name="semantic")
+
+# The engine's settings per preset: tiny for smoke runs, small for one CPU machine.
+TRAIN_DEFAULTS = {
+    "tiny": {"steps": 50, "batch_size": 4, "lr": 1e-3, "warmup_steps": 5, "log_every": 5, "ckpt_every": 25},
+    "small": {"steps": 2000, "batch_size": 8, "lr": 5e-4, "warmup_steps": 200, "ckpt_every": 100},
+    "paper": {"steps": 400_000, "batch_size": 256, "lr": 2e-3, "warmup_steps": 25_000, "ckpt_every": 5000},
+}
+CropSeconds = Annotated[float, typer.Option(help="Seconds of audio per training crop (the paper: 30).")]
+
+
+@train_app.command("semantic")
+def train_semantic(
+    data: Manifests, out: OutDir, preset: Preset = "small", crop_seconds: CropSeconds = 4.0,
+    steps: Steps = None, batch_size: BatchSize = None, lr: LearningRate = None, device: Device = "auto",
+    overrides: Overrides = None,
+) -> None:
+    """Train w2v-BERT (contrastive + MLM, self-supervised on audio alone) with the shared engine."""
+    from musiclm.data.datasets import AudioCropDataset
+    from musiclm.semantic.w2vbert import W2VBert, W2VBertConfig
+    from musiclm.training import TrainConfig, Trainer
+
+    model = W2VBert(W2VBertConfig.preset(preset))
+    dataset = AudioCropDataset(data, model.sample_rate, crop_seconds, split="train")
+    config = train_config(TrainConfig.from_dict(TRAIN_DEFAULTS[preset]), steps, batch_size, lr, device, overrides)
+    Trainer(model, dataset, config, out).fit()
+    typer.echo(f"w2v-BERT saved to {out}")
+
+
+@semantic_app.command("fit-kmeans")
+def fit_kmeans(
+    model: Annotated[Path, typer.Option(help="Feature model folder: a trained w2v-BERT, or a local HF model.")],
+    data: Manifests, out: OutDir,
+    backbone: Annotated[str, typer.Option(help="w2vbert, hf_wav2vec2bert or hf_hubert.")] = "w2vbert",
+    layer: Annotated[int | None, typer.Option(help="Layer whose features are clustered (default: the middle MLM layer).")] = None,
+    clusters: Annotated[int, typer.Option(help="k-means clusters = vocabulary size (paper: 1024).")] = 1024,
+    max_clips: Annotated[int, typer.Option(help="Clips of the manifest to sample features from.")] = 200,
+    max_frames: Annotated[int, typer.Option(help="Feature frames to cluster at most.")] = 200_000,
+    seed: int = 0,
+) -> None:
+    """Fit k-means on one layer's features of the training audio; write a tokenizer folder."""
+    import numpy as np
+
+    from musiclm.audio import load_audio
+    from musiclm.data.manifest import read_manifest
+    from musiclm.semantic.tokenizer import BACKBONES, KMeansTokenizer
+
+    if backbone == "w2vbert":
+        from musiclm.semantic.w2vbert import W2VBert
+
+        features = W2VBert.from_pretrained(model)
+        # The paper takes the 7th of 12 MLM layers; by default take the same relative depth.
+        default_layer = features.config.contrastive_layers + max(1, round(features.config.mlm_layers * 7 / 12))
+    elif backbone in BACKBONES:
+        import importlib
+
+        module, cls = BACKBONES[backbone].split(":")
+        features = getattr(importlib.import_module(module), cls).from_hf_pretrained(model)
+        default_layer = features.num_layers // 2
+    else:
+        raise typer.BadParameter(f"--backbone must be one of {sorted(BACKBONES)}")
+    tokenizer = KMeansTokenizer.on(features, layer if layer is not None else default_layer, clusters)
+    clips = [c for m in data for c in read_manifest(m) if c.split == "train"]
+    rng = np.random.default_rng(seed)
+    chosen = rng.permutation(len(clips))[:max_clips]
+    audio = (load_audio(clips[i].path, tokenizer.sample_rate) for i in chosen)
+    stats = tokenizer.fit_kmeans(audio, max_frames=max_frames, seed=seed)
+    tokenizer.save_pretrained(out)
+    tokenizer.save_kmeans(Path(out) / "kmeans.npz")
+    typer.echo(f"k-means of {clusters} clusters on layer {tokenizer.config.layer} "
+               f"({int(stats['frames'])} frames, inertia/frame {stats['inertia']:.3f}) saved to {out}")
+
+
+@semantic_app.command("tokenize")
+def tokenize(
+    audio: Annotated[Path, typer.Argument(help="Audio file (any rate; resampled to the tokenizer's).")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the tokens (.npy, int64 [F]).")],
+    tokenizer: Annotated[Path, typer.Option(help="Tokenizer folder written by fit-kmeans.")],
+) -> None:
+    """Semantic tokens of one audio file, 25 a second."""
+    import numpy as np
+
+    from musiclm.audio import load_audio
+    from musiclm.interfaces import load_component
+
+    model = load_component(tokenizer)
+    tokens = model.tokenize(load_audio(audio, model.sample_rate)[None])[0]
+    np.save(out, tokens.numpy())
+    typer.echo(f"{len(tokens)} tokens ({len(tokens) / model.frame_rate:.2f} s at {model.frame_rate:g} Hz) -> {out}")
