@@ -1,0 +1,189 @@
+"""``musiclm train codec`` and ``musiclm codec encode|decode|info|eval|export``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from musiclm.cli.apps import app, train_app
+from musiclm.cli.common import BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps, train_config
+
+codec_app = typer.Typer(help="Encode, decode and evaluate audio with the acoustic codec.", no_args_is_help=True)
+app.add_typer(codec_app, name="codec")
+
+SHIPPED = Path(__file__).resolve().parents[3] / "checkpoints" / "codec_small"
+Checkpoint = Annotated[
+    Path | None,
+    typer.Option(help="Saved codec folder, or a training run folder (its latest checkpoint). "
+                      "Default: the shipped checkpoints/codec_small."),
+]
+
+
+def _load(checkpoint: Path | None):
+    from musiclm.codec.soundstream import codec_from_checkpoint
+    from musiclm.interfaces import load_component
+
+    path = checkpoint or SHIPPED
+    if not path.exists():
+        raise typer.BadParameter(f"{path} does not exist; pass --checkpoint DIR (a saved codec or a run folder)")
+    if (path / "checkpoints").is_dir():
+        return codec_from_checkpoint(str(path))
+    return load_component(path)
+
+
+@train_app.command("codec")
+def train_codec(
+    data: Manifests, out: OutDir, preset: Preset = "small",
+    crop_seconds: Annotated[float | None, typer.Option(help="Seconds per training crop.")] = None,
+    steps: Steps = None, batch_size: BatchSize = None, lr: LearningRate = None, device: Device = "auto",
+    overrides: Overrides = None,
+    model_set: Annotated[list[str] | None, typer.Option("--model-set", help="Override a model field, e.g. "
+                                                        "--model-set disc_start_step=500 (repeatable).")] = None,
+) -> None:
+    """Train SoundStream (generator + discriminators) on audio manifests with the shared engine; resumable."""
+    import json
+
+    from musiclm.codec.soundstream import CROP_SECONDS, SoundStream, SoundStreamConfig, train_defaults
+    from musiclm.config import ConfigError
+    from musiclm.data.datasets import AudioCropDataset
+    from musiclm.training import Trainer, seed_everything
+
+    changes = {}
+    for item in model_set or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--model-set expects key=value, got {item!r}")
+        try:
+            changes[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            changes[key] = raw
+    try:
+        config = SoundStreamConfig.preset(preset, **changes)
+        defaults = train_defaults(preset)
+    except ConfigError as err:
+        raise typer.BadParameter(str(err)) from err
+    cfg = train_config(defaults, steps, batch_size, lr, device, overrides)
+    crop = crop_seconds or CROP_SECONDS[preset]
+    dataset = AudioCropDataset([str(m) for m in data], config.sample_rate, crop, split="train")
+    seed_everything(cfg.seed)  # identical initial weights in every DDP process
+    model = SoundStream(config)
+    typer.echo(f"SoundStream {preset}: {sum(p.numel() for p in model.generator_parameters()) / 1e6:.2f}M generator "
+               f"params, {len(dataset)} training clips, {crop} s crops, batch {cfg.batch_size}, {cfg.steps} steps")
+    Trainer(model, dataset, cfg, out).fit()
+    typer.echo(f"saved the trained codec to {out}")
+
+
+@codec_app.command()
+def info(checkpoint: Checkpoint = None,
+         preset: Annotated[str | None, typer.Option(help="Describe a preset instead of a checkpoint.")] = None) -> None:
+    """Sample rate, frame rate, quantizers, codebook size and bitrate."""
+    if preset:
+        from musiclm.codec.soundstream import SoundStream, SoundStreamConfig
+
+        codec = SoundStream(SoundStreamConfig.preset(preset))
+    else:
+        codec = _load(checkpoint)
+    bits = codec.frame_rate * codec.num_quantizers * __import__("math").log2(codec.codebook_size)
+    typer.echo(f"sample rate: {codec.sample_rate} Hz\nframe rate: {codec.frame_rate:g} Hz\n"
+               f"quantizers: {codec.num_quantizers}\ncodebook size: {codec.codebook_size}\n"
+               f"bitrate: {bits / 1000:g} kbps at {codec.num_quantizers} quantizers "
+               f"({bits / codec.num_quantizers / 1000:g} kbps per quantizer)")
+
+
+@codec_app.command()
+def encode(
+    src: Annotated[Path, typer.Argument(help="Input audio file.")],
+    dst: Annotated[Path, typer.Argument(help="Output .npz of codes.")],
+    quantizers: Annotated[int | None, typer.Option(help="Keep the first q levels (lower bitrate).")] = None,
+    checkpoint: Checkpoint = None,
+) -> None:
+    """Audio file -> codes (.npz with codes [Q, F], sample_rate, frame_rate, num_samples)."""
+    import numpy as np
+
+    from musiclm.audio import audio_info, load_audio
+
+    codec = _load(checkpoint)
+    rate = audio_info(src).samplerate
+    if rate != codec.sample_rate:
+        typer.echo(f"note: {src} is at {rate} Hz; resampling to the codec's {codec.sample_rate} Hz", err=True)
+    wav = load_audio(src, codec.sample_rate)
+    codes = codec.encode(wav[None], quantizers)[0]
+    np.savez(dst, codes=codes.numpy().astype(np.int16), sample_rate=codec.sample_rate,
+             frame_rate=codec.frame_rate, num_samples=wav.shape[-1])
+    typer.echo(f"{dst}: {codes.shape[0]} x {codes.shape[1]} codes")
+
+
+@codec_app.command()
+def decode(
+    src: Annotated[Path, typer.Argument(help="Input .npz written by `musiclm codec encode`.")],
+    dst: Annotated[Path, typer.Argument(help="Output .wav.")],
+    checkpoint: Checkpoint = None,
+) -> None:
+    """Codes (.npz) -> audio file."""
+    import numpy as np
+    import torch
+
+    from musiclm.audio import save_audio
+
+    codec = _load(checkpoint)
+    with np.load(src) as data:
+        if "codes" not in data:
+            raise typer.BadParameter(f"{src} has no 'codes' array; write it with `musiclm codec encode`")
+        codes, n = torch.from_numpy(data["codes"].astype(np.int64)), int(data.get("num_samples", 0))
+    wav = codec.decode(codes[None])[0]
+    save_audio(dst, wav[:n] if n else wav, codec.sample_rate)
+    typer.echo(f"{dst}: {wav.shape[-1] / codec.sample_rate:.2f} s")
+
+
+@codec_app.command("eval")
+def evaluate_cmd(
+    data: Manifests,
+    checkpoint: Checkpoint = None,
+    split: Annotated[str, typer.Option(help="Manifest split to evaluate ('all': every clip).")] = "test",
+    clips: Annotated[int, typer.Option(help="At most this many files.")] = 16,
+    seconds: Annotated[float, typer.Option(help="Seconds per excerpt.")] = 5.0,
+    per_file: Annotated[int, typer.Option(help="Excerpts per file.")] = 1,
+    out: Annotated[Path, typer.Option(help="Folder for table.md, metrics.json and plot.png.")] = Path("codec_eval"),
+    opus: Annotated[bool, typer.Option(help="Compare with Opus (ffmpeg libopus).")] = True,
+) -> None:
+    """Mel distance, SI-SNR and spectral convergence per bitrate vs Opus; codebook perplexity."""
+    import dataclasses
+    import json
+
+    from musiclm.codec import evaluate as ev
+    from musiclm.data.manifest import read_manifest
+
+    codec = _load(checkpoint)
+    files = [c.path for m in data for c in read_manifest(m) if split == "all" or c.split == split][:clips]
+    if not files:
+        raise typer.BadParameter(f"no clips of split {split!r} in {[str(m) for m in data]}")
+    audio = ev.load_clips(files, codec.sample_rate, seconds, per_file)
+    rows, ppl = ev.evaluate(codec, audio, opus=opus)
+    out.mkdir(parents=True, exist_ok=True)
+    text = ev.table(rows)
+    ppl_text = ", ".join(f"{p:.0f}" for p in ppl)
+    (out / "table.md").write_text(f"{text}\n\ncodebook perplexity per quantizer (of {codec.codebook_size}): {ppl_text}\n")
+    (out / "metrics.json").write_text(json.dumps(
+        {"clips": len(audio), "seconds": seconds, "rows": [dataclasses.asdict(r) for r in rows], "perplexity": ppl,
+         "steps": getattr(codec, "train_steps", None)}, indent=1))
+    ev.plot(rows, out / "plot.png", f"{len(audio)} x {seconds:g} s excerpts")
+    typer.echo(text)
+    typer.echo(f"codebook perplexity per quantizer: {ppl_text}\nwrote {out}/table.md, metrics.json, plot.png")
+
+
+@codec_app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="Training run folder (uses its latest checkpoint).")],
+    dst: Annotated[Path, typer.Argument(help="Folder to save the codec into (save_pretrained).")],
+    fp16: Annotated[bool, typer.Option(help="Store weights in float16 (half the size).")] = True,
+) -> None:
+    """Save a run's latest checkpoint as a codec folder (config.json + model.safetensors)."""
+    import torch
+
+    from musiclm.codec.soundstream import codec_from_checkpoint
+
+    codec = codec_from_checkpoint(str(run))
+    codec.save_pretrained(dst, dtype=torch.float16 if fp16 else None)
+    typer.echo(f"saved step {getattr(codec, 'train_steps', '?')} to {dst}")

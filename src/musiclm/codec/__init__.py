@@ -1,0 +1,1 @@
+"""Acoustic codecs: our SoundStream and adapters to pretrained HF codecs."""

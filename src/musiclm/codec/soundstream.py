@@ -1,0 +1,422 @@
+"""SoundStream (Zeghidour et al., 2021): a causal convolutional codec with residual vector quantization.
+
+Waveform ``[B, T]`` -> encoder (strided causal convs) -> latents at ``frame_rate`` -> residual VQ
+(vector-quantize-pytorch: EMA codebooks, k-means init, dead-code restarts, quantizer dropout) ->
+codes ``[B, Q, F]``; the decoder mirrors the encoder with transposed convs. Every layer is causal,
+so chunked (streaming) processing with carried state gives the same codes and audio as a whole file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from musiclm.audio import check_finite
+from musiclm.config import Config, ConfigError
+from musiclm.pretrained import PretrainedMixin
+from musiclm.training import Trainable
+
+# vector-quantize-pytorch logs a warning whenever k-means sees fewer vectors than codes (tiny batches)
+logging.getLogger("vector_quantize_pytorch").setLevel(logging.ERROR)
+try:  # it logs through loguru when that is installed
+    from loguru import logger as _loguru
+
+    _loguru.disable("vector_quantize_pytorch")
+except ImportError:  # pragma: no cover
+    pass
+
+
+class CodecError(ValueError):
+    """Input the codec cannot take (wrong shape, NaN samples, codes out of range...)."""
+
+
+@dataclasses.dataclass
+class SoundStreamConfig(Config):
+    sample_rate: int = 16000
+    channels: int = 16  # C of the paper; block k has C * 2**k channels
+    strides: tuple[int, ...] = (2, 4, 5, 8)  # product = samples per frame (320 -> 50 Hz at 16 kHz)
+    latent_dim: int = 64
+    num_quantizers: int = 12
+    codebook_size: int = 1024
+    quantizer_dropout: bool = True  # train on 1..Q quantizers so one model serves every bitrate
+    ema_decay: float = 0.99
+    dead_code_threshold: float = 2.0  # codes used less than this (EMA count) are restarted from the batch
+    kmeans_iters: int = 10
+    commitment_weight: float = 1.0
+    # discriminators
+    disc_channels: int = 16
+    stft_disc_ffts: tuple[int, ...] = (256, 512, 1024)
+    wave_disc_scales: int = 3
+    disc_start_step: int = 0  # adversarial losses switch on at this step
+    disc_lr: float = 1e-4
+    # loss weights (reconstruction dominates, as in DAC / EnCodec)
+    mel_weight: float = 15.0
+    adv_weight: float = 1.0
+    feat_weight: float = 2.0
+    mel_ffts: tuple[int, ...] = (256, 512, 1024, 2048)
+    mel_bins: int = 64
+
+    PRESETS = {
+        "tiny": {
+            "channels": 4, "strides": (2, 4, 5, 8), "latent_dim": 16, "num_quantizers": 4,
+            "codebook_size": 64, "disc_channels": 4, "stft_disc_ffts": (128, 256), "wave_disc_scales": 2,
+            "mel_ffts": (128, 256, 512), "mel_bins": 32, "kmeans_iters": 2,
+        },
+        "small": {},  # the defaults: ~2.5M-parameter generator, 16 kHz, 50 Hz, 12 x 1024 (6 kbps)
+        "paper": {
+            "sample_rate": 24000, "channels": 32, "strides": (3, 4, 5, 8),  # 480 -> 50 Hz
+            "latent_dim": 512, "num_quantizers": 12, "codebook_size": 1024, "disc_channels": 32,
+            "stft_disc_ffts": (512, 1024, 2048), "mel_ffts": (512, 1024, 2048), "mel_bins": 80,
+        },
+    }
+
+    def __post_init__(self) -> None:
+        if not self.strides or any(s < 1 for s in self.strides):
+            raise ConfigError(f"strides must be positive integers, got {self.strides}")
+        if self.num_quantizers < 1 or self.codebook_size < 2:
+            raise ConfigError("num_quantizers must be >= 1 and codebook_size >= 2")
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.strides)
+
+
+# ----------------------------------------------------------------------------- causal layers
+class CausalConv1d(nn.Conv1d):
+    """Conv1d padded on the left only. With a ``cache`` dict it carries its left context across calls."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.context = self.dilation[0] * (self.kernel_size[0] - 1) + 1 - self.stride[0]
+
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:  # type: ignore[override]
+        past = None if cache is None else cache.get(self)
+        if past is None:
+            past = x.new_zeros(x.shape[0], x.shape[1], self.context)
+        x = torch.cat([past, x], dim=-1)
+        if cache is not None:
+            cache[self] = x[..., x.shape[-1] - self.context :]
+        return super().forward(x)
+
+
+class CausalConvTranspose1d(nn.ConvTranspose1d):
+    """Transposed conv whose overlapping tail is carried to the next chunk (overlap-add), then trimmed."""
+
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:  # type: ignore[override]
+        y = F.conv_transpose1d(x, self.weight, None, self.stride)
+        overlap = self.kernel_size[0] - self.stride[0]
+        past = None if cache is None else cache.get(self)
+        if past is not None:
+            y = torch.cat([y[..., :overlap] + past, y[..., overlap:]], dim=-1)
+        if cache is not None:
+            cache[self] = y[..., y.shape[-1] - overlap :]
+        return y[..., : y.shape[-1] - overlap] + self.bias[:, None]
+
+
+class ResidualUnit(nn.Module):
+    def __init__(self, channels: int, dilation: int):
+        super().__init__()
+        self.conv = CausalConv1d(channels, channels, 7, dilation=dilation)
+        self.proj = nn.Conv1d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        return x + self.proj(F.elu(self.conv(F.elu(x), cache)))
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, channels: int, stride: int):
+        super().__init__()
+        self.units = nn.ModuleList(ResidualUnit(channels // 2, d) for d in (1, 3, 9))
+        self.down = CausalConv1d(channels // 2, channels, 2 * stride, stride=stride)
+
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        for unit in self.units:
+            x = unit(x, cache)
+        return self.down(F.elu(x), cache)
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, channels: int, stride: int):
+        super().__init__()
+        self.up = CausalConvTranspose1d(channels, channels // 2, 2 * stride, stride=stride)
+        self.units = nn.ModuleList(ResidualUnit(channels // 2, d) for d in (1, 3, 9))
+
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        x = self.up(F.elu(x), cache)
+        for unit in self.units:
+            x = unit(x, cache)
+        return x
+
+
+class Encoder(nn.Module):
+    def __init__(self, c: SoundStreamConfig):
+        super().__init__()
+        self.stem = CausalConv1d(1, c.channels, 7)
+        self.blocks = nn.ModuleList(
+            EncoderBlock(c.channels * 2 ** (i + 1), s) for i, s in enumerate(c.strides)
+        )
+        self.head = CausalConv1d(c.channels * 2 ** len(c.strides), c.latent_dim, 3)
+
+    def forward(self, wav: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        x = self.stem(wav[:, None], cache)
+        for block in self.blocks:
+            x = block(x, cache)
+        return self.head(F.elu(x), cache)  # [B, D, F]
+
+
+class Decoder(nn.Module):
+    def __init__(self, c: SoundStreamConfig):
+        super().__init__()
+        top = c.channels * 2 ** len(c.strides)
+        self.stem = CausalConv1d(c.latent_dim, top, 7)
+        self.blocks = nn.ModuleList(
+            DecoderBlock(top // 2**i, s) for i, s in enumerate(reversed(c.strides))
+        )
+        self.head = CausalConv1d(c.channels, 1, 7)
+
+    def forward(self, z: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        x = self.stem(z, cache)
+        for block in self.blocks:
+            x = block(x, cache)
+        return self.head(F.elu(x), cache)[:, 0]  # [B, T]
+
+
+# ----------------------------------------------------------------------------- the codec
+class SoundStream(Trainable, PretrainedMixin):
+    """Implements :class:`musiclm.interfaces.AcousticCodec`; trains with the shared engine as a GAN."""
+
+    config_class = SoundStreamConfig
+    model_type = "soundstream"
+
+    def __init__(self, config: SoundStreamConfig):
+        super().__init__()
+        from vector_quantize_pytorch import ResidualVQ
+
+        from musiclm.codec.discriminators import Discriminators
+
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        self.quantizer = ResidualVQ(
+            dim=config.latent_dim, num_quantizers=config.num_quantizers, codebook_size=config.codebook_size,
+            decay=config.ema_decay, kmeans_init=True, kmeans_iters=config.kmeans_iters,
+            threshold_ema_dead_code=config.dead_code_threshold, quantize_dropout=config.quantizer_dropout,
+            commitment_weight=config.commitment_weight,
+        )
+        self.discriminators = Discriminators(config)
+        self._fake: torch.Tensor | None = None  # generator output kept for the discriminator's turn
+
+    # interface attributes
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        return self.config.sample_rate / self.config.hop_length
+
+    @property
+    def num_quantizers(self) -> int:
+        return self.config.num_quantizers
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    def bitrate(self, num_quantizers: int | None = None) -> float:
+        """Bits per second at ``num_quantizers`` levels (default: all)."""
+        q = num_quantizers or self.num_quantizers
+        return self.frame_rate * q * math.log2(self.codebook_size)
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if not n.startswith("discriminators.")]
+
+    # ------------------------------------------------------------------ encode / decode
+    def _check_wav(self, wav: torch.Tensor) -> torch.Tensor:
+        if not isinstance(wav, torch.Tensor):
+            raise CodecError(f"encode expects a torch.Tensor [B, T], got {type(wav).__name__}")
+        if wav.ndim == 1:
+            wav = wav[None]
+        if wav.ndim != 2:
+            raise CodecError(f"encode expects mono audio [B, T] (or [T]), got shape {tuple(wav.shape)}")
+        if wav.shape[-1] == 0:
+            raise CodecError("encode got an empty waveform (0 samples)")
+        check_finite(wav, "audio passed to the codec")
+        return wav.float()
+
+    def _check_quantizers(self, num_quantizers: int | None) -> int:
+        q = self.num_quantizers if num_quantizers is None else num_quantizers
+        if not 1 <= q <= self.num_quantizers:
+            raise CodecError(f"num_quantizers must be in 1..{self.num_quantizers}, got {num_quantizers}")
+        return q
+
+    def _quantize(self, z: torch.Tensor, q: int) -> torch.Tensor:
+        _, indices, _ = self.quantizer(z.transpose(1, 2))
+        return indices[..., :q].transpose(1, 2).long()  # [B, q, F]
+
+    @torch.no_grad()
+    def encode(self, wav: torch.Tensor, num_quantizers: int | None = None) -> torch.Tensor:
+        """``[B, T]`` float at ``sample_rate`` -> ``[B, Q, ceil(T / hop)]`` long (the end is zero-padded)."""
+        wav = self._check_wav(wav)
+        q = self._check_quantizers(num_quantizers)
+        pad = -wav.shape[-1] % self.hop_length
+        return self._quantize(self.encoder(F.pad(wav, (0, pad))), q)
+
+    def _check_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        if not isinstance(codes, torch.Tensor) or codes.ndim != 3:
+            raise CodecError(f"decode expects codes [B, Q, F], got {getattr(codes, 'shape', type(codes))}")
+        if codes.is_floating_point():
+            raise CodecError("decode expects integer codes; got a float tensor")
+        if not 1 <= codes.shape[1] <= self.num_quantizers:
+            raise CodecError(
+                f"codes have {codes.shape[1]} quantizer levels; this codec has {self.num_quantizers} "
+                f"(pass the first 1..{self.num_quantizers} levels)"
+            )
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
+            raise CodecError(
+                f"codes must be in 0..{self.codebook_size - 1}; got values {int(codes.min())}..{int(codes.max())}"
+            )
+        return codes.long()
+
+    def _dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.quantizer.get_output_from_indices(codes.transpose(1, 2)).transpose(1, 2)
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """``[B, q <= Q, F]`` long -> ``[B, F * hop]`` float (fewer levels: lower bitrate)."""
+        codes = self._check_codes(codes)
+        return self.decoder(self._dequantize(codes))
+
+    # ------------------------------------------------------------------ streaming
+    @torch.no_grad()
+    def encode_stream(
+        self, chunks: Iterable[torch.Tensor], num_quantizers: int | None = None
+    ) -> Iterator[torch.Tensor]:
+        """Encode ``[B, t]`` chunks of any length as they arrive; yields ``[B, Q, f]`` code chunks whose
+        concatenation equals ``encode`` of the concatenated audio."""
+        q = self._check_quantizers(num_quantizers)
+        cache: dict = {}
+        pending: torch.Tensor | None = None
+        for chunk in chunks:
+            chunk = self._check_wav(chunk)
+            pending = chunk if pending is None else torch.cat([pending, chunk], dim=-1)
+            usable = pending.shape[-1] - pending.shape[-1] % self.hop_length
+            if usable:
+                yield self._quantize(self.encoder(pending[..., :usable], cache), q)
+                pending = pending[..., usable:]
+        if pending is not None and pending.shape[-1]:
+            pad = -pending.shape[-1] % self.hop_length
+            yield self._quantize(self.encoder(F.pad(pending, (0, pad)), cache), q)
+
+    @torch.no_grad()
+    def decode_stream(self, chunks: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """Decode ``[B, q, f]`` code chunks; yields ``[B, f * hop]`` audio equal to ``decode`` of the whole."""
+        cache: dict = {}
+        for codes in chunks:
+            yield self.decoder(self._dequantize(self._check_codes(codes)), cache)
+
+    # ------------------------------------------------------------------ training
+    def optimizer_groups(self) -> dict[str, dict[str, Any]]:
+        return {
+            "generator": {"params": self.generator_parameters()},
+            "discriminator": {"params": list(self.discriminators.parameters()), "lr": self.config.disc_lr},
+        }
+
+    def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training-time pass: reconstruction, codes ``[B, F, Q]`` (-1 where dropped) and commitment loss."""
+        z = self.encoder(wav)
+        quantized, indices, commit = self.quantizer(z.transpose(1, 2))
+        return self.decoder(quantized.transpose(1, 2)), indices, commit.sum()
+
+    def training_step(self, batch: Any, *, step: int, group: str) -> dict[str, torch.Tensor]:
+        from musiclm.codec import losses
+
+        wav = batch["audio"] if isinstance(batch, dict) else batch
+        wav = wav[..., : wav.shape[-1] - wav.shape[-1] % self.hop_length]
+        adversarial = step >= self.config.disc_start_step
+        if group == "discriminator":
+            fake = self._fake if self._fake is not None else self(wav)[0]
+            self._fake = None
+            if not adversarial:  # keep the graph alive without updating (and DDP needs a loss)
+                return {"loss": sum(p.sum() * 0 for p in self.discriminators.parameters())}
+            real_out, _ = self.discriminators(wav)
+            fake_out, _ = self.discriminators(fake.detach())
+            return {"loss": losses.discriminator_hinge(real_out, fake_out)}
+
+        fake, _, commit = self(wav)
+        self._fake = fake.detach() if self.training and step >= 0 else None
+        mel = losses.mel_loss(self._mel_loss_fn(), fake, wav)
+        out = {"mel": mel, "commit": commit}
+        total = self.config.mel_weight * mel + commit
+        if adversarial:
+            fake_out, fake_feats = self.discriminators(fake)
+            with torch.no_grad():
+                _, real_feats = self.discriminators(wav)
+            out["adv"] = losses.generator_hinge(fake_out)
+            out["feat"] = losses.feature_matching(real_feats, fake_feats)
+            total = total + self.config.adv_weight * out["adv"] + self.config.feat_weight * out["feat"]
+        out["loss"] = total
+        return out
+
+    def validation_step(self, batch: Any) -> dict[str, torch.Tensor]:
+        from musiclm.codec import losses
+
+        wav = batch["audio"] if isinstance(batch, dict) else batch
+        wav = wav[..., : wav.shape[-1] - wav.shape[-1] % self.hop_length]
+        fake = self.decode(self.encode(wav))
+        return {"loss": losses.mel_loss(self._mel_loss_fn(), fake, wav)}
+
+    def _mel_loss_fn(self) -> nn.Module:
+        if not hasattr(self, "_mel_fn"):  # built lazily so it is neither saved nor moved by hand
+            from musiclm.codec.losses import multiscale_mel_loss
+
+            object.__setattr__(self, "_mel_fn", multiscale_mel_loss(self.config))
+        return self._mel_fn  # type: ignore[attr-defined]
+
+
+def train_defaults(preset: str) -> "Any":
+    """The engine settings each preset trains with (``musiclm train codec`` starts from these)."""
+    from musiclm.training import TrainConfig
+
+    common = {"lr": 3e-4, "betas": (0.8, 0.99), "grad_clip": 10.0, "weight_decay": 0.0, "warmup_steps": 100}
+    settings = {
+        "tiny": {"steps": 50, "batch_size": 4, "log_every": 5, "ckpt_every": 25},
+        "small": {"steps": 100_000, "batch_size": 8, "log_every": 10, "ckpt_every": 200},
+        "paper": {"steps": 500_000, "batch_size": 32, "log_every": 50, "ckpt_every": 5000, "lr": 1e-4},
+    }
+    if preset not in settings:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(settings)}")
+    return TrainConfig.from_dict({**common, **settings[preset]})
+
+
+CROP_SECONDS = {"tiny": 0.5, "small": 0.5, "paper": 1.0}
+
+
+def codec_from_checkpoint(run_dir: str, map_location: str = "cpu") -> SoundStream:
+    """The latest training checkpoint of a run folder (or its exported model) as an eval-mode codec."""
+    from pathlib import Path
+
+    from musiclm.training.checkpoint import list_checkpoints, load_checkpoint
+
+    run = Path(run_dir)
+    found = list_checkpoints(run / "checkpoints")
+    if not found:
+        if (run / "config.json").is_file():
+            return SoundStream.from_pretrained(run, map_location)
+        raise FileNotFoundError(f"{run} has neither checkpoints/ nor a saved model (config.json)")
+    state = load_checkpoint(found[-1], map_location=map_location)
+    model = SoundStream(SoundStreamConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    model.train_steps = int(state["step"])  # type: ignore[attr-defined]
+    return model.eval()
