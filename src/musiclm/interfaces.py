@@ -92,6 +92,9 @@ class MelodyEmbedder(Protocol):
 COMPONENTS: dict[str, str] = {
     "w2vbert": "musiclm.semantic.w2vbert:W2VBert",
     "semantic_kmeans": "musiclm.semantic.tokenizer:KMeansTokenizer",
+    "soundstream": "musiclm.codec.soundstream:SoundStream",
+    "encodec": "musiclm.codec.encodec:HFCodec",  # HF transformers folders, by their own model_type
+    "dac": "musiclm.codec.encodec:HFCodec",
     "musiclm_stage": "musiclm.stages.stages:StageLM",
 }
 

@@ -15,6 +15,7 @@ import musiclm
 from musiclm.cli.apps import app
 from musiclm.cli import stages  # noqa: F401,E402  (registers its commands)
 from musiclm.cli import semantic  # noqa: F401,E402  (registers its commands)
+from musiclm.cli import codec  # noqa: F401,E402  (registers its commands)
 
 
 @app.command()
