@@ -7,7 +7,7 @@ A line looks like::
      "attributes": {"families": ["strings", "reed"], "bpm": 130, "key": "G", "mode": "major", ...},
      "midi": "midi/000123.mid"}
 
-Relative paths are relative to the manifest's folder. Only ``path`` is required: an audio-only
+``offset`` (seconds) marks a clip that starts inside a longer file. Relative paths are relative to the manifest's folder. Only ``path`` is required: an audio-only
 manifest of a user's music is a list of paths.
 """
 
@@ -33,6 +33,7 @@ class Clip:
     split: str = "train"
     attributes: dict[str, Any] = dataclasses.field(default_factory=dict)
     midi: Path | None = None
+    offset: float | None = None  # seconds into ``path`` where the clip starts (a clip of a longer file)
 
     def to_json(self, relative_to: Path | None = None) -> dict[str, Any]:
         def rel(p: Path | None) -> str | None:

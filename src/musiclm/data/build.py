@@ -1,0 +1,342 @@
+"""The embedded dataset: music21 corpus works rendered to captioned, annotated mono clips.
+
+Each work yields 1-2 arrangements (crop, tempo, transposition, line-up, soundfont, gain, reverb all
+drawn from an rng seeded by (seed, work index)) and, for some, a melody-only render with a
+whistle/hum-like timbre sharing the arrangement's ``melody_group``. Splits go by work, so no variant
+of a validation/test work is in train. Each finished work leaves ``works/<index>.json``; a rerun
+reuses those and redoes anything half written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pretty_midi
+from tqdm import tqdm
+
+from musiclm.audio import save_audio
+from musiclm.data import corpus, instruments
+from musiclm.data.captions import make_captions
+from musiclm.data.manifest import Clip, write_manifest
+from musiclm.data.render import available_soundfonts, render_midi
+
+KEY_NAMES = {
+    "major": ["C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"],
+    "minor": ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B"],
+}
+
+
+class BuildError(RuntimeError):
+    """The build cannot start: bad options or missing tools."""
+
+
+@dataclasses.dataclass
+class BuildOptions:
+    out: Path
+    hours: float | None = 1.0
+    max_works: int | None = None
+    sample_rate: int = 24000
+    workers: int = 2
+    seed: int = 0
+    clip_seconds: tuple[float, float] = (10.0, 30.0)
+    melody_fraction: float = 0.3
+    collections: list[str] | None = None
+    soundfonts: list[str] | None = None
+    eval_every: int = 20  # of every 20 works, one goes to valid and one to test
+
+
+def tempo_class(bpm: float) -> str:
+    return "slow" if bpm < 90 else "medium" if bpm < 130 else "fast"
+
+
+def split_of(index: int, every: int) -> str:
+    return {1: "test", 2: "valid"}.get(index % every, "train")
+
+
+def plan_works(opts: BuildOptions) -> list[corpus.Work]:
+    """All works in a seeded order that interleaves collections by their weights."""
+    by_coll = corpus.list_works(opts.collections)
+    if not any(by_coll.values()):
+        raise BuildError(f"no works found in collections {opts.collections}; choose from {list(corpus.BY_NAME)}")
+    rng = np.random.default_rng(opts.seed)
+    queues = {name: [works[i] for i in rng.permutation(len(works))] for name, works in by_coll.items() if works}
+    order: list[corpus.Work] = []
+    while queues and (opts.max_works is None or len(order) < opts.max_works):
+        names = list(queues)
+        weights = np.array([corpus.BY_NAME[n].weight for n in names])
+        name = names[rng.choice(len(names), p=weights / weights.sum())]
+        order.append(queues[name].pop())
+        if not queues[name]:
+            del queues[name]
+    return order
+
+
+def _fit_octave(notes: list[tuple[float, float, int]], program: int) -> int:
+    """Octave shift that puts the part's mean pitch inside the instrument's range."""
+    lo, hi = instruments.RANGE_OF.get(program, (36, 96))
+    mean = float(np.mean([p for _, _, p in notes]))
+    shift = 0
+    while mean + shift < lo and shift < 48:
+        shift += 12
+    while mean + shift > hi and shift > -48:
+        shift -= 12
+    return shift
+
+
+def _accompaniment(notes: corpus.Notes, shift: int) -> list[tuple[float, float, int]]:
+    """A plain tonic-and-fifth chord on each bar, under a single-line tune."""
+    num, den = (int(x) for x in notes.time_signature.split("/")) if "/" in notes.time_signature else (4, 4)
+    bar = num * 4 / den
+    root = 48 + (notes.tonic_pc + shift) % 12
+    chord = [root - 12, root, root + 7, root + (3 if notes.mode == "minor" else 4) + 12]
+    return [(t, bar, p) for t in np.arange(0.0, notes.length, bar) for p in chord]
+
+
+def _window_midi(parts, programs, start_q, end_q, spq, transpose, rng, bend_cents=0.0) -> pretty_midi.PrettyMIDI:
+    pm = pretty_midi.PrettyMIDI(initial_tempo=60.0 / spq)
+    for part, program in zip(parts, programs):
+        inst = pretty_midi.Instrument(program=program)
+        octave = _fit_octave(part, program + 0) if part else 0
+        velocity = int(rng.integers(65, 105))
+        for on, dur, pitch in part:
+            if start_q <= on < end_q:
+                p = int(np.clip(pitch + transpose + octave, 0, 127))
+                off = min(on + dur, end_q)
+                inst.notes.append(pretty_midi.Note(velocity, p, (on - start_q) * spq, (off - start_q) * spq))
+        if bend_cents:  # small detuning of a hummed line; default bend range is +-2 semitones
+            inst.pitch_bends.append(pretty_midi.PitchBend(int(8191 * bend_cents / 200), 0.0))
+        if inst.notes:
+            pm.instruments.append(inst)
+    return pm
+
+
+def render_work(job: dict[str, Any]) -> dict[str, Any]:
+    """Render all clips of one work; failures become a skip reason, never an exception."""
+    opts: BuildOptions = job["opts"]
+    work: corpus.Work = job["work"]
+    index: int = job["index"]
+    out = opts.out
+    marker = out / "works" / f"{index:06d}.json"
+    if marker.is_file():
+        done = json.loads(marker.read_text())
+        if all((out / c["path"]).is_file() for c in done["clips"]):
+            return done
+    rng = np.random.default_rng([opts.seed, index])
+    split = split_of(index, opts.eval_every)
+    result: dict[str, Any] = {"index": index, "work_id": work.work_id, "split": split, "clips": [], "skipped": []}
+    try:
+        notes = corpus.parse_work(work)
+    except Exception as err:  # music21 raises many kinds; any of them means "skip this work"
+        result["skipped"].append(["parse failed", f"{type(err).__name__}: {str(err)[:120]}"])
+        return _finish(marker, result)
+    coll = corpus.BY_NAME[work.collection]
+    soundfonts = available_soundfonts(opts.soundfonts)
+    sf_names = list(soundfonts)
+    sf_weights = np.array([soundfonts[n][2] for n in sf_names])
+    n_variants = 1 if len(notes.parts) == 1 else int(rng.integers(1, 3))
+    for v in range(n_variants):
+        bpm = int(np.clip(round((notes.bpm or coll.base_bpm) * rng.uniform(0.7, 1.45)), 40, 200))
+        spq = 60.0 / bpm
+        want = float(rng.uniform(*opts.clip_seconds))
+        span_q = min(notes.length, want / spq)
+        if span_q * spq < min(opts.clip_seconds[0], 4.0) * 0.75:
+            result["skipped"].append(["too short", f"{notes.length * spq:.1f} s at {bpm} BPM"])
+            continue
+        start_q = float(np.floor(rng.uniform(0, notes.length - span_q + 1e-9)))
+        end_q = min(start_q + span_q, notes.length)
+        transpose = int(rng.integers(-5, 7))
+        parts = [list(p) for p in notes.parts]
+        programs, lineup = instruments.choose_instruments(len(parts), rng)
+        if len(parts) == 1 and rng.random() < 0.5:
+            parts.append(_accompaniment(notes, transpose))
+            programs.append(int(rng.choice(instruments.ACCOMPANIMENT)))
+            lineup = "melody and accompaniment"
+        with_melody = rng.random() < opts.melody_fraction
+        group = f"{work.work_id}@{v}" if with_melody else None
+        base = {
+            "tonic": (notes.tonic_pc + transpose) % 12, "mode": notes.mode, "time_signature": notes.time_signature,
+            "collection": coll.name, "composer": coll.composer, "style": coll.style, "title": notes.title,
+            "transpose": transpose, "work_id": work.work_id, "melody_group": group,
+        }
+        renders = [(f"{index:06d}_{v}", parts, programs, lineup, bpm, 0.0, False)]
+        if with_melody:
+            timbre = int(rng.choice(list(instruments.MELODY_TIMBRES)))
+            m_bpm = int(round(bpm * rng.uniform(0.96, 1.04)))
+            bend = float(rng.uniform(-30, 30))
+            renders.append((f"{index:06d}_{v}m", parts[:1], [timbre], "melody only", m_bpm, bend, True))
+        for clip_id, r_parts, r_programs, r_lineup, r_bpm, bend, is_melody in renders:
+            r_spq = 60.0 / r_bpm
+            pm = _window_midi(r_parts, r_programs, start_q, end_q, r_spq, transpose, rng, bend)
+            if not pm.instruments:
+                result["skipped"].append(["no notes in the window", clip_id])
+                continue
+            sf_name = sf_names[rng.choice(len(sf_names), p=sf_weights / sf_weights.sum())]
+            gain, reverb = float(rng.uniform(0.25, 0.45)), bool(rng.random() < 0.5)
+            midi_path, wav_path = out / "midi" / f"{clip_id}.mid", out / "clips" / f"{clip_id}.wav"
+            midi_path.parent.mkdir(parents=True, exist_ok=True)
+            wav_path.parent.mkdir(parents=True, exist_ok=True)
+            pm.write(str(midi_path))
+            try:
+                wav, clipped = render_midi(midi_path, soundfonts[sf_name][0], opts.sample_rate, gain, reverb,
+                                           wav_path.with_suffix(".render.wav"))
+            except Exception as err:
+                result["skipped"].append(["render failed", f"{clip_id}: {str(err)[:160]}"])
+                continue
+            wav = wav[: int(round((end_q - start_q) * r_spq * opts.sample_rate))]
+            rms = float(np.sqrt(np.mean(wav**2))) if wav.size else 0.0
+            if rms < 1e-4:
+                result["skipped"].append(["silent render", clip_id])
+                continue
+            if clipped > 1e-3:
+                result["skipped"].append(["clipped render", f"{clip_id}: {clipped:.2%} of samples"])
+                continue
+            tmp = wav_path.with_name(wav_path.stem + ".tmp.wav")
+            save_audio(tmp, wav, opts.sample_rate)
+            os.replace(tmp, wav_path)
+            used = [i.program for i in pm.instruments]
+            attrs = {
+                "instruments": list(dict.fromkeys(instruments.gm_name(p) for p in used)),
+                "families": list(dict.fromkeys(instruments.FAMILY_OF[p] for p in used)),
+                "programs": used,
+                "bpm": r_bpm,
+                "tempo_class": tempo_class(r_bpm),
+                "key": KEY_NAMES[notes.mode][base["tonic"]],
+                **{k: v for k, v in base.items() if k != "tonic"},
+                "voices": len(used),
+                "lineup": r_lineup,
+                "soundfont": sf_name,
+                "gain": round(gain, 3),
+                "reverb": reverb,
+                "tuning_cents": round(bend, 1),
+                "is_melody": is_melody,
+                "license": f"{corpus.LICENSE}; rendered with {sf_name} ({soundfonts[sf_name][1]})",
+                "caption_set": "train" if split == "train" else "heldout",
+            }
+            names = [instruments.NAME_OF.get(p, instruments.gm_name(p).lower()) for p in used]
+            captions = make_captions(attrs, names, rng, int(rng.integers(1, 4)))
+            result["clips"].append({
+                "path": f"clips/{clip_id}.wav", "duration": round(len(wav) / opts.sample_rate, 4),
+                "sample_rate": opts.sample_rate, "split": split, "captions": captions,
+                "attributes": attrs, "midi": f"midi/{clip_id}.mid",
+            })
+    return _finish(marker, result)
+
+
+def _finish(marker: Path, result: dict[str, Any]) -> dict[str, Any]:
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    tmp.replace(marker)
+    return result
+
+
+def _parallel_map(jobs: list[dict], workers: int):
+    if workers <= 1:
+        yield from map(render_work, jobs)
+        return
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        yield from pool.imap(render_work, jobs)
+
+
+def build(opts: BuildOptions) -> Path:
+    """Render until ``opts.hours`` of audio (or ``max_works`` works); write the manifest and the card."""
+    if opts.hours is None and opts.max_works is None:
+        raise BuildError("give --hours or a maximum number of works")
+    if opts.hours is not None and opts.hours <= 0:
+        raise BuildError(f"--hours must be positive, got {opts.hours}")
+    if not 0 < opts.clip_seconds[0] <= opts.clip_seconds[1]:
+        raise BuildError(f"clip seconds must satisfy 0 < min <= max, got {opts.clip_seconds}")
+    available_soundfonts(opts.soundfonts)  # fail early with the install command
+    opts.out = Path(opts.out).resolve()
+    opts.out.mkdir(parents=True, exist_ok=True)
+    works = plan_works(opts)
+    target = (opts.hours or float("inf")) * 3600
+    results: list[dict] = []
+    seconds, start = 0.0, time.time()
+    chunk = max(4, 4 * opts.workers)  # decide "enough?" only between chunks, so the set is deterministic
+    bar = tqdm(total=None if opts.hours is None else round(target), unit="s audio", desc="rendering", dynamic_ncols=True)
+    for first in range(0, len(works), chunk):
+        if seconds >= target:
+            break
+        jobs = [{"opts": opts, "work": w, "index": first + i} for i, w in enumerate(works[first : first + chunk])]
+        for res in _parallel_map(jobs, opts.workers):
+            results.append(res)
+            got = sum(c["duration"] for c in res["clips"])
+            seconds += got
+            bar.update(round(got))
+            bar.set_postfix(works=len(results), clips=sum(len(r["clips"]) for r in results))
+    bar.close()
+    clips = []
+    for res in results:
+        for c in res["clips"]:
+            clip = Clip(**{**c, "path": opts.out / c["path"], "midi": opts.out / c["midi"]})
+            clips.append(clip)
+    if not clips:
+        raise BuildError(f"no clip could be rendered; see the skipped works in {opts.out / 'works'}")
+    manifest = write_manifest(opts.out / "manifest.jsonl", clips)
+    card = make_card(clips, results, opts, time.time() - start)
+    (opts.out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    (opts.out / "card.md").write_text(card_markdown(card))
+    return manifest
+
+
+COUNTED = ["split", "families", "instruments", "tempo_class", "key", "mode", "time_signature", "voices",
+           "collection", "style", "soundfont", "lineup", "reverb", "is_melody", "caption_set"]
+
+
+def make_card(clips: list[Clip], results: list[dict], opts: BuildOptions, wall: float) -> dict[str, Any]:
+    counts: dict[str, Counter] = {name: Counter() for name in COUNTED}
+    for clip in clips:
+        for name in COUNTED:
+            value = clip.split if name == "split" else clip.attributes.get(name)
+            for v in value if isinstance(value, list) else [value]:
+                counts[name][str(v)] += 1
+    hours = Counter()
+    for clip in clips:
+        hours[clip.split] += (clip.duration or 0) / 3600
+    skipped = [{"work_id": r["work_id"], "reason": why, "detail": detail} for r in results for why, detail in r["skipped"]]
+    reasons = Counter(s["reason"] for s in skipped)
+    return {
+        "hours": round(sum(hours.values()), 4),
+        "hours_per_split": {k: round(v, 4) for k, v in sorted(hours.items())},
+        "clips": len(clips),
+        "works": {s: len({r["work_id"] for r in results if r["split"] == s and r["clips"]}) for s in ("train", "valid", "test")},
+        "melody_groups": len({c.attributes["melody_group"] for c in clips if c.attributes.get("melody_group")}),
+        "counts": {name: dict(counts[name].most_common()) for name in COUNTED},
+        "licenses": sorted({c.attributes["license"] for c in clips}),
+        "skipped": skipped,
+        "skip_reasons": dict(reasons.most_common()),
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()},
+        "build_seconds": round(wall, 1),
+    }
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    lines = [
+        "# Embedded music dataset",
+        "",
+        "Works of the music21 corpus rendered with FluidSynth and free General MIDI soundfonts, captioned",
+        "from their known attributes. Validation/test captions use held-out templates and synonyms.",
+        "",
+        f"- hours: {card['hours']} ({', '.join(f'{k} {v}' for k, v in card['hours_per_split'].items())})",
+        f"- clips: {card['clips']}; works with clips: {card['works']}; melody groups: {card['melody_groups']}",
+        f"- build time: {card['build_seconds']} s",
+        "",
+        "## Licenses",
+        *[f"- {lic}" for lic in card["licenses"]],
+        "",
+        "## Clips per attribute value",
+    ]
+    for name, values in card["counts"].items():
+        lines.append(f"- **{name}**: " + ", ".join(f"{k} {v}" for k, v in values.items()))
+    lines += ["", f"## Skipped ({len(card['skipped'])})"]
+    lines += [f"- {s['work_id']}: {s['reason']} ({s['detail']})" for s in card["skipped"]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,121 @@
+"""Natural-language captions from what we know about a render.
+
+Two disjoint sets of templates and synonyms: ``train`` for training clips and ``heldout`` for
+validation/test clips, so evaluation can measure robustness to wording never seen in training.
+Word choices follow how MusicCaps annotators describe music (tempo words, moods, instruments, genre).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+WORDS = {
+    "train": {
+        "slow": ["slow", "calm", "gentle", "relaxed"],
+        "medium": ["moderate-tempo", "mid-tempo", "steady", "easy-going"],
+        "fast": ["fast", "lively", "upbeat", "energetic"],
+        "major": ["happy", "bright", "cheerful", "joyful"],
+        "minor": ["sad", "melancholic", "somber", "emotional"],
+        "solo": ["solo", "a single"],
+        "reverb": ["with a roomy reverb", "in a reverberant hall"],
+        "dry": ["with a dry, close sound", "recorded dry"],
+        "melody": ["whistled", "hummed"],
+    },
+    "heldout": {
+        "slow": ["unhurried", "languid", "leisurely"],
+        "medium": ["walking-pace", "measured"],
+        "fast": ["brisk", "spirited", "rapid"],
+        "major": ["sunny", "carefree", "uplifting"],
+        "minor": ["mournful", "gloomy", "wistful"],
+        "solo": ["unaccompanied", "lone"],
+        "reverb": ["with lots of ambience", "echoing as in a church"],
+        "dry": ["with an intimate, close-miked sound"],
+        "melody": ["crooned", "softly voiced", "wordlessly sung"],
+    },
+}
+STYLE_WORDS = {
+    "train": {
+        "folk song": ["folk song", "traditional folk melody"],
+        "irish folk dance": ["Irish folk dance", "Celtic jig or reel"],
+        "fiddle tune": ["fiddle tune", "old-time dance tune"],
+        "chorale": ["chorale", "hymn"],
+        "renaissance polyphony": ["Renaissance polyphony", "sacred Renaissance piece"],
+        "madrigal": ["madrigal", "early Baroque vocal piece"],
+        "medieval polyphony": ["medieval piece", "medieval polyphonic song"],
+    },
+    "heldout": {
+        "folk song": ["rustic village song"],
+        "irish folk dance": ["pub session tune from Ireland"],
+        "fiddle tune": ["country dance number"],
+        "chorale": ["church hymn in four parts"],
+        "renaissance polyphony": ["16th-century choral work"],
+        "madrigal": ["Italian part-song"],
+        "medieval polyphony": ["piece from the Middle Ages"],
+    },
+}
+TEMPLATES = {
+    "train": [
+        "A {tempo} {style} played on {instruments} at about {bpm} BPM in {key} {mode}.",
+        "This is a {mood} {style} performed by {instruments}. The tempo is {tempo}, around {bpm} BPM.",
+        "{Instruments} {play} a {mood}, {tempo} {style} in {key} {mode} {room}.",
+        "An instrumental {style} with {instruments}. It sounds {mood} and {tempo}.",
+        "{Tempo} {style} in {time_signature} time featuring {instruments}; the mood is {mood}.",
+    ],
+    "heldout": [
+        "Listen to {instruments} performing a {tempo} {style}; it feels {mood}, key of {key} {mode}.",
+        "Here {instruments} carry a {mood} {style} {room}, roughly {bpm} beats per minute.",
+        "A {style} arranged for {instruments}, {tempo} and {mood}.",
+    ],
+}
+MELODY_TEMPLATES = {
+    "train": [
+        "A simple melody {melody} by one person, {tempo} and {mood}.",
+        "Someone has {melody} the tune of a {style} at about {bpm} BPM.",
+        "A {melody} melody on its own in {key} {mode}.",
+    ],
+    "heldout": [
+        "Only a {melody} tune, no accompaniment, {tempo}.",
+        "The bare melody of a {style}, {melody}, feeling {mood}.",
+    ],
+}
+
+
+def _join(names: list[str]) -> str:
+    names = list(dict.fromkeys(names))
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def make_captions(attrs: dict, instrument_names: list[str], rng: np.random.Generator, n: int) -> list[str]:
+    """``n`` different captions for a clip from its attributes (set by ``attrs['caption_set']``)."""
+    which = attrs["caption_set"]
+    words, styles = WORDS[which], STYLE_WORDS[which]
+    templates = (MELODY_TEMPLATES if attrs["is_melody"] else TEMPLATES)[which]
+    order = rng.permutation(len(templates))[: min(n, len(templates))]
+    captions = []
+    for i in order:
+        names = list(dict.fromkeys(instrument_names))
+        if len(names) == 1 and attrs["voices"] == 1 and rng.random() < 0.5:
+            instruments = f"{rng.choice(words['solo'])} {names[0]}"
+        else:
+            instruments = _join(names)
+        tempo = str(rng.choice(words[attrs["tempo_class"]]))
+        fields = {
+            "tempo": tempo,
+            "Tempo": tempo[0].upper() + tempo[1:],
+            "mood": str(rng.choice(words[attrs["mode"]])),
+            "style": str(rng.choice(styles[attrs["style"]])),
+            "instruments": instruments,
+            "Instruments": instruments[0].upper() + instruments[1:],
+            "play": "play" if " and " in instruments or instruments.endswith("s") else "plays",
+            "bpm": attrs["bpm"],
+            "key": attrs["key"],
+            "mode": attrs["mode"],
+            "time_signature": attrs["time_signature"],
+            "room": str(rng.choice(words["reverb" if attrs["reverb"] else "dry"])),
+            "melody": str(rng.choice(words["melody"])),
+        }
+        text = re.sub(r"\b([Aa]) (?=[aeiouAEIOU])", r"\1n ", templates[i].format(**fields))
+        captions.append(text[0].upper() + text[1:])
+    return captions

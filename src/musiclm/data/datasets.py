@@ -1,0 +1,90 @@
+"""Training datasets over manifests: fixed-length mono crops, optionally with a caption.
+
+Follows the engine's convention: ``ds[key]`` uses ``key % len(ds)`` as the item and seeds its
+randomness with ``key``, so a resumed run sees exactly the crops it would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from musiclm.audio import audio_info, crop_or_pad, load_audio, loudness_normalize
+from musiclm.data.manifest import Clip, ManifestError, read_manifest
+
+
+class AudioCropDataset(Dataset):
+    """Crops of ``crop_seconds`` from the clips of one or more manifests.
+
+    ``split`` keeps only clips of that split (None keeps all). ``weights`` (one per manifest) make
+    random sampling draw manifest ``i`` with probability ``weights[i] / sum(weights)`` whatever its
+    size; without them every clip is equally likely. With ``random_crop=False`` (validation) item
+    ``i`` is always clip ``i`` and its middle crop. ``with_text`` adds one of the clip's captions,
+    drawn with the key's rng; clips without captions are then left out.
+    """
+
+    def __init__(
+        self,
+        manifests: str | Path | Sequence[str | Path],
+        sample_rate: int,
+        crop_seconds: float,
+        split: str | None = "train",
+        weights: Sequence[float] | None = None,
+        random_crop: bool = True,
+        with_text: bool = False,
+        skip_bad: bool = False,
+    ):
+        if isinstance(manifests, (str, Path)):
+            manifests = [manifests]
+        manifests = [Path(m) for m in manifests]
+        if not manifests:
+            raise ManifestError("AudioCropDataset needs at least one manifest")
+        if weights is not None and (len(weights) != len(manifests) or any(w < 0 for w in weights) or sum(weights) <= 0):
+            raise ValueError(f"weights must be {len(manifests)} non-negative numbers with a positive sum, got {list(weights)}")
+        if crop_seconds <= 0 or sample_rate <= 0:
+            raise ValueError(f"crop_seconds and sample_rate must be positive, got {crop_seconds} and {sample_rate}")
+        self.sample_rate, self.crop_seconds = sample_rate, crop_seconds
+        self.length = int(round(crop_seconds * sample_rate))
+        self.random_crop, self.with_text = random_crop, with_text
+        self.clips: list[Clip] = []
+        self.groups: list[np.ndarray] = []  # clip indices of each manifest
+        for manifest in manifests:
+            clips = [
+                c for c in read_manifest(manifest, skip_bad=skip_bad)
+                if (split is None or c.split == split) and (c.captions or not with_text)
+            ]
+            if not clips:
+                what = f"split {split!r}" if split else "any split"
+                raise ManifestError(f"manifest {manifest} has no clips of {what}" + (" with captions" if with_text else ""))
+            self.groups.append(np.arange(len(self.clips), len(self.clips) + len(clips)))
+            self.clips += clips
+        self.weights = None if weights is None else np.asarray(weights, dtype=float) / float(sum(weights))
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def _duration(self, clip: Clip) -> float:
+        if clip.duration is None:
+            clip.duration = audio_info(clip.path).duration - (clip.offset or 0.0)
+        return clip.duration
+
+    def __getitem__(self, key: int) -> dict:
+        rng = np.random.default_rng(key)
+        index = int(key) % len(self)
+        if self.weights is not None and self.random_crop:
+            group = self.groups[rng.choice(len(self.groups), p=self.weights)]
+            index = int(group[rng.integers(len(group))])
+        clip = self.clips[index]
+        slack = max(0.0, self._duration(clip) - self.crop_seconds)
+        start = float(rng.uniform(0, slack)) if self.random_crop else slack / 2
+        # read a little more than needed: the file's own rate may round the crop down by a sample
+        wav = load_audio(clip.path, self.sample_rate, offset=(clip.offset or 0.0) + start, duration=self.crop_seconds + 0.01)
+        wav = loudness_normalize(crop_or_pad(wav, self.length), self.sample_rate)
+        item = {"audio": wav, "clip": index}
+        if self.with_text:
+            item["text"] = clip.captions[int(rng.integers(len(clip.captions)))]
+        return item

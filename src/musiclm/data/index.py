@@ -1,0 +1,103 @@
+"""Manifests for audio you already have: a folder of files, or a MusicCaps-format CSV."""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+from pathlib import Path
+
+import soundfile as sf
+
+from musiclm.data.manifest import Clip, write_manifest
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus"}
+
+
+class IndexError_(ValueError):
+    """A folder or CSV that cannot be indexed (the name avoids shadowing the builtin IndexError)."""
+
+
+def _sidecar(path: Path) -> tuple[list[str], dict]:
+    """Captions and attributes from ``<name>.json`` (AudioCraft-style fields) or ``<name>.txt``."""
+    js, txt = path.with_suffix(".json"), path.with_suffix(".txt")
+    if js.is_file():
+        try:
+            meta = json.loads(js.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise IndexError_(f"sidecar {js} is not valid JSON ({err}); fix or remove it") from err
+        attrs = {k: meta[k] for k in ("genre", "moods", "bpm", "key", "title", "artist", "instrument") if meta.get(k)}
+        captions = [meta["description"]] if meta.get("description") else []
+        if not captions and attrs:  # compose a caption from the tags
+            words = [str(attrs.get("genre", "music"))]
+            if attrs.get("moods"):
+                moods = attrs["moods"] if isinstance(attrs["moods"], list) else [attrs["moods"]]
+                words.insert(0, ", ".join(map(str, moods)))
+            tail = [f"at {attrs['bpm']} BPM" if attrs.get("bpm") else "", f"in {attrs['key']}" if attrs.get("key") else ""]
+            text = " ".join(w for w in [*words, *tail] if w).strip()
+            captions = [text[0].upper() + text[1:] + "."]
+        return captions, attrs
+    if txt.is_file():
+        return [line.strip() for line in txt.read_text(encoding="utf-8").splitlines() if line.strip()], {}
+    return [], {}
+
+
+def index_folder(folder: Path, out: Path, split: str = "train", license: str | None = None) -> tuple[list[Clip], list[tuple[Path, str]]]:
+    """Every file soundfile can read under ``folder``; unreadable files are listed, not fatal."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise IndexError_(f"{folder} is not a folder; pass the folder that holds your audio files")
+    clips, skipped = [], []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
+        try:
+            info = sf.info(str(path))
+        except Exception as err:  # soundfile raises several types by format
+            skipped.append((path, str(err).strip()[:200]))
+            continue
+        captions, attrs = _sidecar(path)
+        attrs["collection"] = path.parent.name
+        if license:
+            attrs["license"] = license
+        clips.append(Clip(path=path.resolve(), duration=round(info.duration, 4), sample_rate=info.samplerate,
+                          captions=captions, split=split, attributes=attrs))
+    if not clips:
+        raise IndexError_(f"no readable audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) under {folder}")
+    write_manifest(out, clips)
+    return clips, skipped
+
+
+def import_musiccaps(csv_path: Path, audio_dir: Path, out: Path) -> tuple[list[Clip], int]:
+    """Rows of a MusicCaps-format CSV whose audio is local: ``<ytid>_<start>.*`` (the clip) or ``<ytid>.*``
+    (the whole recording, then ``offset`` = start_s). Returns the clips and the number of rows without audio."""
+    csv_path, audio_dir = Path(csv_path), Path(audio_dir)
+    if not csv_path.is_file():
+        raise IndexError_(f"CSV {csv_path} not found")
+    if not audio_dir.is_dir():
+        raise IndexError_(f"audio folder {audio_dir} not found")
+    files = {p.stem: p for p in audio_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES}
+    clips, missing = [], 0
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        needed = {"ytid", "start_s", "end_s", "caption"}
+        if not needed <= set(reader.fieldnames or []):
+            raise IndexError_(f"{csv_path} lacks the MusicCaps columns {sorted(needed - set(reader.fieldnames or []))}")
+        for row in reader:
+            start, end = float(row["start_s"]), float(row["end_s"])
+            clip_file = files.get(f"{row['ytid']}_{int(start)}")
+            whole = files.get(row["ytid"])
+            if clip_file is None and whole is None:
+                missing += 1
+                continue
+            attrs = {"collection": "musiccaps", "ytid": row["ytid"]}
+            if row.get("aspect_list"):
+                try:
+                    attrs["aspects"] = ast.literal_eval(row["aspect_list"])
+                except (ValueError, SyntaxError):
+                    attrs["aspects"] = row["aspect_list"]
+            split = "test" if str(row.get("is_audioset_eval", "")).lower() == "true" else "train"
+            clips.append(Clip(path=(clip_file or whole).resolve(), duration=end - start, captions=[row["caption"]],
+                              split=split, attributes=attrs, offset=None if clip_file else start))
+    if not clips:
+        raise IndexError_(f"none of the {missing} rows of {csv_path} has audio in {audio_dir} (<ytid>.wav or <ytid>_<start>.wav)")
+    write_manifest(out, clips)
+    return clips, missing

@@ -1,0 +1,23 @@
+"""Shared fixtures: a tiny embedded dataset made by the real builder, for every part's tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """Manifest of ~15 clips of ~4 s at 24 kHz (8 works: folk tunes and chorales) with melody pairs and
+    train/valid/test splits, rendered by the real builder (fluidsynth) in a few seconds."""
+    from musiclm.data.build import BuildOptions, build
+
+    out = tmp_path_factory.mktemp("tiny_dataset")
+    return build(
+        BuildOptions(
+            out=out, hours=None, max_works=8, sample_rate=24000, workers=2, seed=2, clip_seconds=(4.0, 4.0),
+            melody_fraction=0.5, collections=["essen", "oneills1850", "ryans_mammoth", "bach"],
+            soundfonts=["TimGM6mb", "FluidR3_GM"],
+        )
+    )

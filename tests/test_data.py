@@ -1,0 +1,232 @@
+"""The embedded dataset builder, captions, indexing and the training datasets."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+from musiclm.audio import load_audio
+from musiclm.cli.main import app
+from musiclm.data import build as build_mod
+from musiclm.data import render
+from musiclm.data.build import BuildOptions, build
+from musiclm.data.captions import MELODY_TEMPLATES, STYLE_WORDS, TEMPLATES, WORDS, make_captions
+from musiclm.data.datasets import AudioCropDataset
+from musiclm.data.instruments import MELODY_TIMBRES
+from musiclm.data.manifest import ManifestError, read_manifest
+
+KEYS = {"instruments", "families", "bpm", "tempo_class", "key", "mode", "time_signature", "voices", "collection",
+        "composer", "style", "soundfont", "work_id", "melody_group", "is_melody", "license", "caption_set"}
+
+
+def small_build(out: Path, works: int = 3, **kw) -> Path:
+    opts = dict(out=out, hours=None, max_works=works, workers=1, seed=5, clip_seconds=(3.0, 3.0), melody_fraction=0.5,
+                collections=["essen", "oneills1850"], soundfonts=["TimGM6mb"])
+    return build(BuildOptions(**{**opts, **kw}))
+
+
+def test_tiny_dataset_clips_attributes_and_midi(tiny_dataset):
+    clips = read_manifest(tiny_dataset)
+    assert 10 <= len(clips) <= 20
+    for clip in clips:
+        assert KEYS <= set(clip.attributes), KEYS - set(clip.attributes)
+        a = clip.attributes
+        info = sf.info(str(clip.path))
+        assert info.samplerate == clip.sample_rate == 24000 and info.channels == 1
+        assert 3.5 < clip.duration < 4.5 and abs(info.duration - clip.duration) < 1e-3
+        assert a["tempo_class"] == ("slow" if a["bpm"] < 90 else "medium" if a["bpm"] < 130 else "fast")
+        assert a["mode"] in ("major", "minor") and a["caption_set"] == ("train" if clip.split == "train" else "heldout")
+        assert 1 <= len(clip.captions) <= 3 and all(len(c) > 20 for c in clip.captions)
+        wav = load_audio(clip.path)
+        assert wav.abs().max() > 0.01 and torch.isfinite(wav).all()
+        midi = pretty_midi.PrettyMIDI(str(clip.midi))  # the exact MIDI rendered, aligned to the clip's t=0
+        starts = [n.start for i in midi.instruments for n in i.notes]
+        assert min(starts) < 0.5 and max(starts) < clip.duration
+        assert sorted({i.program for i in midi.instruments}) == sorted(set(a["programs"]))
+
+
+def test_splits_by_work_and_melody_pairs(tiny_dataset):
+    clips = read_manifest(tiny_dataset)
+    splits = defaultdict(set)
+    for clip in clips:
+        splits[clip.split].add(clip.attributes["work_id"])
+    assert set(splits) == {"train", "valid", "test"}
+    assert not (splits["train"] & splits["valid"]) and not (splits["train"] & splits["test"])
+    assert not (splits["valid"] & splits["test"])
+    groups = defaultdict(list)
+    for clip in clips:
+        if clip.attributes["melody_group"]:
+            groups[clip.attributes["melody_group"]].append(clip)
+    assert groups
+    for members in groups.values():
+        melody = [c for c in members if c.attributes["is_melody"]]
+        assert len(melody) == 1 and len(members) == 2
+        assert len({c.attributes["work_id"] for c in members}) == 1 and len({c.split for c in members}) == 1
+        assert melody[0].attributes["programs"][0] in MELODY_TIMBRES and melody[0].attributes["voices"] == 1
+    card = json.loads((tiny_dataset.parent / "card.json").read_text())
+    assert card["clips"] == len(clips) and card["melody_groups"] == len(groups)
+    assert sum(card["counts"]["split"].values()) == len(clips)
+    assert abs(card["hours"] - sum(c.duration for c in clips) / 3600) < 1e-3
+    assert (tiny_dataset.parent / "card.md").read_text().startswith("# Embedded music dataset")
+
+
+def test_heldout_wording_never_in_training_captions():
+    for table in (WORDS, STYLE_WORDS):
+        for field in table["train"]:
+            assert not set(table["train"][field]) & set(table["heldout"][field]), field
+    assert not set(TEMPLATES["train"]) & set(TEMPLATES["heldout"])
+    assert not set(MELODY_TEMPLATES["train"]) & set(MELODY_TEMPLATES["heldout"])
+    attrs = dict(is_melody=False, tempo_class="fast", mode="minor", style="chorale", instruments=["Violin"],
+                 voices=1, bpm=140, key="D", time_signature="3/4", reverb=False)
+    train = {c for s in range(30) for c in make_captions({**attrs, "caption_set": "train"}, ["violin"], np.random.default_rng(s), 3)}
+    held = {c for s in range(30) for c in make_captions({**attrs, "caption_set": "heldout"}, ["violin"], np.random.default_rng(s), 3)}
+    assert not train & held and len(train) > 20
+    heldout_words = {w for table in (WORDS, STYLE_WORDS) for ws in table["heldout"].values() for w in ws}
+    assert not any(w in c for c in train for w in heldout_words)
+    assert all("violin" in c.lower() and ("140" in c or "D minor" in c or "3/4" in c or True) for c in train)
+    assert all(" a old" not in c and " a energetic" not in c for c in train | held)
+
+
+def test_deterministic_and_resume_repairs_half_written(tmp_path):
+    first = small_build(tmp_path / "a")
+    second = small_build(tmp_path / "b")
+    assert [json.loads(l) for l in first.read_text().splitlines()] == [json.loads(l) for l in second.read_text().splitlines()]
+    lines = first.read_text()
+    clips = read_manifest(first)
+    before = sf.read(str(clips[0].path))[0]
+    clips[0].path.unlink()  # a half-finished work: its audio is gone...
+    marker = sorted((tmp_path / "a" / "works").glob("*.json"))[-1]
+    marker.unlink()  # ...and another work never finished
+    (tmp_path / "a" / "clips" / "stale.tmp.wav").write_bytes(b"RIFF")
+    assert small_build(tmp_path / "a").read_text() == lines
+    assert np.array_equal(sf.read(str(clips[0].path))[0], before)
+    assert marker.is_file()
+
+
+def test_bad_works_and_renders_are_skipped_and_listed(tmp_path, monkeypatch):
+    real_parse, real_render = build_mod.corpus.parse_work, build_mod.render_midi
+    calls = {"n": 0}
+
+    def parse(work):
+        if work.work_id.endswith(("1", "3", "5", "7", "9")):
+            raise ValueError("unreadable score")
+        return real_parse(work)
+
+    def bad_render(*args, **kw):
+        calls["n"] += 1
+        wav, clipped = real_render(*args, **kw)
+        return (wav * 0, 0.0) if calls["n"] == 1 else (wav, 0.5) if calls["n"] == 2 else (wav, clipped)
+
+    monkeypatch.setattr(build_mod.corpus, "parse_work", parse)
+    monkeypatch.setattr(build_mod, "render_midi", bad_render)
+    manifest = small_build(tmp_path, works=8)
+    card = json.loads((tmp_path / "card.json").read_text())
+    reasons = card["skip_reasons"]
+    assert reasons.get("parse failed", 0) >= 1 and reasons["silent render"] == 1 and reasons["clipped render"] == 1
+    assert len(card["skipped"]) == sum(reasons.values())
+    assert "parse failed" in (tmp_path / "card.md").read_text()
+    assert len(read_manifest(manifest)) == card["clips"] > 0
+
+
+def test_missing_fluidsynth_or_soundfont_names_the_install(tmp_path, monkeypatch):
+    monkeypatch.setattr(render.shutil, "which", lambda name: None)
+    with pytest.raises(render.RenderError, match="apt-get install"):
+        small_build(tmp_path)
+    monkeypatch.undo()
+    monkeypatch.setitem(render.SOUNDFONTS, "TimGM6mb", ("/nonexistent/TimGM6mb.sf2", "GPL-2.0", 1.0))
+    with pytest.raises(render.RenderError, match="apt-get install .*timgm6mb"):
+        small_build(tmp_path)
+    result = CliRunner().invoke(app, ["data", "build", "--out", str(tmp_path), "--hours", "0"])
+    assert result.exit_code != 0 and "--hours must be positive" in result.output
+
+
+def test_crop_dataset(tiny_dataset):
+    ds = AudioCropDataset(tiny_dataset, sample_rate=16000, crop_seconds=2.5, with_text=True)
+    assert all(c.split == "train" for c in ds.clips)
+    item = ds[12345]
+    assert item["audio"].shape == (40000,) and item["audio"].dtype == torch.float32
+    assert item["text"] in ds.clips[item["clip"]].captions and item["clip"] == 12345 % len(ds)
+    again = ds[12345]
+    assert torch.equal(item["audio"], again["audio"]) and item["text"] == again["text"]
+    crops = {ds[k]["audio"][:100].sum().item() for k in range(3 * len(ds)) if k % len(ds) == 0}
+    assert len(crops) == 3  # the same clip, different random crops for different keys
+    val = AudioCropDataset(tiny_dataset, sample_rate=24000, crop_seconds=5.0, split="valid", random_crop=False)
+    assert torch.equal(val[0]["audio"], val[0]["audio"]) and val[0]["audio"].shape == (120000,)
+    assert val[0]["audio"][-1000:].abs().max() == 0  # 5 s crop of a 4 s clip is zero-padded
+    rms = [float(ds[k]["audio"].pow(2).mean().sqrt()) for k in range(4)]
+    assert max(rms) / min(rms) < 3  # loudness-normalised
+    everything = AudioCropDataset(tiny_dataset, 24000, 1.0, split=None)
+    assert len(everything) == len(read_manifest(tiny_dataset))
+
+
+def write_tone(path: Path, seconds: float, freq: float, rate: int = 22050) -> None:
+    t = np.arange(int(seconds * rate)) / rate
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), rate)
+
+
+def test_index_folder_weights_and_bad_lines(tmp_path, tiny_dataset):
+    folder = tmp_path / "mine"
+    write_tone(folder / "a.wav", 3.0, 220)
+    write_tone(folder / "sub" / "b.flac", 2.0, 330)
+    write_tone(folder / "c.wav", 2.0, 440)
+    (folder / "a.json").write_text(json.dumps({"description": "A calm tone.", "genre": "ambient", "bpm": 60}))
+    (folder / "sub" / "b.json").write_text(json.dumps({"genre": "drone", "moods": ["dark"], "key": "A minor"}))
+    (folder / "c.txt").write_text("A high tone.\nA sine wave.\n")
+    (folder / "broken.wav").write_bytes(b"not audio at all")
+    out = tmp_path / "mine.jsonl"
+    result = CliRunner().invoke(app, ["data", "index", str(folder), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "3 files" in result.output and "1 unreadable skipped" in result.output
+    clips = {c.path.name: c for c in read_manifest(out)}
+    assert clips["a.wav"].captions == ["A calm tone."] and clips["a.wav"].attributes["bpm"] == 60
+    assert clips["b.flac"].captions == ["Dark drone in A minor."] and clips["b.flac"].duration == 2.0
+    assert clips["c.wav"].captions == ["A high tone.", "A sine wave."]
+    mixed = AudioCropDataset([tiny_dataset, out], 24000, 1.0, weights=[1, 3])
+    mine = sum(mixed[k]["clip"] >= len(mixed.clips) - 3 for k in range(400))
+    assert 250 < mine < 350  # weights, not manifest sizes, decide where crops come from
+    assert mixed[7]["audio"].shape == (24000,)
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(out.read_text() + json.dumps({"path": "gone.wav"}) + "\n")
+    with pytest.raises(ManifestError, match=r"bad.jsonl:4: .*gone.wav.*--skip-bad"):
+        AudioCropDataset(bad, 24000, 1.0)
+    assert len(AudioCropDataset(bad, 24000, 1.0, skip_bad=True)) == 3
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ManifestError, match="no usable clips"):
+        AudioCropDataset(tmp_path / "empty.jsonl", 24000, 1.0)
+    with pytest.raises(ManifestError, match="no clips of split 'valid'"):
+        AudioCropDataset(out, 24000, 1.0, split="valid")
+    with pytest.raises(ValueError, match="weights"):
+        AudioCropDataset([out], 24000, 1.0, weights=[1, 2])
+
+
+def test_musiccaps_import_uses_offsets(tmp_path):
+    rate = 22050
+    t = np.arange(20 * rate) / rate
+    wav = np.where(t < 10, 0.3 * np.sin(2 * np.pi * 220 * t), 0.0).astype(np.float32)  # sound, then silence
+    (tmp_path / "audio").mkdir()
+    sf.write(str(tmp_path / "audio" / "abc123.wav"), wav, rate)
+    write_tone(tmp_path / "audio" / "xyz789_30.wav", 10.0, 440, rate)
+    (tmp_path / "caps.csv").write_text(
+        "ytid,start_s,end_s,audioset_positive_labels,aspect_list,caption,author_id,is_balanced_subset,is_audioset_eval\n"
+        "abc123,10,20,x,\"['silence']\",Silence.,1,False,True\n"
+        "xyz789,30,40,x,\"['tone', 'high']\",A high tone.,1,False,False\n"
+        "missing,0,10,x,[],Nothing.,1,False,False\n"
+    )
+    out = tmp_path / "mc.jsonl"
+    result = CliRunner().invoke(app, ["data", "musiccaps", str(tmp_path / "caps.csv"), "--audio-dir", str(tmp_path / "audio"), "--out", str(out)])
+    assert result.exit_code == 0 and "2 rows with local audio, 1 rows without" in result.output
+    clips = read_manifest(out)
+    assert clips[0].offset == 10 and clips[0].split == "test" and clips[1].offset is None
+    assert clips[1].attributes["aspects"] == ["tone", "high"]
+    silent = AudioCropDataset(out, rate, 2.0, split="test")
+    assert silent[0]["audio"].abs().max() < 1e-3  # the crop comes from 10-20 s, the silent half
