@@ -90,6 +90,7 @@ class MelodyEmbedder(Protocol):
 
 # model_type (written in config.json by save_pretrained) -> "module:Class". Each part adds its line.
 COMPONENTS: dict[str, str] = {
+    "eval_classifier": "musiclm.evaluation.classifier:EvalClassifier",
     "w2vbert": "musiclm.semantic.w2vbert:W2VBert",
     "semantic_kmeans": "musiclm.semantic.tokenizer:KMeansTokenizer",
     "soundstream": "musiclm.codec.soundstream:SoundStream",

@@ -1,0 +1,137 @@
+"""``musiclm eval`` (the evaluation suite), ``musiclm eval-prompts`` and ``musiclm train classifier``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from musiclm.cli.apps import app, train_app
+from musiclm.cli.common import BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps, train_config
+
+PathOpt = Optional[Path]
+
+
+@app.command("eval")
+def eval_command(
+    prompts: Annotated[Path, typer.Option(help="Prompt file: .txt (one a line) or .jsonl (see musiclm.evaluation.prompts).")],
+    reference: Annotated[Path, typer.Option(help="Manifest of real clips: held-out ones (split != train) for FAD, train ones for the floor row.")],
+    out: OutDir,
+    checkpoint: Annotated[PathOpt, typer.Option(help="MusicLM pipeline folder to generate with.")] = None,
+    audio: Annotated[PathOpt, typer.Option(help="Already generated audio instead: a folder (sorted) or a manifest, one clip per prompt.")] = None,
+    classifier: Annotated[PathOpt, typer.Option(help="Evaluation classifier folder (musiclm train classifier): KLD, family/style adherence, FAD.")] = None,
+    mulan: Annotated[PathOpt, typer.Option(help="Conditioner folder for MCC and FAD (default: the checkpoint's).")] = None,
+    codec: Annotated[PathOpt, typer.Option(help="Codec folder for the resynthesis row and FAD (default: the checkpoint's).")] = None,
+    seconds: Annotated[float, typer.Option(help="Seconds per clip.")] = 10.0,
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N prompts.")] = None,
+    seed: int = 0,
+    batch: Annotated[int, typer.Option(help="Prompts generated at once.")] = 4,
+    memorization: Annotated[int, typer.Option(help="Training clips for the memorization study (needs --checkpoint; 0: skip).")] = 0,
+    fad_inf: Annotated[bool, typer.Option(help="Also extrapolate FAD-inf.")] = True,
+) -> None:
+    """Generate (or read) audio for every prompt and write report.md, metrics.json and plots to --out."""
+    import json
+    import time
+
+    import torch
+
+    from musiclm.data.manifest import read_manifest
+    from musiclm.evaluation import suite
+    from musiclm.evaluation.fad import codec_embedder, conditioner_embedder
+    from musiclm.evaluation.prompts import read_prompts
+    from musiclm.interfaces import load_component
+
+    items = read_prompts(prompts)[:limit]
+    clips = read_manifest(reference)
+    pipeline = None
+    if checkpoint is not None:
+        from musiclm.pipeline import MusicLM
+
+        pipeline = MusicLM.from_pretrained(checkpoint)
+    cond = load_component(mulan) if mulan else getattr(pipeline, "mulan", None)
+    cdc = load_component(codec) if codec else getattr(pipeline, "codec", None)
+    clf = load_component(classifier).eval() if classifier else None
+    ev = suite.Evaluators(conditioner=cond, classifier=clf)
+    if cond is not None:
+        ev.embedders["mulan"] = (conditioner_embedder(cond, window_seconds=min(10.0, seconds)), cond.sample_rate)
+    if cdc is not None and hasattr(cdc, "encoder"):
+        ev.embedders["codec"] = (codec_embedder(cdc), cdc.sample_rate)
+    if clf is not None:
+        ev.embedders["classifier"] = (clf.frames, clf.config.sample_rate)
+    if not ev.embedders:
+        raise typer.BadParameter("no FAD embedding: pass --checkpoint, --mulan, --codec or --classifier")
+    rate = pipeline.sample_rate if pipeline is not None else (cdc.sample_rate if cdc is not None else 24000)
+    info = {"checkpoint": str(checkpoint), "prompts_file": str(prompts), "reference": str(reference)}
+    t0 = time.perf_counter()
+    if pipeline is not None and audio is None:
+        with torch.no_grad():
+            wavs = suite.generate_audio(pipeline, items, seconds, seed=seed, batch_size=batch)
+        info["generation_wall_s"] = round(time.perf_counter() - t0, 1)
+    else:
+        wavs = suite.given_audio(audio, items, rate, seconds)
+        info["audio"] = str(audio)
+    if memorization and pipeline is not None:
+        from musiclm.evaluation.memorization import greedy_continuations, match_rates
+
+        train = [c for c in clips if c.split == "train"][:memorization]
+        prompt_s, cont_s = min(5.0, seconds / 2), min(5.0, seconds / 2)
+        gen, target = greedy_continuations(
+            pipeline, torch.stack([suite._load(c.path, rate, seconds) for c in train]), prompt_s, cont_s)
+        info["memorization"] = match_rates(gen, target, pipeline.semantic.centroids)
+    metrics = suite.run_evaluation(items, clips, out, ev, sample_rate=rate, seconds=seconds, generated=wavs,
+                                   codec=cdc, seed=seed, fad_inf=fad_inf, extra_info=info)
+    summary = {r: {k: round(v, 4) for k, v in m.items() if isinstance(v, float)} for r, m in metrics.items()}
+    typer.echo(json.dumps(summary, indent=1))
+    typer.echo(f"report: {out / 'report.md'}")
+
+
+@app.command("eval-prompts")
+def eval_prompts(
+    out: Annotated[Path, typer.Option("--out", help="Prompt file to write (.jsonl).")],
+    manifest: Annotated[PathOpt, typer.Option(help="Build prompts from a dataset manifest's held-out clips (captions, attributes, reference).")] = None,
+    musiccaps: Annotated[PathOpt, typer.Option(help="Import the MusicCaps CSV instead.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="At most N prompts.")] = None,
+) -> None:
+    """Write a JSONL prompt file for `musiclm eval`."""
+    from musiclm.data.manifest import read_manifest
+    from musiclm.evaluation.prompts import import_musiccaps, prompts_from_manifest, write_prompts
+
+    if (manifest is None) == (musiccaps is None):
+        raise typer.BadParameter("pass exactly one of --manifest or --musiccaps")
+    items = (prompts_from_manifest([c for c in read_manifest(manifest) if c.split != "train"])
+             if manifest else import_musiccaps(musiccaps, limit))[:limit]
+    write_prompts(out, items)
+    typer.echo(f"wrote {len(items)} prompts to {out}")
+
+
+@train_app.command("classifier")
+def train_classifier(
+    data: Manifests, out: OutDir, preset: Preset = "small",
+    steps: Steps = None, batch_size: BatchSize = None, lr: LearningRate = None, device: Device = "auto",
+    overrides: Overrides = None,
+) -> None:
+    """Train the evaluation-only classifier (never used to train the generator) on held-in clips,
+    validate on held-out ones, and print the held-out accuracy per head."""
+    import json
+
+    from musiclm.data.manifest import read_manifest
+    from musiclm.evaluation.classifier import (ClassifierConfig, ClassifierDataset, EvalClassifier, accuracy,
+                                               labels_from_clips)
+    from musiclm.training import TrainConfig, Trainer, seed_everything
+
+    clips = [c for m in data for c in read_manifest(m)]
+    train = [c for c in clips if c.split == "train"]
+    heldout = [c for c in clips if c.split != "train"]
+    if not train or not heldout:
+        raise typer.BadParameter(f"need train and held-out clips; got {len(train)} and {len(heldout)}")
+    config = ClassifierConfig.preset(preset, **labels_from_clips(train))
+    defaults = TrainConfig(steps=3000, batch_size=16, lr=1e-3, warmup_steps=100, ckpt_every=500, val_every=500,
+                           val_batches=8)
+    tc = train_config(defaults, steps, batch_size, lr, device, overrides)
+    seed_everything(tc.seed)
+    model = EvalClassifier(config)
+    Trainer(model, ClassifierDataset(train, config), tc, out, val_data=ClassifierDataset(heldout, config, random=False)).fit()
+    acc = accuracy(EvalClassifier.from_pretrained(out).eval(), heldout)
+    (Path(out) / "heldout_accuracy.json").write_text(json.dumps(acc, indent=2) + "\n")
+    typer.echo(json.dumps(acc, indent=1))

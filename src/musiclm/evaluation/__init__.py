@@ -1,0 +1,1 @@
+"""Evaluation suite: FAD, KLD, MCC, prompt adherence, melody accuracy, memorization, one report."""

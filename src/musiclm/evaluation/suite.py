@@ -1,0 +1,202 @@
+"""Run every metric on rows of audio paired with prompts: the generated row and the reference rows
+(held-out ground truth = ceiling, its codec resynthesis = the codec's ceiling, random training clips
+that ignore the prompt = floor), all computed the same way."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from musiclm.audio import resample
+from musiclm.evaluation import adherence as adh
+from musiclm.evaluation.fad import EmbedFn, FADError, fad, fad_infinity, frame_embeddings
+from musiclm.evaluation.kld import kld
+from musiclm.evaluation.mcc import mcc_scores
+from musiclm.evaluation.melody import melody_agreement
+from musiclm.evaluation.prompts import Prompt
+
+
+@dataclasses.dataclass
+class Evaluators:
+    """The models that judge; any may be None, and its metrics are then left out."""
+
+    conditioner: Any = None  # Conditioner protocol (MCC)
+    classifier: Any = None  # EvalClassifier (KLD, family/style adherence, FAD embedding)
+    embedders: dict[str, tuple[EmbedFn, int]] = dataclasses.field(default_factory=dict)  # FAD: name -> (fn, rate)
+
+
+def _at(wavs: list[torch.Tensor], rate: int, target: int) -> torch.Tensor:
+    length = min(w.shape[-1] for w in wavs)
+    return resample(torch.stack([w[:length] for w in wavs]), rate, target)
+
+
+def evaluate_row(
+    wavs: list[torch.Tensor], prompts: list[Prompt], sample_rate: int, ev: Evaluators,
+    fad_reference: dict[str, np.ndarray], paired_reference: list[torch.Tensor] | None = None,
+    fad_inf: bool = True,
+) -> dict[str, Any]:
+    """Metrics of one row: ``wavs[i]`` is the audio for ``prompts[i]``; ``fad_reference`` holds the
+    held-out frame embeddings per embedder; ``paired_reference[i]`` the real clip of prompt i (KLD)."""
+    out: dict[str, Any] = {"n": len(wavs)}
+    timings: dict[str, float] = {}
+    for name, (fn, rate) in ev.embedders.items():
+        t0 = time.perf_counter()
+        emb = frame_embeddings(fn, [resample(w, sample_rate, rate) for w in wavs])
+        out[f"fad_{name}"] = fad(emb, fad_reference[name])
+        if fad_inf:
+            try:
+                out[f"fad_inf_{name}"] = fad_infinity(emb, fad_reference[name])["fad_inf"]
+            except FADError:
+                pass
+        timings[f"fad_{name}"] = time.perf_counter() - t0
+    if ev.conditioner is not None:
+        t0 = time.perf_counter()
+        scores = mcc_scores(ev.conditioner, [p.text for p in prompts],
+                            _at(wavs, sample_rate, ev.conditioner.sample_rate))
+        out["mcc"] = float(scores.mean())
+        timings["mcc"] = time.perf_counter() - t0
+    if ev.classifier is not None and paired_reference is not None:
+        t0 = time.perf_counter()
+        rate = ev.classifier.config.sample_rate
+        length = min(min(w.shape[-1] for w in wavs), min(w.shape[-1] for w in paired_reference))
+        out.update(kld(ev.classifier, _at([w[:length] for w in paired_reference], sample_rate, rate),
+                       _at([w[:length] for w in wavs], sample_rate, rate)))
+        timings["kld"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rows = adh.adherence(wavs, sample_rate, [p.attributes for p in prompts], ev.classifier)
+    keys = sorted({k for r in rows for k in r})
+    for k in keys:
+        vals = [r[k] for r in rows if k in r]
+        out[f"adherence_{k}" if k != "bpm_estimate" else "bpm_estimate_mean"] = float(np.mean(vals))
+    out["per_clip_adherence"] = rows
+    timings["adherence"] = time.perf_counter() - t0
+    melodic = [(i, p.melody) for i, p in enumerate(prompts) if p.melody is not None]
+    if melodic:
+        from musiclm.audio import load_audio
+
+        t0 = time.perf_counter()
+        agree = [melody_agreement(load_audio(path, sample_rate), wavs[i], sample_rate) for i, path in melodic]
+        for k in ("chroma", "contour"):
+            vals = [a[k] for a in agree if np.isfinite(a[k])]
+            out[f"melody_{k}"] = float(np.mean(vals)) if vals else float("nan")
+        timings["melody"] = time.perf_counter() - t0
+    out["seconds"] = timings
+    return out
+
+
+def fad_reference_embeddings(wavs: list[torch.Tensor], sample_rate: int, ev: Evaluators) -> dict[str, np.ndarray]:
+    return {name: frame_embeddings(fn, [resample(w, sample_rate, rate) for w in wavs])
+            for name, (fn, rate) in ev.embedders.items()}
+
+
+def evaluate_rows(
+    rows: dict[str, list[torch.Tensor]], prompts: list[Prompt], sample_rate: int, ev: Evaluators,
+    fad_reference_wavs: list[torch.Tensor], paired_reference: list[torch.Tensor] | None = None,
+    fad_inf: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """``{row name: metrics}`` for every row of audio aligned with ``prompts``."""
+    reference = fad_reference_embeddings(fad_reference_wavs, sample_rate, ev)
+    return {name: evaluate_row(wavs, prompts, sample_rate, ev, reference, paired_reference, fad_inf)
+            for name, wavs in tqdm(rows.items(), desc="evaluating rows", unit="row")}
+
+
+# ---------------------------------------------------------------- the whole evaluation, as `musiclm eval` runs it
+class EvalError(ValueError):
+    """Inputs of an evaluation that do not fit together."""
+
+
+def _load(path, sample_rate: int, seconds: float) -> torch.Tensor:
+    from musiclm.audio import crop_or_pad, load_audio
+
+    return crop_or_pad(load_audio(path, sample_rate, duration=seconds), round(seconds * sample_rate))
+
+
+def generate_audio(pipeline, prompts: list[Prompt], seconds: float, seed: int = 0, batch_size: int = 4,
+                   **generate_kwargs) -> list[torch.Tensor]:
+    """One clip per prompt from a MusicLM pipeline (melody prompts one at a time, the rest in batches)."""
+    out: list[torch.Tensor | None] = [None] * len(prompts)
+    plain = [i for i, p in enumerate(prompts) if p.melody is None]
+    for start in tqdm(range(0, len(plain), batch_size), desc="generating", unit="batch"):
+        idx = plain[start : start + batch_size]
+        wavs = pipeline.generate([prompts[i].text for i in idx], duration=seconds, seed=seed + start,
+                                 **generate_kwargs)
+        for i, w in zip(idx, wavs):
+            out[i] = w
+    for i, p in enumerate(prompts):
+        if p.melody is not None:
+            out[i] = pipeline.generate([p.text], duration=seconds, melody=p.melody, seed=seed + i, **generate_kwargs)[0]
+    length = round(seconds * pipeline.sample_rate)
+    from musiclm.audio import crop_or_pad
+
+    return [crop_or_pad(w.float().cpu(), length) for w in out]
+
+
+def given_audio(source, prompts: list[Prompt], sample_rate: int, seconds: float) -> list[torch.Tensor]:
+    """Already generated audio: the prompts' own ``audio`` fields, a folder (files in sorted order) or
+    a manifest (clips in order), one clip per prompt."""
+    from pathlib import Path
+
+    from musiclm.data.manifest import read_manifest
+
+    if source is None:
+        paths = [p.audio for p in prompts]
+        if any(p is None for p in paths):
+            raise EvalError("no audio to evaluate: pass --checkpoint (generate), --audio, or give every prompt "
+                            'an "audio" field')
+    else:
+        source = Path(source)
+        if source.is_dir():
+            paths = sorted(p for p in source.iterdir() if p.suffix.lower() in (".wav", ".flac", ".ogg", ".mp3"))
+        else:
+            paths = [c.path for c in read_manifest(source)]
+        if len(paths) != len(prompts):
+            raise EvalError(f"{source} holds {len(paths)} audio files but there are {len(prompts)} prompts; "
+                            "they pair up in order, so the counts must match")
+    return [_load(p, sample_rate, seconds) for p in paths]
+
+
+def run_evaluation(
+    prompts: list[Prompt], reference_clips: list, out_dir, ev: Evaluators, *, sample_rate: int,
+    seconds: float, generated: list[torch.Tensor], codec=None, seed: int = 0, fad_inf: bool = True,
+    extra_info: dict | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Evaluate ``generated`` (one clip per prompt) with the reference rows and write the report."""
+    from musiclm.evaluation.report import write_report
+
+    t0 = time.perf_counter()
+    heldout = [c for c in reference_clips if c.split != "train"]
+    train = [c for c in reference_clips if c.split == "train"]
+    if len(heldout) < 2:
+        raise EvalError(f"the reference manifest has {len(heldout)} held-out clips (split != 'train'); "
+                        "FAD needs at least 2")
+    paired = None
+    rows: dict[str, list[torch.Tensor]] = {"generated": generated}
+    if all(p.reference is not None for p in prompts):
+        paired = [_load(p.reference, sample_rate, seconds) for p in prompts]
+        rows["ground truth"] = paired
+        if codec is not None:
+            with torch.no_grad():
+                rows["codec resynthesis"] = [
+                    resample(codec.decode(codec.encode(resample(w, sample_rate, codec.sample_rate)[None]))[0],
+                             codec.sample_rate, sample_rate)[: w.shape[-1]] for w in paired]
+    if train:
+        rng = np.random.default_rng(seed)
+        rows["random training"] = [_load(train[i].path, sample_rate, seconds)
+                                   for i in rng.choice(len(train), len(prompts), replace=len(train) < len(prompts))]
+    # keep the FAD reference apart from the ground-truth row where the held-out set allows it
+    used = {str(p.reference) for p in prompts if p.reference is not None}
+    rest = [c for c in heldout if str(c.path) not in used]
+    fad_ref = [_load(c.path, sample_rate, seconds) for c in (rest if len(rest) >= 8 else heldout)]
+    metrics = evaluate_rows(rows, prompts, sample_rate, ev, fad_ref, paired, fad_inf)
+    info = {"prompts": len(prompts), "seconds_per_clip": seconds, "sample_rate": sample_rate,
+            "fad_reference_clips": len(fad_ref), "fad_embeddings": list(ev.embedders),
+            "evaluation_wall_s": round(time.perf_counter() - t0, 1), **(extra_info or {})}
+    samples = {f"{name} 0: {prompts[0].text[:80]}": wavs[0] for name, wavs in rows.items()}
+    samples.update({f"generated {i}: {prompts[i].text[:80]}": generated[i] for i in range(1, min(3, len(prompts)))})
+    write_report(out_dir, metrics, info, samples, sample_rate)
+    return metrics

@@ -1,0 +1,213 @@
+"""The evaluation suite on real signals with known answers (click tracks, triads, tones), the
+classifier trained by the engine on the rendered tiny dataset, and `musiclm eval` end to end on the
+tiny pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from musiclm.cli.main import app
+from musiclm.data.manifest import read_manifest
+from musiclm.evaluation import adherence, fad, kld, memorization, melody, prompts
+
+SR = 22050
+
+
+def click_track(bpm: float, seconds: float = 8.0, sr: int = SR) -> torch.Tensor:
+    wav = torch.zeros(round(seconds * sr))
+    click = torch.sin(2 * torch.pi * 1000 * torch.arange(400) / sr) * torch.exp(-torch.arange(400) / 80.0)
+    for k in range(int(seconds * bpm / 60)):
+        i = round(k * 60 / bpm * sr)
+        wav[i : i + 400] += click[: len(wav) - i]
+    return wav
+
+
+def chord_sequence(chords: list[list[int]], seconds_each: float = 1.0, sr: int = SR) -> torch.Tensor:
+    """Harmonic tones of MIDI notes (with a few partials, like an instrument)."""
+    t = torch.arange(round(seconds_each * sr)) / sr
+    out = []
+    for chord in chords:
+        wav = torch.zeros_like(t)
+        for note in chord:
+            f = 440.0 * 2 ** ((note - 69) / 12)
+            for h in (1, 2, 3):
+                wav += torch.sin(2 * torch.pi * f * h * t) / h
+        out.append(wav * torch.hann_window(len(t)) / len(chord) / 3)
+    return torch.cat(out)
+
+
+def melody_wav(notes: list[int], seconds_each: float = 0.4, sr: int = SR) -> torch.Tensor:
+    return chord_sequence([[n] for n in notes], seconds_each, sr)
+
+
+def test_frechet_distance_and_fad_infinity():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(4000, 4)), rng.normal(size=(4000, 4))
+    shifted = rng.normal(size=(4000, 4)) + np.array([1.0, 0, 0, 0])
+    assert fad.fad(a, b) < 0.02
+    assert fad.fad(a, shifted) == pytest.approx(1.0, abs=0.1)  # true distance: ||mu||^2 = 1
+    mu, s = fad.statistics(a)
+    assert fad.frechet_distance(mu, s, mu, s) == pytest.approx(0.0, abs=1e-6)
+    # small sets are biased upwards; the extrapolation removes the bias
+    small = shifted[:200]
+    inf = fad.fad_infinity(small, b, sizes=[50, 80, 120, 160, 200], trials=10)
+    assert abs(inf["fad_inf"] - 1.0) < abs(fad.fad(small[:50], b) - 1.0)
+    assert inf["slope"] > 0
+    with pytest.raises(fad.FADError, match="NaN"):
+        fad.statistics(np.full((3, 2), np.nan))
+
+
+@pytest.mark.parametrize("bpm, cls", [(120, "medium"), (75, "slow"), (150, "fast")])
+def test_tempo_of_click_tracks(bpm, cls):
+    est = adherence.estimate_bpm(click_track(bpm), SR)
+    assert adherence.tempo_matches(est, bpm)["acc1"], est
+    assert adherence.tempo_class(est) == cls
+
+
+def test_key_of_triad_sequences():
+    d_minor = chord_sequence([[62, 65, 69], [67, 70, 74], [69, 73, 76], [62, 65, 69]] * 2)  # i iv V i
+    g_major = chord_sequence([[67, 71, 74], [60, 64, 67], [62, 66, 69], [67, 71, 74]] * 2)  # I IV V I
+    assert adherence.estimate_key(d_minor, SR) == ("D", "minor")
+    assert adherence.estimate_key(g_major, SR) == ("G", "major")
+    assert adherence.key_matches(("D", "minor"), "D", "minor") == {"mode": True, "key": True, "key_relative": True}
+    assert adherence.key_matches(("F", "major"), "D", "minor")["key_relative"]
+    assert not adherence.key_matches(("F", "major"), "D", "minor")["key"]
+    with pytest.raises(ValueError, match="key name"):
+        adherence.pitch_class("H#")
+
+
+def test_adherence_rows_on_known_audio():
+    wavs = [click_track(120, 6) + chord_sequence([[62, 65, 69], [67, 70, 74], [69, 73, 76]] * 2),
+            click_track(120, 6)]
+    attrs = [{"tempo_class": "medium", "bpm": 120, "key": "D", "mode": "minor"}, {"tempo_class": "fast"}]
+    rows = adherence.adherence(wavs, SR, attrs)
+    assert rows[0]["tempo_class"] == 1.0 and rows[0]["key"] == 1.0 and rows[0]["tempo_acc1"] == 1.0
+    assert rows[1]["tempo_class"] == 0.0 and "key" not in rows[1]
+
+
+def test_melody_agreement():
+    tune = [62, 64, 65, 67, 69, 67, 65, 64, 62, 69]
+    ref = melody_wav(tune)
+    same = melody.melody_agreement(ref, ref + 0.01 * torch.randn_like(ref), SR)
+    octave = melody.melody_agreement(ref, melody_wav([n + 12 for n in tune]), SR)
+    other = melody.melody_agreement(ref, melody_wav([70, 60, 72, 61, 66, 59, 71, 63, 68, 60]), SR)
+    assert same["chroma"] > 0.9 and same["contour"] > 0.95
+    assert octave["chroma"] > 0.8  # octave errors forgiven
+    assert other["chroma"] < 0.3 and other["contour"] < 0.5
+
+
+def test_kld_zero_for_identical_positive_otherwise():
+    p = {"family": torch.tensor([[0.9, 0.1]]), "tempo": torch.tensor([[0.8, 0.1, 0.1]])}
+    q = {"family": torch.tensor([[0.1, 0.9]]), "tempo": torch.tensor([[0.1, 0.1, 0.8]])}
+    same = kld.kl_per_head(p, p)
+    diff = kld.kl_per_head(p, q)
+    assert all(float(v) == pytest.approx(0, abs=1e-5) for v in same.values())
+    assert all(float(v) > 0.5 for v in diff.values())
+
+
+def test_memorization_match_rates():
+    rng = np.random.default_rng(0)
+    centroids = rng.normal(size=(64, 64))  # high-dimensional like real k-means centroids
+    target = torch.from_numpy(rng.integers(0, 32, (6, 50)))
+    copy = target.clone()
+    copy[3:, :2] = (copy[3:, :2] + 1) % 32  # near copies: exact fails, approximate holds
+    other = torch.from_numpy(rng.integers(32, 64, (6, 50)))  # other tokens entirely
+    near = memorization.match_rates(copy, target, centroids)
+    far = memorization.match_rates(other, target, centroids)
+    assert near["exact_match"] == 0.5 and near["approx_match"] == 1.0
+    assert far["exact_match"] == 0.0 and far["approx_match"] == 0.0
+    assert far["ot_cost_mean"] > near["ot_cost_mean"]
+
+
+def test_prompt_files(tmp_path):
+    (tmp_path / "a.wav").write_bytes(b"")
+    txt = tmp_path / "p.txt"
+    txt.write_text("# comment\nA calm piano piece.\n\nA fast fiddle tune.\n")
+    assert [p.text for p in prompts.read_prompts(txt)] == ["A calm piano piece.", "A fast fiddle tune."]
+    good = tmp_path / "p.jsonl"
+    good.write_text(json.dumps({"text": "x", "attributes": {"mode": "minor"}, "duration": 5, "melody": "a.wav"}) + "\n")
+    (p,) = prompts.read_prompts(good)
+    assert p.attributes == {"mode": "minor"} and p.melody == (tmp_path / "a.wav").resolve()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"txt": "typo"}\n')
+    with pytest.raises(prompts.PromptError, match="bad.jsonl:2"):
+        prompts.read_prompts(bad)
+    caps = prompts.import_musiccaps("/work/shared/data/musiccaps/musiccaps-public.csv", limit=5)
+    assert len(caps) == 5 and caps[0].duration == 10.0 and caps[0].attributes["aspects"]
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline(tmp_path_factory):
+    from musiclm.codec.soundstream import SoundStream, SoundStreamConfig
+    from musiclm.mulan.model import MuLan, MuLanConfig
+    from musiclm.pipeline import MusicLM, StageSet, stage_config, vocabularies
+    from musiclm.semantic.tokenizer import KMeansTokenizer
+    from musiclm.semantic.w2vbert import W2VBert, W2VBertConfig
+    from musiclm.stages import STAGES, StageLM
+
+    torch.manual_seed(0)
+    codec = SoundStream(SoundStreamConfig.preset("tiny")).eval()
+    semantic = KMeansTokenizer.on(W2VBert(W2VBertConfig.preset("tiny")), layer=1, num_clusters=8)
+    semantic.centroids.normal_()
+    mulan = MuLan(MuLanConfig.preset("tiny")).eval()
+    mulan.fit_quantizer(torch.nn.functional.normalize(torch.randn(256, mulan.embed_dim), dim=-1))
+    vocab = vocabularies(codec, semantic, mulan, None, coarse_quantizers=2)
+    stages = StageSet(*(StageLM(stage_config(s, "tiny", vocab)) for s in STAGES))
+    return MusicLM(codec, semantic, mulan, stages).save_pretrained(tmp_path_factory.mktemp("pipe") / "m")
+
+
+def test_classifier_trains_and_eval_runs_end_to_end(tiny_dataset, tiny_pipeline, tmp_path):
+    from musiclm.evaluation.classifier import EvalClassifier
+
+    runner = CliRunner()
+    clf_dir = tmp_path / "clf"
+    res = runner.invoke(app, ["train", "classifier", "--data", str(tiny_dataset), "--out", str(clf_dir),
+                              "--preset", "tiny", "--steps", "30", "--batch-size", "8", "--device", "cpu",
+                              "--set", "val_every=0", "--set", "progress=false"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    history = [json.loads(line) for line in (clf_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert np.mean(losses[-2:]) < losses[0]
+    acc = json.loads((clf_dir / "heldout_accuracy.json").read_text())
+    assert set(acc) >= {"family", "tempo", "mode", "style"} and acc["n"] > 0
+    assert isinstance(EvalClassifier.from_pretrained(clf_dir), EvalClassifier)
+
+    pfile = tmp_path / "prompts.jsonl"
+    res = runner.invoke(app, ["eval-prompts", "--manifest", str(tiny_dataset), "--out", str(pfile), "--limit", "3"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "eval"
+    res = runner.invoke(app, ["eval", "--checkpoint", str(tiny_pipeline), "--prompts", str(pfile),
+                              "--reference", str(tiny_dataset), "--classifier", str(clf_dir), "--out", str(out),
+                              "--seconds", "2", "--memorization", "2", "--no-fad-inf"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = metrics["rows"]
+    assert set(rows) == {"generated", "ground truth", "codec resynthesis", "random training"}
+    for row in rows.values():
+        assert {"fad_mulan", "fad_codec", "fad_classifier", "mcc", "kld"} <= set(row)
+        assert -1 <= row["mcc"] <= 1 and row["fad_mulan"] >= 0
+    assert rows["ground truth"]["kld"] == pytest.approx(0, abs=1e-4)  # reference vs itself
+    assert rows["generated"]["kld"] > rows["ground truth"]["kld"]
+    assert 0 <= metrics["info"]["memorization"]["exact_match"] <= 1
+    assert (out / "report.md").read_text().count("| generated |") == 1
+    assert (out / "spectrograms.png").stat().st_size > 1000 and (out / "adherence.png").is_file()
+
+    # already generated audio: the ground truth itself, given as a manifest
+    given = tmp_path / "given.jsonl"
+    clips = [c for c in read_manifest(tiny_dataset) if str(c.path) in
+             {str(p.reference) for p in prompts.read_prompts(pfile)}]
+    given.write_text("".join(json.dumps({"path": str(c.path)}) + "\n" for c in clips))
+    res = runner.invoke(app, ["eval", "--audio", str(given), "--prompts", str(pfile), "--reference",
+                              str(tiny_dataset), "--classifier", str(clf_dir), "--out", str(tmp_path / "e2"),
+                              "--seconds", "2", "--no-fad-inf"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    rows = json.loads((tmp_path / "e2" / "metrics.json").read_text())["rows"]
+    assert rows["generated"]["kld"] == pytest.approx(0, abs=1e-4)
+    res = runner.invoke(app, ["eval", "--audio", str(tmp_path), "--prompts", str(pfile), "--reference",
+                              str(tiny_dataset), "--classifier", str(clf_dir), "--out", str(tmp_path / "e3")])
+    assert res.exit_code != 0 and "counts must match" in str(res.exception)
