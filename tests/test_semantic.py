@@ -80,6 +80,9 @@ def test_training_lowers_the_loss(tmp_path):
     trainer.fit()
     losses = [h["loss"] for h in trainer.history if "loss" in h]
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:2]), losses
+    # The contrastive module beats chance: picking the target among 1 + K candidates at random.
+    contrastive = [h["contrastive"] for h in trainer.history if "contrastive" in h]
+    assert np.mean(contrastive[-5:]) < 0.7 * np.log(model.config.num_distractors + 1), contrastive
     assert {"contrastive", "mlm", "diversity"} <= set(trainer.history[-1])
     reloaded = load_component(tmp_path)
     assert isinstance(reloaded, W2VBert)

@@ -44,7 +44,7 @@ class W2VBertConfig(Config):
     diversity_weight: float = 0.1
     mlm_weight: float = 1.0
     temperature: float = 0.1  # InfoNCE cosine temperature
-    gumbel_tau: tuple[float, float, float] = (2.0, 0.5, 0.999995)  # start, floor, decay per step
+    code_tau: tuple[float, float, float] = (2.0, 0.5, 0.999995)  # softmax temperature of the codebook gradient: start, floor, decay per step
 
     PRESETS = {
         "tiny": {"dim": 32, "heads": 2, "ff_mult": 2, "conv_kernel": 5, "contrastive_layers": 1,
@@ -52,7 +52,7 @@ class W2VBertConfig(Config):
                  "mask_prob": 0.2, "mask_span": 3, "n_mels": 40},
         "small": {"dim": 192, "heads": 4, "ff_mult": 4, "conv_kernel": 15, "contrastive_layers": 3,
                   "mlm_layers": 4, "codebook_size": 256, "codebook_dim": 128, "num_distractors": 30,
-                  "mask_prob": 0.1, "mask_span": 5, "gumbel_tau": (2.0, 0.5, 0.9995)},
+                  "mask_prob": 0.1, "mask_span": 5, "code_tau": (2.0, 0.5, 0.997)},
         # w2v-BERT XL: 24 Conformer layers of width 1024 (12 contrastive + 12 MLM), ~600M parameters.
         "paper": {"dim": 1024, "heads": 8, "ff_mult": 4, "conv_kernel": 5, "contrastive_layers": 12,
                   "mlm_layers": 12, "codebook_size": 1024, "codebook_dim": 768, "num_distractors": 100},
@@ -131,8 +131,8 @@ class FeatureEncoder(nn.Module):
         return self.norm(self.proj(x.permute(0, 2, 1, 3).flatten(2)))
 
 
-class GumbelQuantizer(nn.Module):
-    """The learned codebook of the contrastive targets (wav2vec 2.0): a Gumbel-softmax pick per frame."""
+class CodebookQuantizer(nn.Module):
+    """The learned codebook of the contrastive targets (as wav2vec 2.0's, without the Gumbel noise): one code per frame."""
 
     def __init__(self, dim: int, codebook_size: int, codebook_dim: int):
         super().__init__()
@@ -143,10 +143,14 @@ class GumbelQuantizer(nn.Module):
         """``[N, dim]`` -> (quantized ``[N, codebook_dim]``, ids ``[N]``, diversity loss)."""
         logits = self.logits(x).float()
         ids = logits.argmax(-1)
+        onehot = F.one_hot(ids, logits.shape[-1]).to(logits.dtype)
         if self.training:
-            onehot = F.gumbel_softmax(logits, tau=tau, hard=True)
-        else:
-            onehot = F.one_hot(ids, logits.shape[-1]).to(logits.dtype)
+            # Straight-through: the forward picks the argmax code, the gradient is the softmax's.
+            # Unlike Gumbel sampling, the pick is a deterministic function of the features, so the
+            # targets are predictable from the first step (Gumbel noise over near-uniform logits made
+            # them random: the contrastive loss stayed at chance for hundreds of CPU steps).
+            soft = (logits / tau).softmax(-1)
+            onehot = onehot - soft.detach() + soft
         # Diversity: maximise the entropy of the batch-averaged code distribution (0 when all are used).
         avg = logits.softmax(-1).mean(0)
         perplexity = torch.exp(-(avg * torch.log(avg + 1e-7)).sum())
@@ -166,7 +170,7 @@ class W2VBert(Trainable, PretrainedMixin):
         self.mask_embedding = nn.Parameter(torch.randn(cfg.dim) * 0.02)
         self.contrastive = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.contrastive_layers))
         self.mlm = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.mlm_layers))
-        self.quantizer = GumbelQuantizer(cfg.dim, cfg.codebook_size, cfg.codebook_dim)
+        self.quantizer = CodebookQuantizer(cfg.dim, cfg.codebook_size, cfg.codebook_dim)
         self.context_proj = nn.Linear(cfg.dim, cfg.codebook_dim)
         self.mlm_head = nn.Linear(cfg.dim, cfg.codebook_size)
 
@@ -229,8 +233,8 @@ class W2VBert(Trainable, PretrainedMixin):
         draw = draw + (draw >= own[:, None]).long()  # skip the positive itself
         return offsets[clip, None] + draw.clamp_max(n[:, None] - 1)
 
-    def gumbel_tau(self, step: int) -> float:
-        start, floor, decay = self.config.gumbel_tau
+    def code_tau(self, step: int) -> float:
+        start, floor, decay = self.config.code_tau
         return max(floor, start * decay ** max(step, 0))
 
     def training_step(self, batch, *, step: int, group: str) -> dict[str, torch.Tensor]:
@@ -238,7 +242,7 @@ class W2VBert(Trainable, PretrainedMixin):
         wav = batch["audio"] if isinstance(batch, dict) else batch
         feats = self._encode(wav)
         mask = self._mask(feats.shape[0], feats.shape[1], feats.device)
-        targets, ids, diversity = self.quantizer(feats[mask], self.gumbel_tau(step))
+        targets, ids, diversity = self.quantizer(feats[mask], self.code_tau(step))
 
         x = torch.where(mask[..., None], self.mask_embedding.to(feats.dtype), feats)
         x = x + self.pos_conv(x.transpose(1, 2)).transpose(1, 2)
