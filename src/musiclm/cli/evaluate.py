@@ -77,7 +77,7 @@ def eval_command(
         train = [c for c in clips if c.split == "train"][:memorization]
         prompt_s, cont_s = min(5.0, seconds / 2), min(5.0, seconds / 2)
         gen, target = greedy_continuations(
-            pipeline, torch.stack([suite._load(c.path, rate, seconds) for c in train]), prompt_s, cont_s)
+            pipeline, torch.stack([suite.load_clip(c.path, rate, seconds) for c in train]), prompt_s, cont_s)
         info["memorization"] = match_rates(gen, target, pipeline.semantic.centroids)
     metrics = suite.run_evaluation(items, clips, out, ev, sample_rate=rate, seconds=seconds, generated=wavs,
                                    codec=cdc, seed=seed, fad_inf=fad_inf, extra_info=info)

@@ -110,7 +110,7 @@ class EvalError(ValueError):
     """Inputs of an evaluation that do not fit together."""
 
 
-def _load(path, sample_rate: int, seconds: float) -> torch.Tensor:
+def load_clip(path, sample_rate: int, seconds: float) -> torch.Tensor:
     from musiclm.audio import crop_or_pad, load_audio
 
     return crop_or_pad(load_audio(path, sample_rate, duration=seconds), round(seconds * sample_rate))
@@ -157,7 +157,7 @@ def given_audio(source, prompts: list[Prompt], sample_rate: int, seconds: float)
         if len(paths) != len(prompts):
             raise EvalError(f"{source} holds {len(paths)} audio files but there are {len(prompts)} prompts; "
                             "they pair up in order, so the counts must match")
-    return [_load(p, sample_rate, seconds) for p in paths]
+    return [load_clip(p, sample_rate, seconds) for p in paths]
 
 
 def run_evaluation(
@@ -177,7 +177,7 @@ def run_evaluation(
     paired = None
     rows: dict[str, list[torch.Tensor]] = {"generated": generated}
     if all(p.reference is not None for p in prompts):
-        paired = [_load(p.reference, sample_rate, seconds) for p in prompts]
+        paired = [load_clip(p.reference, sample_rate, seconds) for p in prompts]
         rows["ground truth"] = paired
         if codec is not None:
             with torch.no_grad():
@@ -186,12 +186,12 @@ def run_evaluation(
                              codec.sample_rate, sample_rate)[: w.shape[-1]] for w in paired]
     if train:
         rng = np.random.default_rng(seed)
-        rows["random training"] = [_load(train[i].path, sample_rate, seconds)
+        rows["random training"] = [load_clip(train[i].path, sample_rate, seconds)
                                    for i in rng.choice(len(train), len(prompts), replace=len(train) < len(prompts))]
     # keep the FAD reference apart from the ground-truth row where the held-out set allows it
     used = {str(p.reference) for p in prompts if p.reference is not None}
     rest = [c for c in heldout if str(c.path) not in used]
-    fad_ref = [_load(c.path, sample_rate, seconds) for c in (rest if len(rest) >= 8 else heldout)]
+    fad_ref = [load_clip(c.path, sample_rate, seconds) for c in (rest if len(rest) >= 8 else heldout)]
     metrics = evaluate_rows(rows, prompts, sample_rate, ev, fad_ref, paired, fad_inf)
     info = {"prompts": len(prompts), "seconds_per_clip": seconds, "sample_rate": sample_rate,
             "fad_reference_clips": len(fad_ref), "fad_embeddings": list(ev.embedders),
