@@ -91,7 +91,7 @@ def test_heldout_wording_never_in_training_captions():
     assert not train & held and len(train) > 20
     heldout_words = {w for table in (WORDS, STYLE_WORDS) for ws in table["heldout"].values() for w in ws}
     assert not any(w in c for c in train for w in heldout_words)
-    assert all("violin" in c.lower() and ("140" in c or "D minor" in c or "3/4" in c or True) for c in train)
+    assert all("violin" in c.lower() for c in train)
     assert all(" a old" not in c and " a energetic" not in c for c in train | held)
 
 
@@ -108,7 +108,7 @@ def test_deterministic_and_resume_repairs_half_written(tmp_path):
     (tmp_path / "a" / "clips" / "stale.tmp.wav").write_bytes(b"RIFF")
     assert small_build(tmp_path / "a").read_text() == lines
     assert np.array_equal(sf.read(str(clips[0].path))[0], before)
-    assert marker.is_file()
+    assert marker.is_file() and not (tmp_path / "a" / "clips" / "stale.tmp.wav").exists()
 
 
 def test_bad_works_and_renders_are_skipped_and_listed(tmp_path, monkeypatch):

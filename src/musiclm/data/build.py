@@ -26,7 +26,7 @@ from musiclm.audio import save_audio
 from musiclm.data import corpus, instruments
 from musiclm.data.captions import make_captions
 from musiclm.data.manifest import Clip, write_manifest
-from musiclm.data.render import available_soundfonts, render_midi
+from musiclm.data.render import RenderError, available_soundfonts, render_midi
 
 KEY_NAMES = {
     "major": ["C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"],
@@ -101,16 +101,28 @@ def _accompaniment(notes: corpus.Notes, shift: int) -> list[tuple[float, float, 
 
 
 def _window_midi(parts, programs, start_q, end_q, spq, transpose, rng, bend_cents=0.0) -> pretty_midi.PrettyMIDI:
-    pm = pretty_midi.PrettyMIDI(initial_tempo=60.0 / spq)
+    # times are in seconds and the bpm is in the attributes; the file keeps MIDI's default 120 BPM because
+    # fluidsynth 2.3 can render forever on some tempo values (e.g. 731707 us per quarter)
+    pm = pretty_midi.PrettyMIDI()
     for part, program in zip(parts, programs):
         inst = pretty_midi.Instrument(program=program)
-        octave = _fit_octave(part, program + 0) if part else 0
+        octave = _fit_octave(part, program) if part else 0
         velocity = int(rng.integers(65, 105))
-        for on, dur, pitch in part:
+        sounding: dict[int, pretty_midi.Note] = {}
+        for on, dur, pitch in part:  # sorted by onset
             if start_q <= on < end_q:
                 p = int(np.clip(pitch + transpose + octave, 0, 127))
-                off = min(on + dur, end_q)
-                inst.notes.append(pretty_midi.Note(velocity, p, (on - start_q) * spq, (off - start_q) * spq))
+                note = pretty_midi.Note(velocity, p, (on - start_q) * spq, (min(on + dur, end_q) - start_q) * spq)
+                if p in sounding and sounding[p].end > note.start:
+                    # same pitch re-struck while sounding: overlapping note-ons on one channel leave a
+                    # stuck note, and a stuck sustaining voice keeps fluidsynth rendering forever
+                    sounding[p].end = note.start
+                    if sounding[p].end <= sounding[p].start:
+                        inst.notes.remove(sounding[p])
+                sounding[p] = note
+                inst.notes.append(note)
+        end = (end_q - start_q) * spq
+        inst.control_changes += [pretty_midi.ControlChange(64, 0, end), pretty_midi.ControlChange(123, 0, end)]
         if bend_cents:  # small detuning of a hummed line; default bend range is +-2 semitones
             inst.pitch_bends.append(pretty_midi.PitchBend(int(8191 * bend_cents / 200), 0.0))
         if inst.notes:
@@ -184,9 +196,15 @@ def render_work(job: dict[str, Any]) -> dict[str, Any]:
             midi_path.parent.mkdir(parents=True, exist_ok=True)
             wav_path.parent.mkdir(parents=True, exist_ok=True)
             pm.write(str(midi_path))
+            render_args = (soundfonts[sf_name][0], opts.sample_rate, gain, reverb, wav_path.with_suffix(".render.wav"))
             try:
-                wav, clipped = render_midi(midi_path, soundfonts[sf_name][0], opts.sample_rate, gain, reverb,
-                                           wav_path.with_suffix(".render.wav"))
+                try:
+                    wav, clipped = render_midi(midi_path, *render_args, timeout=20 + pm.get_end_time())
+                except RenderError:
+                    # fluidsynth 2.3 now and then never finishes a file (~1 in 40); the same notes written
+                    # again by pretty_midi (events reordered within a tick) have rendered in every case seen
+                    pretty_midi.PrettyMIDI(str(midi_path)).write(str(midi_path))
+                    wav, clipped = render_midi(midi_path, *render_args, timeout=20 + pm.get_end_time())
             except Exception as err:
                 result["skipped"].append(["render failed", f"{clip_id}: {str(err)[:160]}"])
                 continue
@@ -243,7 +261,7 @@ def _parallel_map(jobs: list[dict], workers: int):
         yield from map(render_work, jobs)
         return
     with multiprocessing.get_context("fork").Pool(workers) as pool:
-        yield from pool.imap(render_work, jobs)
+        yield from pool.imap_unordered(render_work, jobs)
 
 
 def build(opts: BuildOptions) -> Path:
@@ -257,6 +275,8 @@ def build(opts: BuildOptions) -> Path:
     available_soundfonts(opts.soundfonts)  # fail early with the install command
     opts.out = Path(opts.out).resolve()
     opts.out.mkdir(parents=True, exist_ok=True)
+    for stale in [*opts.out.glob("clips/*.tmp.wav"), *opts.out.glob("clips/*.render.wav")]:
+        stale.unlink()  # left by an interrupted run; their works have no marker and are redone
     works = plan_works(opts)
     target = (opts.hours or float("inf")) * 3600
     results: list[dict] = []
@@ -274,6 +294,7 @@ def build(opts: BuildOptions) -> Path:
             bar.update(round(got))
             bar.set_postfix(works=len(results), clips=sum(len(r["clips"]) for r in results))
     bar.close()
+    results.sort(key=lambda r: r["index"])
     clips = []
     for res in results:
         for c in res["clips"]:

@@ -39,14 +39,19 @@ def available_soundfonts(names: list[str] | None = None) -> dict[str, tuple[str,
 
 
 def render_midi(
-    midi: Path, soundfont: str, sample_rate: int, gain: float, reverb: bool, tmp_wav: Path
+    midi: Path, soundfont: str, sample_rate: int, gain: float, reverb: bool, tmp_wav: Path, timeout: float = 120.0
 ) -> tuple[np.ndarray, float]:
     """Mono float32 audio and the share of clipped samples (FluidSynth writes stereo 16-bit; gain > ~0.5 clips)."""
     cmd = ["fluidsynth", "-ni", "-q", "-g", f"{gain:.3f}", "-r", str(sample_rate), "-R", str(int(reverb)), "-C", "0"]
     if reverb:
         cmd += ["-o", "synth.reverb.room-size=0.7", "-o", "synth.reverb.level=0.7"]
     cmd += ["-F", str(tmp_wav), soundfont, str(midi)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    # fluidsynth renders until every voice is silent, so a hanging note would never end: cap the time
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as err:
+        tmp_wav.unlink(missing_ok=True)
+        raise RenderError(f"fluidsynth did not finish {midi} within {timeout:.0f} s") from err
     if proc.returncode != 0 or not tmp_wav.is_file():
         raise RenderError(f"fluidsynth failed on {midi}: {proc.stderr.strip()[-300:]}")
     data, rate = sf.read(str(tmp_wav), dtype="float32", always_2d=True)
