@@ -101,8 +101,7 @@ def _accompaniment(notes: corpus.Notes, shift: int) -> list[tuple[float, float, 
 
 
 def _window_midi(parts, programs, start_q, end_q, spq, transpose, rng, bend_cents=0.0) -> pretty_midi.PrettyMIDI:
-    # times are in seconds and the bpm is in the attributes; the file keeps MIDI's default 120 BPM because
-    # fluidsynth 2.3 can render forever on some tempo values (e.g. 731707 us per quarter)
+    # note times are in seconds; the file's tempo meta stays MIDI's default 120 BPM (the clip's bpm is an attribute)
     pm = pretty_midi.PrettyMIDI()
     for part, program in zip(parts, programs):
         inst = pretty_midi.Instrument(program=program)
@@ -114,14 +113,14 @@ def _window_midi(parts, programs, start_q, end_q, spq, transpose, rng, bend_cent
                 p = int(np.clip(pitch + transpose + octave, 0, 127))
                 note = pretty_midi.Note(velocity, p, (on - start_q) * spq, (min(on + dur, end_q) - start_q) * spq)
                 if p in sounding and sounding[p].end > note.start:
-                    # same pitch re-struck while sounding: overlapping note-ons on one channel leave a
-                    # stuck note, and a stuck sustaining voice keeps fluidsynth rendering forever
+                    # same pitch re-struck while sounding (unison voices on one instrument): end the first
+                    # note there, since overlapping note-ons of one key on one channel are ambiguous in MIDI
                     sounding[p].end = note.start
                     if sounding[p].end <= sounding[p].start:
                         inst.notes.remove(sounding[p])
                 sounding[p] = note
                 inst.notes.append(note)
-        end = (end_q - start_q) * spq
+        end = (end_q - start_q) * spq  # release pedal and all notes at the clip's end
         inst.control_changes += [pretty_midi.ControlChange(64, 0, end), pretty_midi.ControlChange(123, 0, end)]
         if bend_cents:  # small detuning of a hummed line; default bend range is +-2 semitones
             inst.pitch_bends.append(pretty_midi.PitchBend(int(8191 * bend_cents / 200), 0.0))
