@@ -13,6 +13,16 @@ from musiclm.stages.data import StageDataset, load_shards
 from musiclm.stages.stages import NULL, SEP
 from musiclm.training import TrainConfig, Trainer
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # token-by-token decoding of tiny models is latency-bound; on a shared, loaded machine a second
+    # intra-op thread only adds barrier waits (this file: 6 s on one thread, minutes on two under load)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 VOCAB = dict(mulan_quantizers=3, mulan_codebook=16, semantic_vocab=20, codebook_size=24, coarse_quantizers=2,
              fine_quantizers=3)
 

@@ -221,7 +221,8 @@ class MusicLM:
         mulan = [(start + prompt_seconds, self.mulan.quantize(self.mulan.embed_text(list(texts))))
                  for start, texts in schedule]
         mulan[0] = (0.0, mulan[0][1])
-        generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+        generator = torch.Generator(self.stages.semantic.heads.device)
+        generator.manual_seed(seed if seed is not None else torch.seed())
         tokens = generate_tokens(
             self.stages, mulan, prompt_seconds + duration, samplings, melody=melody_tokens,
             melody_hop=self.melody.hop_seconds if self.melody is not None else 3.0,
@@ -285,8 +286,10 @@ class MusicLM:
         min_seconds = 2 / self.stages.semantic.frame_rate
         if seconds < min_seconds:
             raise GenerationError(f"the continuation audio is {seconds:.3f} s; it needs at least {min_seconds} s")
-        semantic, acoustic = encode_aligned(wav, self.codec.sample_rate, self.codec, self.semantic)
-        return semantic.expand(batch, -1), acoustic.expand(batch, -1, -1), acoustic.shape[-1] / self.codec.frame_rate
+        device = self.stages.semantic.heads.device
+        semantic, acoustic = encode_aligned(wav, self.codec.sample_rate, self.codec, self.semantic, device)
+        seconds = acoustic.shape[-1] / self.codec.frame_rate
+        return semantic.to(device).expand(batch, -1), acoustic.to(device).expand(batch, -1, -1), seconds
 
 
 def _audio(source, sample_rate: int, what: str) -> torch.Tensor:

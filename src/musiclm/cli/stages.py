@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +26,9 @@ def tokenize(
     from musiclm.data.manifest import read_manifest
     from musiclm.interfaces import load_component
     from musiclm.stages.tokenize import tokenize_clips
+    from musiclm.training.distributed import pick_device
+
+    device = str(pick_device(device, int(os.environ.get("LOCAL_RANK", 0))))
 
     clips = [c for m in data for c in read_manifest(m) if split == "all" or c.split == split]
     if not clips:
@@ -32,7 +36,7 @@ def tokenize(
     parts = {name: load_component(path, device) for name, path in
              (("codec", codec), ("semantic", semantic), ("mulan", mulan), ("melody", melody)) if path is not None}
     shards = tokenize_clips(clips, out, parts["codec"], parts["semantic"], parts["mulan"], parts.get("melody"),
-                            shard_size=shard_size)
+                            shard_size=shard_size, device=device)
     typer.echo(f"{len(shards)} shard(s) of this rank in {out}")
 
 
@@ -110,6 +114,9 @@ def generate(
 
     from musiclm.audio import save_audio
     from musiclm.pipeline import GenerationError, MusicLM
+    from musiclm.training.distributed import pick_device
+
+    device = str(pick_device(device))
 
     if checkpoint is None:
         raise typer.BadParameter("no trained model ships with musiclm yet; pass --checkpoint DIR", param_hint="--checkpoint")

@@ -25,11 +25,11 @@ from musiclm.interfaces import AcousticCodec, Conditioner, MelodyEmbedder, Seman
 META_FILE = "meta.json"
 
 
-def encode_aligned(wav: torch.Tensor, sample_rate: int, codec: AcousticCodec,
-                   semantic: SemanticTokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[T]`` audio at ``sample_rate`` -> semantic ``[Fs]`` and acoustic ``[Q, Fa]`` covering the same time."""
-    acoustic = codec.encode(resample(wav, sample_rate, codec.sample_rate)[None])[0]
-    tokens = semantic.tokenize(resample(wav, sample_rate, semantic.sample_rate)[None])[0]
+def encode_aligned(wav: torch.Tensor, sample_rate: int, codec: AcousticCodec, semantic: SemanticTokenizer,
+                   device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """``[T]`` CPU audio at ``sample_rate`` -> semantic ``[Fs]`` and acoustic ``[Q, Fa]`` covering the same time."""
+    acoustic = codec.encode(resample(wav, sample_rate, codec.sample_rate)[None].to(device))[0].cpu()
+    tokens = semantic.tokenize(resample(wav, sample_rate, semantic.sample_rate)[None].to(device))[0].cpu()
     seconds = min(acoustic.shape[-1] / codec.frame_rate, tokens.shape[-1] / semantic.frame_rate)
     # whole semantic frames only, so that both streams cut at the same instant
     seconds = int(seconds * semantic.frame_rate) / semantic.frame_rate
@@ -52,7 +52,8 @@ def vocab_meta(codec: AcousticCodec, semantic: SemanticTokenizer, mulan: Conditi
 @torch.no_grad()
 def tokenize_clips(clips: list[Clip], out: str | Path, codec: AcousticCodec, semantic: SemanticTokenizer,
                    mulan: Conditioner, melody: MelodyEmbedder | None = None, shard_size: int = 64,
-                   rank: int | None = None, world_size: int | None = None, progress: bool = True) -> list[Path]:
+                   rank: int | None = None, world_size: int | None = None, progress: bool = True,
+                   device: str | torch.device = "cpu") -> list[Path]:
     """Write this rank's shards (skipping finished ones); returns the shard paths written or found."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,13 +80,13 @@ def tokenize_clips(clips: list[Clip], out: str | Path, codec: AcousticCodec, sem
                     continue
                 i = len(paths)
                 tensors[f"{i}/semantic"], tensors[f"{i}/acoustic"] = encode_aligned(
-                    wav, codec.sample_rate, codec, semantic)
-                emb = mulan.embed_audio(resample(wav, codec.sample_rate, mulan.sample_rate)[None])
-                tensors[f"{i}/mulan"] = mulan.quantize(emb)[0]
+                    wav, codec.sample_rate, codec, semantic, device)
+                emb = mulan.embed_audio(resample(wav, codec.sample_rate, mulan.sample_rate)[None].to(device))
+                tensors[f"{i}/mulan"] = mulan.quantize(emb)[0].cpu()
                 if melody is not None:
                     mel_wav = resample(wav, codec.sample_rate, melody.sample_rate)
                     if mel_wav.shape[-1] >= melody.window_seconds * melody.sample_rate:
-                        tensors[f"{i}/melody"] = melody.quantize(melody.embed(mel_wav[None]))[0]
+                        tensors[f"{i}/melody"] = melody.quantize(melody.embed(mel_wav[None].to(device)))[0].cpu()
                 paths.append(str(clip.path))
                 bar.update(1)
             tensors = {k: v.to(torch.int32).contiguous() for k, v in tensors.items()}

@@ -1,0 +1,192 @@
+"""The assembled pipeline with tiny, untrained instances of the real parts: flow, shapes, persistence,
+the tokenization job, the CLI, and every bad request refused before generation starts."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import musiclm.pipeline as pipeline
+from musiclm.audio import save_audio
+from musiclm.cli.main import app
+from musiclm.codec.soundstream import SoundStream, SoundStreamConfig
+from musiclm.data.manifest import Clip, write_manifest
+from musiclm.mulan.melody import MelodyConfig, MelodyEmbedder
+from musiclm.mulan.model import MuLan, MuLanConfig
+from musiclm.pipeline import GenerationError, MusicLM, StageSet, stage_config, vocabularies
+from musiclm.semantic.tokenizer import KMeansTokenizer
+from musiclm.semantic.w2vbert import W2VBert, W2VBertConfig
+from musiclm.stages import STAGES, StageLM
+from musiclm.stages.data import StageDataset, load_shards, read_meta
+from musiclm.stages.tokenize import tokenize_clips
+
+SR = 16000  # the tiny codec's rate
+pipeline_generate_tokens = pipeline.generate_tokens
+
+
+def tone(seconds: float, freq: float = 220.0, sr: int = SR) -> torch.Tensor:
+    t = torch.arange(round(seconds * sr)) / sr
+    return 0.3 * torch.sin(2 * torch.pi * freq * t) * (1 + 0.5 * torch.sin(2 * torch.pi * 2 * t))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # token-by-token decoding of tiny models is latency-bound; on a shared, loaded machine a second
+    # intra-op thread only adds barrier waits (measured: 8 ms per layer norm under load)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def parts():
+    torch.manual_seed(0)
+    codec = SoundStream(SoundStreamConfig.preset("tiny")).eval()
+    semantic = KMeansTokenizer.on(W2VBert(W2VBertConfig.preset("tiny")), layer=1, num_clusters=8)
+    semantic.centroids.normal_()  # untrained k-means: random centroids still give varied tokens
+    mulan = MuLan(MuLanConfig.preset("tiny")).eval()
+    melody = MelodyEmbedder(MelodyConfig.preset("tiny")).eval()
+    # untrained towers; their RVQs fitted on random unit vectors so that tokens exist
+    mulan.fit_quantizer(torch.nn.functional.normalize(torch.randn(256, mulan.embed_dim), dim=-1))
+    melody.fit_quantizer(torch.nn.functional.normalize(torch.randn(256, melody.embed_dim), dim=-1))
+    return codec, semantic, mulan, melody
+
+
+@pytest.fixture(scope="module")
+def folder(parts, tmp_path_factory):
+    codec, semantic, mulan, melody = parts
+    vocab = vocabularies(codec, semantic, mulan, melody, coarse_quantizers=2)
+    torch.manual_seed(1)
+    stages = StageSet(*(StageLM(stage_config(s, "tiny", vocab)) for s in STAGES))
+    return MusicLM(codec, semantic, mulan, stages, melody).save_pretrained(tmp_path_factory.mktemp("pipe") / "m")
+
+
+@pytest.fixture(scope="module")
+def model(folder):
+    return MusicLM.from_pretrained(folder)
+
+
+def test_generate_shapes_and_seed(model, monkeypatch):
+    sampled = []
+
+    def recording(*args, **kwargs):
+        sampled.append(pipeline_generate_tokens(*args, **kwargs))
+        return sampled[-1]
+
+    monkeypatch.setattr(pipeline, "generate_tokens", recording)
+    melody = tone(5.0, sr=model.melody.sample_rate)
+    a = model.generate(["calm piano", "fast drums"], 1.5, melody=melody, seed=0, guidance=3.0)
+    assert a.shape == (2, round(1.5 * SR)) and torch.isfinite(a).all()
+    b = model.generate(["calm piano", "fast drums"], 1.5, melody=melody, seed=0, guidance=3.0)
+    model.generate(["calm piano", "fast drums"], 1.5, melody=melody, seed=1, guidance=3.0)
+    assert torch.equal(a, b)
+    # (the untrained codec's codebooks are still empty, so seeds are compared on the sampled tokens)
+    first, second, third = sampled
+    assert first["fine"].shape == (2, 2, 75) and first["semantic"].shape == (2, 38)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not torch.equal(first["semantic"], third["semantic"])
+
+
+def test_story_and_continuation(model):
+    melody = tone(5.0, sr=model.melody.sample_rate)
+    story = model.generate(None, 3.0, story=[("calm piano", 1.5), ("loud drums", 1.5)], melody=melody, seed=0)
+    assert story.shape == (1, 3 * SR)
+    prompt = tone(1.0)
+    out = model.generate("jazz", 1.0, continuation=prompt, melody=melody, seed=0)
+    assert out.shape == (1, 2 * SR)  # the 1 s prompt, then 1 s of new music
+
+
+@pytest.mark.parametrize("request_, message", [
+    (dict(texts=["a"], duration=0), "positive"),
+    (dict(texts=["a"], duration=-2), "positive"),
+    (dict(texts=["a"], duration=301), "maximum"),
+    (dict(texts=[], duration=1), "no prompts"),
+    (dict(texts=["  "], duration=1), "empty"),
+    (dict(texts=None, duration=3, story=[("a", 1.0), ("b", 1.0)]), "add up"),
+    (dict(texts=["a"], duration=1, melody="zeros"), "silent"),
+    (dict(texts=["a"], duration=1, melody="short"), "at least one window"),
+    (dict(texts=["a"], duration=1, melody=None), "melody-conditioned"),
+    (dict(texts=["a"], duration=1, melody="missing.wav"), "not found"),
+])
+def test_bad_requests_fail_before_generation(model, monkeypatch, request_, message):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("generation started")
+
+    monkeypatch.setattr(pipeline, "generate_tokens", forbidden)
+    sr = model.melody.sample_rate
+    melodies = {"zeros": torch.zeros(5 * sr), "short": tone(1.0, sr=sr), None: None, "missing.wav": "missing.wav"}
+    request_ = {**request_, "melody": melodies[request_.get("melody", "ok")] if "melody" in request_ else tone(5.0, sr=sr)}
+    with pytest.raises((GenerationError, FileNotFoundError), match=message):
+        model.generate(**request_)
+
+
+def test_missing_stage_and_mismatched_parts(folder, parts, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    shutil.rmtree(broken / "fine_stage")
+    with pytest.raises(FileNotFoundError, match="fine_stage"):
+        MusicLM.from_pretrained(broken)
+    codec, semantic, mulan, melody = parts
+    other = vocabularies(codec, semantic, mulan, None, coarse_quantizers=2)
+    stages = StageSet(*(StageLM(stage_config(s, "tiny", {**other, "semantic_vocab": 5})) for s in STAGES))
+    with pytest.raises(GenerationError, match="semantic_vocab=5"):
+        MusicLM(codec, semantic, mulan, stages, None)
+
+
+def test_tokenize_job_resumes_and_splits_ranks(parts, tmp_path):
+    codec, semantic, mulan, melody = parts
+    clips = []
+    for i in range(3):
+        path = save_audio(tmp_path / f"clip{i}.wav", tone(4.5, 200.0 + 50 * i), SR)
+        clips.append(Clip(path=path))
+    out = tmp_path / "tokens"
+    # rank 1 of 2 with one clip per shard tokenizes shard 1 only; rank 0 then does shards 0 and 2
+    assert [p.name for p in tokenize_clips(clips, out, *parts, shard_size=1, rank=1, world_size=2,
+                                           progress=False)] == ["shard-00001.safetensors"]
+    assert not (out / "shard-00000.safetensors").exists()
+    tokenize_clips(clips, out, *parts, shard_size=1, rank=0, world_size=2, progress=False)
+    stamp = (out / "shard-00001.safetensors").stat().st_mtime_ns
+    tokenize_clips(clips, out, *parts, shard_size=1, rank=1, world_size=2, progress=False)  # resume: nothing to do
+    assert (out / "shard-00001.safetensors").stat().st_mtime_ns == stamp
+    loaded = load_shards(out)
+    assert len(loaded) == 3
+    clip = loaded[0]
+    assert clip["acoustic"].shape[0] == codec.num_quantizers
+    assert clip["acoustic"].shape[-1] == 2 * clip["semantic"].shape[-1]  # 50 Hz vs 25 Hz, same span
+    assert clip["mulan"].shape == (mulan.num_quantizers,) and clip["melody"].shape[-1] == melody.num_quantizers
+    meta = read_meta(out)
+    vocab = vocabularies(codec, semantic, mulan, melody, coarse_quantizers=2)
+    for name in STAGES:
+        stage = StageLM(stage_config(name, "tiny", vocab))
+        item = StageDataset(loaded, stage, melody_hop=meta["melody_hop"])[0]
+        assert torch.isfinite(stage.training_step({k: v[None] for k, v in item.items()}, step=0, group="m")["loss"])
+
+
+def test_cli_generate_and_train_stage(folder, tmp_path, parts):
+    runner = CliRunner()
+    melody = save_audio(tmp_path / "hum.wav", tone(5.0, sr=24000).numpy(), 24000)
+    out = tmp_path / "song.wav"
+    result = runner.invoke(app, ["generate", "calm piano", "--duration", "1", "--out", str(out), "--checkpoint",
+                                 str(folder), "--seed", "3", "--melody", str(melody), "--guidance", "2"])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and out.stat().st_size > SR  # 1 s of 16-bit audio
+    bad = runner.invoke(app, ["generate", "--duration", "2", "--checkpoint", str(folder), "--melody",
+                              str(melody), "--story", "a:1", "--story", "b:0.5"])
+    assert bad.exit_code != 0 and "add up" in bad.output
+    clips = [Clip(path=save_audio(tmp_path / f"c{i}.wav", tone(4.5, 300.0 + i), SR)) for i in range(2)]
+    manifest = write_manifest(tmp_path / "m.jsonl", clips)
+    dirs = []
+    for name, part in zip(("codec", "semantic", "mulan", "melody"), parts):
+        dirs += [f"--{name}", str(part.save_pretrained(tmp_path / name))]
+    result = runner.invoke(app, ["tokenize", *dirs, "--data", str(manifest), "--out", str(tmp_path / "tok")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["train", "stage", "--stage", "coarse", "--tokens", str(tmp_path / "tok"),
+                                 "--out", str(tmp_path / "run"), "--preset", "tiny", "--coarse-quantizers", "2",
+                                 "--steps", "3", "--batch-size", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert StageLM.from_pretrained(tmp_path / "run").config.stage == "coarse"
