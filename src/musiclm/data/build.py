@@ -9,12 +9,14 @@ reuses those and redoes anything half written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import multiprocessing
 import os
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -255,12 +257,16 @@ def _finish(marker: Path, result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _parallel_map(jobs: list[dict], workers: int):
+@contextlib.contextmanager
+def _job_mapper(workers: int) -> Iterator[Callable]:
+    """``map``, or one pool's ``imap_unordered`` for the whole build (workers start once, not per chunk)."""
     if workers <= 1:
-        yield from map(render_work, jobs)
+        yield map
         return
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        yield from pool.imap_unordered(render_work, jobs)
+    # spawn, not fork: a child forked from a process whose torch thread pool is running (a test session,
+    # a notebook) deadlocks in its first torch op
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield pool.imap_unordered
 
 
 def build(opts: BuildOptions) -> Path:
@@ -282,16 +288,17 @@ def build(opts: BuildOptions) -> Path:
     seconds, start = 0.0, time.time()
     chunk = max(4, 4 * opts.workers)  # decide "enough?" only between chunks, so the set is deterministic
     bar = tqdm(total=None if opts.hours is None else round(target), unit="s audio", desc="rendering", dynamic_ncols=True)
-    for first in range(0, len(works), chunk):
-        if seconds >= target:
-            break
-        jobs = [{"opts": opts, "work": w, "index": first + i} for i, w in enumerate(works[first : first + chunk])]
-        for res in _parallel_map(jobs, opts.workers):
-            results.append(res)
-            got = sum(c["duration"] for c in res["clips"])
-            seconds += got
-            bar.update(round(got))
-            bar.set_postfix(works=len(results), clips=sum(len(r["clips"]) for r in results))
+    with _job_mapper(opts.workers) as map_jobs:
+        for first in range(0, len(works), chunk):
+            if seconds >= target:
+                break
+            jobs = [{"opts": opts, "work": w, "index": first + i} for i, w in enumerate(works[first : first + chunk])]
+            for res in map_jobs(render_work, jobs):
+                results.append(res)
+                got = sum(c["duration"] for c in res["clips"])
+                seconds += got
+                bar.update(round(got))
+                bar.set_postfix(works=len(results), clips=sum(len(r["clips"]) for r in results))
     bar.close()
     results.sort(key=lambda r: r["index"])
     clips = []
