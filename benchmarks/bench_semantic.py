@@ -9,7 +9,8 @@ On held-out renders (split valid: probe training, split test: probe evaluation) 
 - usage: perplexity of the token distribution and the fraction of clusters used;
 - CPU time of training (from the ``/usr/bin/time -v`` log of the training run, if given).
 
-Environment: SEMANTIC_TOKENIZER (tokenizer folder), SEMANTIC_DATA (manifest), SEMANTIC_TRAIN_LOG.
+Environment: SEMANTIC_TOKENIZER (tokenizer folder), SEMANTIC_DATA (manifest), SEMANTIC_TRAIN_LOG,
+SEMANTIC_RESULT (result name).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ TOKENIZER = Path(os.environ.get("SEMANTIC_TOKENIZER", "/work/runs/semantic_small
 DATA = Path(os.environ.get("SEMANTIC_DATA", "/work/data/embedded/manifest.jsonl"))
 TRAIN_LOG = Path(os.environ.get("SEMANTIC_TRAIN_LOG", "/work/runs/semantic_small.log"))
 MAX_CLIPS = int(os.environ.get("SEMANTIC_MAX_CLIPS", "400"))
+RESULT = os.environ.get("SEMANTIC_RESULT", "semantic")  # e.g. semantic_untrained for a control run
 
 
 class MelKMeans:
@@ -174,7 +176,7 @@ def main() -> None:
     results["probe_frames"] = {"valid": int(len(y_tr)), "test": int(len(y_te))}
     results["tokenize_cpu_s_per_audio_s"] = tokenize_cpu / sum(len(w) / sr for w in audio)
     results["training_cpu_seconds"] = training_cpu_seconds()
-    record("semantic", results)
+    record(RESULT, results)
 
 
 if __name__ == "__main__":

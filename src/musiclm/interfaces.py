@@ -91,12 +91,15 @@ class MelodyEmbedder(Protocol):
 # model_type (written in config.json by save_pretrained) -> "module:Class". Each part adds its line.
 COMPONENTS: dict[str, str] = {
     "eval_classifier": "musiclm.evaluation.classifier:EvalClassifier",
+    "mulan": "musiclm.mulan.model:MuLan",
+    "melody": "musiclm.mulan.melody:MelodyEmbedder",
+    "clap_conditioner": "musiclm.mulan.clap:ClapConditioner",
+    "musiclm_stage": "musiclm.stages.stages:StageLM",
     "w2vbert": "musiclm.semantic.w2vbert:W2VBert",
     "semantic_kmeans": "musiclm.semantic.tokenizer:KMeansTokenizer",
     "soundstream": "musiclm.codec.soundstream:SoundStream",
     "encodec": "musiclm.codec.encodec:HFCodec",  # HF transformers folders, by their own model_type
     "dac": "musiclm.codec.encodec:HFCodec",
-    "musiclm_stage": "musiclm.stages.stages:StageLM",
 }
 
 

@@ -15,9 +15,11 @@ import musiclm
 from musiclm.cli.apps import app
 from musiclm.cli import evaluate  # noqa: F401,E402  (registers its commands)
 from musiclm.cli import stages  # noqa: F401,E402  (registers its commands)
+from musiclm.cli import mulan  # noqa: F401,E402  (registers its commands)
 from musiclm.cli import data  # noqa: F401,E402  (registers its commands)
 from musiclm.cli import semantic  # noqa: F401,E402  (registers its commands)
 from musiclm.cli import codec  # noqa: F401,E402  (registers its commands)
+from musiclm.cli import train_all  # noqa: F401,E402  (registers its commands)
 
 
 @app.command()

@@ -54,6 +54,14 @@ class MelodyConfig(Config):
     }
 
 
+TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tiny": {"steps": 20, "batch_size": 8, "lr": 1e-3, "warmup_steps": 2, "log_every": 5, "ckpt_every": 1000},
+    "small": {"steps": 1500, "batch_size": 32, "lr": 5e-4, "warmup_steps": 100, "log_every": 10,
+              "ckpt_every": 100, "val_every": 250, "val_batches": 4},
+    "paper": {"steps": 100_000, "batch_size": 256, "lr": 1e-4, "warmup_steps": 2000, "ckpt_every": 2000},
+}
+
+
 class MelodyEmbedder(Trainable, PretrainedMixin):
     """``embed(wav[B, T]) -> [B, W, D]`` (4 s windows every 3 s), ``quantize -> [B, W, Q]``."""
 

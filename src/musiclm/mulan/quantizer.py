@@ -7,10 +7,14 @@ codebooks are fitted once, level by level, with k-means on the residuals of the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import faiss
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 
 class ResidualKMeans(nn.Module):
@@ -70,3 +74,15 @@ class ResidualKMeans(nn.Module):
         """``[..., q <= Q]`` long -> ``[..., D]``: the sum of the chosen codes of the first q levels."""
         q = codes.shape[-1]
         return sum(self.codebooks[level][codes[..., level]] for level in range(q))  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def collect_embeddings(embed: Callable[[torch.Tensor], torch.Tensor], dataset: Any, count: int,
+                       batch_size: int = 16, desc: str = "embeddings for the RVQ") -> torch.Tensor:
+    """``count`` embeddings of ``dataset[key]["audio"]`` for keys 0..count-1 (key-seeded random crops)."""
+    out = []
+    for start in tqdm(range(0, count, batch_size), desc=desc, leave=False):
+        wav = torch.stack([dataset[k]["audio"] for k in range(start, min(count, start + batch_size))])
+        emb = embed(wav)
+        out.append(emb.reshape(-1, emb.shape[-1]).cpu())  # melody embeddings come per window: [B, W, D]
+    return torch.cat(out)

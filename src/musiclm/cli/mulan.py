@@ -1,0 +1,151 @@
+"""``musiclm train mulan``, ``musiclm train melody``, ``musiclm mulan eval`` and ``musiclm mulan embed``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from musiclm.cli.apps import app, train_app
+from musiclm.cli.common import BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps, train_config
+
+mulan_app = typer.Typer(help="Evaluate MuLan / melody embeddings and embed audio or text.", no_args_is_help=True)
+app.add_typer(mulan_app, name="mulan")
+
+RvqPoints = Annotated[int, typer.Option(help="Training crops embedded to fit the RVQ codebooks.")]
+
+
+def _valid_set(data: list[Path], sample_rate: int, seconds: float, with_text: bool):
+    """Fixed middle crops of the 'valid' split, or None where the manifests have none."""
+    from musiclm.data.datasets import AudioCropDataset
+
+    try:
+        return AudioCropDataset(data, sample_rate, seconds, split="valid", random_crop=False, with_text=with_text)
+    except ValueError:
+        return None
+
+
+@train_app.command("mulan")
+def train_mulan(
+    data: Manifests, out: OutDir, preset: Preset = "small",
+    text_model: Annotated[str | None, typer.Option(help="HF text encoder name or folder (default: bundled MiniLM).")] = None,
+    finetune_text: Annotated[bool | None, typer.Option(help="Fine-tune the text encoder too (default: the preset's).")] = None,
+    rvq_points: RvqPoints = 2048,
+    steps: Steps = None, batch_size: BatchSize = None, lr: LearningRate = None, device: Device = "auto",
+    overrides: Overrides = None,
+) -> None:
+    """Train MuLan contrastively on the manifests' text-audio pairs, then fit its RVQ on audio embeddings."""
+    from musiclm.data.datasets import AudioCropDataset
+    from musiclm.mulan.model import TRAIN_DEFAULTS, MuLan, MuLanConfig
+    from musiclm.mulan.quantizer import collect_embeddings
+    from musiclm.training import TrainConfig, Trainer, seed_everything
+
+    changes = {k: v for k, v in (("text_model", text_model), ("finetune_text", finetune_text)) if v is not None}
+    config = MuLanConfig.preset(preset, **changes)
+    tc = train_config(TrainConfig.from_dict(TRAIN_DEFAULTS[preset]), steps, batch_size, lr, device, overrides)
+    seed_everything(tc.seed)
+    train = AudioCropDataset(data, config.sample_rate, config.window_seconds, split="train", with_text=True)
+    val = _valid_set(data, config.sample_rate, config.window_seconds, with_text=True)
+    model = Trainer(MuLan(config), train, tc, out, val_data=val).fit()
+    model.eval()
+    errors = model.fit_quantizer(collect_embeddings(model.embed_audio, train, rvq_points))
+    model.save_pretrained(out)
+    typer.echo(f"MuLan saved to {out}; RVQ residual energy after each level: {[round(e, 4) for e in errors]}")
+
+
+@train_app.command("melody")
+def train_melody(
+    data: Manifests, out: OutDir, preset: Preset = "small", rvq_points: RvqPoints = 2048,
+    steps: Steps = None, batch_size: BatchSize = None, lr: LearningRate = None, device: Device = "auto",
+    overrides: Overrides = None,
+) -> None:
+    """Train the melody embedder with a semi-hard triplet loss on melody pairs, then fit its RVQ."""
+    from musiclm.data.datasets import AudioCropDataset
+    from musiclm.data.manifest import read_manifest
+    from musiclm.mulan.melody import TRAIN_DEFAULTS, MelodyConfig, MelodyEmbedder, MelodyPairs
+    from musiclm.mulan.quantizer import collect_embeddings
+    from musiclm.training import TrainConfig, Trainer, seed_everything
+
+    config = MelodyConfig.preset(preset)
+    tc = train_config(TrainConfig.from_dict(TRAIN_DEFAULTS[preset]), steps, batch_size, lr, device, overrides)
+    seed_everything(tc.seed)
+    clips = [c for m in data for c in read_manifest(m)]
+    pairs = MelodyPairs([c for c in clips if c.split == "train"], config.sample_rate, config.window_seconds)
+    try:
+        val = MelodyPairs([c for c in clips if c.split == "valid"], config.sample_rate, config.window_seconds)
+    except ValueError:
+        val = None
+    model = Trainer(MelodyEmbedder(config), pairs, tc, out, val_data=val).fit()
+    model.eval()
+    crops = AudioCropDataset(data, config.sample_rate, config.window_seconds, split="train", with_text=False)
+    errors = model.fit_quantizer(collect_embeddings(model.embed, crops, rvq_points))
+    model.save_pretrained(out)
+    typer.echo(f"melody embedder saved to {out}; RVQ residual energy per level: {[round(e, 4) for e in errors]}")
+
+
+@mulan_app.command("eval")
+def evaluate(
+    data: Manifests,
+    model: Annotated[Path | None, typer.Option(help="Saved MuLan (or CLAP conditioner) folder.")] = None,
+    melody: Annotated[Path | None, typer.Option(help="Saved melody embedder folder.")] = None,
+    split: Annotated[str, typer.Option(help="Held-out split to evaluate on.")] = "test",
+    max_seconds: Annotated[float, typer.Option(help="Seconds of each clip embedded (windows averaged).")] = 30.0,
+    out: Annotated[Path | None, typer.Option(help="Write the results here as JSON.")] = None,
+) -> None:
+    """Retrieval, zero-shot attributes (seen and held-out wording), RVQ fidelity, melody retrieval."""
+    from musiclm.interfaces import load_component
+    from musiclm.mulan.evaluate import evaluate_melody, evaluate_mulan
+
+    if model is None and melody is None:
+        raise typer.BadParameter("give --model and/or --melody")
+    results = {}
+    if model is not None:
+        results["mulan"] = evaluate_mulan(load_component(model), data, split, max_seconds)
+    if melody is not None:
+        results["melody"] = evaluate_melody(load_component(melody), data, split)
+    text = json.dumps(results, indent=2)
+    typer.echo(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+
+
+@mulan_app.command("embed")
+def embed(
+    model: Annotated[Path, typer.Option(help="Saved MuLan, CLAP conditioner or melody embedder folder.")],
+    audio: Annotated[list[Path] | None, typer.Option(help="Audio file(s) to embed (repeatable).")] = None,
+    text: Annotated[list[str] | None, typer.Option(help="Text(s) to embed (repeatable).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Save embeddings and tokens to this .safetensors file.")] = None,
+) -> None:
+    """Embed audio files and/or texts; print their tokens and the audio-text cosine similarities."""
+    import torch
+    from safetensors.torch import save_file
+
+    from musiclm.audio import load_audio
+    from musiclm.interfaces import load_component
+
+    part = load_component(model)
+    tensors: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        if audio:
+            for i, path in enumerate(audio):
+                wav = load_audio(path, part.sample_rate)[None]
+                emb = part.embed(wav)[0] if hasattr(part, "embed") else part.embed_audio(wav)[0]
+                tensors[f"audio{i}"], tensors[f"audio{i}_tokens"] = emb, part.quantize(emb[None])[0]
+                typer.echo(f"audio {path}: tokens {tensors[f'audio{i}_tokens'].tolist()}")
+        if text:
+            if not hasattr(part, "embed_text"):
+                raise typer.BadParameter(f"{model} is a melody embedder: it embeds audio only")
+            embs = part.embed_text(list(text))
+            for i, (t, emb) in enumerate(zip(text, embs, strict=True)):
+                tensors[f"text{i}"], tensors[f"text{i}_tokens"] = emb, part.quantize(emb[None])[0]
+                typer.echo(f"text {t!r}: tokens {tensors[f'text{i}_tokens'].tolist()}")
+        if audio and text and hasattr(part, "embed_text"):
+            for i in range(len(audio)):
+                sims = [round(float(tensors[f"audio{i}"] @ tensors[f"text{j}"]), 3) for j in range(len(text))]
+                typer.echo(f"cosine(audio {i}, texts) = {sims}")
+    if out is not None:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(out))
+        typer.echo(f"saved {len(tensors)} tensors to {out}")

