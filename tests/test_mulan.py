@@ -220,3 +220,16 @@ def test_cli_trains_and_evaluates_on_rendered_data(tiny_dataset, tmp_path):
     result = runner.invoke(app, ["mulan", "embed", "--model", str(tmp_path / "mulan"), "--text", "a slow chorale",
                                  "--out", str(tmp_path / "e.safetensors")])
     assert result.exit_code == 0 and "tokens" in result.output and (tmp_path / "e.safetensors").is_file()
+
+
+def test_melody_pairs_need_two_melodies():
+    from musiclm.data.manifest import Clip
+    from musiclm.mulan.melody import MelodyPairs
+
+    def pair(group):
+        return [Clip(f"{group}-{i}.wav", 8.0, SR, attributes={"melody_group": group, "is_melody": bool(i)})
+                for i in range(2)]
+
+    assert len(MelodyPairs(pair("a") + pair("b"), SR, 4.0)) == 2
+    with pytest.raises(ValueError, match="at least 2 melody_groups"):
+        MelodyPairs(pair("a") + [Clip("lonely.wav", 8.0, SR)], SR, 4.0)

@@ -90,6 +90,24 @@ def test_layout_offsets_and_conditioning_dropout(name):
     assert model.droppable == (3 if name != "fine" else 0)
 
 
+def test_melody_is_optional_and_dropped_on_its_own_in_training():
+    model = stage("semantic", melody_quantizers=2, melody_codebook=8, melody_windows=3, melody_dropout=0.5)
+    mulan, melody = torch.randint(0, 16, (64, 3)), torch.randint(0, 8, (64, 3, 2))
+    with_melody = model.condition(mulan=mulan, melody=melody)
+    without = model.condition(mulan=mulan)  # no melody given: its 6 positions are NULL, the text stays
+    assert without.shape == with_melody.shape and model.melody_positions == 6
+    assert without[:, 3:9].eq(NULL).all() and without[:, :3].equal(with_melody[:, :3])
+    seen = []
+    model.transformer.forward = lambda ids: seen.append(ids) or torch.zeros(*ids.shape, model.config.dim)
+    model.train()
+    torch.manual_seed(0)
+    model.training_step({"prefix": with_melody, "codes": torch.randint(0, 20, (64, 1, 4))}, step=0, group="model")
+    melody_null = seen[0][:, 3:9].eq(NULL).all(-1)
+    text_null = seen[0][:, :3].eq(NULL).all(-1)
+    assert 16 <= int(melody_null.sum()) <= 48  # about half the rows lose the melody alone
+    assert int((melody_null & ~text_null).sum()) > 0 and int(text_null.sum()) < 20
+
+
 def test_cached_and_uncached_decoding_give_the_same_logits():
     model = stage("coarse")
     ids = torch.randint(2, model.transformer.spec.vocab_size, (3, 40))

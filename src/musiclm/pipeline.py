@@ -75,7 +75,7 @@ def generate_tokens(
         return [tokens for start, tokens in mulan if start <= t][-1]
 
     def melody_at(start: int) -> torch.Tensor | None:
-        if not sem.config.melody_quantizers:
+        if melody is None:  # a melody-conditioned stage then sees NULL melody tokens
             return None
         first = min(round(start / sem.frame_rate / melody_hop), melody.shape[1] - 1)
         index = torch.arange(first, first + sem.config.melody_windows).clamp(max=melody.shape[1] - 1)
@@ -264,8 +264,6 @@ class MusicLM:
 
     def _melody_tokens(self, melody, batch: int) -> torch.Tensor | None:
         if melody is None:
-            if self.stages.semantic.config.melody_quantizers:
-                raise GenerationError("this model's semantic stage is melody-conditioned; pass melody=<wav>")
             return None
         if self.melody is None or not self.stages.semantic.config.melody_quantizers:
             raise GenerationError("this pipeline has no melody embedder / melody-conditioned semantic stage")

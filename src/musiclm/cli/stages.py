@@ -46,7 +46,8 @@ def train_stage(
     tokens: Annotated[Path, typer.Option(help="Token folder written by `musiclm tokenize`.")],
     out: OutDir,
     preset: Preset = "small",
-    coarse_quantizers: Annotated[int, typer.Option(help="RVQ levels of the coarse stage (paper: 4).")] = 4,
+    coarse_quantizers: Annotated[int | None, typer.Option(
+        help="RVQ levels of the coarse stage (default: the first third, as the paper's 4 of 12).")] = None,
     cond_dropout: Annotated[float, typer.Option(help="Conditioning dropout for classifier-free guidance.")] = 0.1,
     steps: Steps = None, batch_size: BatchSize = None, lr: LearningRate = None, device: Device = "auto",
     overrides: Overrides = None,
@@ -60,6 +61,8 @@ def train_stage(
     meta = read_meta(tokens)
     vocab = {k: meta[k] for k in ("mulan_quantizers", "mulan_codebook", "melody_quantizers", "melody_codebook",
                                   "semantic_vocab", "semantic_rate", "codebook_size", "acoustic_rate")}
+    if coarse_quantizers is None:
+        coarse_quantizers = max(1, meta["num_quantizers"] // 3)
     if not 0 < coarse_quantizers < meta["num_quantizers"]:
         raise typer.BadParameter(f"--coarse-quantizers must be in 1..{meta['num_quantizers'] - 1}")
     try:

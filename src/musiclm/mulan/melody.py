@@ -184,10 +184,10 @@ class MelodyPairs(torch.utils.data.Dataset):
             if group is not None:
                 groups.setdefault(group, []).append(i)
         self.groups = [members for _, members in sorted(groups.items(), key=lambda kv: str(kv[0])) if len(members) > 1]
-        if not self.groups:
+        if len(self.groups) < 2:  # a triplet needs a negative: a pair of another melody
             raise ValueError(
-                "no melody pairs: the manifest needs clips sharing a melody_group (a hummed melody and its "
-                "arrangement); build the dataset with melody pairs enabled"
+                f"{len(self.groups)} melody pair(s): the triplet loss needs clips of at least 2 melody_groups "
+                "(a hummed melody and its arrangement); build the dataset with melody pairs enabled"
             )
 
     def __len__(self) -> int:

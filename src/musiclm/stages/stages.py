@@ -60,6 +60,9 @@ class StageConfig(Config):
     window_seconds: float = 10.0
     prefix_seconds: float = 5.0
     cond_dropout: float = 0.1
+    # the melody tokens alone are NULL in this share of training windows, so that a melody-conditioned
+    # model still generates from text alone (melody conditioning is optional at inference)
+    melody_dropout: float = 0.5
 
     PRESETS = {
         "tiny": {"dim": 64, "layers": 2, "heads": 4, "ff": 128, "dropout": 0.0, "rel_max_distance": 128,
@@ -159,8 +162,10 @@ class StageLM(Trainable, PretrainedMixin):
         if c.stage in ("semantic", "coarse"):
             _need(mulan, "mulan", c.stage)
             parts.append(_flat_conditioning(mulan, self.offsets["mulan"], c.mulan_codebook, c.mulan_quantizers))
-        if c.stage == "semantic" and c.melody_quantizers:
-            _need(melody, "melody", c.stage)
+        if c.stage == "semantic" and c.melody_quantizers and melody is None:
+            parts.append(torch.full((parts[0].shape[0], self.melody_positions), NULL, dtype=torch.long,
+                                    device=parts[0].device))
+        elif c.stage == "semantic" and c.melody_quantizers:
             if melody.shape[1] != c.melody_windows:
                 raise ValueError(f"melody tokens have {melody.shape[1]} windows, the stage expects {c.melody_windows}")
             parts.append(_flat_conditioning(melody.flatten(1, 2), self.offsets["melody"], c.melody_codebook,
@@ -176,13 +181,15 @@ class StageLM(Trainable, PretrainedMixin):
         return torch.cat(parts, dim=1)
 
     @property
+    def melody_positions(self) -> int:
+        """Prefix positions of melody tokens (they follow the MuLan tokens)."""
+        c = self.config
+        return c.melody_quantizers * c.melody_windows if c.stage == "semantic" else 0
+
+    @property
     def droppable(self) -> int:
         """How many leading prefix positions are text/melody conditioning (replaced by NULL to drop it)."""
-        c = self.config
-        if c.stage == "fine":
-            return 0
-        melody = c.melody_quantizers * c.melody_windows if c.stage == "semantic" else 0
-        return c.mulan_quantizers + melody
+        return 0 if self.config.stage == "fine" else self.config.mulan_quantizers + self.melody_positions
 
     def drop_condition(self, prefix: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
         """Replace the text/melody part of the rows where ``drop`` is True (all rows if None) by NULL."""
@@ -213,6 +220,10 @@ class StageLM(Trainable, PretrainedMixin):
         if self.training and self.droppable and self.config.cond_dropout > 0:
             drop = torch.rand(prefix.shape[0], device=prefix.device) < self.config.cond_dropout
             prefix = self.drop_condition(prefix, drop)
+        if self.training and self.melody_positions and self.config.melody_dropout > 0:
+            drop = torch.rand(prefix.shape[0], device=prefix.device) < self.config.melody_dropout
+            prefix = prefix.clone()
+            prefix[drop, self.droppable - self.melody_positions : self.droppable] = NULL
         logits = self(prefix, codes)
         loss = F.cross_entropy(logits.flatten(0, 2), codes.transpose(1, 2).flatten())
         return {"loss": loss, "ppl": loss.detach().exp().clamp(max=math.exp(20))}
