@@ -309,7 +309,9 @@ def build(opts: BuildOptions) -> Path:
     if not clips:
         raise BuildError(f"no clip could be rendered; see the skipped works in {opts.out / 'works'}")
     manifest = write_manifest(opts.out / "manifest.jsonl", clips)
-    card = make_card(clips, results, opts, time.time() - start)
+    previous = opts.out / "card.json"  # a resumed build adds its time to that of the runs before it
+    earlier = json.loads(previous.read_text()).get("build_seconds", 0.0) if previous.is_file() else 0.0
+    card = make_card(clips, results, opts, earlier + time.time() - start)
     (opts.out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     (opts.out / "card.md").write_text(card_markdown(card))
     return manifest
@@ -355,7 +357,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
         f"- hours: {card['hours']} ({', '.join(f'{k} {v}' for k, v in card['hours_per_split'].items())})",
         f"- clips: {card['clips']}; works with clips: {card['works']}; melody groups: {card['melody_groups']}",
-        f"- build time: {card['build_seconds']} s",
+        f"- build time: {card['build_seconds']} s (all runs of this folder)",
         "",
         "## Licenses",
         *[f"- {lic}" for lic in card["licenses"]],
