@@ -194,3 +194,23 @@ def test_cli_generate_and_train_stage(folder, tmp_path, parts):
                                  "--steps", "3", "--batch-size", "2", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert StageLM.from_pretrained(tmp_path / "run").config.stage == "coarse"
+
+
+def test_cli_batch_mode_from_prompt_files(folder, tmp_path):
+    runner = CliRunner()
+    base = ["generate", "--duration", "0.5", "--checkpoint", str(folder), "--seed", "0", "--batch-size", "2"]
+    txt = tmp_path / "prompts.txt"
+    txt.write_text("calm piano\n\nfast fiddle tune, 140 BPM\n# a comment\nchoir in D minor — slow\n", encoding="utf-8")
+    result = runner.invoke(app, [*base, "--prompts-file", str(txt), "--out", str(tmp_path / "t.wav")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.glob("t-*.wav")) == ["t-0.wav", "t-1.wav", "t-2.wav"]
+    csv_file = tmp_path / "caps.csv"  # the MusicCaps columns
+    csv_file.write_text('ytid,start_s,end_s,aspect_list,caption\n'
+                        'a,0,10,"[\'piano\']","A mellow piano, ""very"" soft."\nb,30,40,[],Loud brass band\n')
+    result = runner.invoke(app, [*base, "--prompts-file", str(csv_file), "--out", str(tmp_path / "c.wav")])
+    assert result.exit_code == 0, result.output
+    assert len(list(tmp_path.glob("c-*.wav"))) == 2
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n# nothing\n")
+    result = runner.invoke(app, [*base, "--prompts-file", str(empty), "--out", str(tmp_path / "e.wav")])
+    assert result.exit_code != 0 and "no prompts" in result.output and not list(tmp_path.glob("e*.wav"))

@@ -97,6 +97,9 @@ def assemble(
 @app.command()
 def generate(
     prompts: Annotated[list[str] | None, typer.Argument(help="Text prompt(s); one output file each.")] = None,
+    prompts_file: Annotated[Path | None, typer.Option(
+        help="Batch mode: prompts from a .txt (one a line), a .jsonl prompt file or a MusicCaps .csv.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Prompts generated together (one forward pass per batch).")] = 8,
     duration: Annotated[float, typer.Option(help="Seconds of music to generate.")] = 10.0,
     out: Annotated[Path, typer.Option("--out", help="Output .wav (several prompts: OUT-0.wav, ...).")] = Path("out.wav"),
     checkpoint: Annotated[Path | None, typer.Option(help="Pipeline folder (musiclm assemble).")] = None,
@@ -112,8 +115,9 @@ def generate(
     top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass.")] = None,
     device: Device = "cpu",
 ) -> None:
-    """Generate music from text (with a progress bar per stage)."""
+    """Generate music from text (with a progress bar per stage, and one over the batches in batch mode)."""
     import torch
+    from tqdm import tqdm
 
     from musiclm.audio import save_audio
     from musiclm.pipeline import GenerationError, MusicLM
@@ -123,18 +127,41 @@ def generate(
 
     if checkpoint is None:
         raise typer.BadParameter("no trained model ships with musiclm yet; pass --checkpoint DIR", param_hint="--checkpoint")
+    if batch_size < 1:
+        raise typer.BadParameter(f"--batch-size must be at least 1, got {batch_size}")
+    texts = list(prompts or []) + (_prompt_texts(prompts_file) if prompts_file is not None else [])
     segments = [_story_segment(item) for item in story or []]
     model = MusicLM.from_pretrained(checkpoint, map_location=device)
+    batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)] or [None]
+    count = len(texts) or 1
+    paths = [out] if count == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(count)]
+    for number, batch in enumerate(tqdm(batches, desc="batches", unit="batch", disable=len(batches) == 1)):
+        try:
+            wavs = model.generate(batch, duration, melody=melody, continuation=continue_, story=segments or None,
+                                  seed=seed, guidance=guidance, temperatures=temperatures, top_k=top_k, top_p=top_p,
+                                  progress=len(batches) == 1)
+        except GenerationError as err:
+            raise typer.BadParameter(str(err)) from err
+        for path, wav in zip(paths[number * batch_size :], wavs):
+            save_audio(path, wav.to(torch.float32), model.sample_rate)
+            if len(batches) == 1:
+                typer.echo(f"wrote {path} ({wav.shape[-1] / model.sample_rate:.1f} s)")
+    if len(batches) > 1:
+        typer.echo(f"wrote {count} files: {paths[0]} ... {paths[-1]} ({duration:g} s each)")
+
+
+def _prompt_texts(path: Path) -> list[str]:
+    """Every prompt of a batch file, checked before anything is generated (an empty one names its line)."""
+    from musiclm.evaluation.prompts import PromptError, import_musiccaps, read_prompts
+
     try:
-        wavs = model.generate(prompts or None, duration, melody=melody, continuation=continue_, story=segments or None,
-                              seed=seed, guidance=guidance, temperatures=temperatures, top_k=top_k, top_p=top_p,
-                              progress=True)
-    except GenerationError as err:
-        raise typer.BadParameter(str(err)) from err
-    paths = [out] if len(wavs) == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(len(wavs))]
-    for path, wav in zip(paths, wavs):
-        save_audio(path, wav.to(torch.float32), model.sample_rate)
-        typer.echo(f"wrote {path} ({wav.shape[-1] / model.sample_rate:.1f} s)")
+        found = import_musiccaps(path) if path.suffix == ".csv" else read_prompts(path)
+    except PromptError as err:
+        raise typer.BadParameter(str(err), param_hint="--prompts-file") from err
+    empty = [i for i, p in enumerate(found) if not p.text.strip()]
+    if empty:
+        raise typer.BadParameter(f"{path}: prompt(s) {empty[:10]} (0-based) are empty", param_hint="--prompts-file")
+    return [p.text for p in found]
 
 
 def _story_segment(item: str) -> tuple[str, float]:
