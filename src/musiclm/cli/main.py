@@ -7,6 +7,7 @@ so that ``musiclm --help`` answers at once.
 
 from __future__ import annotations
 
+import os
 import platform
 
 import typer
@@ -33,8 +34,27 @@ def info() -> None:
     typer.echo(f"device: {device}, torch threads: {torch.get_num_threads()}")
 
 
+def _raised_on_purpose(err: BaseException) -> bool:
+    """An error musiclm raises about the user's input: one of its own error classes, or a ValueError /
+    FileNotFoundError raised in its code. Anything else is a bug and keeps its traceback."""
+    if type(err).__module__.startswith("musiclm."):
+        return True
+    frame = err.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    in_musiclm = frame is not None and f"{os.sep}musiclm{os.sep}" in frame.tb_frame.f_code.co_filename
+    return in_musiclm and isinstance(err, (ValueError, FileNotFoundError))
+
+
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception as err:
+        if os.environ.get("MUSICLM_DEBUG") or not _raised_on_purpose(err):
+            raise
+        typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
+        typer.echo("(set MUSICLM_DEBUG=1 to see the traceback)", err=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
