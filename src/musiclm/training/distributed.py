@@ -6,6 +6,7 @@ CPU, NCCL on GPU. Without torchrun everything runs in one process with no proces
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ def init_distributed(device: torch.device) -> DistInfo:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend=backend)
+        # a process that exits with a live group can abort in gloo's threads ("terminate called
+        # without an active exception"), which makes torchrun fail the whole run
+        atexit.register(dist.destroy_process_group)
     return info
 
 

@@ -192,6 +192,8 @@ class Trainer:
         final = self.averaged_model()
         if self.dist.is_main and hasattr(final, "save_pretrained"):
             final.save_pretrained(self.out_dir)
+        if self.dist.enabled:
+            dist.barrier()  # no rank leaves before the exported model is on disk
         return final
 
     def averaged_model(self) -> nn.Module:
