@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from benchmarks.common import record
 
-TOKENIZER = Path(os.environ.get("SEMANTIC_TOKENIZER", "/work/runs/semantic_small/tokenizer"))
+TOKENIZER = Path(os.environ.get("SEMANTIC_TOKENIZER", "/work/runs/semantic_small"))
 DATA = Path(os.environ.get("SEMANTIC_DATA", "/work/data/embedded/manifest.jsonl"))
 TRAIN_LOG = Path(os.environ.get("SEMANTIC_TRAIN_LOG", "/work/runs/semantic_small.log"))
 MAX_CLIPS = int(os.environ.get("SEMANTIC_MAX_CLIPS", "400"))
