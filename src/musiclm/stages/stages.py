@@ -191,11 +191,13 @@ class StageLM(Trainable, PretrainedMixin):
         """How many leading prefix positions are text/melody conditioning (replaced by NULL to drop it)."""
         return 0 if self.config.stage == "fine" else self.config.mulan_quantizers + self.melody_positions
 
-    def drop_condition(self, prefix: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
-        """Replace the text/melody part of the rows where ``drop`` is True (all rows if None) by NULL."""
+    def drop_condition(self, prefix: torch.Tensor, drop: torch.Tensor | None = None,
+                       positions: slice | None = None) -> torch.Tensor:
+        """Replace the text/melody part (or its ``positions``) of the rows where ``drop`` is True (all rows
+        if None) by NULL."""
         out = prefix.clone()
         rows = slice(None) if drop is None else drop
-        out[rows, : self.droppable] = NULL
+        out[rows, positions or slice(0, self.droppable)] = NULL
         return out
 
     def targets(self, codes: torch.Tensor) -> torch.Tensor:
@@ -222,8 +224,7 @@ class StageLM(Trainable, PretrainedMixin):
             prefix = self.drop_condition(prefix, drop)
         if self.training and self.melody_positions and self.config.melody_dropout > 0:
             drop = torch.rand(prefix.shape[0], device=prefix.device) < self.config.melody_dropout
-            prefix = prefix.clone()
-            prefix[drop, self.droppable - self.melody_positions : self.droppable] = NULL
+            prefix = self.drop_condition(prefix, drop, slice(self.droppable - self.melody_positions, self.droppable))
         logits = self(prefix, codes)
         loss = F.cross_entropy(logits.flatten(0, 2), codes.transpose(1, 2).flatten())
         return {"loss": loss, "ppl": loss.detach().exp().clamp(max=math.exp(20))}
