@@ -1,10 +1,9 @@
-"""Codec losses: multi-scale mel reconstruction (auraloss), hinge GAN losses, feature matching."""
+"""Codec losses: multi-scale log-mel reconstruction, hinge GAN losses, feature matching."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import auraloss
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,19 +12,27 @@ if TYPE_CHECKING:
     from musiclm.codec.soundstream import SoundStreamConfig
 
 
-def multiscale_mel_loss(config: "SoundStreamConfig") -> nn.Module:
-    """Log-mel magnitude L1 plus spectral convergence at several FFT sizes (auraloss)."""
-    return auraloss.freq.MultiResolutionSTFTLoss(
-        fft_sizes=list(config.mel_ffts),
-        hop_sizes=[n // 4 for n in config.mel_ffts],
-        win_lengths=list(config.mel_ffts),
-        scale="mel", n_bins=config.mel_bins, sample_rate=config.sample_rate,
-        w_sc=1.0, w_log_mag=1.0,
-    )
+class MultiScaleMelLoss(nn.Module):
+    """L1 between log-mel power spectrograms (floor 1e-5) at several FFT sizes: the mel distance that
+    ``musiclm codec eval`` reports, so training optimises what is measured. (A log-magnitude floor of
+    1e-8, as in auraloss' default, spent the loss on inaudible bins and stalled learning.)"""
+
+    def __init__(self, config: "SoundStreamConfig"):
+        super().__init__()
+        from musiclm.audio import MelSpectrogram
+
+        self.scales = nn.ModuleList(
+            # small FFTs get fewer bands: 64 mel bands over 129 bins would leave some empty
+            MelSpectrogram(config.sample_rate, n_fft=n, hop_length=n // 4, n_mels=min(config.mel_bins, n // 8))
+            for n in config.mel_ffts
+        )
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        return sum((mel(fake) - mel(real)).abs().mean() for mel in self.scales) / len(self.scales)
 
 
 def mel_loss(fn: nn.Module, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    return fn.to(real.device)(fake[:, None].float(), real[:, None].float())
+    return fn.to(real.device)(fake.float(), real.float())
 
 
 def discriminator_hinge(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
