@@ -191,3 +191,15 @@ def test_cli_encode_decode_info(codec, tmp_path):
     assert sf.info(tmp_path / "out.wav").frames == 5805
     res = runner.invoke(app, ["codec", "info", "--checkpoint", str(tmp_path / "codec")])
     assert res.exit_code == 0 and "bitrate: 1.2 kbps" in res.output and "frame rate: 50 Hz" in res.output
+
+
+def test_cli_train_codec_data_weights(tiny_dataset, tmp_path):
+    from musiclm.cli.main import app
+
+    manifest = str(tiny_dataset)
+    args = ["train", "codec", "--preset", "tiny", "--data", manifest, "--data", manifest, "--out", str(tmp_path / "run")]
+    res = CliRunner().invoke(app, [*args, "--data-weight", "1"])
+    assert res.exit_code != 0 and "weights must be 2" in res.output
+    res = CliRunner().invoke(app, [*args, "--data-weight", "3", "--data-weight", "1", "--steps", "2"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "run" / "model.safetensors").is_file()

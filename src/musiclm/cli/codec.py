@@ -37,6 +37,9 @@ def _load(checkpoint: Path | None):
 def train_codec(
     data: Manifests, out: OutDir, preset: Preset = "small",
     crop_seconds: Annotated[float | None, typer.Option(help="Seconds per training crop.")] = None,
+    data_weight: Annotated[list[float] | None, typer.Option(
+        "--data-weight", help="Share of crops drawn from each --data manifest, in the same order (repeatable; "
+                              "default: every clip equally likely, so a few long recordings are rarely seen).")] = None,
     steps: Steps = None, batch_size: BatchSize = None, lr: LearningRate = None, device: Device = "auto",
     overrides: Overrides = None,
     model_set: Annotated[list[str] | None, typer.Option("--model-set", help="Override a model field, e.g. "
@@ -66,7 +69,10 @@ def train_codec(
         raise typer.BadParameter(str(err)) from err
     cfg = train_config(defaults, steps, batch_size, lr, device, overrides)
     crop = crop_seconds or CROP_SECONDS[preset]
-    dataset = AudioCropDataset([str(m) for m in data], config.sample_rate, crop, split="train")
+    try:
+        dataset = AudioCropDataset([str(m) for m in data], config.sample_rate, crop, split="train", weights=data_weight)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
     seed_everything(cfg.seed)  # identical initial weights in every DDP process
     model = SoundStream(config)
     typer.echo(f"SoundStream {preset}: {sum(p.numel() for p in model.generator_parameters()) / 1e6:.2f}M generator "
