@@ -166,6 +166,9 @@ def test_crop_dataset(tiny_dataset):
     assert val[0]["audio"][-1000:].abs().max() == 0  # 5 s crop of a 4 s clip is zero-padded
     rms = [float(ds[k]["audio"].pow(2).mean().sqrt()) for k in range(4)]
     assert max(rms) / min(rms) < 3  # loudness-normalised
+    quieter = AudioCropDataset(tiny_dataset, sample_rate=16000, crop_seconds=2.5, gain_db=(-12.0, -6.0))
+    gains = [float(quieter[k]["audio"].abs().max() / ds[k]["audio"].abs().max()) for k in range(4)]
+    assert all(10 ** (-12 / 20) - 1e-6 <= g <= 10 ** (-6 / 20) + 1e-6 for g in gains) and len(set(gains)) > 1
     everything = AudioCropDataset(tiny_dataset, 24000, 1.0, split=None)
     assert len(everything) == len(read_manifest(tiny_dataset))
 

@@ -48,7 +48,7 @@ def train_codec(
     """Train SoundStream (generator + discriminators) on audio manifests with the shared engine; resumable."""
     import json
 
-    from musiclm.codec.soundstream import CROP_SECONDS, SoundStream, SoundStreamConfig, train_defaults
+    from musiclm.codec.soundstream import CROP_SECONDS, TRAIN_GAIN_DB, SoundStream, SoundStreamConfig, train_defaults
     from musiclm.config import ConfigError
     from musiclm.data.datasets import AudioCropDataset
     from musiclm.training import Trainer, seed_everything
@@ -70,7 +70,8 @@ def train_codec(
     cfg = train_config(defaults, steps, batch_size, lr, device, overrides)
     crop = crop_seconds or CROP_SECONDS[preset]
     try:
-        dataset = AudioCropDataset([str(m) for m in data], config.sample_rate, crop, split="train", weights=data_weight)
+        dataset = AudioCropDataset([str(m) for m in data], config.sample_rate, crop, split="train",
+                                   weights=data_weight, gain_db=TRAIN_GAIN_DB)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
     seed_everything(cfg.seed)  # identical initial weights in every DDP process

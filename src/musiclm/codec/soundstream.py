@@ -488,6 +488,9 @@ def train_defaults(preset: str) -> "Any":
 
 
 CROP_SECONDS = {"tiny": 0.5, "small": 0.5, "paper": 1.0}
+# crops are loudness-normalised (-20 LUFS), then scaled by a random gain in this range: the rendered
+# dataset sits at -30 to -42 LUFS and a codec that only saw -20 LUFS coded it badly
+TRAIN_GAIN_DB = (-24.0, 0.0)
 
 
 def codec_from_checkpoint(run_dir: str, map_location: str = "cpu") -> SoundStream:

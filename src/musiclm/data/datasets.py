@@ -24,7 +24,9 @@ class AudioCropDataset(Dataset):
     random sampling draw manifest ``i`` with probability ``weights[i] / sum(weights)`` whatever its
     size; without them every clip is equally likely. With ``random_crop=False`` (validation) item
     ``i`` is always clip ``i`` and its middle crop. ``with_text`` adds one of the clip's captions,
-    drawn with the key's rng; clips without captions are then left out.
+    drawn with the key's rng; clips without captions are then left out. ``gain_db`` ``(low, high)``
+    scales each loudness-normalised crop by a random gain in that range (dB), so that a model trained
+    on it works at any level (a codec trained at one level alone failed on quieter files).
     """
 
     def __init__(
@@ -37,6 +39,7 @@ class AudioCropDataset(Dataset):
         random_crop: bool = True,
         with_text: bool = False,
         skip_bad: bool = False,
+        gain_db: tuple[float, float] | None = None,
     ):
         if isinstance(manifests, (str, Path)):
             manifests = [manifests]
@@ -49,7 +52,7 @@ class AudioCropDataset(Dataset):
             raise ValueError(f"crop_seconds and sample_rate must be positive, got {crop_seconds} and {sample_rate}")
         self.sample_rate, self.crop_seconds = sample_rate, crop_seconds
         self.length = int(round(crop_seconds * sample_rate))
-        self.random_crop, self.with_text = random_crop, with_text
+        self.random_crop, self.with_text, self.gain_db = random_crop, with_text, gain_db
         self.clips: list[Clip] = []
         self.groups: list[np.ndarray] = []  # clip indices of each manifest
         for manifest in manifests:
@@ -84,6 +87,8 @@ class AudioCropDataset(Dataset):
         # read a little more than needed: the file's own rate may round the crop down by a sample
         wav = load_audio(clip.path, self.sample_rate, offset=(clip.offset or 0.0) + start, duration=self.crop_seconds + 0.01)
         wav = loudness_normalize(crop_or_pad(wav, self.length), self.sample_rate)
+        if self.gain_db is not None:
+            wav = wav * 10 ** (float(rng.uniform(*self.gain_db)) / 20)
         item = {"audio": wav, "clip": index}
         if self.with_text:
             item["text"] = clip.captions[int(rng.integers(len(clip.captions)))]
