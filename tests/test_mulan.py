@@ -96,10 +96,22 @@ def test_mulan_trains_tokens_and_round_trips(tmp_path):
     assert tokens.shape == (4, 4) and tokens.dtype == torch.long and tokens.max() < 16
     model.save_pretrained(tmp_path / "mulan")
     loaded = load_component(tmp_path / "mulan")
-    assert isinstance(loaded, MuLan) and (tmp_path / "mulan" / "text" / "tokenizer.json").is_file()
+    assert isinstance(loaded, MuLan)
     with torch.no_grad():
         assert torch.allclose(loaded.embed_text([data[0]["text"]]), text[:1], atol=1e-5)
         assert torch.equal(loaded.quantize(text), tokens)
+    # the frozen packaged text tower (22M parameters) is rebuilt from its package, not saved
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "mulan" / "model.safetensors", "pt") as f:
+        assert not any(k.startswith("text_encoder.") for k in f.keys())
+    assert (tmp_path / "mulan" / "model.safetensors").stat().st_size < 5e6 and not (tmp_path / "mulan" / "text").exists()
+    # a fine-tuned text tower is saved, with what it needs to load alone
+    model.config = model.config.replace(finetune_text=True)
+    model.save_pretrained(tmp_path / "tuned")
+    assert (tmp_path / "tuned" / "text" / "tokenizer.json").is_file()
+    with torch.no_grad():
+        assert torch.allclose(load_component(tmp_path / "tuned").embed_text([data[0]["text"]]), text[:1], atol=1e-5)
 
 
 def test_residual_kmeans_levels_reduce_error():

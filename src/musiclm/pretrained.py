@@ -27,12 +27,19 @@ class PretrainedMixin:
     model_type: ClassVar[str]
     config: Config
 
+    def rebuilt_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes that ``__init__`` rebuilds exactly (a frozen pretrained tower that ships in
+        a package): left out of ``model.safetensors`` and kept as built when loading."""
+        return ()
+
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
         """Write config and weights; ``dtype=torch.float16`` halves the size of a shipped model."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / (WEIGHTS_NAME + ".tmp")
-        save_file(_unique_state(self, dtype), str(tmp))  # type: ignore[arg-type]
+        rebuilt = self.rebuilt_prefixes()
+        state = {k: v for k, v in _unique_state(self, dtype).items() if not k.startswith(rebuilt)}  # type: ignore[arg-type]
+        save_file(state, str(tmp))
         tmp.replace(directory / WEIGHTS_NAME)
         meta = {"model_type": self.model_type, "config": self.config.to_dict()}
         (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
@@ -81,6 +88,8 @@ def load_weights(model: torch.nn.Module, path: Path, map_location: str | torch.d
 def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     expected = model.state_dict()
     state = dict(state)
+    rebuilt = getattr(model, "rebuilt_prefixes", tuple)()
+    state.update({k: v for k, v in expected.items() if k.startswith(rebuilt) and k not in state})
     for group in _tied_groups(expected):  # tied weights are stored once; give every alias its tensor
         present = [k for k in group if k in state]
         for k in group:

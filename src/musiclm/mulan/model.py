@@ -254,11 +254,18 @@ class MuLan(Trainable, PretrainedMixin):
     def validation_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self.training_step(batch, step=0, group="model")
 
+    def rebuilt_prefixes(self) -> tuple[str, ...]:
+        # the frozen default text tower loads from its PyPI package: saving it would add 90 MB
+        packaged = not self.config.finetune_text and self.config.text_model == DEFAULT_TEXT_MODEL
+        return ("text_encoder.",) if packaged else ()
+
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
-        """Also keeps the text tower's tokenizer and HF config in ``text/``, so the folder loads alone."""
+        """A trained or non-default text tower is saved too, with its tokenizer and HF config in ``text/``,
+        so the folder loads alone; the frozen default one is rebuilt from its package."""
         directory = super().save_pretrained(directory, dtype)
-        self.tokenizer.save_pretrained(directory / "text")
-        self.text_encoder.config.save_pretrained(directory / "text")
+        if not self.rebuilt_prefixes():
+            self.tokenizer.save_pretrained(directory / "text")
+            self.text_encoder.config.save_pretrained(directory / "text")
         return directory
 
     @classmethod
@@ -267,7 +274,8 @@ class MuLan(Trainable, PretrainedMixin):
 
         directory = Path(directory)
         config = cls.read_config(directory)
-        if (directory / "text").is_dir():
+        packaged = not config.finetune_text and config.text_model == DEFAULT_TEXT_MODEL
+        if (directory / "text").is_dir() and not packaged:  # older folders also hold the packaged tower's files
             config = config.replace(text_model=str(directory / "text"))
         model = cls(config)
         load_weights(model, directory / "model.safetensors", map_location)
