@@ -103,8 +103,9 @@ class Block(nn.Module):
             cache.keys[layer][:, :, start : start + t] = k
             cache.values[layer][:, :, start : start + t] = v
             k, v = cache.keys[layer][:, :, : start + t], cache.values[layer][:, :, : start + t]
-        p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
+        # no dropout on the attention probabilities: drawing a [B, H, T, T] mask was a quarter of a
+        # training step of the fine stage on CPU; the residual and feed-forward dropout remain
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         x = x + self.drop(self.proj(y.transpose(1, 2).reshape(b, t, d)))
         a, g = self.ff_in(self.norm2(x)).chunk(2, dim=-1)
         return x + self.drop(self.ff_out(self.drop(F.gelu(a, approximate="tanh") * g)))
