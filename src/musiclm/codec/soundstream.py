@@ -48,7 +48,7 @@ class CodecError(ValueError):
 class SoundStreamConfig(Config):
     sample_rate: int = 16000
     frontend: str = "stft"  # "stft" or "waveform" (the paper's strided convs), see the module docstring
-    channels: int = 16  # C of the paper; block k has C * 2**k channels (the stft front end: C * 2**len(strides))
+    channels: int = 16  # C of the paper; block k has C * 2**k channels (the stft front end: `width`)
     strides: tuple[int, ...] = (2, 4, 5, 8)  # product = samples per frame (320 -> 50 Hz at 16 kHz)
     stft_window_frames: int = 4  # the stft encoder's analysis window, in frames (ends with the frame)
     latent_dim: int = 64
@@ -100,6 +100,11 @@ class SoundStreamConfig(Config):
     def hop_length(self) -> int:
         return math.prod(self.strides)
 
+    @property
+    def width(self) -> int:
+        """Channels at the frame rate: the waveform encoder's last block, the stft front end's units."""
+        return self.channels * 2 ** len(self.strides)
+
 
 # ----------------------------------------------------------------------------- causal layers
 class CausalConv1d(nn.Conv1d):
@@ -110,13 +115,19 @@ class CausalConv1d(nn.Conv1d):
         self.context = self.dilation[0] * (self.kernel_size[0] - 1) + 1 - self.stride[0]
 
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:  # type: ignore[override]
-        past = None if cache is None else cache.get(self)
-        if past is None:
-            past = x.new_zeros(x.shape[0], x.shape[1], self.context)
-        x = torch.cat([past, x], dim=-1)
-        if cache is not None:
-            cache[self] = x[..., x.shape[-1] - self.context :]
-        return super().forward(x)
+        return super().forward(with_left_context(self, x, self.context, cache))
+
+
+def with_left_context(owner: nn.Module, x: torch.Tensor, context: int, cache: dict | None) -> torch.Tensor:
+    """``x`` with the last ``context`` samples of the previous chunk (zeros at the start) prepended;
+    with a ``cache``, this chunk's tail is kept under ``owner`` for the next call."""
+    past = None if cache is None else cache.get(owner)
+    if past is None:
+        past = x.new_zeros(*x.shape[:-1], context)
+    x = torch.cat([past, x], dim=-1)
+    if cache is not None:
+        cache[owner] = x[..., x.shape[-1] - context :]
+    return x
 
 
 class CausalConvTranspose1d(nn.ConvTranspose1d):
@@ -175,7 +186,7 @@ class WaveformEncoder(nn.Module):
         self.blocks = nn.ModuleList(
             EncoderBlock(c.channels * 2 ** (i + 1), s) for i, s in enumerate(c.strides)
         )
-        self.head = CausalConv1d(c.channels * 2 ** len(c.strides), c.latent_dim, 3)
+        self.head = CausalConv1d(c.width, c.latent_dim, 3)
 
     def forward(self, wav: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         x = self.stem(wav[:, None], cache)
@@ -187,7 +198,7 @@ class WaveformEncoder(nn.Module):
 class WaveformDecoder(nn.Module):
     def __init__(self, c: SoundStreamConfig):
         super().__init__()
-        top = c.channels * 2 ** len(c.strides)
+        top = c.width
         self.stem = CausalConv1d(c.latent_dim, top, 7)
         self.blocks = nn.ModuleList(
             DecoderBlock(top // 2**i, s) for i, s in enumerate(reversed(c.strides))
@@ -211,19 +222,12 @@ class STFTEncoder(nn.Module):
         super().__init__()
         self.hop, self.n_fft = c.hop_length, c.hop_length * c.stft_window_frames
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
-        width = c.channels * 2 ** len(c.strides)
-        self.stem = nn.Conv1d(3 * (self.n_fft // 2 + 1), width, 1)
-        self.units = nn.ModuleList(ResidualUnit(width, d) for d in (1, 3, 9))
-        self.head = CausalConv1d(width, c.latent_dim, 3)
+        self.stem = nn.Conv1d(3 * (self.n_fft // 2 + 1), c.width, 1)
+        self.units = nn.ModuleList(ResidualUnit(c.width, d) for d in (1, 3, 9))
+        self.head = CausalConv1d(c.width, c.latent_dim, 3)
 
     def forward(self, wav: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
-        context = self.n_fft - self.hop
-        past = None if cache is None else cache.get(self)
-        if past is None:
-            past = wav.new_zeros(wav.shape[0], context)
-        wav = torch.cat([past, wav], dim=-1)
-        if cache is not None:
-            cache[self] = wav[..., wav.shape[-1] - context :]
+        wav = with_left_context(self, wav, self.n_fft - self.hop, cache)
         spec = torch.stft(wav, self.n_fft, self.hop, window=self.window, center=False, return_complex=True)
         magnitude = spec.abs()
         phase = spec / magnitude.clamp_min(1e-5)  # unit phasor; 0 where there is no energy
@@ -241,11 +245,10 @@ class STFTDecoder(nn.Module):
     def __init__(self, c: SoundStreamConfig):
         super().__init__()
         self.hop = c.hop_length
-        width = c.channels * 2 ** len(c.strides)
         self.register_buffer("window", torch.hann_window(2 * self.hop), persistent=False)  # periodic: halves sum to 1
-        self.stem = CausalConv1d(c.latent_dim, width, 7)
-        self.units = nn.ModuleList(ResidualUnit(width, d) for d in (1, 3, 9))
-        self.head = nn.Conv1d(width, 2 * (self.hop + 1), 1)
+        self.stem = CausalConv1d(c.latent_dim, c.width, 7)
+        self.units = nn.ModuleList(ResidualUnit(c.width, d) for d in (1, 3, 9))
+        self.head = nn.Conv1d(c.width, 2 * (self.hop + 1), 1)
 
     def forward(self, z: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         x = self.stem(z, cache)

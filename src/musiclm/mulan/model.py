@@ -75,6 +75,11 @@ class MuLanConfig(Config):
                   "finetune_text": True, "num_quantizers": 12, "codebook_size": 1024},
     }
 
+    @property
+    def text_tower_packaged(self) -> bool:
+        """The frozen default text tower: identical to the copy in its package, so never saved."""
+        return not self.finetune_text and self.text_model == DEFAULT_TEXT_MODEL
+
 
 class _Block(nn.Module):
     """A ResNet basic block (two 3x3 convs) or bottleneck (1x1, 3x3, 1x1 with 4x expansion)."""
@@ -256,8 +261,7 @@ class MuLan(Trainable, PretrainedMixin):
 
     def rebuilt_prefixes(self) -> tuple[str, ...]:
         # the frozen default text tower loads from its PyPI package: saving it would add 90 MB
-        packaged = not self.config.finetune_text and self.config.text_model == DEFAULT_TEXT_MODEL
-        return ("text_encoder.",) if packaged else ()
+        return ("text_encoder.",) if self.config.text_tower_packaged else ()
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
         """A trained or non-default text tower is saved too, with its tokenizer and HF config in ``text/``,
@@ -274,8 +278,8 @@ class MuLan(Trainable, PretrainedMixin):
 
         directory = Path(directory)
         config = cls.read_config(directory)
-        packaged = not config.finetune_text and config.text_model == DEFAULT_TEXT_MODEL
-        if (directory / "text").is_dir() and not packaged:  # older folders also hold the packaged tower's files
+        # older folders also hold the packaged tower's files in text/; it loads from its package
+        if (directory / "text").is_dir() and not config.text_tower_packaged:
             config = config.replace(text_model=str(directory / "text"))
         model = cls(config)
         load_weights(model, directory / "model.safetensors", map_location)

@@ -87,7 +87,7 @@ class RelativeBias(nn.Module):
 class Block(nn.Module):
     def __init__(self, spec: TransformerSpec):
         super().__init__()
-        self.heads, self.dropout = spec.heads, spec.dropout
+        self.heads = spec.heads
         self.norm1, self.norm2 = nn.LayerNorm(spec.dim, bias=False), nn.LayerNorm(spec.dim, bias=False)
         self.qkv = nn.Linear(spec.dim, 3 * spec.dim, bias=False)
         self.proj = nn.Linear(spec.dim, spec.dim, bias=False)
