@@ -196,6 +196,16 @@ def test_cli_generate_and_train_stage(folder, tmp_path, parts):
     assert StageLM.from_pretrained(tmp_path / "run").config.stage == "coarse"
 
 
+def test_fp16_pipeline_is_half_the_size_and_generates(folder, model, tmp_path):
+    half = MusicLM.from_pretrained(model.save_pretrained(tmp_path / "half", torch.float16))
+    for part in ("codec", "semantic_stage", "fine_stage"):
+        full_bytes = (folder / part / "model.safetensors").stat().st_size
+        assert (tmp_path / "half" / part / "model.safetensors").stat().st_size < 0.6 * full_bytes
+    assert next(half.stages.fine.parameters()).dtype == torch.float32  # stored in half, computed in full
+    audio = half.generate("calm piano", 1.0, seed=0)
+    assert audio.shape == (1, SR) and torch.isfinite(audio).all()
+
+
 def test_cli_batch_mode_from_prompt_files(folder, tmp_path):
     runner = CliRunner()
     base = ["generate", "--duration", "0.5", "--checkpoint", str(folder), "--seed", "0", "--batch-size", "2"]

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from musiclm.audio import load_audio
 from musiclm.interfaces import AcousticCodec, Conditioner, MelodyEmbedder, SemanticTokenizer, load_component
+from musiclm.pretrained import PretrainedMixin
 from musiclm.stages.sampling import Sampling, generate_stage
 from musiclm.stages.stages import StageConfig, StageLM
 from musiclm.stages.tokenize import encode_aligned
@@ -169,13 +170,18 @@ class MusicLM:
         return cls(parts["codec"], parts["semantic"], parts["mulan"], stages, melody,
                    meta.get("max_duration", MAX_DURATION))
 
-    def save_pretrained(self, directory: str | Path) -> Path:
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """``dtype=torch.float16`` stores every part's weights at half size (an HF codec keeps its own)."""
         directory = Path(directory)
         named = {"codec": self.codec, "semantic": self.semantic, "mulan": self.mulan, "melody": self.melody,
                  "semantic_stage": self.stages.semantic, "coarse_stage": self.stages.coarse,
                  "fine_stage": self.stages.fine}
         for name, part in named.items():
-            if part is not None:
+            if part is None:
+                continue
+            if isinstance(part, PretrainedMixin):
+                part.save_pretrained(directory / name, dtype)
+            else:
                 part.save_pretrained(directory / name)
         (directory / PIPELINE_FILE).write_text(json.dumps({"max_duration": self.max_duration}, indent=2) + "\n")
         return directory

@@ -83,15 +83,18 @@ def assemble(
     codec: Part, semantic: Part, mulan: Part, out: OutDir,
     semantic_stage: Part, coarse_stage: Part, fine_stage: Part,
     melody: Annotated[Path | None, typer.Option(help="Melody embedder folder.")] = None,
+    fp16: Annotated[bool, typer.Option(help="Store weights in float16 (half the size).")] = False,
 ) -> None:
     """Put trained parts together into one pipeline folder (checks that they fit each other)."""
+    import torch
+
     from musiclm.interfaces import load_component
     from musiclm.pipeline import MusicLM, StageSet
 
     stages = StageSet(*(load_component(p) for p in (semantic_stage, coarse_stage, fine_stage)))
     model = MusicLM(load_component(codec), load_component(semantic), load_component(mulan), stages,
                     load_component(melody) if melody else None)
-    typer.echo(f"pipeline saved to {model.save_pretrained(out)}")
+    typer.echo(f"pipeline saved to {model.save_pretrained(out, torch.float16 if fp16 else None)}")
 
 
 @app.command()
