@@ -3,6 +3,8 @@ the tokenization job, the CLI, and every bad request refused before generation s
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 
 import pytest
@@ -191,9 +193,18 @@ def test_cli_generate_and_train_stage(folder, tmp_path, parts):
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["train", "stage", "--stage", "coarse", "--tokens", str(tmp_path / "tok"),
                                  "--out", str(tmp_path / "run"), "--preset", "tiny", "--coarse-quantizers", "2",
-                                 "--steps", "3", "--batch-size", "2", "--device", "cpu"])
+                                 "--steps", "3", "--batch-size", "2", "--device", "cpu",
+                                 "--val-tokens", str(tmp_path / "tok")])
     assert result.exit_code == 0, result.output
     assert StageLM.from_pretrained(tmp_path / "run").config.stage == "coarse"
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert math.isfinite(logged[-1]["val/loss"])
+    other = shutil.copytree(tmp_path / "tok", tmp_path / "other")
+    meta = json.loads((other / "meta.json").read_text())
+    (other / "meta.json").write_text(json.dumps({**meta, "codebook_size": 2048}))
+    result = runner.invoke(app, ["train", "stage", "--stage", "coarse", "--tokens", str(tmp_path / "tok"),
+                                 "--out", str(tmp_path / "run2"), "--preset", "tiny", "--val-tokens", str(other)])
+    assert result.exit_code != 0 and "other parts" in result.output
 
 
 def test_fp16_pipeline_is_half_the_size_and_generates(folder, model, tmp_path):

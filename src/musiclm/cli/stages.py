@@ -49,6 +49,8 @@ def train_stage(
     coarse_quantizers: Annotated[int | None, typer.Option(
         help="RVQ levels of the coarse stage (default: the first third, as the paper's 4 of 12).")] = None,
     cond_dropout: Annotated[float, typer.Option(help="Conditioning dropout for classifier-free guidance.")] = 0.1,
+    val_tokens: Annotated[Path | None, typer.Option(
+        help="Token folder of held-out clips (musiclm tokenize --split valid): validation loss, one window a clip.")] = None,
     steps: Steps = None, batch_size: BatchSize = None, lr: LearningRate = None, device: Device = "auto",
     overrides: Overrides = None,
 ) -> None:
@@ -59,6 +61,9 @@ def train_stage(
     from musiclm.training import TrainConfig, Trainer
 
     meta = read_meta(tokens)
+    if val_tokens is not None and read_meta(val_tokens) != meta:
+        raise typer.BadParameter(f"{val_tokens} was tokenized with other parts than {tokens}: tokenize both "
+                                 "with the same codec, semantic, MuLan and melody folders")
     vocab = {k: meta[k] for k in ("mulan_quantizers", "mulan_codebook", "melody_quantizers", "melody_codebook",
                                   "semantic_vocab", "semantic_rate", "codebook_size", "acoustic_rate")}
     if coarse_quantizers is None:
@@ -73,8 +78,9 @@ def train_stage(
         raise typer.BadParameter(str(err)) from err
     defaults = TrainConfig.from_dict(TRAIN_DEFAULTS.get(preset, {}))
     model = StageLM(config)
-    data = StageDataset(load_shards(tokens), model, melody_hop=meta["melody_hop"])
-    Trainer(model, data, train_config(defaults, steps, batch_size, lr, device, overrides), out).fit()
+    data, val_data = (StageDataset(load_shards(t), model, melody_hop=meta["melody_hop"]) if t else None
+                      for t in (tokens, val_tokens))
+    Trainer(model, data, train_config(defaults, steps, batch_size, lr, device, overrides), out, val_data=val_data).fit()
     typer.echo(f"trained {stage} stage saved to {out}")
 
 
