@@ -225,6 +225,11 @@ def test_cli_batch_mode_from_prompt_files(folder, tmp_path):
     result = runner.invoke(app, [*base, "--prompts-file", str(txt), "--out", str(tmp_path / "t.wav")])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in tmp_path.glob("t-*.wav")) == ["t-0.wav", "t-1.wav", "t-2.wav"]
+    (tmp_path / "t-2.wav").unlink()  # an interrupted job: the second batch's file is missing
+    first = (tmp_path / "t-0.wav").stat().st_mtime_ns
+    result = runner.invoke(app, [*base, "--prompts-file", str(txt), "--out", str(tmp_path / "t.wav"), "--skip-existing"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "t-2.wav").is_file() and (tmp_path / "t-0.wav").stat().st_mtime_ns == first
     csv_file = tmp_path / "caps.csv"  # the MusicCaps columns
     csv_file.write_text('ytid,start_s,end_s,aspect_list,caption\n'
                         'a,0,10,"[\'piano\']","A mellow piano, ""very"" soft."\nb,30,40,[],Loud brass band\n')

@@ -28,6 +28,8 @@ from musiclm.stages.stages import StageConfig, StageLM
 from musiclm.stages.tokenize import encode_aligned
 
 PIPELINE_FILE = "pipeline.json"
+# The trained small model committed with the repository (an editable install finds it here)
+SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "checkpoints" / "musiclm_small"
 PARTS = ("codec", "semantic", "mulan", "semantic_stage", "coarse_stage", "fine_stage")
 PAPER_TEMPERATURES = (1.0, 0.95, 0.4)  # semantic, coarse, fine
 MAX_DURATION = 300.0  # the paper generates clips of up to 5 minutes
@@ -150,7 +152,8 @@ class MusicLM:
 
     # ------------------------------------------------------------ persistence
     @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> MusicLM:
+    def from_pretrained(cls, directory: str | Path = SHIPPED_MODEL, map_location: str | torch.device = "cpu") -> MusicLM:
+        """Load a pipeline folder; without one, the shipped small model."""
         directory = Path(directory)
         if not (directory / PIPELINE_FILE).is_file():
             raise FileNotFoundError(

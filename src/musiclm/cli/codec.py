@@ -13,11 +13,10 @@ from musiclm.cli.common import BatchSize, Device, LearningRate, Manifests, OutDi
 codec_app = typer.Typer(help="Encode, decode and evaluate audio with the acoustic codec.", no_args_is_help=True)
 app.add_typer(codec_app, name="codec")
 
-SHIPPED = Path(__file__).resolve().parents[3] / "checkpoints" / "codec_small"
 Checkpoint = Annotated[
     Path | None,
     typer.Option(help="Saved codec folder, or a training run folder (its latest checkpoint). "
-                      "Default: the shipped checkpoints/codec_small."),
+                      "Default: the shipped model's, checkpoints/musiclm_small/codec."),
 ]
 
 
@@ -25,7 +24,9 @@ def _load(checkpoint: Path | None):
     from musiclm.codec.soundstream import codec_from_checkpoint
     from musiclm.interfaces import load_component
 
-    path = checkpoint or SHIPPED
+    from musiclm.pipeline import SHIPPED_MODEL
+
+    path = checkpoint or SHIPPED_MODEL / "codec"
     if not path.exists():
         raise typer.BadParameter(f"{path} does not exist; pass --checkpoint DIR (a saved codec or a run folder)")
     if (path / "checkpoints").is_dir():

@@ -111,7 +111,10 @@ def generate(
     batch_size: Annotated[int, typer.Option(help="Prompts generated together (one forward pass per batch).")] = 8,
     duration: Annotated[float, typer.Option(help="Seconds of music to generate.")] = 10.0,
     out: Annotated[Path, typer.Option("--out", help="Output .wav (several prompts: OUT-0.wav, ...).")] = Path("out.wav"),
-    checkpoint: Annotated[Path | None, typer.Option(help="Pipeline folder (musiclm assemble).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="Pipeline folder (musiclm assemble). Default: the shipped checkpoints/musiclm_small.")] = None,
+    skip_existing: Annotated[bool, typer.Option(
+        help="Batch mode: skip batches whose files all exist (rerun an interrupted batch job to resume).")] = False,
     seed: Annotated[int | None, typer.Option(help="Random seed: the same seed gives the same music.")] = None,
     melody: Annotated[Path | None, typer.Option(help="Hummed/whistled melody wav to follow.")] = None,
     continue_: Annotated[Path | None, typer.Option("--continue", help="Audio to continue.")] = None,
@@ -129,13 +132,12 @@ def generate(
     from tqdm import tqdm
 
     from musiclm.audio import save_audio
-    from musiclm.pipeline import GenerationError, MusicLM
+    from musiclm.pipeline import SHIPPED_MODEL, GenerationError, MusicLM
     from musiclm.training.distributed import pick_device
 
     device = str(pick_device(device))
 
-    if checkpoint is None:
-        raise typer.BadParameter("no trained model ships with musiclm yet; pass --checkpoint DIR", param_hint="--checkpoint")
+    checkpoint = checkpoint or SHIPPED_MODEL
     if batch_size < 1:
         raise typer.BadParameter(f"--batch-size must be at least 1, got {batch_size}")
     texts = list(prompts or []) + (_prompt_texts(prompts_file) if prompts_file is not None else [])
@@ -145,6 +147,8 @@ def generate(
     count = len(texts) or 1
     paths = [out] if count == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(count)]
     for number, batch in enumerate(tqdm(batches, desc="batches", unit="batch", disable=len(batches) == 1)):
+        if skip_existing and all(p.is_file() for p in paths[number * batch_size : (number + 1) * batch_size]):
+            continue
         try:
             wavs = model.generate(batch, duration, melody=melody, continuation=continue_, story=segments or None,
                                   seed=seed, guidance=guidance, temperatures=temperatures, top_k=top_k, top_p=top_p,
