@@ -183,7 +183,7 @@ def test_classifier_trains_and_eval_runs_end_to_end(tiny_dataset, tiny_pipeline,
     out = tmp_path / "eval"
     res = runner.invoke(app, ["eval", "--checkpoint", str(tiny_pipeline), "--prompts", str(pfile),
                               "--reference", str(tiny_dataset), "--classifier", str(clf_dir), "--out", str(out),
-                              "--seconds", "2", "--memorization", "2", "--no-fad-inf"])
+                              "--seconds", "2", "--memorization", "2", "--no-fad-inf", "--guidance", "2"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     metrics = json.loads((out / "metrics.json").read_text())
     rows = metrics["rows"]
@@ -193,7 +193,7 @@ def test_classifier_trains_and_eval_runs_end_to_end(tiny_dataset, tiny_pipeline,
         assert -1 <= row["mcc"] <= 1 and row["fad_mulan"] >= 0
     assert rows["ground truth"]["kld"] == pytest.approx(0, abs=1e-4)  # reference vs itself
     assert rows["generated"]["kld"] > rows["ground truth"]["kld"]
-    assert 0 <= metrics["info"]["memorization"]["exact_match"] <= 1
+    assert 0 <= metrics["info"]["memorization"]["exact_match"] <= 1 and metrics["info"]["guidance"] == 2
     assert (out / "report.md").read_text().count("| generated |") == 1
     assert (out / "spectrograms.png").stat().st_size > 1000 and (out / "adherence.png").is_file()
 

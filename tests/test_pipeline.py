@@ -131,6 +131,14 @@ def test_bad_requests_fail_before_generation(model, monkeypatch, request_, messa
         model.generate(**request_)
 
 
+def test_shipped_model_generates_music_from_text():
+    assert (pipeline.SHIPPED_MODEL / "pipeline.json").is_file(), "the shipped model is part of the repository"
+    shipped = MusicLM.from_pretrained()
+    audio = shipped.generate(["a lively Irish folk dance on fiddle"], 2.0, seed=0)
+    assert audio.shape == (1, 2 * shipped.sample_rate) and torch.isfinite(audio).all()
+    assert audio.std() > 1e-3  # not silent
+
+
 def test_missing_stage_and_mismatched_parts(folder, parts, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(folder, broken)

@@ -27,6 +27,7 @@ def eval_command(
     limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N prompts.")] = None,
     seed: int = 0,
     batch: Annotated[int, typer.Option(help="Prompts generated at once.")] = 4,
+    guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale of generation (off: paper).")] = None,
     memorization: Annotated[int, typer.Option(help="Training clips for the memorization study (needs --checkpoint; 0: skip).")] = 0,
     fad_inf: Annotated[bool, typer.Option(help="Also extrapolate FAD-inf.")] = True,
 ) -> None:
@@ -66,8 +67,9 @@ def eval_command(
     t0 = time.perf_counter()
     if pipeline is not None and audio is None:
         with torch.no_grad():
-            wavs = suite.generate_audio(pipeline, items, seconds, seed=seed, batch_size=batch)
+            wavs = suite.generate_audio(pipeline, items, seconds, seed=seed, batch_size=batch, guidance=guidance)
         info["generation_wall_s"] = round(time.perf_counter() - t0, 1)
+        info["guidance"] = guidance
     else:
         wavs = suite.given_audio(audio, items, rate, seconds)
         info["audio"] = str(audio)
