@@ -3,8 +3,9 @@
 Prompts: held-out clips of the embedded dataset (their captions, attributes and clips as references).
 Without a trained pipeline the "generated" row is given audio: random held-out clips of *other*
 prompts (a shuffled ceiling: right acoustics, wrong prompt), so the timing covers every metric.
-Parts are taken from env paths when they exist (EVAL_PIPELINE, EVAL_MULAN, EVAL_CODEC, EVAL_CLASSIFIER),
-else untrained `small` parts (timing only; their numbers mean nothing and are marked so).
+Parts are taken from env paths when they exist (EVAL_PIPELINE, EVAL_MULAN, EVAL_CODEC, EVAL_CLASSIFIER;
+by default the shipped model, its MuLan and codec, and the shipped evaluation classifier), else untrained
+`small` parts (timing only; their numbers mean nothing and are marked so).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import numpy as np
 import torch
 
 from benchmarks.common import record
+from musiclm.pipeline import SHIPPED_MODEL
 
 MANIFEST = Path(os.environ.get("EVAL_MANIFEST", "/work/data/embedded/manifest.jsonl"))
 N_PROMPTS = int(os.environ.get("EVAL_PROMPTS", "100"))
 SECONDS = float(os.environ.get("EVAL_SECONDS", "10"))
 
 
-def _part(env: str, default: str, build):
+def _part(env: str, default: Path, build):
     from musiclm.interfaces import load_component
 
     path = Path(os.environ.get(env, default))
@@ -44,16 +46,16 @@ def main() -> None:
     torch.set_num_threads(2)
     clips = read_manifest(MANIFEST)
     prompts = prompts_from_manifest([c for c in clips if c.split != "train"])[:N_PROMPTS]
-    mulan, mulan_src = _part("EVAL_MULAN", "/work/runs/mulan_small", lambda: MuLan(MuLanConfig.preset("small")))
-    codec, codec_src = _part("EVAL_CODEC", "/work/runs/codec_small", lambda: SoundStream(SoundStreamConfig.preset("small")))
-    clf, clf_src = _part("EVAL_CLASSIFIER", "/work/runs/classifier", lambda: EvalClassifier(ClassifierConfig.preset("small")))
+    mulan, mulan_src = _part("EVAL_MULAN", SHIPPED_MODEL / "mulan", lambda: MuLan(MuLanConfig.preset("small")))
+    codec, codec_src = _part("EVAL_CODEC", SHIPPED_MODEL / "codec", lambda: SoundStream(SoundStreamConfig.preset("small")))
+    clf, clf_src = _part("EVAL_CLASSIFIER", SHIPPED_MODEL.parent / "eval_classifier", lambda: EvalClassifier(ClassifierConfig.preset("small")))
     ev = Evaluators(conditioner=mulan, classifier=clf, embedders={
         "mulan": (conditioner_embedder(mulan, window_seconds=min(10.0, SECONDS)), mulan.sample_rate),
         "codec": (codec_embedder(codec), codec.sample_rate),
         "classifier": (clf.frames, clf.config.sample_rate),
     })
     sr = codec.sample_rate
-    pipeline_dir = Path(os.environ.get("EVAL_PIPELINE", "/work/runs/pipeline_small"))
+    pipeline_dir = Path(os.environ.get("EVAL_PIPELINE", SHIPPED_MODEL))
     t0 = time.perf_counter()
     if (pipeline_dir / "pipeline.json").is_file():
         from musiclm.pipeline import MusicLM
