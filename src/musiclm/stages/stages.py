@@ -255,7 +255,7 @@ def count_parameters(config: StageConfig) -> int:
 # Training settings of each preset (TrainConfig fields); the command line can override any of them.
 TRAIN_DEFAULTS = {
     "tiny": {"steps": 300, "batch_size": 8, "lr": 1e-3, "warmup_steps": 20, "ckpt_every": 100},
-    # what the shipped small stages were trained with (semantic --steps 2000, fine --steps 1500; ~1 CPU-h each)
+    # what the shipped small stages were trained with (semantic --steps 2000, fine --steps 1500; 0.35-1.07 CPU-h each)
     "small": {"steps": 2500, "batch_size": 16, "lr": 1e-3, "warmup_steps": 200, "ema_decay": 0.998},
     "paper": {"steps": 500000, "batch_size": 64, "lr": 1e-4, "warmup_steps": 5000, "ema_decay": 0.9999,
               "ckpt_every": 5000},
