@@ -50,6 +50,7 @@ class BuildOptions:
     seed: int = 0
     clip_seconds: tuple[float, float] = (10.0, 30.0)
     melody_fraction: float = 0.3
+    minor_share: float = 0.5  # arrangements moved to the other mode so that minor is this share, whatever the corpus
     collections: list[str] | None = None
     soundfonts: list[str] | None = None
     eval_every: int = 20  # of every 20 works, one goes to valid and one to test
@@ -57,6 +58,45 @@ class BuildOptions:
 
 def tempo_class(bpm: float) -> str:
     return "slow" if bpm < 90 else "medium" if bpm < 130 else "fast"
+
+
+# Each arrangement draws its tempo class uniformly, then a tempo inside that class's band: tempo is then
+# independent of the style (the corpus' own tempi are mostly medium), and the bands stay clear of the class
+# borders (90, 130) so that a class is a tempo a listener can tell apart, not a coin flip at 89 vs 91 BPM.
+TEMPO_BANDS = {"slow": (50, 82), "medium": (98, 122), "fast": (138, 184)}
+
+# Scale degrees (semitones above the tonic) that change with the mode: major <-> harmonic minor keeps the
+# dominant chord and the leading tone, so cadences stay idiomatic in both modes.
+MODE_DEGREES = {"minor": {4: 3, 9: 8}, "major": {3: 4, 8: 9, 10: 11}}
+
+
+def change_mode(notes: corpus.Notes, mode: str) -> corpus.Notes:
+    """The same work in ``mode``: its third and sixth (and, into major, seventh) degrees moved by a semitone."""
+    if mode == notes.mode:
+        return notes
+    shift = MODE_DEGREES[mode]
+
+    def move(pitch: int) -> int:
+        degree = (pitch - notes.tonic_pc) % 12
+        return pitch + shift.get(degree, degree) - degree
+
+    parts = [[(on, dur, move(p)) for on, dur, p in part] for part in notes.parts]
+    return dataclasses.replace(notes, parts=parts, mode=mode)
+
+
+# Plucked or struck: the note decays on its own (what "plucked"/"percussive" in a caption means).
+PLUCKED = {0, 1, 4, 8, 11, 12, 13, 24, 25, 26, 32, 33, 45, 46}
+
+
+def articulation(programs: list[int]) -> str:
+    plucked = [p in PLUCKED for p in programs]
+    return "plucked" if all(plucked) else "sustained" if not any(plucked) else "mixed"
+
+
+def register(pitches: list[int]) -> str:
+    """Low / middle / high from the mean sounding pitch (MIDI 55 = G3, 72 = C5)."""
+    mean = float(np.mean(pitches))
+    return "low" if mean < 55 else "high" if mean >= 72 else "middle"
 
 
 def split_of(index: int, every: int) -> str:
@@ -81,8 +121,9 @@ def plan_works(opts: BuildOptions) -> list[corpus.Work]:
     return order
 
 
-def _fit_octave(notes: list[tuple[float, float, int]], program: int) -> int:
-    """Octave shift that puts the part's mean pitch inside the instrument's range."""
+def _fit_octave(notes: list[tuple[float, float, int]], program: int, octave_bias: int = 0) -> int:
+    """Octave shift that puts the part's mean pitch inside the instrument's range, then ``octave_bias``
+    octaves further where the mean stays 6 semitones inside the range (so register varies within an instrument)."""
     lo, hi = instruments.RANGE_OF.get(program, (36, 96))
     mean = float(np.mean([p for _, _, p in notes]))
     shift = 0
@@ -90,7 +131,8 @@ def _fit_octave(notes: list[tuple[float, float, int]], program: int) -> int:
         shift += 12
     while mean + shift > hi and shift > -48:
         shift -= 12
-    return shift
+    biased = shift + 12 * octave_bias
+    return biased if lo + 6 <= mean + biased <= hi - 6 else shift
 
 
 def _accompaniment(notes: corpus.Notes, shift: int) -> list[tuple[float, float, int]]:
@@ -102,12 +144,12 @@ def _accompaniment(notes: corpus.Notes, shift: int) -> list[tuple[float, float, 
     return [(t, bar, p) for t in np.arange(0.0, notes.length, bar) for p in chord]
 
 
-def _window_midi(parts, programs, start_q, end_q, spq, transpose, rng, bend_cents=0.0) -> pretty_midi.PrettyMIDI:
+def _window_midi(parts, programs, start_q, end_q, spq, transpose, rng, bend_cents=0.0, octave_bias=0):
     # note times are in seconds; the file's tempo meta stays MIDI's default 120 BPM (the clip's bpm is an attribute)
     pm = pretty_midi.PrettyMIDI()
     for part, program in zip(parts, programs):
         inst = pretty_midi.Instrument(program=program)
-        octave = _fit_octave(part, program) if part else 0
+        octave = _fit_octave(part, program, octave_bias) if part else 0
         velocity = int(rng.integers(65, 105))
         sounding: dict[int, pretty_midi.Note] = {}
         for on, dur, pitch in part:  # sorted by onset
@@ -155,15 +197,19 @@ def render_work(job: dict[str, Any]) -> dict[str, Any]:
     sf_names = list(soundfonts)
     sf_weights = np.array([soundfonts[n][2] for n in sf_names])
     n_variants = 1 if len(notes.parts) == 1 else int(rng.integers(1, 3))
+    score_mode = notes.mode
     for v in range(n_variants):
-        bpm = int(np.clip(round((notes.bpm or coll.base_bpm) * rng.uniform(0.7, 1.45)), 40, 200))
+        notes = change_mode(notes, "minor" if rng.random() < opts.minor_share else "major")
+        bpm = int(rng.integers(*TEMPO_BANDS[str(rng.choice(list(TEMPO_BANDS)))], endpoint=True))
         spq = 60.0 / bpm
         want = float(rng.uniform(*opts.clip_seconds))
         span_q = min(notes.length, want / spq)
         if span_q * spq < min(opts.clip_seconds[0], 4.0) * 0.75:
             result["skipped"].append(["too short", f"{notes.length * spq:.1f} s at {bpm} BPM"])
             continue
-        start_q = float(np.floor(rng.uniform(0, notes.length - span_q + 1e-9)))
+        # begin on a note of the tune: at slow tempi a leading rest would leave seconds of silence
+        onsets = sorted({on for on, _, _ in notes.parts[0] if on <= notes.length - span_q + 1e-9}) or [0.0]
+        start_q = float(onsets[int(rng.integers(len(onsets)))])
         end_q = min(start_q + span_q, notes.length)
         transpose = int(rng.integers(-5, 7))
         parts = [list(p) for p in notes.parts]
@@ -174,8 +220,10 @@ def render_work(job: dict[str, Any]) -> dict[str, Any]:
             lineup = "melody and accompaniment"
         with_melody = rng.random() < opts.melody_fraction
         group = f"{work.work_id}@{v}" if with_melody else None
+        octave_bias = int(rng.choice([-1, 0, 0, 1]))
         base = {
-            "tonic": (notes.tonic_pc + transpose) % 12, "mode": notes.mode, "time_signature": notes.time_signature,
+            "tonic": (notes.tonic_pc + transpose) % 12, "mode": notes.mode, "score_mode": score_mode,
+            "time_signature": notes.time_signature,
             "collection": coll.name, "composer": coll.composer, "style": coll.style, "title": notes.title,
             "transpose": transpose, "work_id": work.work_id, "melody_group": group,
         }
@@ -187,7 +235,8 @@ def render_work(job: dict[str, Any]) -> dict[str, Any]:
             renders.append((f"{index:06d}_{v}m", parts[:1], [timbre], "melody only", m_bpm, bend, True))
         for clip_id, r_parts, r_programs, r_lineup, r_bpm, bend, is_melody in renders:
             r_spq = 60.0 / r_bpm
-            pm = _window_midi(r_parts, r_programs, start_q, end_q, r_spq, transpose, rng, bend)
+            # a hummed or whistled tune stays where a voice sings it (whistles above C6 are silent in TimGM6mb)
+            pm = _window_midi(r_parts, r_programs, start_q, end_q, r_spq, transpose, rng, bend, 0 if is_melody else octave_bias)
             if not pm.instruments:
                 result["skipped"].append(["no notes in the window", clip_id])
                 continue
@@ -230,6 +279,8 @@ def render_work(job: dict[str, Any]) -> dict[str, Any]:
                 "key": KEY_NAMES[notes.mode][base["tonic"]],
                 **{k: v for k, v in base.items() if k != "tonic"},
                 "voices": len(used),
+                "register": register([n.pitch for i in pm.instruments for n in i.notes]),
+                "articulation": articulation(used),
                 "lineup": r_lineup,
                 "soundfont": sf_name,
                 "gain": round(gain, 3),
@@ -317,7 +368,8 @@ def build(opts: BuildOptions) -> Path:
     return manifest
 
 
-COUNTED = ["split", "families", "instruments", "tempo_class", "key", "mode", "time_signature", "voices",
+COUNTED = ["split", "families", "instruments", "tempo_class", "key", "mode", "score_mode", "register", "articulation",
+           "time_signature", "voices",
            "collection", "style", "soundfont", "lineup", "reverb", "is_melody", "caption_set"]
 
 

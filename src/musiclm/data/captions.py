@@ -22,6 +22,12 @@ WORDS = {
         "reverb": ["with a roomy reverb", "in a reverberant hall"],
         "dry": ["with a dry, close sound", "recorded dry"],
         "melody": ["whistled", "hummed"],
+        "low": ["low-pitched", "deep"],
+        "high": ["high-pitched", "high-register"],
+        "plucked": ["plucked", "percussive"],
+        "sustained": ["sustained", "legato"],
+        "one line": ["a single melodic line", "one line on its own"],
+        "many voices": ["many voices in harmony", "full chords"],
     },
     "heldout": {
         "slow": ["unhurried", "languid", "leisurely"],
@@ -33,6 +39,12 @@ WORDS = {
         "reverb": ["with lots of ambience", "echoing as in a church"],
         "dry": ["with an intimate, close-miked sound"],
         "melody": ["crooned", "softly voiced", "wordlessly sung"],
+        "low": ["bass-heavy", "low-lying"],
+        "high": ["treble", "lofty, high"],
+        "plucked": ["struck", "staccato"],
+        "sustained": ["long-held", "smoothly bowed or blown"],
+        "one line": ["just one voice at a time"],
+        "many voices": ["a dense, many-voiced texture"],
     },
 }
 STYLE_WORDS = {
@@ -82,6 +94,26 @@ MELODY_TEMPLATES = {
 }
 
 
+# The sentence that names register, articulation and texture, added to a share of captions; its wording
+# differs between the two caption sets as the templates do.
+TEXTURE_SENTENCES = {
+    "train": ("The music is {adjectives}.", "The music has {texture}.", "The music is {adjectives}, with {texture}."),
+    "heldout": ("Overall it sounds {adjectives}.", "You hear {texture}.", "Overall it sounds {adjectives}, {texture}."),
+}
+TEXTURE_SHARE = 0.6
+
+
+def texture_sentence(attrs: dict, words: dict, rng: np.random.Generator, which: str) -> str:
+    """Register, articulation and number of voices in words, or "" when the clip is middling in all three."""
+    adjectives = [str(rng.choice(words[attrs[k]])) for k in ("register", "articulation") if attrs.get(k) in words]
+    voices = attrs.get("voices", 0)
+    density = "one line" if voices == 1 else "many voices" if voices >= 3 else None
+    texture = str(rng.choice(words[density])) if density else ""
+    short, long_, both = TEXTURE_SENTENCES[which]
+    template = both if adjectives and texture else short if adjectives else long_ if texture else ""
+    return template.format(adjectives=_join(adjectives) if adjectives else "", texture=texture)
+
+
 def _join(names: list[str]) -> str:
     names = list(dict.fromkeys(names))
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
@@ -116,6 +148,9 @@ def make_captions(attrs: dict, instrument_names: list[str], rng: np.random.Gener
             "room": str(rng.choice(words["reverb" if attrs["reverb"] else "dry"])),
             "melody": str(rng.choice(words["melody"])),
         }
-        text = re.sub(r"\b([Aa]) (?=[aeiouAEIOU])", r"\1n ", templates[i].format(**fields))
+        text = templates[i].format(**fields)
+        if rng.random() < TEXTURE_SHARE:
+            text = f"{text} {texture_sentence(attrs, words, rng, which)}".strip()
+        text = re.sub(r"\b([Aa]) (?=[aeiouAEIOU])", r"\1n ", text)
         captions.append(text[0].upper() + text[1:])
     return captions
