@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 import musiclm.pipeline as pipeline
-from musiclm.audio import save_audio
+from musiclm.audio import load_audio, loudness_normalize, save_audio
 from musiclm.cli.main import app
 from musiclm.codec.soundstream import SoundStream, SoundStreamConfig
 from musiclm.data.manifest import Clip, write_manifest
@@ -156,8 +156,8 @@ def test_tokenize_job_resumes_and_splits_ranks(parts, tmp_path):
     codec, semantic, mulan, melody = parts
     clips = []
     for i in range(3):
-        path = save_audio(tmp_path / f"clip{i}.wav", tone(4.5, 200.0 + 50 * i), SR)
-        clips.append(Clip(path=path))
+        path = save_audio(tmp_path / f"clip{i}.wav", tone(4.5, 200.0 + 50 * i) * 0.1, SR)
+        clips.append(Clip(path=path, captions=["a quiet tone", "a sine"] if i == 0 else []))
     out = tmp_path / "tokens"
     # rank 1 of 2 with one clip per shard tokenizes shard 1 only; rank 0 then does shards 0 and 2
     assert [p.name for p in tokenize_clips(clips, out, *parts, shard_size=1, rank=1, world_size=2,
@@ -172,7 +172,14 @@ def test_tokenize_job_resumes_and_splits_ranks(parts, tmp_path):
     clip = loaded[0]
     assert clip["acoustic"].shape[0] == codec.num_quantizers
     assert clip["acoustic"].shape[-1] == 2 * clip["semantic"].shape[-1]  # 50 Hz vs 25 Hz, same span
-    assert clip["mulan"].shape == (mulan.num_quantizers,) and clip["melody"].shape[-1] == melody.num_quantizers
+    assert clip["melody"].shape[-1] == melody.num_quantizers
+    # MuLan tokens of windows every 2 s (tiny MuLan: 2 s windows -> 0 and 2 s), of audio prepared as in
+    # MuLan's training (loudness-normalised); the captions' text tokens beside them
+    assert clip["mulan"].shape == (2, mulan.num_quantizers)
+    first = loudness_normalize(load_audio(clips[0].path, mulan.sample_rate)[: mulan.window_samples], mulan.sample_rate)
+    assert clip["mulan"][0].equal(mulan.quantize(mulan.embed_audio(first[None]))[0])
+    assert clip["text"].equal(mulan.quantize(mulan.embed_text(["a quiet tone", "a sine"])))
+    assert "text" not in loaded[1]
     meta = read_meta(out)
     vocab = vocabularies(codec, semantic, mulan, melody, coarse_quantizers=2)
     for name in STAGES:

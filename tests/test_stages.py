@@ -33,6 +33,7 @@ def stage(name: str, seed: int = 0, **overrides) -> StageLM:
 
 
 def conditioner(model: StageLM, batch: int = 2, seed: int = 0):
+    """``condition(start, new, end)`` and ``aligned(start, end)`` for generate_stage, and the list of windows asked."""
     g = torch.Generator().manual_seed(seed)
     mulan = torch.randint(0, 16, (batch, 3), generator=g)
     semantic = torch.randint(0, 20, (batch, 400), generator=g)
@@ -44,10 +45,13 @@ def conditioner(model: StageLM, batch: int = 2, seed: int = 0):
         if model.config.stage == "semantic":
             return model.condition(mulan=mulan)
         if model.config.stage == "coarse":
-            return model.condition(mulan=mulan, semantic=semantic[:, start // 2 : end // 2])
+            return model.condition(mulan=mulan, semantic=semantic[:, start // 2 : (end + 1) // 2])
         return model.condition(coarse=coarse[..., start:end])
 
-    return condition, calls
+    def aligned(start, end):
+        return model.aligned(start, end, semantic=semantic, coarse=coarse)
+
+    return condition, aligned, calls
 
 
 def test_paper_preset_has_the_papers_size():
@@ -73,7 +77,7 @@ def test_bad_configs_are_refused():
 @pytest.mark.parametrize("name", STAGES)
 def test_layout_offsets_and_conditioning_dropout(name):
     model = stage(name)
-    condition, _ = conditioner(model)
+    condition, _, _ = conditioner(model)
     prefix = condition(0, 0, 10)
     assert prefix[:, -1].eq(SEP).all() and prefix.min() >= 0
     # every segment lives in its own slice of the vocabulary: ids of different segments never collide
@@ -88,6 +92,31 @@ def test_layout_offsets_and_conditioning_dropout(name):
     assert dropped[0, : model.droppable].eq(NULL).all() and dropped[1].equal(prefix[1])
     assert dropped[0, model.droppable :].equal(prefix[0, model.droppable :])  # S / coarse codes stay
     assert model.droppable == (3 if name != "fine" else 0)
+
+
+@pytest.mark.parametrize("name", ["coarse", "fine"])
+def test_interleaved_frames_see_their_own_aligned_tokens(name):
+    """Each target frame is preceded by the aligned tokens of its own time, and only frames from then on see them."""
+    model = stage(name)
+    assert model.interleaved and model.given == {"coarse": 1, "fine": 2}[name]
+    condition, aligned, _ = conditioner(model, batch=1)
+    frames = 40
+    prefix, given = condition(0, 0, frames), aligned(0, frames)
+    assert given.shape == (1, frames, model.given)
+    if name == "coarse":  # acoustic frame f (50 Hz) gets semantic token f // 2 (25 Hz)
+        assert given[0, 7, 0] == given[0, 6, 0] and given[0, 8, 0] != -1
+    codes = torch.randint(0, 24, (1, model.levels, frames))
+    ids = model.frames(codes, given)
+    assert ids.shape == (1, frames * (model.given + model.levels))
+    assert ids.view(frames, -1)[:, : model.given].equal(given[0])
+    base = model(prefix, codes, given)
+    changed = given.clone()
+    changed[0, 20] = changed[0, 20] + 1  # another (valid) id at frame 20 alone
+    moved = model(prefix, codes, changed)
+    diff = (moved - base).abs().amax(dim=(0, 2, 3))
+    assert diff[:20].max() == 0 and diff[20] > 1e-4  # causal, and frame 20 hears its own token
+    with pytest.raises(ValueError, match="aligned"):
+        model(prefix, codes)
 
 
 def test_melody_is_optional_and_dropped_on_its_own_in_training():
@@ -122,13 +151,15 @@ def test_cached_and_uncached_decoding_give_the_same_logits():
         model.transformer(ids[:, :1], cache)
 
 
+@pytest.mark.parametrize("layout", ["prefix", "interleaved"])
 @pytest.mark.parametrize("name", STAGES)
-def test_windowed_generation_with_and_without_cache_agrees(name):
-    model = stage(name)
-    condition, calls = conditioner(model)
+def test_windowed_generation_with_and_without_cache_agrees(name, layout):
+    model = stage(name, layout=layout)
+    condition, aligned, calls = conditioner(model)
     frames = int(model.window_frames * 2.2)
     outs = [
-        generate_stage(model, condition, frames, 2, Sampling(0.0), use_cache=cache) for cache in (True, False)
+        generate_stage(model, condition, frames, 2, Sampling(0.0), use_cache=cache, aligned=aligned)
+        for cache in (True, False)
     ]
     assert outs[0].shape == (2, model.levels, frames)
     assert outs[0].equal(outs[1])
@@ -142,10 +173,10 @@ def test_windowed_generation_with_and_without_cache_agrees(name):
 
 def test_prompt_is_kept_and_continued():
     model = stage("fine")
-    condition, _ = conditioner(model, batch=1)
+    condition, aligned, _ = conditioner(model, batch=1)
     prompt = torch.randint(0, 24, (1, 3, 30))
     out = generate_stage(model, condition, 70, 1, Sampling(1.0), prompt=prompt,
-                         generator=torch.Generator().manual_seed(0))
+                         generator=torch.Generator().manual_seed(0), aligned=aligned)
     assert out[..., :30].equal(prompt) and out.shape == (1, 3, 70)
 
 
@@ -167,7 +198,7 @@ def test_sampling_filters_and_distribution():
 
 def test_guidance_mixes_conditional_and_unconditional_logits():
     model = stage("semantic")
-    condition, _ = conditioner(model)
+    condition, _, _ = conditioner(model)
 
     def null(start, new, end):
         return model.drop_condition(condition(start, new, end))
@@ -250,7 +281,8 @@ def test_dataset_windows_for_every_stage(tmp_path):
     for name in STAGES:
         model = stage(name)
         item = StageDataset(load_shards(tmp_path), model)[7]
-        assert item["codes"].shape == (model.levels, model.window_frames) if name != "semantic" else (1, 50)
+        assert item["codes"].shape == (model.levels, model.window_frames)
+        assert item["codes"].shape[-1] == 50  # tiny: semantic 2 s at 25 Hz, acoustic stages 1 s at 50 Hz
         assert item["prefix"][-1] == SEP
         loss = model.training_step({k: v[None] for k, v in item.items()}, step=0, group="model")["loss"]
         assert abs(loss.item() - torch.log(torch.tensor(float(model.codebook)))) < 0.5  # untrained: ~uniform
@@ -258,3 +290,26 @@ def test_dataset_windows_for_every_stage(tmp_path):
         StageDataset(load_shards(tmp_path), stage("semantic", window_seconds=5.0, prefix_seconds=1.0))
     with pytest.raises(FileNotFoundError, match="musiclm tokenize"):
         load_shards(tmp_path / "nowhere")
+
+
+def test_dataset_conditions_on_the_nearest_mulan_window_or_a_caption(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    clip = {"semantic": torch.randint(0, 20, (300,), generator=g),  # 12 s at 25 Hz
+            "acoustic": torch.randint(0, 24, (5, 600), generator=g),
+            "mulan": torch.arange(9).view(3, 3),  # windows of 10 s at 0, 2, 4 s (mulan_hop 2)
+            "text": torch.tensor([[9, 9, 9], [10, 10, 10]])}
+    write_shard(tmp_path / "shard-00000.safetensors", [clip])
+    audio_only = stage("coarse", text_share=0.0)
+    data = StageDataset(load_shards(tmp_path), audio_only, mulan_hop=2.0, mulan_window=10.0)
+    for key in range(20):
+        item = data[key]
+        start = int(torch.nonzero(clip["semantic"].unfold(0, data.sem_frames, 1).eq(
+            item["aligned"][::2, 0] - audio_only.offsets["semantic"]).all(1))[0])  # the window's first frame
+        centre = start / 25 + audio_only.config.window_seconds / 2
+        window = min(round(max(centre - 5, 0) / 2), 2)
+        mulan = item["prefix"][:3] - audio_only.offsets["mulan"] - torch.arange(3) * 16
+        assert mulan.equal(clip["mulan"][window])
+    text_only = stage("coarse", text_share=1.0)
+    seen = {tuple((StageDataset(load_shards(tmp_path), text_only)[k]["prefix"][:3] - text_only.offsets["mulan"]
+                   - torch.arange(3) * 16).tolist()) for k in range(20)}
+    assert seen == {(9, 9, 9), (10, 10, 10)}

@@ -54,6 +54,7 @@ class Conditioner(Protocol):
     embed_dim: int
     num_quantizers: int
     codebook_size: int
+    window_seconds: float  # the audio length of one embedding window (longer audio: windows averaged)
 
     def embed_audio(self, wav: torch.Tensor) -> torch.Tensor:
         """``[B, T]`` -> ``[B, D]`` (unit norm)."""

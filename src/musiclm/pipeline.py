@@ -100,12 +100,14 @@ def generate_tokens(
                 mulan=tokens_at(n, coarse.frame_rate), semantic=semantic[:, round(s * ratio) : round(e * ratio)]),
             n_ac, batch, samplings[1], prompt=None if prompt_acoustic is None else prompt_acoustic[:, :qc],
             generator=generator, on_frame=b.update, use_cache=use_cache,
+            aligned=lambda s, e: coarse.aligned(s, e, semantic=semantic),
         )
     with bar("fine", n_ac) as b:
         fine_codes = generate_stage(
             fine, lambda s, n, e: fine.condition(coarse=coarse_codes[..., s:e]),
             n_ac, batch, samplings[2], prompt=None if prompt_acoustic is None else prompt_acoustic[:, qc:],
             generator=generator, on_frame=b.update, use_cache=use_cache,
+            aligned=lambda s, e: fine.aligned(s, e, coarse=coarse_codes),
         )
     return {"semantic": semantic, "coarse": coarse_codes, "fine": fine_codes}
 

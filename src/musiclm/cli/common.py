@@ -19,11 +19,30 @@ LearningRate = Annotated[float | None, typer.Option("--lr", help="Peak learning 
 Device = Annotated[str, typer.Option(help="'auto', 'cpu', 'cuda' or 'cuda:N'.")]
 Overrides = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a training setting, e.g. --set ema_decay=0.999 (repeatable)."),
+    typer.Option("--set", help="Override a setting: --set train.ema_decay=0.999 (training) or --set "
+                 "model.dim=256 (the model's config); a bare name is a training setting (repeatable)."),
 ]
 OutDir = Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, logs, and the trained model.")]
 Manifests = Annotated[list[Path], typer.Option("--data", help="JSONL manifest(s) of audio clips (repeatable).")]
 Preset = Annotated[str, typer.Option(help="Model size preset: tiny, small or paper.")]
+
+
+def parse_overrides(overrides: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``--set`` items -> (model changes, training changes); values are JSON when they parse, else strings."""
+    model: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set expects key=value, got {item!r}")
+        scope, dot, name = key.strip().partition(".")
+        target, name = (model, name) if dot and scope == "model" else (train, name) if dot and scope == "train" \
+            else (train, key.strip())
+        try:
+            target[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            target[name] = raw
+    return model, train
 
 
 def train_config(
@@ -41,14 +60,7 @@ def train_config(
     for name, value in (("steps", steps), ("batch_size", batch_size), ("lr", lr)):
         if value is not None:
             changes[name] = value
-    for item in overrides or []:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--set expects key=value, got {item!r}")
-        try:
-            changes[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            changes[key.strip()] = raw
+    changes.update(parse_overrides(overrides)[1])
     try:
         return TrainConfig.from_dict({**defaults.to_dict(), **changes})
     except ConfigError as err:

@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from musiclm.cli.apps import app, train_app
-from musiclm.cli.common import BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps, train_config
+from musiclm.cli.common import (BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps,
+                                 parse_overrides, train_config)
 
 Part = Annotated[Path, typer.Option(help="Folder of a saved part (save_pretrained).")]
 
@@ -73,13 +74,14 @@ def train_stage(
     try:
         config = StageConfig.for_stage(stage, preset, coarse_quantizers=coarse_quantizers,
                                        fine_quantizers=meta["num_quantizers"] - coarse_quantizers,
-                                       cond_dropout=cond_dropout, **vocab)
-    except ConfigError as err:
+                                       cond_dropout=cond_dropout, **vocab, **parse_overrides(overrides)[0])
+    except (ConfigError, TypeError) as err:
         raise typer.BadParameter(str(err)) from err
     defaults = TrainConfig.from_dict(TRAIN_DEFAULTS.get(preset, {}))
     model = StageLM(config)
-    data, val_data = (StageDataset(load_shards(t), model, melody_hop=meta["melody_hop"]) if t else None
-                      for t in (tokens, val_tokens))
+    hops = {"melody_hop": meta["melody_hop"], "mulan_hop": meta.get("mulan_hop", 2.0),
+            "mulan_window": meta.get("mulan_window", 10.0)}
+    data, val_data = (StageDataset(load_shards(t), model, **hops) if t else None for t in (tokens, val_tokens))
     Trainer(model, data, train_config(defaults, steps, batch_size, lr, device, overrides), out, val_data=val_data).fit()
     typer.echo(f"trained {stage} stage saved to {out}")
 

@@ -222,7 +222,7 @@ def render_work(job: dict[str, Any]) -> dict[str, Any]:
         group = f"{work.work_id}@{v}" if with_melody else None
         octave_bias = int(rng.choice([-1, 0, 0, 1]))
         base = {
-            "tonic": (notes.tonic_pc + transpose) % 12, "mode": notes.mode, "score_mode": score_mode,
+            "tonic": (notes.tonic_pc + transpose) % 12, "mode": notes.mode, "score_mode": score_mode, "score_bpm": notes.bpm,
             "time_signature": notes.time_signature,
             "collection": coll.name, "composer": coll.composer, "style": coll.style, "title": notes.title,
             "transpose": transpose, "work_id": work.work_id, "melody_group": group,

@@ -23,18 +23,17 @@ class Collection:
     suffixes: tuple[str, ...]
     composer: str
     style: str
-    base_bpm: int  # a typical quarter-note tempo when the score does not say
     weight: float  # share of works drawn from it
 
 
 COLLECTIONS = [
-    Collection("essen", "essenFolksong", (".abc",), "traditional", "folk song", 100, 0.3),
-    Collection("oneills1850", "oneills1850", (".abc",), "traditional", "irish folk dance", 120, 0.2),
-    Collection("ryans_mammoth", "ryansMammoth", (".abc",), "traditional", "fiddle tune", 120, 0.1),
-    Collection("bach", "bach", (".mxl",), "Johann Sebastian Bach", "chorale", 72, 0.2),
-    Collection("palestrina", "palestrina", (".krn",), "Giovanni Pierluigi da Palestrina", "renaissance polyphony", 96, 0.1),
-    Collection("monteverdi", "monteverdi", (".mxl",), "Claudio Monteverdi", "madrigal", 90, 0.05),
-    Collection("trecento", "trecento", (".mxl", ".xml"), "various", "medieval polyphony", 90, 0.05),
+    Collection("essen", "essenFolksong", (".abc",), "traditional", "folk song", 0.3),
+    Collection("oneills1850", "oneills1850", (".abc",), "traditional", "irish folk dance", 0.2),
+    Collection("ryans_mammoth", "ryansMammoth", (".abc",), "traditional", "fiddle tune", 0.1),
+    Collection("bach", "bach", (".mxl",), "Johann Sebastian Bach", "chorale", 0.2),
+    Collection("palestrina", "palestrina", (".krn",), "Giovanni Pierluigi da Palestrina", "renaissance polyphony", 0.1),
+    Collection("monteverdi", "monteverdi", (".mxl",), "Claudio Monteverdi", "madrigal", 0.05),
+    Collection("trecento", "trecento", (".mxl", ".xml"), "various", "medieval polyphony", 0.05),
 ]
 BY_NAME = {c.name: c for c in COLLECTIONS}
 

@@ -64,6 +64,10 @@ class ClapConditioner(nn.Module, PretrainedMixin):
 
     @staticmethod
     def _pooled(out) -> torch.Tensor:
+    @property
+    def window_seconds(self) -> float:
+        return self.config.window_seconds
+
         return out.pooler_output if hasattr(out, "pooler_output") else out  # transformers 5 returns an output object
 
     @torch.no_grad()

@@ -191,6 +191,10 @@ class MuLan(Trainable, PretrainedMixin):
         mel = self._windows(wav)
         feats = self.audio_proj(self.audio_tower(mel.flatten(0, 1)))
         return feats.unflatten(0, mel.shape[:2]).mean(1)
+    @property
+    def window_seconds(self) -> float:
+        return self.config.window_seconds
+
 
     def embed_audio(self, wav: torch.Tensor) -> torch.Tensor:
         """``[B, T]`` -> ``[B, D]`` unit norm (10 s windows every 1 s, averaged; short clips are padded)."""

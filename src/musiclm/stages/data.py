@@ -21,7 +21,8 @@ def read_meta(directory: str | Path) -> dict:
 
 
 def load_shards(directory: str | Path) -> list[dict[str, torch.Tensor]]:
-    """Every clip of every shard in ``directory``: ``[{"semantic", "acoustic", "mulan", ["melody"]}, ...]``."""
+    """Every clip of every shard in ``directory``: ``[{"semantic", "acoustic", "mulan", ["text"], ["melody"]}, ...]``
+    (``mulan [Wm, Qm]``: shards of older versions held one row per clip, ``[Qm]``, read as ``[1, Qm]``)."""
     shards = sorted(Path(directory).glob("shard-*.safetensors"))
     if not shards:
         raise FileNotFoundError(f"no shard-*.safetensors in {directory}; run `musiclm tokenize` first")
@@ -33,6 +34,8 @@ def load_shards(directory: str | Path) -> list[dict[str, torch.Tensor]]:
                 index, name = key.split("/")
                 items.setdefault(index, {})[name] = f.get_tensor(key).long()
         clips.extend(items[k] for k in sorted(items, key=int))
+    for clip in clips:
+        clip["mulan"] = clip["mulan"].reshape(-1, clip["mulan"].shape[-1])
     return clips
 
 
@@ -40,12 +43,16 @@ class StageDataset(torch.utils.data.Dataset):
     """Random windows of ``model.config.window_seconds`` laid out for ``model``'s stage.
 
     Clips shorter than a window are left out (a window is never padded, so every position a stage
-    learns from is real). The window start is drawn from ``np.random.default_rng(key)``.
+    learns from is real). The window start is drawn from ``np.random.default_rng(key)``. The MuLan
+    conditioning is the audio tokens of the MuLan window centred nearest the training window or, in
+    ``config.text_share`` of the windows of captioned clips, the text tokens of one of its captions.
     """
 
-    def __init__(self, clips: list[dict[str, torch.Tensor]], model: StageLM, melody_hop: float = 3.0):
+    def __init__(self, clips: list[dict[str, torch.Tensor]], model: StageLM, melody_hop: float = 3.0,
+                 mulan_hop: float = 2.0, mulan_window: float = 10.0):
         c = model.config
         self.model, self.melody_hop = model, melody_hop
+        self.mulan_hop, self.mulan_window = mulan_hop, mulan_window
         self.sem_frames = round(c.window_seconds * c.semantic_rate)
         self.ac_frames = round(c.window_seconds * c.acoustic_rate)
         needs_melody = c.stage == "semantic" and c.melody_quantizers > 0
@@ -64,15 +71,25 @@ class StageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.clips)
 
+    def mulan_tokens(self, clip: dict[str, torch.Tensor], start_seconds: float, rng: np.random.Generator) -> torch.Tensor:
+        """``[1, Qm]``: a caption's text tokens (``text_share`` of the time) or the nearest window's audio tokens."""
+        if "text" in clip and rng.random() < self.model.config.text_share:
+            return clip["text"][int(rng.integers(clip["text"].shape[0]))][None]
+        # MuLan windows start every mulan_hop s; take the one whose centre is nearest this window's
+        centre = start_seconds + self.model.config.window_seconds / 2
+        index = round(max(centre - self.mulan_window / 2, 0.0) / self.mulan_hop)
+        return clip["mulan"][min(index, clip["mulan"].shape[0] - 1)][None]
+
     def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
         clip, c, model = self.clips[key % len(self.clips)], self.model.config, self.model
+        rng = np.random.default_rng(key)
         starts = clip["semantic"].shape[-1] - self.sem_frames + 1
-        start = int(np.random.default_rng(key).integers(starts))  # in semantic frames: both streams align
+        start = int(rng.integers(starts))  # in semantic frames: both streams align
         a0 = round(start * c.acoustic_rate / c.semantic_rate)
         semantic = clip["semantic"][start : start + self.sem_frames]
         acoustic = clip["acoustic"][:, a0 : a0 + self.ac_frames]
         coarse, fine = acoustic[: c.coarse_quantizers], acoustic[c.coarse_quantizers : c.coarse_quantizers + c.fine_quantizers]
-        mulan = clip["mulan"][None]
+        mulan = self.mulan_tokens(clip, start / c.semantic_rate, rng)
         if c.stage == "semantic":
             melody = None
             if c.melody_quantizers:
@@ -84,4 +101,8 @@ class StageDataset(torch.utils.data.Dataset):
             prefix, codes = model.condition(mulan=mulan, semantic=semantic[None]), coarse
         else:
             prefix, codes = model.condition(coarse=coarse[None]), fine
-        return {"prefix": prefix[0], "codes": codes}
+        item = {"prefix": prefix[0], "codes": codes}
+        if model.given:
+            frames = codes.shape[-1]
+            item["aligned"] = model.aligned(0, frames, semantic=semantic[None], coarse=coarse[None])[0]
+        return item

@@ -65,13 +65,15 @@ def generate_stage(
     generator: torch.Generator | None = None,
     on_frame: Callable[[int], None] | None = None,
     use_cache: bool = True,
+    aligned: Callable[[int, int], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Sample ``num_frames`` frames of the stage's targets; returns codes ``[B, L, num_frames]``.
 
     ``condition(start, new, end)`` gives the conditioning prefix ``[B, P]`` of the window of frames
     ``start..end`` (the stage's own frame rate) whose frames from ``new`` on are to be generated. ``prompt`` ``[B, L, F0]`` are known first frames
     (continuation); they are kept in the output. ``use_cache=False`` re-encodes the whole window for
-    every token (for tests and benchmarks of the cache).
+    every token (for tests and benchmarks of the cache). An interleaved stage needs ``aligned(start, end)``:
+    its given ids ``[B, end - start, given]`` of frames ``start..end`` (:meth:`StageLM.aligned`).
     """
     levels, window, keep = model.levels, model.window_frames, model.prefix_frames
     device = model.heads.device
@@ -81,19 +83,27 @@ def generate_stage(
         have = min(prompt.shape[-1], num_frames)
         out[..., :have] = prompt[..., :have]
     guided = sampling.guidance is not None and sampling.guidance != 1 and model.droppable > 0
+    if model.given and aligned is None:
+        raise ValueError(f"an interleaved {model.config.stage} stage needs aligned=...; see StageLM.aligned")
     target_offset = model.offsets[model.target]
     level_offset = torch.arange(levels, device=device) * model.codebook + target_offset
+
+    def rows(ids: torch.Tensor) -> torch.Tensor:  # guidance: the same ids for the unconditional rows
+        return torch.cat([ids, ids]) if guided else ids
+
     while have < num_frames:
         start = max(0, have - keep)
         end = min(start + window, num_frames)
         prefix = condition(start, have, end)
         if guided:
             prefix = torch.cat([prefix, model.drop_condition(prefix)])
-        known = model.targets(out[..., start:have])
-        rows = 2 * batch if guided else batch
-        ids = torch.cat([prefix, torch.cat([known, known]) if guided else known], dim=1)
-        total = ids.shape[1] + (end - have) * levels
-        cache = model.transformer.new_cache(rows, total) if use_cache else None
+        given = aligned(start, end) if model.given else None
+        known = model.frames(out[..., start:have], None if given is None else given[:, : have - start])
+        if given is not None:  # the first new frame's given ids come before its first target
+            known = torch.cat([known, given[:, have - start].reshape(batch, -1)], dim=1)
+        ids = torch.cat([prefix, rows(known)], dim=1)
+        total = ids.shape[1] + (end - have) * (levels + model.given)
+        cache = model.transformer.new_cache(ids.shape[0], total) if use_cache else None
         hidden = model.transformer(ids, cache)[:, -1]
         for frame in range(have, end):
             for level in range(levels):
@@ -106,8 +116,9 @@ def generate_stage(
                 if frame == end - 1 and level == levels - 1:
                     break
                 step = (token + level_offset[level])[:, None]
-                if guided:
-                    step = torch.cat([step, step])
+                if given is not None and level == levels - 1:  # the next frame's given ids in the same pass
+                    step = torch.cat([step, given[:, frame + 1 - start]], dim=1)
+                step = rows(step)
                 if use_cache:
                     hidden = model.transformer(step, cache)[:, -1]
                 else:

@@ -13,6 +13,17 @@ level has its own slice of the input vocabulary (per-level offsets) and its own 
 level's logits are computed only over that level's codebook. The MuLan and melody tokens are the
 *droppable* conditioning: in training they are replaced by a learned NULL token with probability
 ``cond_dropout``, which is what classifier-free guidance needs at inference.
+
+Two layouts of the time-aligned stream (S for coarse, levels 1..Qc for fine), chosen by ``layout``:
+
+- ``"prefix"`` (the paper's): the window's aligned tokens all sit in the prefix, before the targets.
+  With relative positions only, an acoustic frame's own semantic token is then 40 to 400 positions
+  back, where T5 buckets are too coarse to find it: the shipped coarse stage ignored the timing of
+  its semantic tokens (shifting them by 0.5 s cost 0.001 nats/token).
+- ``"interleaved"``: each target frame is preceded by the aligned tokens of its own time
+  (``s[f//2], a[f,0..3]`` for coarse; ``a[f,0..3], a[f,4..11]`` for fine), always the same few
+  positions back. They are given, never predicted: the loss covers the targets only, and decoding
+  feeds them in with the last token of the frame before.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from musiclm.stages.transformer import Transformer, TransformerSpec
 from musiclm.training import Trainable
 
 STAGES = ("semantic", "coarse", "fine")
+LAYOUTS = ("prefix", "interleaved")
 SEP, NULL = 0, 1  # special input ids; vocabularies of the parts start at 2
 
 
@@ -44,6 +56,10 @@ class StageConfig(Config):
     dropout: float = 0.1
     rel_buckets: int = 32
     rel_max_distance: int = 256
+    layout: str = "prefix"  # where the time-aligned stream goes: "prefix" (the paper's) or "interleaved"
+    # MuLan RVQ levels that condition the stage (None: all). The deep levels of one clip's audio tokens
+    # name the clip more than describe it, and a caption's text tokens share almost none of them.
+    mulan_levels: int | None = None
     # vocabularies; the pipeline builders copy these from the trained parts
     mulan_quantizers: int = 12
     mulan_codebook: int = 1024
@@ -60,17 +76,20 @@ class StageConfig(Config):
     window_seconds: float = 10.0
     prefix_seconds: float = 5.0
     cond_dropout: float = 0.1
+    # share of training windows of captioned clips conditioned on a caption's MuLan *text* tokens instead of
+    # the audio tokens of the window: text tokens are what the stage is given at inference
+    text_share: float = 0.5
     # the melody tokens alone are NULL in this share of training windows, so that a melody-conditioned
     # model still generates from text alone (melody conditioning is optional at inference)
     melody_dropout: float = 0.5
 
     PRESETS = {
         "tiny": {"dim": 64, "layers": 2, "heads": 4, "ff": 128, "dropout": 0.0, "rel_max_distance": 128,
-                 "window_seconds": 2.0, "prefix_seconds": 1.0},
+                 "window_seconds": 2.0, "prefix_seconds": 1.0, "layout": "interleaved"},
         # sized for 2 CPU cores: decoding one token reads every weight, and at d=256 / 4 layers the
         # weights no longer fit the caches (10 s with guidance took 18 s; at this size 8.6 s)
         "small": {"dim": 192, "layers": 3, "heads": 4, "ff": 576, "dropout": 0.1,
-                  "window_seconds": 5.0, "prefix_seconds": 2.5},
+                  "window_seconds": 5.0, "prefix_seconds": 2.5, "layout": "interleaved", "mulan_levels": 4},
         "paper": {"dim": 1024, "layers": 24, "heads": 16, "ff": 4096, "dropout": 0.1, "rel_max_distance": 1024,
                   "window_seconds": 30.0, "prefix_seconds": 15.0},
     }
@@ -96,6 +115,11 @@ class StageConfig(Config):
             raise ConfigError(f"unknown stage {self.stage!r}; choose one of {STAGES}")
         if self.dim % self.heads:
             raise ConfigError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"unknown layout {self.layout!r}; choose one of {LAYOUTS}")
+        if self.mulan_levels is not None and not 1 <= self.mulan_levels <= self.mulan_quantizers:
+            raise ConfigError(f"mulan_levels must be in 1..{self.mulan_quantizers} (mulan_quantizers), "
+                              f"got {self.mulan_levels}")
         if not 0 <= self.prefix_seconds < self.window_seconds:
             raise ConfigError(
                 f"prefix_seconds {self.prefix_seconds} must be >= 0 and below window_seconds {self.window_seconds}"
@@ -112,7 +136,7 @@ class StageLM(Trainable, PretrainedMixin):
         super().__init__()
         self.config = c = config
         # input vocabulary: [SEP, NULL] + one slice per conditioning/target segment
-        sizes = {"mulan": c.mulan_quantizers * c.mulan_codebook}
+        sizes = {"mulan": self.mulan_levels * c.mulan_codebook}
         if c.stage == "semantic":
             if c.melody_quantizers:
                 sizes["melody"] = c.melody_quantizers * c.melody_codebook
@@ -130,6 +154,8 @@ class StageLM(Trainable, PretrainedMixin):
         self.levels = {"semantic": 1, "coarse": c.coarse_quantizers, "fine": c.fine_quantizers}[c.stage]
         self.codebook = c.semantic_vocab if c.stage == "semantic" else c.codebook_size
         self.frame_rate = c.semantic_rate if c.stage == "semantic" else c.acoustic_rate
+        # tokens of the aligned stream in front of each target frame (interleaved layout)
+        self.given = {"semantic": 0, "coarse": 1, "fine": c.coarse_quantizers}[c.stage] * self.interleaved
         self.transformer = Transformer(TransformerSpec(
             vocab_size=start, dim=c.dim, layers=c.layers, heads=c.heads, ff=c.ff, dropout=c.dropout,
             rel_buckets=c.rel_buckets, rel_max_distance=c.rel_max_distance,
@@ -149,6 +175,14 @@ class StageLM(Trainable, PretrainedMixin):
     def uses_text(self) -> bool:
         return self.config.stage != "fine"
 
+    @property
+    def interleaved(self) -> bool:
+        return self.config.layout == "interleaved"
+
+    @property
+    def mulan_levels(self) -> int:
+        return self.config.mulan_levels or self.config.mulan_quantizers
+
     def _levels(self, name: str, codes: torch.Tensor, size: int) -> torch.Tensor:
         """Codes ``[B, L, F]`` (or ``[B, F]``) -> flattened input ids ``[B, F*L]`` with per-level offsets."""
         if codes.dim() == 2:
@@ -166,7 +200,8 @@ class StageLM(Trainable, PretrainedMixin):
         c, parts = self.config, []
         if c.stage in ("semantic", "coarse"):
             _need(mulan, "mulan", c.stage)
-            parts.append(_flat_conditioning(mulan, self.offsets["mulan"], c.mulan_codebook, c.mulan_quantizers))
+            levels = self.mulan_levels
+            parts.append(_flat_conditioning(mulan[:, :levels], self.offsets["mulan"], c.mulan_codebook, levels))
         if c.stage == "semantic" and c.melody_quantizers and melody is None:
             parts.append(torch.full((parts[0].shape[0], self.melody_positions), NULL, dtype=torch.long,
                                     device=parts[0].device))
@@ -175,15 +210,33 @@ class StageLM(Trainable, PretrainedMixin):
                 raise ValueError(f"melody tokens have {melody.shape[1]} windows, the stage expects {c.melody_windows}")
             parts.append(_flat_conditioning(melody.flatten(1, 2), self.offsets["melody"], c.melody_codebook,
                                             c.melody_quantizers))
-        if c.stage == "coarse":
+        if c.stage == "coarse" and not self.interleaved:
             _need(semantic, "semantic", c.stage)
             parts.append(semantic + self.offsets["semantic"])
-        if c.stage == "fine":
+        if c.stage == "fine" and not self.interleaved:
             _need(coarse, "coarse", c.stage)
             parts.append(self._levels("coarse", coarse, c.codebook_size))
+        if not parts:  # an interleaved fine stage: all its conditioning is in the frames
+            _need(coarse, "coarse", c.stage)
+            parts.append(coarse.new_empty((coarse.shape[0], 0)))
         batch = parts[0].shape[0]
         parts.append(torch.full((batch, 1), SEP, dtype=torch.long, device=parts[0].device))
         return torch.cat(parts, dim=1)
+
+    def aligned(self, start: int, end: int, semantic: torch.Tensor | None = None,
+                coarse: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Given ids ``[B, end - start, given]`` in front of target frames ``start..end`` (interleaved layout;
+        None otherwise). ``semantic [B, Fs]`` / ``coarse [B, Qc, Fa]`` are the streams from frame 0."""
+        if not self.interleaved:
+            return None
+        if self.config.stage == "coarse":
+            _need(semantic, "semantic", "coarse")
+            frames = torch.arange(start, end, device=semantic.device)
+            index = (frames * self.config.semantic_rate / self.config.acoustic_rate).long()
+            return (semantic[:, index.clamp(max=semantic.shape[1] - 1)] + self.offsets["semantic"])[..., None]
+        _need(coarse, "coarse", "fine")
+        ids = self._levels("coarse", coarse[..., start:end], self.config.codebook_size)
+        return ids.view(ids.shape[0], end - start, self.given)
 
     @property
     def melody_positions(self) -> int:
@@ -194,7 +247,7 @@ class StageLM(Trainable, PretrainedMixin):
     @property
     def droppable(self) -> int:
         """How many leading prefix positions are text/melody conditioning (replaced by NULL to drop it)."""
-        return 0 if self.config.stage == "fine" else self.config.mulan_quantizers + self.melody_positions
+        return 0 if self.config.stage == "fine" else self.mulan_levels + self.melody_positions
 
     def drop_condition(self, prefix: torch.Tensor, drop: torch.Tensor | None = None,
                        positions: slice | None = None) -> torch.Tensor:
@@ -213,16 +266,29 @@ class StageLM(Trainable, PretrainedMixin):
     def level_logits(self, hidden: torch.Tensor, level: int) -> torch.Tensor:
         return hidden @ self.heads[level].T
 
-    def forward(self, prefix: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced logits ``[B, F, L, codebook]`` of target codes ``[B, L, F]`` given the prefix."""
-        ids = torch.cat([prefix, self.targets(codes)[:, :-1]], dim=1)
+    def frames(self, codes: torch.Tensor, aligned: torch.Tensor | None = None) -> torch.Tensor:
+        """Input ids of whole target frames ``[B, F * (given + L)]``: each frame's given ids, then its targets."""
+        targets = self.targets(codes)
+        if not self.given:
+            return targets
+        b, frames = targets.shape[0], codes.shape[-1]
+        if aligned is None or aligned.shape[1] != frames:
+            raise ValueError(f"an interleaved {self.config.stage} stage needs aligned ids for all {frames} frames")
+        return torch.cat([aligned, targets.view(b, frames, self.levels)], dim=2).flatten(1)
+
+    def forward(self, prefix: torch.Tensor, codes: torch.Tensor, aligned: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits ``[B, F, L, codebook]`` of target codes ``[B, L, F]`` given the prefix
+        (and, interleaved, the aligned ids ``[B, F, given]``)."""
+        ids = torch.cat([prefix, self.frames(codes, aligned)[:, :-1]], dim=1)
         hidden = self.transformer(ids)[:, prefix.shape[1] - 1 :]
         b, n, d = hidden.shape
-        hidden = hidden.view(b, n // self.levels, self.levels, d)
+        # the state before each target: per frame, the positions from its last given id to its last target but one
+        hidden = hidden.view(b, codes.shape[-1], self.given + self.levels, d)[:, :, self.given :]
         return torch.einsum("bfld,lcd->bflc", hidden, self.heads)
 
     def training_step(self, batch: dict, *, step: int, group: str) -> dict[str, torch.Tensor]:
-        """``batch``: conditioning prefix ``[B, P]`` and target codes ``[B, L, F]`` of one window."""
+        """``batch``: conditioning prefix ``[B, P]`` and target codes ``[B, L, F]`` of one window (and
+        ``aligned`` ids ``[B, F, given]`` for an interleaved stage)."""
         prefix, codes = batch["prefix"], batch["codes"]
         if self.training and self.droppable and self.config.cond_dropout > 0:
             drop = torch.rand(prefix.shape[0], device=prefix.device) < self.config.cond_dropout
@@ -230,7 +296,7 @@ class StageLM(Trainable, PretrainedMixin):
         if self.training and self.melody_positions and self.config.melody_dropout > 0:
             drop = torch.rand(prefix.shape[0], device=prefix.device) < self.config.melody_dropout
             prefix = self.drop_condition(prefix, drop, slice(self.droppable - self.melody_positions, self.droppable))
-        logits = self(prefix, codes)
+        logits = self(prefix, codes, batch.get("aligned"))
         loss = F.cross_entropy(logits.flatten(0, 2), codes.transpose(1, 2).flatten())
         return {"loss": loss, "ppl": loss.detach().exp().clamp(max=math.exp(20))}
 

@@ -1,9 +1,10 @@
 """The tokenization job: audio clips -> token shards that the three stages train on.
 
 Each shard ``shard-NNNNN.safetensors`` holds, per clip ``i`` of the shard, ``i/acoustic [Q, Fa]``,
-``i/semantic [Fs]``, ``i/mulan [Qm]`` (MuLan *audio* tokens of the clip: at training time the clip's own
-audio embedding stands in for the text) and ``i/melody [W, Qmel]`` when a melody embedder is given; the
-clip paths are in the shard's metadata. ``meta.json`` holds the vocabularies and rates. Shard ``s``
+``i/semantic [Fs]``, ``i/mulan [Wm, Qm]`` (MuLan *audio* tokens of windows every ``mulan_hop`` seconds: at
+training time the audio embedding of the window around a training crop stands in for the text),
+``i/text [C, Qm]`` (MuLan *text* tokens of each of the clip's captions, when it has any: what inference
+feeds) and ``i/melody [W, Qmel]`` when a melody embedder is given; the clip paths are in the shard's metadata. ``meta.json`` holds the vocabularies and rates. Shard ``s``
 belongs to rank ``s % world_size`` under ``torchrun``; a shard that exists is done, so a killed job
 resumes where it stopped.
 """
@@ -18,11 +19,26 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from musiclm.audio import load_audio, resample
+from musiclm.audio import crop_or_pad, load_audio, loudness_normalize, resample
 from musiclm.data.manifest import Clip
 from musiclm.interfaces import AcousticCodec, Conditioner, MelodyEmbedder, SemanticTokenizer
 
 META_FILE = "meta.json"
+MULAN_HOP = 2.0  # seconds between the MuLan windows of a clip
+
+
+def mulan_window_tokens(mulan: Conditioner, wav: torch.Tensor, hop: float = MULAN_HOP,
+                        device: str | torch.device = "cpu") -> torch.Tensor:
+    """MuLan audio tokens ``[W, Qm]`` of windows every ``hop`` s of ``[T]`` audio at ``mulan.sample_rate``.
+
+    Each window is prepared as MuLan's training crops are (its window length, zero-padded when the clip is
+    shorter, loudness-normalised), so the tokens a stage learns from are those MuLan would give that audio.
+    """
+    rate = mulan.sample_rate
+    length = round(mulan.window_seconds * rate)
+    starts = range(0, max(wav.shape[-1] - length, 0) + 1, round(hop * rate))
+    windows = torch.stack([loudness_normalize(crop_or_pad(wav, length, offset=s), rate) for s in starts])
+    return mulan.quantize(mulan.embed_audio(windows.to(device))).cpu()
 
 
 def encode_aligned(wav: torch.Tensor, sample_rate: int, codec: AcousticCodec, semantic: SemanticTokenizer,
@@ -45,7 +61,8 @@ def vocab_meta(codec: AcousticCodec, semantic: SemanticTokenizer, mulan: Conditi
         "mulan_codebook": mulan.codebook_size,
         "melody_quantizers": melody.num_quantizers if melody is not None else 0,
         "melody_codebook": melody.codebook_size if melody is not None else 512,
-        "melody_hop": melody.hop_seconds if melody is not None else 3.0,
+        "melody_hop": melody.hop_seconds if melody is not None else 3.0, "mulan_hop": MULAN_HOP,
+        "mulan_window": mulan.window_seconds,
     }
 
 
@@ -73,7 +90,7 @@ def tokenize_clips(clips: list[Clip], out: str | Path, codec: AcousticCodec, sem
         for s in todo:
             tensors, paths = {}, []
             for clip in clips[s * shard_size:(s + 1) * shard_size]:
-                wav = load_audio(clip.path, codec.sample_rate)
+                wav = load_audio(clip.path, codec.sample_rate, offset=clip.offset or 0.0, duration=clip.duration)
                 if wav.shape[-1] < codec.sample_rate / semantic.frame_rate * 2:
                     tqdm.write(f"skipping {clip.path}: shorter than two semantic frames")
                     bar.update(1)
@@ -81,8 +98,10 @@ def tokenize_clips(clips: list[Clip], out: str | Path, codec: AcousticCodec, sem
                 i = len(paths)
                 tensors[f"{i}/semantic"], tensors[f"{i}/acoustic"] = encode_aligned(
                     wav, codec.sample_rate, codec, semantic, device)
-                emb = mulan.embed_audio(resample(wav, codec.sample_rate, mulan.sample_rate)[None].to(device))
-                tensors[f"{i}/mulan"] = mulan.quantize(emb)[0].cpu()
+                mulan_wav = load_audio(clip.path, mulan.sample_rate, offset=clip.offset or 0.0, duration=clip.duration)
+                tensors[f"{i}/mulan"] = mulan_window_tokens(mulan, mulan_wav, device=device)
+                if clip.captions:
+                    tensors[f"{i}/text"] = mulan.quantize(mulan.embed_text(list(clip.captions))).cpu()
                 if melody is not None:
                     mel_wav = resample(wav, codec.sample_rate, melody.sample_rate)
                     if mel_wav.shape[-1] >= melody.window_seconds * melody.sample_rate:
