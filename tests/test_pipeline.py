@@ -255,3 +255,29 @@ def test_cli_batch_mode_from_prompt_files(folder, tmp_path):
     empty.write_text("\n# nothing\n")
     result = runner.invoke(app, [*base, "--prompts-file", str(empty), "--out", str(tmp_path / "e.wav")])
     assert result.exit_code != 0 and "no prompts" in result.output and not list(tmp_path.glob("e*.wav"))
+
+
+def test_eval_stage_reports_every_link(folder, parts, tmp_path):
+    codec, semantic, mulan, melody = parts
+    clips = [Clip(path=save_audio(tmp_path / f"c{i}.wav", tone(4.0, 180.0 + 60 * i) * 0.2, SR),
+                  captions=[f"a tone number {i}"]) for i in range(4)]
+    tokenize_clips(clips, tmp_path / "held", codec, semantic, mulan, melody, progress=False)
+    report = tmp_path / "diag.json"
+    result = CliRunner().invoke(app, ["eval-stage", "--tokens", str(tmp_path / "held"), "--checkpoint", str(folder),
+                                      "--clips", "4", "--real-clips", "3", "--seconds", "1", "--out", str(report)])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(report.read_text())
+    semantic_fig, coarse_fig = figures["stages"]["semantic"], figures["stages"]["coarse"]
+    assert semantic_fig["clips"] == 4 and semantic_fig["text_clips"] == 4
+    for key in ("nll_own_audio", "nll_text", "nll_null", "gain_text", "gain_own_audio"):
+        assert math.isfinite(semantic_fig[key]), key
+    # untrained: no conditioning helps much, and every NLL is near a uniform guess over the codebook
+    assert abs(semantic_fig["nll_null"] - math.log(8)) < 1.0
+    assert math.isfinite(coarse_fig["cost_shift_semantic"]) and math.isfinite(figures["stages"]["fine"]["nll_own"])
+    real = figures["real_semantic"]
+    assert real["clips"] == 3 and real["onset_rate_real"] >= 0 and real["mel_distance_real_all_levels"] > 0
+    wrong = tmp_path / "wrong"
+    (wrong).mkdir()
+    (wrong / "meta.json").write_text(json.dumps({**read_meta(tmp_path / "held"), "semantic_vocab": 99}))
+    result = CliRunner().invoke(app, ["eval-stage", "--tokens", str(wrong), "--checkpoint", str(folder)])
+    assert result.exit_code != 0 and "semantic_vocab" in result.output

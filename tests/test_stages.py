@@ -313,3 +313,26 @@ def test_dataset_conditions_on_the_nearest_mulan_window_or_a_caption(tmp_path):
     seen = {tuple((StageDataset(load_shards(tmp_path), text_only)[k]["prefix"][:3] - text_only.offsets["mulan"]
                    - torch.arange(3) * 16).tolist()) for k in range(20)}
     assert seen == {(9, 9, 9), (10, 10, 10)}
+
+
+def test_interleaved_coarse_stage_learns_to_follow_its_semantic_tokens_in_time(tmp_path):
+    """Acoustic codes that are a function of the semantic token of their own time: after a short training the
+    interleaved coarse stage predicts them, and the diagnostic sees a large cost when S is shifted by 0.5 s."""
+    from musiclm.evaluation.diagnostics import conditioning_nll
+
+    g = torch.Generator().manual_seed(0)
+    clips = []
+    for i in range(8):
+        semantic = torch.randint(0, 20, (100,), generator=g)  # 4 s at 25 Hz
+        per_frame = semantic.repeat_interleave(2)  # 50 Hz: acoustic frame f sits in semantic frame f // 2
+        acoustic = torch.stack([per_frame, (per_frame + 3) % 24, *torch.randint(0, 24, (3, 200), generator=g)])
+        clips.append({"semantic": semantic, "acoustic": acoustic, "mulan": torch.tensor([i % 16, 2, 3])})
+    write_shard(tmp_path / "shard-00000.safetensors", clips)
+    model = stage("coarse", cond_dropout=0.0).train()
+    data = StageDataset(load_shards(tmp_path), model)
+    config = TrainConfig(steps=120, batch_size=8, lr=3e-3, warmup_steps=10, log_every=20, ckpt_every=1000,
+                         progress=False, device="cpu")
+    trained = Trainer(model, data, config, tmp_path / "run").fit().eval()
+    figures = conditioning_nll(trained, data, clips=8)
+    assert figures["nll_own_audio"] < 0.5  # both levels follow S: near-certain once S is heard at its time
+    assert figures["cost_shift_semantic"] > 1.0 and figures["cost_other_semantic"] > 1.0

@@ -20,7 +20,8 @@ def tokenize(
     codec: Part, semantic: Part, mulan: Part, data: Manifests, out: OutDir,
     melody: Annotated[Path | None, typer.Option(help="Melody embedder folder (melody tokens).")] = None,
     shard_size: Annotated[int, typer.Option(help="Clips per shard file.")] = 64,
-    split: Annotated[str, typer.Option(help="Manifest split to tokenize ('all': every clip).")] = "train",
+    split: Annotated[str, typer.Option(
+        help="Manifest split to tokenize ('heldout': every split but train; 'all': every clip).")] = "train",
     device: Device = "cpu",
 ) -> None:
     """Turn audio clips into token shards (acoustic, semantic, MuLan audio, melody); resumable, torchrun-aware."""
@@ -31,7 +32,8 @@ def tokenize(
 
     device = str(pick_device(device, int(os.environ.get("LOCAL_RANK", 0))))
 
-    clips = [c for m in data for c in read_manifest(m) if split == "all" or c.split == split]
+    clips = [c for m in data for c in read_manifest(m)
+             if split == "all" or c.split == split or split == "heldout" and c.split != "train"]
     if not clips:
         raise typer.BadParameter(f"no clips of split {split!r} in {[str(m) for m in data]}")
     parts = {name: load_component(path, device) for name, path in
@@ -187,3 +189,61 @@ def _story_segment(item: str) -> tuple[str, float]:
     except ValueError:
         pass
     raise typer.BadParameter(f"--story expects 'TEXT:SECONDS', e.g. 'calm piano:15', got {item!r}")
+
+
+@app.command("eval-stage")
+def eval_stage(
+    tokens: Annotated[Path, typer.Option(help="Held-out token folder (musiclm tokenize --split valid / test).")],
+    checkpoint: Annotated[Path | None, typer.Option(help="Pipeline folder (default: the shipped model).")] = None,
+    semantic_stage: Annotated[Path | None, typer.Option(help="Use this semantic stage instead of the pipeline's.")] = None,
+    coarse_stage: Annotated[Path | None, typer.Option(help="Use this coarse stage instead of the pipeline's.")] = None,
+    fine_stage: Annotated[Path | None, typer.Option(help="Use this fine stage instead of the pipeline's.")] = None,
+    clips: Annotated[int, typer.Option(help="Held-out clips for the teacher-forced measures.")] = 40,
+    real_clips: Annotated[int, typer.Option(help="Clips whose real semantic tokens are decoded (0: skip).")] = 16,
+    seconds: Annotated[float, typer.Option(help="Seconds decoded per clip in the real-semantic check.")] = 5.0,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the figures to this JSON file.")] = None,
+) -> None:
+    """Does each stage listen? Teacher-forced NLL under each conditioning, alignment costs, real-semantic decoding."""
+    import json
+
+    import torch
+
+    from musiclm.evaluation import diagnostics
+    from musiclm.interfaces import load_component
+    from musiclm.pipeline import SHIPPED_MODEL, MusicLM, StageSet
+    from musiclm.stages.data import StageDataset, load_shards, read_meta, shard_paths
+    from musiclm.stages.tokenize import vocab_meta
+
+    pipeline = MusicLM.from_pretrained(checkpoint or SHIPPED_MODEL)
+    replaced = {"semantic": semantic_stage, "coarse": coarse_stage, "fine": fine_stage}
+    stages = StageSet(*(load_component(replaced[name]) if replaced[name] else getattr(pipeline.stages, name)
+                        for name in ("semantic", "coarse", "fine")))
+    pipeline = MusicLM(pipeline.codec, pipeline.semantic, pipeline.mulan, stages, pipeline.melody)  # checks the fit
+    meta, expected = read_meta(tokens), vocab_meta(pipeline.codec, pipeline.semantic, pipeline.mulan, pipeline.melody)
+    differ = sorted(k for k in expected if k in meta and meta[k] != expected[k] and k not in ("mulan_hop", "mulan_window"))
+    if differ:
+        raise typer.BadParameter(f"{tokens} was tokenized with other parts than the pipeline's ({', '.join(differ)} "
+                                 "differ); tokenize the held-out clips with the pipeline's codec, semantic and MuLan")
+    shards, paths = load_shards(tokens), shard_paths(tokens)
+    hops = {"melody_hop": meta["melody_hop"], "mulan_hop": meta.get("mulan_hop", 2.0),
+            "mulan_window": meta.get("mulan_window", 10.0)}
+    report: dict = {"tokens": str(tokens), "stages": {}}
+    with torch.inference_mode():
+        for name in ("semantic", "coarse", "fine"):
+            model = getattr(stages, name).eval()
+            data = StageDataset(shards, model, **hops)
+            report["stages"][name] = {"layout": model.config.layout, "mulan_levels": model.mulan_levels,
+                                      **diagnostics.conditioning_nll(model, data, clips)}
+            typer.echo(f"{name}: {_figures(report['stages'][name])}")
+        if real_clips:
+            coarse_data = StageDataset(shards, stages.coarse, **hops)
+            report["real_semantic"] = diagnostics.real_semantic(pipeline, coarse_data, shards, paths, real_clips, seconds)
+            typer.echo(f"real semantic: {_figures(report['real_semantic'])}")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        typer.echo(f"wrote {out}")
+
+
+def _figures(figures: dict) -> str:
+    return ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items())

@@ -20,6 +20,15 @@ def read_meta(directory: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+def shard_paths(directory: str | Path) -> list[str]:
+    """The audio file of each clip, in :func:`load_shards`' order."""
+    paths: list[str] = []
+    for path in sorted(Path(directory).glob("shard-*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            paths += json.loads(f.metadata()["paths"])
+    return paths
+
+
 def load_shards(directory: str | Path) -> list[dict[str, torch.Tensor]]:
     """Every clip of every shard in ``directory``: ``[{"semantic", "acoustic", "mulan", ["text"], ["melody"]}, ...]``
     (``mulan [Wm, Qm]``: shards of older versions held one row per clip, ``[Qm]``, read as ``[1, Qm]``)."""
@@ -65,31 +74,39 @@ class StageDataset(torch.utils.data.Dataset):
             raise ValueError(
                 f"none of the {len(clips)} clips is as long as the {c.stage} stage's window of "
                 f"{c.window_seconds} s{' with melody tokens' if needs_melody else ''}; "
-                "use longer clips or a shorter window (--set window_seconds=...)"
+                "use longer clips or a shorter window (--set model.window_seconds=...)"
             )
 
     def __len__(self) -> int:
         return len(self.clips)
 
-    def mulan_tokens(self, clip: dict[str, torch.Tensor], start_seconds: float, rng: np.random.Generator) -> torch.Tensor:
-        """``[1, Qm]``: a caption's text tokens (``text_share`` of the time) or the nearest window's audio tokens."""
-        if "text" in clip and rng.random() < self.model.config.text_share:
-            return clip["text"][int(rng.integers(clip["text"].shape[0]))][None]
-        # MuLan windows start every mulan_hop s; take the one whose centre is nearest this window's
+    def audio_tokens(self, clip: dict[str, torch.Tensor], start_seconds: float) -> torch.Tensor:
+        """``[1, Qm]``: audio tokens of the MuLan window (they start every mulan_hop s) centred nearest the
+        stage window that starts at ``start_seconds``."""
         centre = start_seconds + self.model.config.window_seconds / 2
         index = round(max(centre - self.mulan_window / 2, 0.0) / self.mulan_hop)
         return clip["mulan"][min(index, clip["mulan"].shape[0] - 1)][None]
 
     def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
-        clip, c, model = self.clips[key % len(self.clips)], self.model.config, self.model
+        clip, c = self.clips[key % len(self.clips)], self.model.config
         rng = np.random.default_rng(key)
-        starts = clip["semantic"].shape[-1] - self.sem_frames + 1
-        start = int(rng.integers(starts))  # in semantic frames: both streams align
+        start = int(rng.integers(clip["semantic"].shape[-1] - self.sem_frames + 1))  # in semantic frames
+        if "text" in clip and rng.random() < c.text_share:
+            mulan = clip["text"][int(rng.integers(clip["text"].shape[0]))][None]
+        else:
+            mulan = self.audio_tokens(clip, start / c.semantic_rate)
+        return self.window(clip, start, mulan)
+
+    def window(self, clip: dict[str, torch.Tensor], start: int, mulan: torch.Tensor,
+               semantic: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The item of the window from semantic frame ``start`` (both streams align), conditioned on MuLan tokens
+        ``mulan [1, Qm]``; ``semantic [Fs]`` stands in for the clip's own S of the window when given."""
+        c, model = self.model.config, self.model
         a0 = round(start * c.acoustic_rate / c.semantic_rate)
-        semantic = clip["semantic"][start : start + self.sem_frames]
+        if semantic is None:
+            semantic = clip["semantic"][start : start + self.sem_frames]
         acoustic = clip["acoustic"][:, a0 : a0 + self.ac_frames]
         coarse, fine = acoustic[: c.coarse_quantizers], acoustic[c.coarse_quantizers : c.coarse_quantizers + c.fine_quantizers]
-        mulan = self.mulan_tokens(clip, start / c.semantic_rate, rng)
         if c.stage == "semantic":
             melody = None
             if c.melody_quantizers:

@@ -1,0 +1,152 @@
+"""Teacher-forced diagnostics of the token stages on held-out token shards: does each link listen?
+
+For every stage, the mean negative log-likelihood per target token (nats) of one window per held-out
+clip under each conditioning: the window's own MuLan *audio* tokens, its captions' MuLan *text* tokens
+(what inference feeds), another clip's audio tokens, and NULL. A stage that uses its conditioning has a
+lower NLL with the right tokens than with NULL or another clip's; ``gain`` is NULL minus that.
+
+For the coarse stage also the cost of misaligned semantic tokens (the window's S taken 0.5 s later in the
+same clip) and of another clip's S; a stage that follows its semantic tokens in time pays for both.
+
+``real_semantic``: held-out clips' *real* semantic tokens decoded through the coarse and fine stages and
+the codec; the onset rate of the result against the real clip's (mean ratio and correlation over clips),
+and the mel distance of codec decodes of real levels 1..Qc, of those plus the fine stage's levels, and of
+all real levels (what the fine stage adds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import librosa
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from musiclm.audio import load_audio
+from musiclm.codec.evaluate import mel_distance
+from musiclm.pipeline import PAPER_TEMPERATURES, MusicLM
+from musiclm.stages.data import StageDataset
+from musiclm.stages.sampling import Sampling, generate_stage
+from musiclm.stages.stages import StageLM
+
+SHIFT_SECONDS = 0.5
+
+
+@torch.no_grad()
+def mean_nll(model: StageLM, items: Sequence[dict[str, torch.Tensor]], batch_size: int = 16) -> float:
+    """Mean teacher-forced NLL per target token over ``items`` (StageDataset items of equal shapes)."""
+    total, count = 0.0, 0
+    for i in range(0, len(items), batch_size):
+        batch = {k: torch.stack([it[k] for it in items[i : i + batch_size]]) for k in items[0]}
+        logits = model(batch["prefix"], batch["codes"], batch.get("aligned"))
+        targets = batch["codes"].transpose(1, 2)
+        nll = torch.nn.functional.cross_entropy(logits.flatten(0, 2), targets.flatten(), reduction="sum")
+        total, count = total + float(nll), count + targets.numel()
+    return total / count
+
+
+def _null(model: StageLM, item: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {**item, "prefix": model.drop_condition(item["prefix"][None])[0]}
+
+
+def conditioning_nll(model: StageLM, data: StageDataset, clips: int) -> dict[str, Any]:
+    """NLL of one window per clip (its start, plus 0.5 s room for the shift) under each conditioning."""
+    c = model.config
+    shift = round(SHIFT_SECONDS * c.semantic_rate)
+    usable = [clip for clip in data.clips if clip["semantic"].shape[-1] >= data.sem_frames + shift][:clips]
+    if len(usable) < 2:
+        raise ValueError(f"the {c.stage} stage needs held-out clips of at least {c.window_seconds + SHIFT_SECONDS:.1f} s "
+                         f"for this diagnostic; {len(usable)} of {len(data.clips)} are (tokenize more held-out clips)")
+    n = len(usable)
+    other = [usable[(i + n // 2) % n] for i in range(n)]  # far in manifest order: not a variant of the same work
+    own = [data.audio_tokens(clip, 0.0) for clip in usable]
+    rows: dict[str, list[dict[str, torch.Tensor]]] = {"own_audio": [], "other_audio": [], "null": []}
+    for i, clip in enumerate(usable):
+        item = data.window(clip, 0, own[i])
+        rows["own_audio"].append(item)
+        rows["other_audio"].append(data.window(clip, 0, own[(i + n // 2) % n]))
+        rows["null"].append(_null(model, item))
+    out: dict[str, Any] = {"clips": n, "window_seconds": c.window_seconds}
+    if model.droppable:
+        captioned = [i for i, clip in enumerate(usable) if "text" in clip]
+        if captioned:  # every caption of each captioned clip, against the same clips' audio and NULL rows
+            text = [data.window(usable[i], 0, usable[i]["text"][j][None])
+                    for i in captioned for j in range(usable[i]["text"].shape[0])]
+            out["text_clips"] = len(captioned)
+            out["nll_text"] = mean_nll(model, text)
+            out["nll_null_captioned"] = mean_nll(model, [rows["null"][i] for i in captioned])
+            out["gain_text"] = out["nll_null_captioned"] - out["nll_text"]
+        for name in ("own_audio", "other_audio", "null"):
+            out[f"nll_{name}"] = mean_nll(model, rows[name])
+        out["gain_own_audio"] = out["nll_null"] - out["nll_own_audio"]
+        out["gain_other_audio"] = out["nll_null"] - out["nll_other_audio"]
+    else:
+        out["nll_own"] = mean_nll(model, rows["own_audio"])
+    if c.stage == "coarse":
+        shifted = [data.window(clip, 0, own[i], semantic=clip["semantic"][shift : shift + data.sem_frames])
+                   for i, clip in enumerate(usable)]
+        swapped = [data.window(clip, 0, own[i], semantic=other[i]["semantic"][: data.sem_frames])
+                   for i, clip in enumerate(usable)]
+        base = out["nll_own_audio"]
+        out["cost_shift_semantic"] = mean_nll(model, shifted) - base
+        out["cost_other_semantic"] = mean_nll(model, swapped) - base
+    return out
+
+
+def onset_rate(wav: torch.Tensor, sample_rate: int) -> float:
+    """Note onsets per second (librosa's onset detector)."""
+    onsets = librosa.onset.onset_detect(y=wav.numpy().astype(np.float32), sr=sample_rate, units="time")
+    return len(onsets) / (wav.shape[-1] / sample_rate)
+
+
+@torch.no_grad()
+def real_semantic(pipeline: MusicLM, data: StageDataset, shards: Sequence[dict[str, torch.Tensor]],
+                  paths: Sequence[str], clips: int, seconds: float, seed: int = 0) -> dict[str, Any]:
+    """Decode real semantic tokens of held-out clips (``shards``, their audio ``paths``) through coarse + fine +
+    codec (see the module doc); ``data`` is the coarse stage's dataset (which MuLan window a clip's start has)."""
+    coarse, fine, codec = pipeline.stages.coarse, pipeline.stages.fine, pipeline.codec
+    sem_frames, ac_frames = round(seconds * coarse.config.semantic_rate), round(seconds * coarse.frame_rate)
+    chosen = [(clip, path) for clip, path in zip(shards, paths) if clip["semantic"].shape[-1] >= sem_frames]
+    chosen = chosen[:clips]
+    if not chosen:
+        raise ValueError(f"no held-out clip is {seconds} s long; use --seconds below the clips' length")
+    g = torch.Generator().manual_seed(seed)
+    qc = coarse.levels
+    rates, mel = [], {"real_coarse": [], "real_coarse_fine_stage": [], "real_all_levels": []}
+    for clip, path in tqdm(chosen, desc="real semantic -> coarse -> fine", unit="clip"):
+        semantic = clip["semantic"][None, :sem_frames]
+        mulan = data.audio_tokens(clip, 0.0)
+        coarse_codes = generate_stage(
+            coarse, lambda s, n, e: coarse.condition(mulan=mulan, semantic=semantic[:, s // 2 : (e + 1) // 2]),
+            ac_frames, 1, Sampling(PAPER_TEMPERATURES[1]), generator=g,
+            aligned=lambda s, e: coarse.aligned(s, e, semantic=semantic))
+        fine_codes = generate_stage(
+            fine, lambda s, n, e: fine.condition(coarse=coarse_codes[..., s:e]), ac_frames, 1,
+            Sampling(PAPER_TEMPERATURES[2]), generator=g, aligned=lambda s, e: fine.aligned(s, e, coarse=coarse_codes))
+        generated = codec.decode(torch.cat([coarse_codes, fine_codes], dim=1))[0]
+        real = load_audio(path, codec.sample_rate)[: generated.shape[-1]]
+        rates.append((onset_rate(generated, codec.sample_rate), onset_rate(real, codec.sample_rate)))
+        real_codes = clip["acoustic"][None, :, :ac_frames]
+        length = min(real.shape[-1], generated.shape[-1])
+        decodes = {
+            "real_coarse": codec.decode(real_codes[:, :qc]),
+            "real_coarse_fine_stage": codec.decode(torch.cat([real_codes[:, :qc], generate_stage(
+                fine, lambda s, n, e: fine.condition(coarse=real_codes[:, :qc, s:e]), ac_frames, 1,
+                Sampling(PAPER_TEMPERATURES[2]), generator=g,
+                aligned=lambda s, e: fine.aligned(s, e, coarse=real_codes[:, :qc]))], dim=1)),
+            "real_all_levels": codec.decode(real_codes),
+        }
+        for name, wav in decodes.items():
+            mel[name].append(mel_distance(wav[0, :length], real[:length], codec.sample_rate))
+    generated_rates, real_rates = np.array(rates).T
+    ratio = generated_rates / np.maximum(real_rates, 1e-6)
+    varied = len(rates) > 2 and generated_rates.std() > 0 and real_rates.std() > 0
+    corr = float(np.corrcoef(generated_rates, real_rates)[0, 1]) if varied else float("nan")
+    return {
+        "clips": len(rates), "seconds": seconds,
+        "onset_rate_generated": float(generated_rates.mean()), "onset_rate_real": float(real_rates.mean()),
+        "onset_rate_ratio_mean": float(ratio.mean()), "onset_rate_correlation": corr,
+        **{f"mel_distance_{k}": float(np.mean(v)) for k, v in mel.items()},
+    }
