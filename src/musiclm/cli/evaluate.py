@@ -8,7 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from musiclm.cli.apps import app, train_app
-from musiclm.cli.common import BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps, train_config
+from musiclm.cli.common import (BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps,
+                                 parse_overrides, train_config)
+from musiclm.config import ConfigError
 
 PathOpt = Optional[Path]
 
@@ -110,6 +112,9 @@ def eval_prompts(
 @train_app.command("classifier")
 def train_classifier(
     data: Manifests, out: OutDir, preset: Preset = "small",
+    augment_codec: Annotated[PathOpt, typer.Option(
+        help="Codec whose resynthesis augments training crops (default: the shipped model's).")] = None,
+    augment: Annotated[bool, typer.Option(help="Augment training crops (level, reverb, band limit, codec).")] = True,
     steps: Steps = None, batch_size: BatchSize = None, lr: LearningRate = None, device: Device = "auto",
     overrides: Overrides = None,
 ) -> None:
@@ -118,8 +123,10 @@ def train_classifier(
     import json
 
     from musiclm.data.manifest import read_manifest
-    from musiclm.evaluation.classifier import (ClassifierConfig, ClassifierDataset, EvalClassifier, accuracy,
-                                               labels_from_clips)
+    from musiclm.evaluation.classifier import (Augment, ClassifierConfig, ClassifierDataset, EvalClassifier,
+                                               accuracy, labels_from_clips)
+    from musiclm.interfaces import load_component
+    from musiclm.pipeline import SHIPPED_MODEL
     from musiclm.training import TrainConfig, Trainer, seed_everything
 
     clips = [c for m in data for c in read_manifest(m)]
@@ -127,13 +134,18 @@ def train_classifier(
     heldout = [c for c in clips if c.split != "train"]
     if not train or not heldout:
         raise typer.BadParameter(f"need train and held-out clips; got {len(train)} and {len(heldout)}")
-    config = ClassifierConfig.preset(preset, **labels_from_clips(train))
+    try:
+        config = ClassifierConfig.preset(preset, **{**labels_from_clips(train), **parse_overrides(overrides)[0]})
+    except ConfigError as err:
+        raise typer.BadParameter(str(err)) from err
     defaults = TrainConfig(steps=3000, batch_size=16, lr=1e-3, warmup_steps=100, ckpt_every=500, val_every=500,
                            val_batches=8)
     tc = train_config(defaults, steps, batch_size, lr, device, overrides)
     seed_everything(tc.seed)
     model = EvalClassifier(config)
-    Trainer(model, ClassifierDataset(train, config), tc, out, val_data=ClassifierDataset(heldout, config, random=False)).fit()
+    augmenter = Augment(codec=load_component(augment_codec or SHIPPED_MODEL / "codec").eval()) if augment else None
+    Trainer(model, ClassifierDataset(train, config, augment=augmenter), tc, out,
+            val_data=ClassifierDataset(heldout, config, random=False)).fit()
     acc = accuracy(EvalClassifier.from_pretrained(out).eval(), heldout)
     (Path(out) / "heldout_accuracy.json").write_text(json.dumps(acc, indent=2) + "\n")
     typer.echo(json.dumps(acc, indent=1))

@@ -1,21 +1,31 @@
-"""An evaluation-only audio classifier: a small CNN on log-mel with one head per attribute.
+"""An evaluation-only audio classifier: a CNN on log-mel with one head per attribute.
 
-It gives KLD its label distributions, prompt adherence its instrument-family and style detectors,
-and FAD a third embedding. It is trained on the rendered dataset's attributes and is never used to
-train the generator, so the generator cannot have learned to fool it.
+It gives KLD its label distributions, prompt adherence its instrument-family, style, tempo-class and
+mode detectors, and FAD a third embedding. It is trained on the rendered dataset's attributes and is
+never used to train the generator, so the generator cannot have learned to fool it.
+
+A CNN that pools log-mel over time hears timbre well and rhythm and harmony badly: its receptive field
+is shorter than a slow beat, and 64 mel bands cannot tell a minor third from a major one below 1 kHz.
+So beside it (``rhythm_and_key``) two fixed, transposition- and level-invariant measurements feed the
+heads: the autocorrelation of the spectral-flux onset envelope over lags of 0.1-2 s (tempo) and the
+correlation of the mean chroma with the 24 Krumhansl-Kessler key profiles, rotated so that the best key
+comes first (mode). Training audio is augmented as generated audio will differ from clean renders
+(:class:`Augment`: gain, reverb, band limit, resynthesis through a codec).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
+import librosa
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from musiclm.audio import MelSpectrogram, crop_or_pad, load_audio, random_crop
+from musiclm.audio import MelSpectrogram, crop_or_pad, load_audio, loudness_normalize, random_crop, resample
 from musiclm.config import Config
 from musiclm.data.manifest import Clip
 from musiclm.pretrained import PretrainedMixin
@@ -27,6 +37,12 @@ TEMPOS = ["slow", "medium", "fast"]
 MODES = ["major", "minor"]
 STYLES = ["folk song", "irish folk dance", "fiddle tune", "chorale", "renaissance polyphony", "madrigal",
           "medieval polyphony"]
+# Krumhansl & Kessler (1982) probe-tone profiles, tonic first (as the chroma key detector of adherence uses).
+KEY_PROFILES = torch.tensor([
+    [6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88],
+    [6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17],
+])
+ONSET_LAGS = (5, 100)  # autocorrelation lags of the onset envelope, in 50 Hz frames: 0.1 to 2 s
 
 
 class ClassifierError(ValueError):
@@ -41,14 +57,19 @@ class ClassifierConfig(Config):
     channels: tuple[int, ...] = (32, 64, 128, 128)
     embed_dim: int = 128
     dropout: float = 0.2
+    rhythm_and_key: bool = False  # onset autocorrelation and key-profile features beside the CNN (see module doc)
+    hidden: int = 0  # width of a hidden layer before the heads (0: heads on the embedding directly)
+    time_pool: int = 1  # mel frames averaged before the CNN: 2 halves its cost (timbre needs no 50 Hz)
     families: list[str] = dataclasses.field(default_factory=lambda: list(FAMILIES))
     tempos: list[str] = dataclasses.field(default_factory=lambda: list(TEMPOS))
     modes: list[str] = dataclasses.field(default_factory=lambda: list(MODES))
     styles: list[str] = dataclasses.field(default_factory=lambda: list(STYLES))
     PRESETS = {
         "tiny": {"crop_seconds": 2.0, "n_mels": 32, "channels": (8, 16), "embed_dim": 16},
-        "small": {},
-        "paper": {"channels": (64, 128, 256, 256), "embed_dim": 256},
+        "small": {"n_mels": 80, "channels": (32, 64, 128, 256), "embed_dim": 192, "rhythm_and_key": True,
+                  "hidden": 256, "time_pool": 2},
+        "paper": {"n_mels": 128, "channels": (64, 128, 256, 256), "embed_dim": 256, "rhythm_and_key": True,
+                  "hidden": 512},
     }
 
     @property
@@ -74,7 +95,16 @@ class EvalClassifier(Trainable, PretrainedMixin):
         self.cnn = nn.Sequential(*layers)
         self.proj = nn.Linear(c_in, config.embed_dim)
         self.drop = nn.Dropout(config.dropout)
-        self.heads = nn.ModuleDict({name: nn.Linear(config.embed_dim, len(labels))
+        width = config.embed_dim
+        if config.rhythm_and_key:
+            n_fft = 4096  # 5.9 Hz bins at 24 kHz: semitones apart down to ~100 Hz
+            chroma = librosa.filters.chroma(sr=config.sample_rate, n_fft=n_fft, n_chroma=12)
+            self.register_buffer("chroma_filters", torch.from_numpy(chroma).float(), persistent=False)
+            self.register_buffer("chroma_window", torch.hann_window(n_fft), persistent=False)
+            width += 2 * 12 + 12 + ONSET_LAGS[1] - ONSET_LAGS[0]
+        self.mlp = nn.Sequential(nn.Linear(width, config.hidden), nn.GELU(), nn.Dropout(config.dropout)) \
+            if config.hidden else nn.Identity()
+        self.heads = nn.ModuleDict({name: nn.Linear(config.hidden or width, len(labels))
                                     for name, labels in config.heads.items()})
 
     def frames(self, wav: torch.Tensor) -> torch.Tensor:
@@ -83,13 +113,45 @@ class EvalClassifier(Trainable, PretrainedMixin):
             raise ClassifierError(f"expected audio [B, T], got shape {tuple(wav.shape)}")
         x = self.mel(wav)[:, None]  # [B, 1, M, F]
         x = (x + 5.0) / 5.0  # log-mel of music sits around -5; centre it for the first conv
+        if self.config.time_pool > 1:
+            x = F.avg_pool2d(x, (1, self.config.time_pool))
         x = self.cnn(x).mean(2)  # [B, C, F']
         return self.proj(x.transpose(1, 2))
 
+    def rhythm_features(self, wav: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` -> autocorrelation of the spectral-flux onset envelope at lags 0.1-2 s ``[B, L]``."""
+        mel = self.mel(wav)
+        flux = (mel[..., 1:] - mel[..., :-1]).clamp(min=0).mean(1)
+        flux = flux - flux.mean(-1, keepdim=True)
+        n = flux.shape[-1]
+        spectrum = torch.fft.rfft(flux, 2 * n)
+        acf = torch.fft.irfft(spectrum.abs().pow(2), 2 * n)[..., :n]
+        acf = acf / acf[..., :1].clamp(min=1e-8)
+        lags = acf[..., ONSET_LAGS[0] : ONSET_LAGS[1]]
+        return F.pad(lags, (0, ONSET_LAGS[1] - ONSET_LAGS[0] - lags.shape[-1]))  # clips shorter than 2 s
+
+    def key_features(self, wav: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` -> the mean chroma's correlations with the major and minor profiles at every tonic, and the
+        chroma itself, all rotated so that the best-matching key's tonic comes first ``[B, 36]``."""
+        spec = torch.stft(wav.float(), 4096, 1024, window=self.chroma_window, return_complex=True).abs().pow(2)
+        chroma = self.chroma_filters @ spec  # [B, 12, F]
+        chroma = (chroma / chroma.amax(1, keepdim=True).clamp(min=1e-10)).mean(-1)
+        rotations = torch.stack([KEY_PROFILES.to(chroma).roll(t, dims=-1) for t in range(12)], dim=1)  # [2, 12, 12]
+        x = chroma - chroma.mean(-1, keepdim=True)
+        r = rotations - rotations.mean(-1, keepdim=True)
+        corr = torch.einsum("bp,ktp->bkt", x, r) / (x.norm(dim=-1)[:, None, None] * r.norm(dim=-1) + 1e-8)
+        best = corr.amax(1).argmax(-1)  # tonic of the best key, major or minor
+        order = (torch.arange(12, device=wav.device)[None] + best[:, None]) % 12
+        corr = torch.gather(corr, 2, order[:, None].expand(-1, 2, -1))
+        return torch.cat([corr.flatten(1), torch.gather(chroma, 1, order)], dim=1)
+
     def forward(self, wav: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits per head ``{name: [B, n_labels]}``."""
-        pooled = self.drop(self.frames(wav).mean(1))
-        return {name: head(pooled) for name, head in self.heads.items()}
+        pooled = self.frames(wav).mean(1)
+        if self.config.rhythm_and_key:
+            pooled = torch.cat([pooled, self.rhythm_features(wav), self.key_features(wav)], dim=1)
+        hidden = self.mlp(self.drop(pooled))
+        return {name: head(hidden) for name, head in self.heads.items()}
 
     @torch.no_grad()
     def predict(self, wav: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -147,26 +209,65 @@ def encode_labels(attributes: dict, config: ClassifierConfig) -> dict[str, torch
     return out
 
 
-class ClassifierDataset(torch.utils.data.Dataset):
-    """Random crops of manifest clips with their attribute labels (engine convention: keys, not indices)."""
+@dataclasses.dataclass
+class Augment:
+    """Random changes of a training crop toward what generated audio brings: any level, room reverb, a band
+    limit (the codecs run at 16 kHz), and resynthesis through an acoustic codec at a random bitrate."""
 
-    def __init__(self, clips: Sequence[Clip], config: ClassifierConfig, random: bool = True):
+    codec: Any = None  # an AcousticCodec; None: no resynthesis
+    codec_share: float = 0.4
+    band_limit_share: float = 0.3  # of the crops not resynthesised
+    reverb_share: float = 0.3
+    level_lufs: tuple[float, float] = (-40.0, -14.0)
+
+    @torch.inference_mode()
+    def __call__(self, wav: torch.Tensor, sample_rate: int, rng: np.random.Generator) -> torch.Tensor:
+        length = wav.shape[-1]
+        if self.codec is not None and rng.random() < self.codec_share:
+            levels = int(rng.integers(max(1, self.codec.num_quantizers // 3), self.codec.num_quantizers + 1))
+            coded = resample(loudness_normalize(wav, sample_rate), sample_rate, self.codec.sample_rate)
+            coded = self.codec.decode(self.codec.encode(coded[None], num_quantizers=levels))[0]
+            wav = crop_or_pad(resample(coded, self.codec.sample_rate, sample_rate), length)
+        elif rng.random() < self.band_limit_share:
+            rate = int(rng.choice([8000, 11025, 16000]))
+            wav = crop_or_pad(resample(resample(wav, sample_rate, rate), rate, sample_rate), length)
+        if rng.random() < self.reverb_share:
+            rt60 = float(rng.uniform(0.3, 1.5))
+            t = np.arange(int(rt60 * sample_rate)) / sample_rate
+            tail = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60) * float(rng.uniform(0.05, 0.3))
+            response = torch.from_numpy(np.concatenate([[1.0], tail]).astype(np.float32))
+            n = length + len(response)
+            wav = torch.fft.irfft(torch.fft.rfft(wav, n) * torch.fft.rfft(response, n), n)[:length]
+        target = float(rng.uniform(*self.level_lufs))
+        return loudness_normalize(wav, sample_rate, target_lufs=target)
+
+
+class ClassifierDataset(torch.utils.data.Dataset):
+    """Crops of manifest clips with their attribute labels (engine convention: keys, not indices): random crops
+    (changed by ``augment`` when given) for training, centre crops otherwise."""
+
+    def __init__(self, clips: Sequence[Clip], config: ClassifierConfig, random: bool = True,
+                 augment: Augment | None = None):
         clips = [c for c in clips if c.attributes]
         if not clips:
             raise ClassifierError("no clip has attributes: train the classifier on a rendered dataset manifest")
-        self.clips, self.config, self.random = list(clips), config, random
+        self.clips, self.config, self.random, self.augment = list(clips), config, random, augment
 
     def __len__(self) -> int:
         return len(self.clips)
 
     def __getitem__(self, key: int) -> dict:
         clip = self.clips[key % len(self)]
-        length = round(self.config.crop_seconds * self.config.sample_rate)
-        wav = load_audio(clip.path, self.config.sample_rate)
+        rate = self.config.sample_rate
+        length = round(self.config.crop_seconds * rate)
+        wav = load_audio(clip.path, rate, offset=clip.offset or 0.0, duration=clip.duration)
+        rng = np.random.default_rng(key)
         if self.random:
-            wav = random_crop(wav, length, np.random.default_rng(key))
+            wav = random_crop(wav, length, rng)
         else:
             wav = crop_or_pad(wav, length, offset=max(0, (wav.shape[-1] - length) // 2))
+        if self.augment is not None:
+            wav = self.augment(wav, rate, rng)
         return {"wav": wav, **encode_labels(clip.attributes, self.config)}
 
 
