@@ -66,7 +66,8 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
         command = ["musiclm", "generate", *([prompt] if prompt else []),
                    *[f"--story={text}:{s:g}" for text, s in segments or []], f"--duration={seconds:g}",
                    f"--seed={seed}", *([f"--checkpoint={checkpoint}"] if checkpoint else [])]
-        info = (f"Seed **{seed}**" + (f" to {seed + len(wavs) - 1} (one per variation)" if len(wavs) > 1 else "")
+        seeds = f"**{seed}**" + (f" to {seed + len(wavs) - 1} (one per variation)" if len(wavs) > 1 else "")
+        info = (f"Seed {seeds}"
                 + f" · {len(wavs)} × {seconds:g} s in {elapsed:.1f} s · the first from the command line: "
                 f"`{shlex.join(command)}`")
         updates = []
@@ -91,7 +92,7 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
                     duration = gr.Slider(1, MAX_SECONDS, value=10, step=1, label="Duration (s)",
                                          elem_id="duration")
                     variations = gr.Slider(1, MAX_VARIATIONS, value=1, step=1, label="Variations")
-                    seed = gr.Number(-1, precision=0, minimum=-1, label="Seed (-1: random)")
+                    seed = gr.Number(-1, precision=0, minimum=-1, label="Seed (-1: random)", elem_id="seed")
                 with gr.Accordion("Melody to follow", open=False):
                     melody = gr.Audio(sources=["upload", "microphone"], type="filepath",
                                       label="Hum or whistle a melody (at least 4 s)")
@@ -104,8 +105,10 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
                 with gr.Accordion("Advanced", open=False):
                     guidance = gr.Slider(0, 10, value=0, step=0.5,
                                          label="Classifier-free guidance (0: off, as in the paper)")
-                    temperatures = [gr.Slider(0.05, 2, value=t, step=0.05, label=f"Temperature, {stage} stage")
-                                    for stage, t in zip(("semantic", "coarse", "fine"), PAPER_TEMPERATURES)]
+                    temperatures = [
+                        gr.Slider(0.05, 2, value=t, step=0.05, label=f"Temperature, {stage} stage")
+                        for stage, t in zip(("semantic", "coarse", "fine"), PAPER_TEMPERATURES)
+                    ]
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column(scale=2):
                 info = gr.Markdown(elem_id="info")
@@ -140,11 +143,11 @@ def _messages_in_page(fn):
                 result = fn(*args, **kwargs)
         except Exception as err:
             if _raised_on_purpose(err):
-                raise gr.Error(html.escape(str(err)), print_exception=False) from None
+                raise gr.Error(html.escape(str(err), quote=False), print_exception=False) from None
             raise
         for warning in caught:
             if issubclass(warning.category, UserWarning):
-                gr.Warning(html.escape(str(warning.message)))
+                gr.Warning(html.escape(str(warning.message), quote=False))
         return result
 
     return wrapper
