@@ -52,7 +52,7 @@ def page_url(tmp_path_factory):
 def browser():
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
-        message = f"{', '.join(missing)} missing: scripts/setup.sh installs Debian's chromium(-driver)"
+        message = f"missing {', '.join(missing)}: run scripts/setup.sh (Debian's chromium, chromium-driver)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

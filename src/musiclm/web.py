@@ -1,7 +1,7 @@
 """The web page of ``musiclm serve``: a Gradio app over one loaded :class:`~musiclm.pipeline.MusicLM`.
 
 :func:`build_app` takes a model that the caller loaded once; every request shares it. The queue runs one
-generation at a time: the model uses every core, so two at once would only both finish later. Requests
+generation at a time: two at once would share the same cores and both finish later. Requests
 are checked by the pipeline itself; its errors (and any other error musiclm raises about the input)
 reach the page as one readable message, and anything else as Gradio's plain "Error", never a traceback.
 """
@@ -12,6 +12,7 @@ import functools
 import html
 import secrets
 import shlex
+import socket
 import time
 import warnings
 from pathlib import Path
@@ -54,18 +55,26 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
         segments = [story_segment(line) for line in (story or "").splitlines() if line.strip()] or None
         seconds = sum(s for _, s in segments) if segments else float(duration)
         seed = int(seed) if seed is not None and seed >= 0 else secrets.randbelow(2**31)
+        temperatures = (t_semantic, t_coarse, t_fine)
         started = time.perf_counter()
         wavs = []
         for i in range(int(variations)):
             progress((i, int(variations)), desc=f"variation {i + 1} of {int(variations)}")
             wavs.append(model.generate(
                 prompt, seconds, melody=melody, continuation=continuation, story=segments, seed=seed + i,
-                guidance=guidance or None, temperatures=(t_semantic, t_coarse, t_fine), progress=True,
+                guidance=guidance or None, temperatures=temperatures, progress=True,
             )[0])
         elapsed = time.perf_counter() - started
-        command = ["musiclm", "generate", *([prompt] if prompt else []),
-                   *[f"--story={text}:{s:g}" for text, s in segments or []], f"--duration={seconds:g}",
-                   f"--seed={seed}", *([f"--checkpoint={checkpoint}"] if checkpoint else [])]
+        command = [  # uploads by their file names: the user has them under those names
+            "musiclm", "generate", *([prompt] if prompt else []),
+            *[f"--story={text}:{s:g}" for text, s in segments or []],
+            f"--duration={seconds:g}", f"--seed={seed}",
+            *([f"--melody={Path(melody).name}"] if melody else []),
+            *([f"--continue={Path(continuation).name}"] if continuation else []),
+            *([f"--guidance={guidance:g}"] if guidance else []),
+            *(["--temperatures", *map(str, temperatures)] if temperatures != PAPER_TEMPERATURES else []),
+            *([f"--checkpoint={checkpoint}"] if checkpoint else []),
+        ]
         seeds = f"**{seed}**" + (f" to {seed + len(wavs) - 1} (one per variation)" if len(wavs) > 1 else "")
         info = (f"Seed {seeds}"
                 + f" · {len(wavs)} × {seconds:g} s in {elapsed:.1f} s · the first from the command line: "
@@ -105,7 +114,7 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
                 with gr.Accordion("Advanced", open=False):
                     guidance = gr.Slider(0, 10, value=0, step=0.5,
                                          label="Classifier-free guidance (0: off, as in the paper)")
-                    temperatures = [
+                    temperature_sliders = [
                         gr.Slider(0.05, 2, value=t, step=0.05, label=f"Temperature, {stage} stage")
                         for stage, t in zip(("semantic", "coarse", "fine"), PAPER_TEMPERATURES)
                     ]
@@ -119,12 +128,18 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
                     outputs.append(gr.Image(type="numpy", interactive=False, visible=i == 0, show_label=False,
                                             buttons=["download", "fullscreen"], elem_id=f"spectrogram-{i}"))
         button.click(generate, [prompt, duration, seed, variations, melody, continuation, story, guidance,
-                               *temperatures], [info, *outputs], concurrency_limit=1)
+                               *temperature_sliders], [info, *outputs], concurrency_limit=1)
     return app
 
 
 def serve(checkpoint: str | Path | None = None, host: str = "127.0.0.1", port: int = 7860) -> None:
     """Load the model once (``checkpoint``; default: the shipped one) and serve the page until interrupted."""
+    with socket.socket() as sock:  # before the model loads, and as one line rather than Gradio's traceback
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            message = f"cannot listen on {host}:{port} ({err.strerror}); pass another --port"
+            raise ValueError(message) from None
     model = MusicLM.from_pretrained(checkpoint or SHIPPED_MODEL)
     app = build_app(model, checkpoint)
     app.queue(default_concurrency_limit=1, max_size=32)
@@ -154,7 +169,7 @@ def _messages_in_page(fn):
 
 
 def _pcm16(wav: torch.Tensor, sample_rate: int) -> tuple[int, np.ndarray]:
-    """16-bit audio for the player, as ``save_audio`` writes it: Gradio peak-normalises float audio."""
+    """16-bit audio for the player, at the level the CLI writes (Gradio would peak-normalise float audio)."""
     return sample_rate, (wav.float().clamp(-1, 1) * 32767).round().to(torch.int16).numpy()
 
 
