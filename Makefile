@@ -1,11 +1,16 @@
-# The two commands of the README: `make demo` (the main job) and `make test` (the test suite).
-.PHONY: setup demo test bench clean
+# The commands of the README: `make demo` (the main job), `make serve` (the web page) and `make test`.
+.PHONY: setup demo serve test bench clean
+HOST ?= 127.0.0.1
+PORT ?= 7860
 
 setup:
 	@bash scripts/setup.sh
 
 demo: setup
 	@bash scripts/demo.sh
+
+serve: setup
+	.venv/bin/musiclm serve --host $(HOST) --port $(PORT)
 
 test: setup
 	.venv/bin/python -m pytest -q

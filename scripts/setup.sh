@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything musiclm needs on a fresh Debian machine: system packages (FluidSynth, General MIDI
-# soundfonts, ffmpeg for the Opus baseline), then a virtual environment at .venv with the package.
+# soundfonts, ffmpeg for the Opus baseline, Chromium and its driver for the web page's browser test), then
+# a virtual environment at .venv with the package.
 # Safe to rerun: it does only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(fluidsynth fluid-soundfont-gm musescore-general-soundfont-small timgm6mb-soundfont ffmpeg libsndfile1)
+APT_PACKAGES=(fluidsynth fluid-soundfont-gm musescore-general-soundfont-small timgm6mb-soundfont ffmpeg
+              libsndfile1 chromium chromium-driver)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -182,13 +182,21 @@ def _prompt_texts(path: Path) -> list[str]:
 
 
 def _story_segment(item: str) -> tuple[str, float]:
+    try:
+        return story_segment(item)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--story") from err
+
+
+def story_segment(item: str) -> tuple[str, float]:
+    """``'TEXT:SECONDS'`` -> ``(TEXT, SECONDS)``: a story segment of ``--story`` and of the web page."""
     text, sep, seconds = item.rpartition(":")
     try:
         if sep:
             return text.strip(), float(seconds)
     except ValueError:
         pass
-    raise typer.BadParameter(f"--story expects 'TEXT:SECONDS', e.g. 'calm piano:15', got {item!r}")
+    raise ValueError(f"a story segment is 'TEXT:SECONDS', e.g. 'calm piano:15'; got {item!r}")
 
 
 @app.command("eval-stage")
