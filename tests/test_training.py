@@ -135,3 +135,25 @@ def test_bad_settings_and_diverging_loss_are_clear_errors(tmp_path):
     trainer = Trainer(model, ToyData(), TrainConfig(steps=3, progress=False), tmp_path / "b")
     with pytest.raises(TrainingError, match="loss is nan at step 0"):
         trainer.fit()
+
+
+def test_warm_start_from_a_model_folder_continues_training(tmp_path):
+    first = run(tmp_path / "a", steps=60)
+    trained = first.model.state_dict()
+    seed_config = dict(steps=5, batch_size=8, lr=1e-9, warmup_steps=1, log_every=1, progress=False, ema_decay=0.9)
+    model = ToyModel(ToyConfig(hidden=32))
+    warm = Trainer(model, ToyData(), TrainConfig(**seed_config, init=str(tmp_path / "a")), tmp_path / "b")
+    for key, value in trained.items():  # the weights of the folder, in the model and its EMA copy
+        torch.testing.assert_close(warm.model.state_dict()[key], value)
+        torch.testing.assert_close(warm.ema.module.state_dict()[key], value)
+    warm.fit()
+    losses = [h["loss"] for h in warm.history if "loss" in h]
+    assert max(losses) < first.history[0]["loss"] * 0.5  # continues where the first run ended, not from scratch
+    # a resumable checkpoint of its own wins over init; a folder of another model is refused by name
+    again = Trainer(ToyModel(ToyConfig(hidden=32)), ToyData(), TrainConfig(**{**seed_config, "steps": 6},
+                    init=str(tmp_path / "nowhere")), tmp_path / "b")
+    assert again.step == 5
+    with pytest.raises(TrainingError, match="not a model folder"):
+        Trainer(ToyModel(ToyConfig(hidden=32)), ToyData(), TrainConfig(init=str(tmp_path / "nowhere")), tmp_path / "c")
+    with pytest.raises(TrainingError, match="cannot start from"):
+        Trainer(ToyModel(ToyConfig(hidden=64)), ToyData(), TrainConfig(init=str(tmp_path / "a")), tmp_path / "d")

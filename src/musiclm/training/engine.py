@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import json
 import os
 import random
 import time
@@ -34,7 +35,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from musiclm.config import Config
+from musiclm.config import Config, ConfigError
+from musiclm.pretrained import WEIGHTS_NAME, load_weights
 from musiclm.training.checkpoint import (
     CheckpointError,
     checkpoint_path,
@@ -78,6 +80,9 @@ class TrainConfig(Config):
     num_workers: int = 0
     device: str = "auto"
     progress: bool = True
+    # a model folder (config.json + model.safetensors, e.g. a part of a pipeline folder) whose weights start a
+    # run that has no checkpoint of its own: training continues across sessions from committed weights
+    init: str | None = None
 
 
 class Trainable(nn.Module):
@@ -321,10 +326,31 @@ class Trainer:
         )
         return iter(loader)
 
+    def _warm_start(self, folder: Path) -> None:
+        model_type = getattr(self.model, "model_type", None)
+        config = folder / "config.json"
+        if not config.is_file():
+            raise TrainingError(f"init {folder} is not a model folder (no config.json); give a folder written by "
+                                "save_pretrained, e.g. checkpoints/musiclm_small/coarse_stage")
+        found = json.loads(config.read_text()).get("model_type")
+        if model_type is not None and found != model_type:
+            raise TrainingError(f"init {folder} holds a {found!r} model; this run trains a {model_type!r} model")
+        try:
+            load_weights(self.model, folder / WEIGHTS_NAME, self.device)
+        except ConfigError as err:
+            raise TrainingError(f"cannot start from {folder}: {err}; train from scratch or pick a part with "
+                                "the same config") from err
+        if self.ema is not None:
+            self.ema.module.load_state_dict(self.model.state_dict())
+        if self.dist.is_main:
+            tqdm.write(f"starting from the weights of {folder}")
+
     def _resume(self) -> None:
         remove_partial_writes(self.ckpt_dir)
         found = list_checkpoints(self.ckpt_dir)
         if not found:
+            if self.config.init:
+                self._warm_start(Path(self.config.init))
             return
         path = found[-1]
         state = load_checkpoint(path, map_location=self.device)
