@@ -241,3 +241,21 @@ def test_classifier_rhythm_and_key_features_hear_tempo_and_mode():
     changed = augment(wav, sr, np.random.default_rng(0))
     assert changed.shape == wav.shape and torch.isfinite(changed).all() and not torch.allclose(changed, wav)
     assert pyloudnorm.Meter(sr).integrated_loudness(changed.double().numpy()) == pytest.approx(-30.0, abs=0.5)
+
+
+def test_adherence_reads_tempo_and_mode_from_the_classifier_when_given():
+    from musiclm.evaluation.classifier import ClassifierConfig, EvalClassifier
+
+    sr = 24000
+    clf = EvalClassifier(ClassifierConfig.preset("tiny")).eval()
+    wavs = [click_track(150, 4.0, sr), chord_sequence([[62, 65, 69]] * 4, 1.0, sr)]
+    attrs = [{"tempo_class": "fast", "mode": "minor"}, {"tempo_class": "slow", "mode": "minor"}]
+    rows = adherence.adherence(wavs, sr, attrs, clf)
+    probs = clf.predict(torch.stack(wavs))
+    for i, row in enumerate(rows):
+        assert {"tempo_class", "tempo_class_beat", "mode", "mode_chroma"} <= set(row)
+        assert row["tempo_class"] == float(clf.config.tempos[int(probs["tempo"][i].argmax())] == attrs[i]["tempo_class"])
+        assert row["mode"] == float(clf.config.modes[int(probs["mode"][i].argmax())] == "minor")
+    assert rows[0]["tempo_class_beat"] == 1.0 and rows[1]["mode_chroma"] == 1.0  # the librosa detectors still run
+    plain = adherence.adherence(wavs, sr, attrs)
+    assert plain[0]["tempo_class"] == 1.0 and "tempo_class_beat" not in plain[0]

@@ -1,6 +1,9 @@
 """Prompt adherence: is the asked-for attribute in the output? Detectors independent of the generator:
-tempo by librosa beat tracking, key and mode by chroma key profiles (Krumhansl-Kessler), instrument
-family and style by the evaluation classifier."""
+instrument family, style, tempo class and mode by the evaluation classifier when one is given (it reads
+them from renders far better than the signal-processing detectors: see its card); tempo by librosa beat
+tracking and key and mode by chroma key profiles (Krumhansl-Kessler) always, as ``tempo_class_beat``,
+``tempo_acc1/2``, ``key``, ``key_relative`` and ``mode_chroma`` (``tempo_class`` and ``mode`` without a
+classifier)."""
 
 from __future__ import annotations
 
@@ -86,22 +89,29 @@ def adherence(
     for i, (wav, attrs) in enumerate(zip(wavs, attributes)):
         row: dict[str, float] = {}
         y = wav.detach().cpu().numpy()
+        # the signal-processing detectors' names when a classifier reads tempo class and mode
+        beat, chroma = ("tempo_class_beat", "mode_chroma") if probs is not None else ("tempo_class", "mode")
         if attrs.get("tempo_class") or attrs.get("bpm"):
             bpm = estimate_bpm(y, sample_rate)
             row["bpm_estimate"] = bpm
             if attrs.get("tempo_class"):
-                row["tempo_class"] = float(tempo_class(bpm) == attrs["tempo_class"])
+                row[beat] = float(tempo_class(bpm) == attrs["tempo_class"])
             if attrs.get("bpm"):
                 row.update({f"tempo_{k}": float(v) for k, v in tempo_matches(bpm, float(attrs["bpm"])).items()})
         if attrs.get("mode") or attrs.get("key"):
             est = estimate_key(y, sample_rate)
-            row.update({k: float(v) for k, v in key_matches(est, attrs.get("key"), attrs.get("mode")).items()})
+            matches = key_matches(est, attrs.get("key"), attrs.get("mode"))
+            if "mode" in matches:
+                matches[chroma] = matches.pop("mode")
+            row.update({k: float(v) for k, v in matches.items()})
         if probs is not None:
             cfg = classifier.config
             fams = [f for f in attrs.get("families", []) if f in cfg.families]
             if fams:  # recall of the asked-for families
                 row["family"] = float(np.mean([float(probs["family"][i, cfg.families.index(f)] > 0.5) for f in fams]))
-            if attrs.get("style") in cfg.styles:
-                row["style"] = float(cfg.styles[int(probs["style"][i].argmax())] == attrs["style"])
+            for head, key, labels in (("style", "style", cfg.styles), ("tempo", "tempo_class", cfg.tempos),
+                                      ("mode", "mode", cfg.modes)):
+                if attrs.get(key) in labels:
+                    row[key] = float(labels[int(probs[head][i].argmax())] == attrs[key])
         rows.append(row)
     return rows
