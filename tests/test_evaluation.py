@@ -223,12 +223,13 @@ def test_classifier_rhythm_and_key_features_hear_tempo_and_mode():
     sr = 24000
     model = EvalClassifier(ClassifierConfig.preset("tiny", rhythm_and_key=True, hidden=16)).eval()
     # a click every 0.5 s: the onset autocorrelation peaks at lag 25 frames (50 Hz), index 25 - 5
-    rhythm = model.rhythm_features(torch.stack([click_track(120, 6.0, sr), click_track(80, 6.0, sr)]))
+    clicks = torch.stack([click_track(120, 6.0, sr), click_track(80, 6.0, sr)])
+    rhythm = model.rhythm_and_key.rhythm(model.mel(clicks))
     assert int(rhythm[0].argmax()) + 5 == 25 and int(rhythm[1, 20:60].argmax()) + 25 in (37, 38)  # 0.75 s: 37.5
     c_major, c_minor = [[60, 64, 67], [65, 69, 72], [67, 71, 74], [60, 64, 67]], [[60, 63, 67], [65, 68, 72],
                                                                                   [67, 71, 74], [60, 63, 67]]
     d_major = [[n + 2 for n in chord] for chord in c_major]
-    keys = model.key_features(torch.stack([chord_sequence(ch, 1.0, sr) for ch in (c_major, c_minor, d_major)]))
+    keys = model.rhythm_and_key.key(torch.stack([chord_sequence(ch, 1.0, sr) for ch in (c_major, c_minor, d_major)]))
     corr = keys[:, :24].view(3, 2, 12)
     assert corr[0, 0, 0] > corr[0, 1].max() and corr[1, 1, 0] > corr[1, 0].max()  # best key first, mode right
     torch.testing.assert_close(keys[2], keys[0], atol=0.05, rtol=0)  # rotated: a transposition changes nothing

@@ -16,6 +16,7 @@ import pyloudnorm
 import soundfile as sf
 import soxr
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -158,6 +159,61 @@ class MelSpectrogram(nn.Module):
         mel = self.filterbank @ spec
         out = torch.log(mel.clamp_min(self.eps)) if self.log else mel
         return out[0] if squeeze else out
+
+
+# Krumhansl & Kessler (1982) probe-tone profiles (major, minor), tonic first.
+KEY_PROFILES = torch.tensor([
+    [6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88],
+    [6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17],
+])
+
+
+class RhythmAndKey(nn.Module):
+    """Tempo and key evidence that a CNN pooling log-mel over time misses: its receptive field is shorter than a
+    slow beat, and mel bands cannot tell a minor third from a major one below 1 kHz.
+
+    ``forward(wav [B, T], mel [B, M, F])`` -> ``[B, dim]``: the autocorrelation of the spectral-flux onset
+    envelope of ``mel`` (at ``frame_rate``) over lags of 0.1-2 s, then the correlations of the mean chroma
+    with the major and minor profiles at every tonic and the chroma itself, both rotated so that the best
+    key's tonic comes first (so a transposition changes nothing). All of it is level-invariant.
+    """
+
+    LAG_SECONDS = (0.1, 2.0)
+    N_FFT = 4096  # 5.9 Hz bins at 24 kHz: semitones apart down to ~100 Hz
+
+    def __init__(self, sample_rate: int, frame_rate: float):
+        super().__init__()
+        self.lags = tuple(round(s * frame_rate) for s in self.LAG_SECONDS)
+        chroma = librosa.filters.chroma(sr=sample_rate, n_fft=self.N_FFT, n_chroma=12)
+        self.register_buffer("chroma_filters", torch.from_numpy(chroma).float(), persistent=False)
+        self.register_buffer("window", torch.hann_window(self.N_FFT), persistent=False)
+        self.dim = self.lags[1] - self.lags[0] + 2 * 12 + 12
+
+    def rhythm(self, mel: torch.Tensor) -> torch.Tensor:
+        flux = (mel[..., 1:] - mel[..., :-1]).clamp(min=0).mean(1)
+        flux = flux - flux.mean(-1, keepdim=True)
+        n = flux.shape[-1]
+        acf = torch.fft.irfft(torch.fft.rfft(flux, 2 * n).abs().pow(2), 2 * n)[..., :n]
+        acf = acf / acf[..., :1].clamp(min=1e-8)
+        lags = acf[..., self.lags[0] : self.lags[1]]
+        return F.pad(lags, (0, self.lags[1] - self.lags[0] - lags.shape[-1]))  # audio shorter than 2 s
+
+    def key(self, wav: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(wav.float(), self.N_FFT, self.N_FFT // 4, window=self.window, return_complex=True)
+        chroma = self.chroma_filters @ spec.abs().pow(2)  # [B, 12, F]
+        chroma = (chroma / chroma.amax(1, keepdim=True).clamp(min=1e-10)).mean(-1)
+        profiles = KEY_PROFILES.to(chroma)
+        rotations = torch.stack([profiles.roll(t, dims=-1) for t in range(12)], dim=1)  # [2, 12 tonics, 12]
+        x = chroma - chroma.mean(-1, keepdim=True)
+        r = rotations - rotations.mean(-1, keepdim=True)
+        corr = torch.einsum("bp,ktp->bkt", x, r) / (x.norm(dim=-1)[:, None, None] * r.norm(dim=-1) + 1e-8)
+        best = corr.amax(1).argmax(-1)  # tonic of the best key, major or minor
+        order = (torch.arange(12, device=wav.device)[None] + best[:, None]) % 12
+        corr = torch.gather(corr, 2, order[:, None].expand(-1, 2, -1))
+        return torch.cat([corr.flatten(1), torch.gather(chroma, 1, order)], dim=1)
+
+    def forward(self, wav: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.rhythm(mel), self.key(wav)], dim=1)
 
 
 def _reason(err: Exception) -> str:

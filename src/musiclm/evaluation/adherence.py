@@ -11,9 +11,8 @@ import librosa
 import numpy as np
 import torch
 
-# Krumhansl & Kessler (1982) probe-tone profiles, tonic first.
-MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+from musiclm.audio import KEY_PROFILES
+
 PITCH_NAMES = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
 
 
@@ -43,7 +42,7 @@ def key_scores(wav: torch.Tensor | np.ndarray, sample_rate: int) -> np.ndarray:
     if not np.isfinite(chroma).all() or chroma.std() == 0:
         return np.zeros((2, 12))
     return np.array([[np.corrcoef(chroma, np.roll(profile, tonic))[0, 1] for tonic in range(12)]
-                     for profile in (MAJOR_PROFILE, MINOR_PROFILE)])
+                     for profile in KEY_PROFILES.numpy()])
 
 
 def estimate_key(wav: torch.Tensor | np.ndarray, sample_rate: int) -> tuple[str, str]:

@@ -4,13 +4,10 @@ It gives KLD its label distributions, prompt adherence its instrument-family, st
 mode detectors, and FAD a third embedding. It is trained on the rendered dataset's attributes and is
 never used to train the generator, so the generator cannot have learned to fool it.
 
-A CNN that pools log-mel over time hears timbre well and rhythm and harmony badly: its receptive field
-is shorter than a slow beat, and 64 mel bands cannot tell a minor third from a major one below 1 kHz.
-So beside it (``rhythm_and_key``) two fixed, transposition- and level-invariant measurements feed the
-heads: the autocorrelation of the spectral-flux onset envelope over lags of 0.1-2 s (tempo) and the
-correlation of the mean chroma with the 24 Krumhansl-Kessler key profiles, rotated so that the best key
-comes first (mode). Training audio is augmented as generated audio will differ from clean renders
-(:class:`Augment`: gain, reverb, band limit, resynthesis through a codec).
+A CNN that pools log-mel over time hears timbre well and rhythm and harmony badly, so beside it
+(``rhythm_and_key``) fixed onset-autocorrelation and key-profile measurements feed the heads
+(:class:`musiclm.audio.RhythmAndKey`). Training audio is augmented as generated audio will differ from
+clean renders (:class:`Augment`: level, reverb, band limit, resynthesis through a codec).
 """
 
 from __future__ import annotations
@@ -19,13 +16,13 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-import librosa
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from musiclm.audio import MelSpectrogram, crop_or_pad, load_audio, loudness_normalize, random_crop, resample
+from musiclm.audio import (MelSpectrogram, RhythmAndKey, crop_or_pad, load_audio, loudness_normalize, random_crop,
+                           resample)
 from musiclm.config import Config
 from musiclm.data.manifest import Clip
 from musiclm.pretrained import PretrainedMixin
@@ -37,12 +34,6 @@ TEMPOS = ["slow", "medium", "fast"]
 MODES = ["major", "minor"]
 STYLES = ["folk song", "irish folk dance", "fiddle tune", "chorale", "renaissance polyphony", "madrigal",
           "medieval polyphony"]
-# Krumhansl & Kessler (1982) probe-tone profiles, tonic first (as the chroma key detector of adherence uses).
-KEY_PROFILES = torch.tensor([
-    [6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88],
-    [6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17],
-])
-ONSET_LAGS = (5, 100)  # autocorrelation lags of the onset envelope, in 50 Hz frames: 0.1 to 2 s
 
 
 class ClassifierError(ValueError):
@@ -97,11 +88,8 @@ class EvalClassifier(Trainable, PretrainedMixin):
         self.drop = nn.Dropout(config.dropout)
         width = config.embed_dim
         if config.rhythm_and_key:
-            n_fft = 4096  # 5.9 Hz bins at 24 kHz: semitones apart down to ~100 Hz
-            chroma = librosa.filters.chroma(sr=config.sample_rate, n_fft=n_fft, n_chroma=12)
-            self.register_buffer("chroma_filters", torch.from_numpy(chroma).float(), persistent=False)
-            self.register_buffer("chroma_window", torch.hann_window(n_fft), persistent=False)
-            width += 2 * 12 + 12 + ONSET_LAGS[1] - ONSET_LAGS[0]
+            self.rhythm_and_key = RhythmAndKey(config.sample_rate, frame_rate=50.0)
+            width += self.rhythm_and_key.dim
         self.mlp = nn.Sequential(nn.Linear(width, config.hidden), nn.GELU(), nn.Dropout(config.dropout)) \
             if config.hidden else nn.Identity()
         self.heads = nn.ModuleDict({name: nn.Linear(config.hidden or width, len(labels))
@@ -109,47 +97,26 @@ class EvalClassifier(Trainable, PretrainedMixin):
 
     def frames(self, wav: torch.Tensor) -> torch.Tensor:
         """``[B, T]`` -> frame embeddings ``[B, F, D]`` (the FAD embedding)."""
+        return self._frames(self._mel(wav))
+
+    def _mel(self, wav: torch.Tensor) -> torch.Tensor:
         if wav.ndim != 2:
             raise ClassifierError(f"expected audio [B, T], got shape {tuple(wav.shape)}")
-        x = self.mel(wav)[:, None]  # [B, 1, M, F]
-        x = (x + 5.0) / 5.0  # log-mel of music sits around -5; centre it for the first conv
+        return self.mel(wav)
+
+    def _frames(self, mel: torch.Tensor) -> torch.Tensor:
+        x = (mel[:, None] + 5.0) / 5.0  # log-mel of music sits around -5; centre it for the first conv
         if self.config.time_pool > 1:
             x = F.avg_pool2d(x, (1, self.config.time_pool))
         x = self.cnn(x).mean(2)  # [B, C, F']
         return self.proj(x.transpose(1, 2))
 
-    def rhythm_features(self, wav: torch.Tensor) -> torch.Tensor:
-        """``[B, T]`` -> autocorrelation of the spectral-flux onset envelope at lags 0.1-2 s ``[B, L]``."""
-        mel = self.mel(wav)
-        flux = (mel[..., 1:] - mel[..., :-1]).clamp(min=0).mean(1)
-        flux = flux - flux.mean(-1, keepdim=True)
-        n = flux.shape[-1]
-        spectrum = torch.fft.rfft(flux, 2 * n)
-        acf = torch.fft.irfft(spectrum.abs().pow(2), 2 * n)[..., :n]
-        acf = acf / acf[..., :1].clamp(min=1e-8)
-        lags = acf[..., ONSET_LAGS[0] : ONSET_LAGS[1]]
-        return F.pad(lags, (0, ONSET_LAGS[1] - ONSET_LAGS[0] - lags.shape[-1]))  # clips shorter than 2 s
-
-    def key_features(self, wav: torch.Tensor) -> torch.Tensor:
-        """``[B, T]`` -> the mean chroma's correlations with the major and minor profiles at every tonic, and the
-        chroma itself, all rotated so that the best-matching key's tonic comes first ``[B, 36]``."""
-        spec = torch.stft(wav.float(), 4096, 1024, window=self.chroma_window, return_complex=True).abs().pow(2)
-        chroma = self.chroma_filters @ spec  # [B, 12, F]
-        chroma = (chroma / chroma.amax(1, keepdim=True).clamp(min=1e-10)).mean(-1)
-        rotations = torch.stack([KEY_PROFILES.to(chroma).roll(t, dims=-1) for t in range(12)], dim=1)  # [2, 12, 12]
-        x = chroma - chroma.mean(-1, keepdim=True)
-        r = rotations - rotations.mean(-1, keepdim=True)
-        corr = torch.einsum("bp,ktp->bkt", x, r) / (x.norm(dim=-1)[:, None, None] * r.norm(dim=-1) + 1e-8)
-        best = corr.amax(1).argmax(-1)  # tonic of the best key, major or minor
-        order = (torch.arange(12, device=wav.device)[None] + best[:, None]) % 12
-        corr = torch.gather(corr, 2, order[:, None].expand(-1, 2, -1))
-        return torch.cat([corr.flatten(1), torch.gather(chroma, 1, order)], dim=1)
-
     def forward(self, wav: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits per head ``{name: [B, n_labels]}``."""
-        pooled = self.frames(wav).mean(1)
+        mel = self._mel(wav)
+        pooled = self._frames(mel).mean(1)
         if self.config.rhythm_and_key:
-            pooled = torch.cat([pooled, self.rhythm_features(wav), self.key_features(wav)], dim=1)
+            pooled = torch.cat([pooled, self.rhythm_and_key(wav, mel)], dim=1)
         hidden = self.mlp(self.drop(pooled))
         return {name: head(hidden) for name, head in self.heads.items()}
 

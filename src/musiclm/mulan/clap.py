@@ -62,12 +62,12 @@ class ClapConditioner(nn.Module, PretrainedMixin):
     def from_hf(cls, hf_model: str | Path, **overrides) -> "ClapConditioner":
         return cls(ClapAdapterConfig(hf_model=str(hf_model), **overrides)).eval()
 
-    @staticmethod
-    def _pooled(out) -> torch.Tensor:
     @property
     def window_seconds(self) -> float:
         return self.config.window_seconds
 
+    @staticmethod
+    def _pooled(out) -> torch.Tensor:
         return out.pooler_output if hasattr(out, "pooler_output") else out  # transformers 5 returns an output object
 
     @torch.no_grad()
