@@ -4,6 +4,7 @@ tiny pipeline."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -15,7 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from musiclm.cli.main import app
-from musiclm.data.manifest import read_manifest
+from musiclm.data.manifest import read_manifest, write_manifest
 from musiclm.evaluation import adherence, fad, kld, memorization, melody, pairs, prompts
 
 SR = 22050
@@ -182,22 +183,39 @@ def test_classifier_trains_and_eval_runs_end_to_end(tiny_dataset, tiny_pipeline,
     clf_dir = tmp_path / "clf"
     res = runner.invoke(app, ["train", "classifier", "--data", str(tiny_dataset), "--out", str(clf_dir),
                               "--preset", "tiny", "--steps", "30", "--batch-size", "8", "--device", "cpu",
+                              "--lr", "3e-3", "--set", "warmup_steps=3", "--set", "log_every=5",
                               "--set", "val_every=0", "--set", "progress=false"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     history = [json.loads(line) for line in (clf_dir / "metrics.jsonl").read_text().splitlines()]
     losses = [h["loss"] for h in history if "loss" in h]
-    assert np.mean(losses[-2:]) < losses[0]
+    # a short warmup: the preset's 100 warmup steps would keep all 30 steps at a fraction of the rate
+    assert len(losses) == 6 and np.mean(losses[3:]) < losses[0]
     acc = json.loads((clf_dir / "heldout_accuracy.json").read_text())
     assert set(acc) >= {"family", "tempo", "mode", "style"} and acc["n"] > 0
     assert isinstance(EvalClassifier.from_pretrained(clf_dir), EvalClassifier)
 
     pfile = tmp_path / "prompts.jsonl"
-    res = runner.invoke(app, ["eval-prompts", "--manifest", str(tiny_dataset), "--out", str(pfile), "--limit", "3"])
+    res = runner.invoke(app, ["eval-prompts", "--manifest", str(tiny_dataset), "--out", str(pfile), "--limit", "2"])
     assert res.exit_code == 0, res.output
+    under_test = {str(p.reference) for p in prompts.read_prompts(pfile)}
+    clips = read_manifest(tiny_dataset)
+    spare = [c for c in clips if c.split != "train" and str(c.path) not in under_test]
+    # the tiny build holds out 2 works; FAD and KLD need held-out clips beyond the ones under test
+    res = runner.invoke(app, ["eval", "--checkpoint", str(tiny_pipeline), "--prompts", str(pfile), "--reference",
+                              str(tiny_dataset), "--classifier", str(clf_dir), "--out", str(tmp_path / "e0"),
+                              "--reference-clips", str(len(spare) + 1)])
+    assert res.exit_code != 0
+    assert f"needs {len(spare) + 1} held-out clips" in str(res.exception) and f"but {len(spare)} of" in str(res.exception)
+    # so hold out some training clips too (the random-training row keeps the rest)
+    reference = tmp_path / "reference.jsonl"
+    train = [c for c in clips if c.split == "train"]
+    write_manifest(reference, [c for c in clips if c.split != "train"] +
+                   [dataclasses.replace(c, split="valid") for c in train[:4]] + train[4:])
     out = tmp_path / "eval"
     res = runner.invoke(app, ["eval", "--checkpoint", str(tiny_pipeline), "--prompts", str(pfile),
-                              "--reference", str(tiny_dataset), "--classifier", str(clf_dir), "--out", str(out),
-                              "--seconds", "2", "--memorization", "2", "--no-fad-inf", "--guidance", "2"])
+                              "--reference", str(reference), "--classifier", str(clf_dir), "--out", str(out),
+                              "--seconds", "2", "--memorization", "2", "--no-fad-inf", "--guidance", "2",
+                              "--reference-clips", "4"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     metrics = json.loads((out / "metrics.json").read_text())
     rows = metrics["rows"]
@@ -205,25 +223,27 @@ def test_classifier_trains_and_eval_runs_end_to_end(tiny_dataset, tiny_pipeline,
     for row in rows.values():
         assert {"fad_mulan", "fad_codec", "fad_classifier", "mcc", "kld"} <= set(row)
         assert -1 <= row["mcc"] <= 1 and row["fad_mulan"] >= 0
-    assert rows["ground truth"]["kld"] == pytest.approx(0, abs=1e-4)  # reference vs itself
-    assert rows["generated"]["kld"] > rows["ground truth"]["kld"]
+    assert metrics["info"]["fad_reference_clips"] == len(spare) + 4  # every held-out clip not under test
+    # measured against other real clips, the ground truth scores above zero: nothing is 0 by construction
+    assert rows["ground truth"]["kld"] > 1e-4 and rows["ground truth"]["fad_classifier"] > 1e-4
     assert 0 <= metrics["info"]["memorization"]["exact_match"] <= 1 and metrics["info"]["guidance"] == 2
     assert (out / "report.md").read_text().count("| generated |") == 1
     assert (out / "spectrograms.png").stat().st_size > 1000 and (out / "adherence.png").is_file()
 
-    # already generated audio: the ground truth itself, given as a manifest
+    # already generated audio: the ground truth itself, given as a manifest, scores as the ground truth row
     given = tmp_path / "given.jsonl"
-    clips = [c for c in read_manifest(tiny_dataset) if str(c.path) in
-             {str(p.reference) for p in prompts.read_prompts(pfile)}]
-    given.write_text("".join(json.dumps({"path": str(c.path)}) + "\n" for c in clips))
+    given.write_text("".join(json.dumps({"path": str(c.path)}) + "\n" for c in clips if str(c.path) in under_test))
     res = runner.invoke(app, ["eval", "--audio", str(given), "--prompts", str(pfile), "--reference",
-                              str(tiny_dataset), "--classifier", str(clf_dir), "--out", str(tmp_path / "e2"),
-                              "--seconds", "2", "--no-fad-inf"])
+                              str(reference), "--classifier", str(clf_dir), "--out", str(tmp_path / "e2"),
+                              "--seconds", "2", "--no-fad-inf", "--reference-clips", "4"])
     assert res.exit_code == 0, res.output + repr(res.exception)
-    rows = json.loads((tmp_path / "e2" / "metrics.json").read_text())["rows"]
-    assert rows["generated"]["kld"] == pytest.approx(0, abs=1e-4)
+    again = json.loads((tmp_path / "e2" / "metrics.json").read_text())["rows"]
+    for key in ("kld", "fad_classifier"):
+        assert again["generated"][key] == pytest.approx(again["ground truth"][key])
+        # without a pipeline the clips are read at 24 kHz instead of its rate: equal up to resampling
+        assert again["ground truth"][key] == pytest.approx(rows["ground truth"][key], rel=0.01)
     res = runner.invoke(app, ["eval", "--audio", str(tmp_path), "--prompts", str(pfile), "--reference",
-                              str(tiny_dataset), "--classifier", str(clf_dir), "--out", str(tmp_path / "e3")])
+                              str(reference), "--classifier", str(clf_dir), "--out", str(tmp_path / "e3")])
     assert res.exit_code != 0 and "counts must match" in str(res.exception)
 
 

@@ -66,15 +66,16 @@ def eval_command(
         raise typer.BadParameter("no FAD embedding: pass --checkpoint, --mulan, --codec or --classifier")
     rate = pipeline.sample_rate if pipeline is not None else (cdc.sample_rate if cdc is not None else 24000)
     info = {"checkpoint": str(checkpoint), "prompts_file": str(prompts), "reference": str(reference)}
+    given = suite.given_audio_paths(audio, items) if pipeline is None or audio is not None else []
+    # before any generation: an evaluation without a spare reference would be wasted
+    suite.spare_reference(items, [c for c in clips if c.split != "train"], given, reference_clips)
     t0 = time.perf_counter()
-    given: list = []
     if pipeline is not None and audio is None:
         with torch.no_grad():
             wavs = suite.generate_audio(pipeline, items, seconds, seed=seed, batch_size=batch, guidance=guidance)
         info["generation_wall_s"] = round(time.perf_counter() - t0, 1)
         info["guidance"] = guidance
     else:
-        given = suite.given_audio_paths(audio, items)
         wavs = [suite.load_clip(p, rate, seconds) for p in given]
         info["audio"] = str(audio)
     if memorization and pipeline is not None:

@@ -166,6 +166,23 @@ def given_audio_paths(source, prompts: list[Prompt]) -> list:
     return paths
 
 
+def spare_reference(prompts: list[Prompt], heldout: list, under_test: list = (), minimum: int = 16) -> list:
+    """The held-out clips that FAD and KLD may measure against: none of them a prompt's own reference or
+    a file of ``under_test`` (already generated audio), so that no row matches its reference by
+    construction. Fewer than ``minimum`` is an error that says how many there are."""
+    if minimum < 2:
+        raise EvalError(f"the FAD reference needs at least 2 clips; got a minimum of {minimum}")
+    tested = {_key(p.reference) for p in prompts if p.reference is not None} | {_key(p) for p in under_test}
+    spare = [c for c in heldout if _key(c.path) not in tested]
+    if len(spare) < minimum:
+        raise EvalError(
+            f"the FAD/KLD reference needs {minimum} held-out clips (split != 'train') that are not under test, "
+            f"but {len(spare)} of the manifest's {len(heldout)} held-out clips are spare ({len(heldout) - len(spare)} "
+            "are the prompts' references or the audio evaluated): evaluate fewer prompts (--limit), build more "
+            "held-out data, or lower --reference-clips")
+    return spare
+
+
 KLD_KEYS = ("families", "tempo_class", "mode", "style")
 
 
@@ -198,17 +215,7 @@ def run_evaluation(
     t0 = time.perf_counter()
     heldout = [c for c in reference_clips if c.split != "train"]
     train = [c for c in reference_clips if c.split == "train"]
-    # the reference of FAD and KLD is measured against, never the clips the rows are made of
-    tested = {_key(p.reference) for p in prompts if p.reference is not None} | {_key(p) for p in under_test}
-    spare = [c for c in heldout if _key(c.path) not in tested]
-    if reference_clips_min < 2:
-        raise EvalError(f"the FAD reference needs at least 2 clips; got a minimum of {reference_clips_min}")
-    if len(spare) < reference_clips_min:
-        raise EvalError(
-            f"the FAD/KLD reference needs {reference_clips_min} held-out clips (split != 'train') that are not under "
-            f"test, but {len(spare)} of the manifest's {len(heldout)} held-out clips are spare "
-            f"({len(heldout) - len(spare)} are the prompts' references or the audio evaluated): evaluate fewer "
-            "prompts (--limit), build more held-out data, or lower --reference-clips")
+    spare = spare_reference(prompts, heldout, under_test, reference_clips_min)
     fad_ref = [load_clip(c.path, sample_rate, seconds) for c in spare]
     rows: dict[str, list[torch.Tensor]] = {"generated": generated}
     kld_ref = None
