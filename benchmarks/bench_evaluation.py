@@ -50,8 +50,8 @@ def main() -> None:
     candidates = prompts_from_manifest([c for c in clips if c.split != "train"])
     prompts = candidates[: min(N_PROMPTS, len(candidates) - REFERENCE_CLIPS)]
     if not prompts:
-        raise SystemExit(f"the manifest has {len(candidates)} held-out clips with held-out captions; the benchmark "
-                         f"needs more than the {REFERENCE_CLIPS} kept apart as the FAD/KLD reference")
+        raise SystemExit(f"the manifest has {len(candidates)} held-out clips with held-out captions; the "
+                         f"benchmark needs more than the {REFERENCE_CLIPS} kept apart as FAD/KLD reference")
     mulan, mulan_src = _part("EVAL_MULAN", SHIPPED_MODEL / "mulan", lambda: MuLan(MuLanConfig.preset("small")))
     codec, codec_src = _part("EVAL_CODEC", SHIPPED_MODEL / "codec", lambda: SoundStream(SoundStreamConfig.preset("small")))
     clf, clf_src = _part("EVAL_CLASSIFIER", SHIPPED_MODEL.parent / "eval_classifier", lambda: EvalClassifier(ClassifierConfig.preset("small")))
@@ -76,7 +76,8 @@ def main() -> None:
     generation_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     metrics = run_evaluation(prompts, clips, Path("benchmarks/results/evaluation_report"), ev, sample_rate=sr,
-                             seconds=SECONDS, generated=generated, codec=codec, reference_clips_min=REFERENCE_CLIPS,
+                             seconds=SECONDS, generated=generated, codec=codec,
+                             reference_clips_min=REFERENCE_CLIPS,
                              extra_info={"generated": source, "mulan": mulan_src, "codec": codec_src,
                                          "classifier": clf_src})
     wall = time.perf_counter() - t0

@@ -23,7 +23,7 @@ def embedded_manifest(env: str, hours: float = 1.5, eval_every: int = 4) -> Path
     if os.environ.get(env):
         path = Path(os.environ[env])
         if not path.is_file():
-            raise SystemExit(f"{env}={path} is not a manifest file; unset it to build a small dataset instead")
+            raise SystemExit(f"{env}={path} is not a manifest file; unset it to build a small dataset")
         return path
     from musiclm.data.build import BuildOptions, build
 

@@ -143,7 +143,8 @@ def test_prompt_files(tmp_path):
         prompts.read_prompts(bad)
     csv = tmp_path / "musiccaps.csv"  # two rows in the MusicCaps CSV's own format
     csv.write_text(
-        "ytid,start_s,end_s,audioset_positive_labels,aspect_list,caption,author_id,is_balanced_subset,is_audioset_eval\n"
+        "ytid,start_s,end_s,audioset_positive_labels,aspect_list,caption,author_id,is_balanced_subset,"
+        "is_audioset_eval\n"
         '-0Gj8-vB1q4,30,40,"/m/0140xf","[\'sad\', \'ballad\']","A sad ballad with strings.",4,False,True\n'
         'abc,0,10,"/m/04rlf","not a list","A fast fiddle tune.",1,False,False\n')
     caps = prompts.import_musiccaps(csv, limit=5)
@@ -195,17 +196,20 @@ def test_classifier_trains_and_eval_runs_end_to_end(tiny_dataset, tiny_pipeline,
     assert isinstance(EvalClassifier.from_pretrained(clf_dir), EvalClassifier)
 
     pfile = tmp_path / "prompts.jsonl"
-    res = runner.invoke(app, ["eval-prompts", "--manifest", str(tiny_dataset), "--out", str(pfile), "--limit", "2"])
+    res = runner.invoke(app, ["eval-prompts", "--manifest", str(tiny_dataset), "--out", str(pfile),
+                              "--limit", "2"])
     assert res.exit_code == 0, res.output
     under_test = {str(p.reference) for p in prompts.read_prompts(pfile)}
     clips = read_manifest(tiny_dataset)
     spare = [c for c in clips if c.split != "train" and str(c.path) not in under_test]
     # the tiny build holds out 2 works; FAD and KLD need held-out clips beyond the ones under test
-    res = runner.invoke(app, ["eval", "--checkpoint", str(tiny_pipeline), "--prompts", str(pfile), "--reference",
-                              str(tiny_dataset), "--classifier", str(clf_dir), "--out", str(tmp_path / "e0"),
+    res = runner.invoke(app, ["eval", "--checkpoint", str(tiny_pipeline), "--prompts", str(pfile),
+                              "--reference", str(tiny_dataset), "--classifier", str(clf_dir),
+                              "--out", str(tmp_path / "e0"),
                               "--reference-clips", str(len(spare) + 1)])
     assert res.exit_code != 0
-    assert f"needs {len(spare) + 1} held-out clips" in str(res.exception) and f"but {len(spare)} of" in str(res.exception)
+    assert f"needs {len(spare) + 1} held-out clips" in str(res.exception)
+    assert f"but {len(spare)} of" in str(res.exception)
     # so hold out some training clips too (the random-training row keeps the rest)
     reference = tmp_path / "reference.jsonl"
     train = [c for c in clips if c.split == "train"]
@@ -232,7 +236,8 @@ def test_classifier_trains_and_eval_runs_end_to_end(tiny_dataset, tiny_pipeline,
 
     # already generated audio: the ground truth itself, given as a manifest, scores as the ground truth row
     given = tmp_path / "given.jsonl"
-    given.write_text("".join(json.dumps({"path": str(c.path)}) + "\n" for c in clips if str(c.path) in under_test))
+    given.write_text("".join(json.dumps({"path": str(c.path)}) + "\n"
+                             for c in clips if str(c.path) in under_test))
     res = runner.invoke(app, ["eval", "--audio", str(given), "--prompts", str(pfile), "--reference",
                               str(reference), "--classifier", str(clf_dir), "--out", str(tmp_path / "e2"),
                               "--seconds", "2", "--no-fad-inf", "--reference-clips", "4"])
@@ -253,7 +258,8 @@ def harmonic_tone(freq: float, seconds: float = 2.0, sr: int = SR) -> torch.Tens
     return sum(torch.sin(2 * torch.pi * freq * h * t) / h for h in (1, 2, 3, 4)) * 0.2
 
 
-def notes_with_envelope(freqs: list[float], envelope, seconds_each: float = 0.25, sr: int = SR) -> torch.Tensor:
+def notes_with_envelope(freqs: list[float], envelope, seconds_each: float = 0.25, sr: int = SR
+                        ) -> torch.Tensor:
     t = torch.arange(round(seconds_each * sr)) / sr
     return torch.cat([torch.sin(2 * torch.pi * f * t) * envelope(t) * 0.3 for f in freqs])
 
@@ -266,7 +272,8 @@ def test_pair_detectors_move_the_asked_way_on_known_audio():
     assert pairs.majorness(minor.numpy(), SR) < 0 < pairs.majorness(major.numpy(), SR)
     # the pitch of a harmonic tone is its fundamental, not the centroid of its partials
     low, high = (pairs.pitch_height(harmonic_tone(f).numpy(), SR) for f in (200.0, 800.0))
-    assert low == pytest.approx(librosa.hz_to_midi(200.0), abs=1) and high == pytest.approx(librosa.hz_to_midi(800.0), abs=1)
+    assert low == pytest.approx(librosa.hz_to_midi(200.0), abs=1)
+    assert high == pytest.approx(librosa.hz_to_midi(800.0), abs=1)
     tune = [262.0, 294.0, 330.0, 349.0, 392.0, 349.0, 330.0, 294.0] * 2
     plucked = notes_with_envelope(tune, lambda t: torch.exp(-t / 0.08))
     sustained = notes_with_envelope(tune, lambda t: torch.clamp(t / 0.01, max=1.0))
@@ -286,15 +293,18 @@ def test_shipped_pairs_file():
     shipped = pairs.read_pairs()
     kinds = [p.kind for p in shipped]
     assert len(shipped) >= 60 and all(kinds.count(k) >= 10 for k in pairs.KIND_ATTRIBUTE)
-    caption_words = {w.lower() for sets in (WORDS, STYLE_WORDS) for d in sets.values() for ws in d.values() for w in ws}
+    caption_words = {w.lower() for sets in (WORDS, STYLE_WORDS) for d in sets.values()
+                     for ws in d.values() for w in ws}
     for p in shipped:
         assert p.changed() == {pairs.KIND_ATTRIBUTE[p.kind]}, p
-        for attrs in (p.attributes_a, p.attributes_b):  # renderable with the dataset's own instruments and styles
+        for attrs in (p.attributes_a, p.attributes_b):  # renderable: the dataset's own instruments and styles
             assert attrs["families"] == list(dict.fromkeys(FAMILY_OF[i] for i in attrs["instruments"]))
             assert attrs["articulation"] == articulation(attrs["instruments"])
-            assert attrs["style"] in {c.style for c in corpus.COLLECTIONS} and attrs["tempo_class"] in TEMPO_BANDS
+            assert attrs["style"] in {c.style for c in corpus.COLLECTIONS}
+            assert attrs["tempo_class"] in TEMPO_BANDS
         for text in (p.a, p.b):  # worded away from the caption templates' synonym lists
-            used = [w for w in caption_words if re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", text.lower())]
+            used = [w for w in caption_words
+                    if re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", text.lower())]
             assert not used, (text, used)
     assert len({(p.a, p.b) for p in shipped}) == len(shipped)
 
@@ -320,7 +330,8 @@ def test_reference_renders_and_eval_pairs(tiny_pipeline, tmp_path):
                    and p.attributes_a["style"] == "folk song") for k in ("tempo", "register")]
     pfile = tmp_path / "two.jsonl"
     pfile.write_text("".join(json.dumps(p.to_json()) + "\n" for p in chosen))
-    renders = pairs.render_reference_pairs(chosen, tmp_path / "ceiling", seconds=2.0, seed=0, soundfonts=["TimGM6mb"])
+    renders = pairs.render_reference_pairs(chosen, tmp_path / "ceiling", seconds=2.0, seed=0,
+                                           soundfonts=["TimGM6mb"])
     audio = [renders / f"00{i}-{s}.wav" for i in (0, 1) for s in "ab"]
     assert all(sf.info(str(p)).duration == pytest.approx(2.0, abs=0.01) for p in audio)
     stamps = [p.stat().st_mtime_ns for p in audio]
@@ -342,8 +353,9 @@ def test_reference_renders_and_eval_pairs(tiny_pipeline, tmp_path):
     assert "| generated | 100% (1) | 100% (1) | 100% (2) |" in (tmp_path / "scored" / "pairs.md").read_text()
 
     # a pipeline generates both sides of each pair with the same seed, into files a rerun reuses
-    res = runner.invoke(app, ["eval-pairs", "--checkpoint", str(tiny_pipeline), "--pairs", str(pfile), "--seconds",
-                              "0.5", "--out", str(tmp_path / "gen"), "--classifier", str(clf), "--batch", "2"])
+    res = runner.invoke(app, ["eval-pairs", "--checkpoint", str(tiny_pipeline), "--pairs", str(pfile),
+                              "--seconds", "0.5", "--out", str(tmp_path / "gen"), "--classifier", str(clf),
+                              "--batch", "2"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     generated = json.loads((tmp_path / "gen" / "pairs.json").read_text())["rows"]["generated"]
     assert generated["n"] == 2 and len(list((tmp_path / "gen" / "audio").glob("*.wav"))) == 4

@@ -189,8 +189,9 @@ def test_cli_train(tmp_path):
     for i in range(2):
         save_audio(tmp_path / f"{i}.wav", melody(3.0, i), SR)
     (tmp_path / "m.jsonl").write_text("".join(json.dumps({"path": f"{i}.wav"}) + "\n" for i in range(2)))
-    args = ["train", "semantic", "--data", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "run"), "--preset",
-            "tiny", "--steps", "3", "--crop-seconds", "1", "--device", "cpu", "--set", "log_every=1"]
+    args = ["train", "semantic", "--data", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "run"),
+            "--preset", "tiny", "--steps", "3", "--crop-seconds", "1", "--device", "cpu",
+            "--set", "log_every=1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

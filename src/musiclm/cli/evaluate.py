@@ -30,8 +30,9 @@ def eval_command(
     guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale of generation (off: paper).")] = None,
     memorization: Annotated[int, typer.Option(help="Training clips for the memorization study (needs --checkpoint; 0: skip).")] = 0,
     fad_inf: Annotated[bool, typer.Option(help="Also extrapolate FAD-inf.")] = True,
-    reference_clips: Annotated[int, typer.Option(help="Fewest held-out clips, none of them under test, to measure "
-                                                 "FAD and KLD against (fewer is an error).")] = 16,
+    reference_clips: Annotated[int, typer.Option(
+        help="Fewest held-out clips, none of them under test, to measure FAD and KLD against (fewer: error).")
+    ] = 16,
 ) -> None:
     """Generate (or read) audio for every prompt and write report.md, metrics.json and plots to --out."""
     import json
@@ -96,17 +97,24 @@ def eval_command(
 
 @app.command("eval-pairs")
 def eval_pairs(
-    out: Annotated[Path, typer.Option("--out", help="Folder for pairs.json, pairs.md and the pair audio (rerun to resume).")],
-    checkpoint: Annotated[PathOpt, typer.Option(help="MusicLM pipeline folder to generate both sides of each pair with.")] = None,
-    audio: Annotated[PathOpt, typer.Option(help="Already generated pair audio instead: a folder of NNN-a.wav / NNN-b.wav.")] = None,
-    pairs_file: Annotated[PathOpt, typer.Option("--pairs", help="Pairs file (.jsonl; default: the shipped one).")] = None,
-    reference: Annotated[bool, typer.Option(help="Also score real renders made to match each side (the ceiling).")] = False,
-    classifier: Annotated[PathOpt, typer.Option(help="Evaluation classifier for family pairs (default: the shipped one).")] = None,
+    out: Annotated[Path, typer.Option(
+        "--out", help="Folder for pairs.json, pairs.md and the pair audio (rerun to resume).")],
+    checkpoint: Annotated[PathOpt, typer.Option(
+        help="MusicLM pipeline folder to generate both sides of each pair with.")] = None,
+    audio: Annotated[PathOpt, typer.Option(
+        help="Already generated pair audio instead: a folder of NNN-a.wav and NNN-b.wav.")] = None,
+    pairs_file: Annotated[PathOpt, typer.Option(
+        "--pairs", help="Pairs file (.jsonl; default: the shipped one).")] = None,
+    reference: Annotated[bool, typer.Option(
+        help="Also score real renders made to match each side (the ceiling).")] = False,
+    classifier: Annotated[PathOpt, typer.Option(
+        help="Evaluation classifier for the family pairs (default: the shipped one).")] = None,
     seconds: Annotated[float, typer.Option(help="Seconds per clip.")] = 10.0,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N pairs.")] = None,
     seed: int = 0,
     batch: Annotated[int, typer.Option(help="Pairs generated at once.")] = 4,
-    guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale of generation (off: paper).")] = None,
+    guidance: Annotated[Optional[float], typer.Option(
+        help="Classifier-free guidance scale of generation (off: paper).")] = None,
 ) -> None:
     """Paired adherence: per kind (tempo, mode, register, articulation, density, family), the share of
     prompt pairs that differ in that one attribute whose outputs move the asked way."""
@@ -139,20 +147,23 @@ def eval_pairs(
         rate = pipeline.sample_rate
         with torch.no_grad():
             audio = pe.generate_pairs(pipeline, pairs, out / "audio", seconds, seed, batch, guidance=guidance)
-        info.update(checkpoint=str(checkpoint), guidance=guidance, generation_wall_s=round(time.perf_counter() - t0, 1))
+        info.update(checkpoint=str(checkpoint), guidance=guidance,
+                    generation_wall_s=round(time.perf_counter() - t0, 1))
     if audio is not None:
         info["audio"] = str(audio)
-        rows["generated"] = pe.score_pairs(pairs, pe.load_pair_audio(audio, len(pairs), rate, seconds), rate, clf)
+        rows["generated"] = pe.score_pairs(pairs, pe.load_pair_audio(audio, len(pairs), rate, seconds), rate,
+                                           clf)
     if reference:
         folder = pe.render_reference_pairs(pairs, out / "reference", seconds, seed)
-        rows["reference renders"] = pe.score_pairs(pairs, pe.load_pair_audio(folder, len(pairs), rate, seconds),
-                                                   rate, clf)
+        wavs = pe.load_pair_audio(folder, len(pairs), rate, seconds)
+        rows["reference renders"] = pe.score_pairs(pairs, wavs, rate, clf)
     source = "reference renders" if reference else "generated"
     rows["shuffled"] = pe.swapped(rows[source], seed)
     info.update(shuffled_from=source, sample_rate=rate, wall_s=round(time.perf_counter() - t0, 1))
     result = pe.write_pairs_report(out, rows, pairs, info)
-    summary = {name: {"all": round(s["share"], 3), **{k: round(v["share"], 3) for k, v in s["by_kind"].items()}}
-               for name, s in result["rows"].items()}
+    summary = {name: {"all": round(row["share"], 3),
+                      **{k: round(v["share"], 3) for k, v in row["by_kind"].items()}}
+               for name, row in result["rows"].items()}
     typer.echo(json.dumps(summary, indent=1))
     typer.echo(f"report: {out / 'pairs.md'}")
 

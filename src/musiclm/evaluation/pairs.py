@@ -3,7 +3,7 @@ output move the asked way?
 
 Each kind has a detector that is independent of the generator (librosa signal measures; the evaluation
 classifier only for instrument families) and returns a scalar that grows in the asked direction, so a
-pair "moves right" when ``detector(B) > detector(A)``:
+pair "moves right" when ``detector(B) > detector(A)`` (a tie, such as two silent clips, does not):
 
 =============  ==============================  ==========================================================
 kind           A -> B                          detector (larger = more B)
@@ -40,12 +40,12 @@ from musiclm.evaluation.adherence import key_scores
 PAIRS_FILE = Path(__file__).with_name("pairs.jsonl")
 
 # kind -> the dataset attribute (musiclm.data.build) that the two prompts of a pair set apart
-KIND_ATTRIBUTE = {"tempo": "tempo_class", "mode": "mode", "register": "register", "articulation": "articulation",
-                  "density": "voices", "family": "families"}
+KIND_ATTRIBUTE = {"tempo": "tempo_class", "mode": "mode", "register": "register",
+                  "articulation": "articulation", "density": "voices", "family": "families"}
 COMPARED = ("tempo_class", "mode", "register", "articulation", "voices", "families", "style")
 # the ordered values of each kind's attribute: B must stand above A
-ORDER = {"tempo_class": ["slow", "medium", "fast"], "mode": ["minor", "major"], "register": ["low", "middle", "high"],
-         "articulation": ["sustained", "mixed", "plucked"]}
+ORDER = {"tempo_class": ["slow", "medium", "fast"], "mode": ["minor", "major"],
+         "register": ["low", "middle", "high"], "articulation": ["sustained", "mixed", "plucked"]}
 # the kinds whose change of attribute is made by changing the instrument
 CHANGES_INSTRUMENT = {"articulation", "family"}
 
@@ -80,13 +80,16 @@ class Pair:
         if self.changed() != {name}:
             raise ValueError(f"a {self.kind} pair must differ in {name} only; its sides differ in "
                              f"{sorted(self.changed()) or 'nothing'}")
-        if self.kind not in CHANGES_INSTRUMENT and self.attributes_a["instruments"] != self.attributes_b["instruments"]:
+        same_instruments = self.attributes_a["instruments"] == self.attributes_b["instruments"]
+        if self.kind not in CHANGES_INSTRUMENT and not same_instruments:
             raise ValueError(f"a {self.kind} pair must keep the instruments; they differ")
         va, vb = self.attributes_a[name], self.attributes_b[name]
         if name in ORDER and not ORDER[name].index(va) < ORDER[name].index(vb):
             raise ValueError(f"{name} must go up from A to B along {ORDER[name]}; got {va!r} -> {vb!r}")
         if name == "voices" and not va < vb:
             raise ValueError(f"voices must grow from A to B; got {va} -> {vb}")
+        if name == "families" and (not set(va) - set(vb) or not set(vb) - set(va)):
+            raise ValueError(f"each side of a family pair needs a family the other lacks; got {va} -> {vb}")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -106,15 +109,15 @@ def read_pairs(path: str | Path = PAIRS_FILE) -> list[Pair]:
             pair = Pair(**data)
             pair.check()
         except (ValueError, TypeError, KeyError) as err:
-            raise PairsError(f"{path}:{number}: {err} (each line: {{\"kind\", \"a\", \"b\", \"attributes_a\", "
-                             f"\"attributes_b\"}})") from err
+            raise PairsError(f'{path}:{number}: {err} (each line: {{"kind", "a", "b", "attributes_a", '
+                             '"attributes_b"})') from err
         pairs.append(pair)
     if not pairs:
         raise PairsError(f"pairs file {path} has no pairs")
     return pairs
 
 
-# ---------------------------------------------------------------- detectors: audio -> scalar, larger = more "B"
+# ---------------------------------------------------------------- detectors: audio -> scalar, larger = more B
 def onset_rate(y: np.ndarray, sr: int) -> float:
     """Note onsets per second: the same music played faster has more of them in the same time."""
     onsets = librosa.onset.onset_detect(y=y, sr=sr, units="time")
@@ -134,8 +137,9 @@ HARMONICS, WEIGHTS = [1, 2, 3, 4, 5], [1.0, 0.5, 0.33, 0.25, 0.2]
 def _salience(y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
     """Harmonic salience of a semitone CQT (``[pitches, frames]``, peaks only) and the MIDI pitch of each row.
     Summing each candidate's harmonics puts the weight on fundamentals, not on the partials above them."""
-    cqt = np.abs(librosa.cqt(y, sr=sr, hop_length=512, fmin=librosa.midi_to_hz(LOWEST_MIDI), n_bins=12 * OCTAVES))
-    freqs = librosa.cqt_frequencies(12 * OCTAVES, fmin=librosa.midi_to_hz(LOWEST_MIDI))
+    fmin, bins = librosa.midi_to_hz(LOWEST_MIDI), 12 * OCTAVES
+    cqt = np.abs(librosa.cqt(y, sr=sr, hop_length=512, fmin=fmin, n_bins=bins))
+    freqs = librosa.cqt_frequencies(bins, fmin=fmin)
     sal = librosa.salience(cqt, freqs=freqs, harmonics=HARMONICS, weights=WEIGHTS, fill_value=0.0)
     return np.nan_to_num(sal), LOWEST_MIDI + np.arange(12 * OCTAVES)
 
@@ -193,14 +197,14 @@ def family_detector(classifier, pair: Pair, wavs: Sequence[torch.Tensor], sample
     only_b = [f for f in pair.attributes_b["families"] if f not in pair.attributes_a["families"]]
     unknown = [f for f in only_a + only_b if f not in families]
     if unknown:
-        raise PairsError(f"the classifier has no head for famil{'y' if len(unknown) == 1 else 'ies'} {unknown} "
-                         f"(it knows {families}); use a classifier trained on data with them")
+        raise PairsError(f"the classifier has no head for the famil{'y' if len(unknown) == 1 else 'ies'} "
+                         f"{unknown} (it knows {families}); use a classifier trained on data with them")
     length = min(w.shape[-1] for w in wavs)
-    batch = torch.stack([resample(w[:length].float(), sample_rate, classifier.config.sample_rate) for w in wavs])
-    probs = classifier.predict(batch)["family"]
-    col = {f: probs[:, families.index(f)] for f in only_a + only_b}
-    return [float(torch.stack([col[f][i] for f in only_b]).mean() - torch.stack([col[f][i] for f in only_a]).mean())
-            for i in range(len(wavs))]
+    rate = classifier.config.sample_rate
+    probs = classifier.predict(torch.stack([resample(w[:length].float(), sample_rate, rate) for w in wavs]))
+    mean = {side: probs["family"][:, [families.index(f) for f in names]].mean(1)
+            for side, names in (("a", only_a), ("b", only_b))}
+    return (mean["b"] - mean["a"]).tolist()
 
 
 # ---------------------------------------------------------------- scoring
@@ -209,7 +213,8 @@ def score_pairs(pairs: Sequence[Pair], audio: Sequence[tuple[torch.Tensor, torch
     """Per pair: the detector's value on A and on B and whether it moved the asked way (B > A).
     Family pairs need ``classifier``; without one they are left out."""
     rows = []
-    for index, (pair, (wav_a, wav_b)) in enumerate(tqdm(list(zip(pairs, audio)), desc="scoring pairs", unit="pair")):
+    todo = list(zip(pairs, audio))
+    for index, (pair, (wav_a, wav_b)) in enumerate(tqdm(todo, desc="scoring pairs", unit="pair")):
         if pair.kind == "family":
             if classifier is None:
                 continue
@@ -217,7 +222,8 @@ def score_pairs(pairs: Sequence[Pair], audio: Sequence[tuple[torch.Tensor, torch
         else:
             detect = DETECTORS[pair.kind]
             value_a, value_b = (detect(w.detach().cpu().float().numpy(), sample_rate) for w in (wav_a, wav_b))
-        rows.append({"index": index, "kind": pair.kind, "a": value_a, "b": value_b, "moved": bool(value_b > value_a)})
+        rows.append({"index": index, "kind": pair.kind, "a": value_a, "b": value_b,
+                     "moved": bool(value_b > value_a)})
     return rows
 
 
@@ -267,8 +273,9 @@ def load_pair_audio(folder: str | Path, count: int, sample_rate: int, seconds: f
     paths = [side_paths(folder, i) for i in range(count)]
     missing = [str(p) for pair in paths for p in pair if not p.is_file()]
     if missing:
-        raise PairsError(f"{len(missing)} pair audio file(s) missing in {folder}, e.g. {missing[0]}; a folder of "
-                         "pair audio holds NNN-a.wav and NNN-b.wav for every pair NNN of the pairs file")
+        raise PairsError(f"{len(missing)} pair audio file(s) missing in {folder}, e.g. {missing[0]}; a "
+                         "folder of pair audio holds NNN-a.wav and NNN-b.wav for each pair NNN of the pairs "
+                         "file")
     return [(load_clip(a, sample_rate, seconds), load_clip(b, sample_rate, seconds)) for a, b in paths]
 
 
@@ -289,14 +296,14 @@ def generate_pairs(pipeline, pairs: Sequence[Pair], out_dir: str | Path, seconds
         if all(p.is_file() for i in idx for p in side_paths(out_dir, i)):
             continue
         for side in ("a", "b"):
-            wavs = pipeline.generate([getattr(pairs[i], side) for i in idx], duration=seconds, seed=seed + start,
-                                     **generate_kwargs)
+            texts = [getattr(pairs[i], side) for i in idx]
+            wavs = pipeline.generate(texts, duration=seconds, seed=seed + start, **generate_kwargs)
             for i, wav in zip(idx, wavs):
                 _save_atomic(side_paths(out_dir, i)[side == "b"], wav.float().cpu(), pipeline.sample_rate)
     return out_dir
 
 
-# ---------------------------------------------------------------- the ceiling: real renders made to match each side
+# ---------------------------------------------------------------- the ceiling: real renders of each side
 # mean sounding pitch a "low" / "high" render is moved to (the dataset calls < 55 low and >= 72 high)
 REGISTER_TARGET = {"low": 48, "high": 79}
 # MuseScore's .sf3 takes seconds to load per render; the two .sf2 fonts give two timbres per instrument
@@ -309,7 +316,8 @@ def _collection_of(style: str) -> str:
     for coll in corpus.COLLECTIONS:
         if coll.style == style:
             return coll.name
-    raise PairsError(f"no corpus collection has style {style!r}; styles: {[c.style for c in corpus.COLLECTIONS]}")
+    styles = [c.style for c in corpus.COLLECTIONS]
+    raise PairsError(f"no corpus collection has style {style!r}; styles: {styles}")
 
 
 def _bpm(tempo_class: str, u: float) -> float:
@@ -333,7 +341,8 @@ def _choose_work(pair: Pair, rng: np.random.Generator, seconds: float, tries: in
 
     works = _works(_collection_of(pair.attributes_a["style"]))
     voices = max(pair.attributes_a["voices"], pair.attributes_b["voices"])
-    span_q = seconds * max(_bpm(pair.attributes_a["tempo_class"], 1.0), _bpm(pair.attributes_b["tempo_class"], 1.0)) / 60
+    fastest = max(_bpm(attrs["tempo_class"], 1.0) for attrs in (pair.attributes_a, pair.attributes_b))
+    span_q = seconds * fastest / 60
     for i in rng.permutation(len(works))[:tries]:
         try:
             notes = corpus.parse_work(works[i])
@@ -342,14 +351,17 @@ def _choose_work(pair: Pair, rng: np.random.Generator, seconds: float, tries: in
         onsets = sorted({on for on, _, _ in notes.parts[0] if on <= notes.length - span_q})
         if len(notes.parts) >= voices and onsets:
             return notes, float(onsets[int(rng.integers(len(onsets)))])
-    raise PairsError(f"no work of style {pair.attributes_a['style']!r} among {tries} tried has {voices} parts and "
-                     f"{span_q:.0f} quarters; give the pair another style")
+    style = pair.attributes_a["style"]
+    raise PairsError(f"no work of style {style!r} among {tries} tried has {voices} parts and {span_q:.0f} "
+                     "quarters; give the pair another style")
 
 
 def _render_side(notes, attrs: dict, start_q: float, seconds: float, u: float, velocity_seed: list[int],
                  soundfont: str, sample_rate: int, work_dir: Path) -> np.ndarray:
+    import pretty_midi
+
     from musiclm.data.build import _window_midi, change_mode
-    from musiclm.data.render import render_midi
+    from musiclm.data.render import RenderError, render_midi
 
     notes = change_mode(notes, attrs["mode"])
     spq = 60.0 / _bpm(attrs["tempo_class"], u)
@@ -359,7 +371,8 @@ def _render_side(notes, attrs: dict, start_q: float, seconds: float, u: float, v
 
     def window(transpose: int):
         # every call draws the velocities from the same seed: both sides of a pair are played alike
-        return _window_midi(parts, programs, start_q, end_q, spq, transpose, np.random.default_rng(velocity_seed))
+        rng = np.random.default_rng(velocity_seed)
+        return _window_midi(parts, programs, start_q, end_q, spq, transpose, rng)
 
     pm = window(0)
     if attrs["register"] in REGISTER_TARGET:
@@ -367,8 +380,14 @@ def _render_side(notes, attrs: dict, start_q: float, seconds: float, u: float, v
         pm = window(12 * int(round((REGISTER_TARGET[attrs["register"]] - mean) / 12)))
     midi = work_dir / "side.mid"
     pm.write(str(midi))
-    wav, _ = render_midi(midi, soundfont, sample_rate, 0.3, False, work_dir / "side.render.wav",
-                         timeout=30 + seconds)
+    args = (midi, soundfont, sample_rate, 0.3, False, work_dir / "side.render.wav")
+    try:
+        wav, _ = render_midi(*args, timeout=30 + seconds)
+    except RenderError:
+        # as in the dataset build: fluidsynth now and then never finishes a file, and the same notes
+        # written again by pretty_midi render
+        pretty_midi.PrettyMIDI(str(midi)).write(str(midi))
+        wav, _ = render_midi(*args, timeout=30 + seconds)
     length = round(seconds * sample_rate)
     return np.pad(wav[:length], (0, max(0, length - len(wav))))
 
@@ -396,7 +415,8 @@ def render_reference_pairs(pairs: Sequence[Pair], out_dir: str | Path, seconds: 
             notes, start_q = _choose_work(pair, rng, seconds)
             u, font = float(rng.random()), fonts[names[int(rng.integers(len(names)))]][0]
             for attrs, path in zip((pair.attributes_a, pair.attributes_b), paths):
-                wav = _render_side(notes, attrs, start_q, seconds, u, [seed, index, 1], font, sample_rate, Path(tmp))
+                wav = _render_side(notes, attrs, start_q, seconds, u, [seed, index, 1], font, sample_rate,
+                                   Path(tmp))
                 _save_atomic(path, wav, sample_rate)
     return out_dir
 
@@ -421,7 +441,8 @@ def write_pairs_report(out_dir: str | Path, rows: dict[str, list[dict[str, Any]]
     lines = ["# Paired adherence", "",
              "Share of pairs whose output moves the asked way (B's detector value above A's); n in brackets.",
              "Detectors: tempo = onsets per second, mode = major minus minor key-profile fit, register = "
-             "salience-weighted pitch, articulation = decay after each attack (dB/s), density = pitches at once, "
+             "salience-weighted pitch, articulation = decay after each attack (dB/s), "
+             "density = pitches at once, "
              "family = classifier P(B) - P(A). Shuffled: A and B swapped at random (about 50 %).", "",
              "| row | " + " | ".join(kinds) + " | all |", "|" + " --- |" * (len(kinds) + 2)]
     lines += [f"| {name} | " + " | ".join(cell(s, k) for k in kinds) + f" | {cell(s, None)} |"

@@ -41,7 +41,8 @@ def evaluate_row(
     fad_inf: bool = True,
 ) -> dict[str, Any]:
     """Metrics of one row: ``wavs[i]`` is the audio for ``prompts[i]``; ``fad_reference`` holds the
-    held-out frame embeddings per embedder; ``paired_reference[i]`` a real clip of prompt i's description (KLD)."""
+    held-out frame embeddings per embedder; ``paired_reference[i]`` a real clip of prompt i's description
+    (KLD)."""
     out: dict[str, Any] = {"n": len(wavs)}
     timings: dict[str, float] = {}
     for name, (fn, rate) in ev.embedders.items():
@@ -176,10 +177,10 @@ def spare_reference(prompts: list[Prompt], heldout: list, under_test: list = (),
     spare = [c for c in heldout if _key(c.path) not in tested]
     if len(spare) < minimum:
         raise EvalError(
-            f"the FAD/KLD reference needs {minimum} held-out clips (split != 'train') that are not under test, "
-            f"but {len(spare)} of the manifest's {len(heldout)} held-out clips are spare ({len(heldout) - len(spare)} "
-            "are the prompts' references or the audio evaluated): evaluate fewer prompts (--limit), build more "
-            "held-out data, or lower --reference-clips")
+            f"the FAD/KLD reference needs {minimum} held-out clips (split != 'train') that are not under "
+            f"test, but {len(spare)} of the manifest's {len(heldout)} held-out clips are spare "
+            f"({len(heldout) - len(spare)} are the prompts' references or the audio evaluated): evaluate "
+            "fewer prompts (--limit), build more held-out data, or lower --reference-clips")
     return spare
 
 
@@ -194,7 +195,8 @@ def matched_references(prompts: list[Prompt], spare: list, seed: int = 0) -> lis
 
     def agreement(prompt: Prompt, clip) -> int:
         attrs = clip.attributes or {}
-        return sum(prompt.attributes.get(k) is not None and prompt.attributes.get(k) == attrs.get(k) for k in KLD_KEYS)
+        return sum(prompt.attributes.get(k) is not None and prompt.attributes.get(k) == attrs.get(k)
+                   for k in KLD_KEYS)
 
     return [spare[max(order, key=lambda i: agreement(p, spare[i]))] for p in prompts]
 
@@ -235,8 +237,9 @@ def run_evaluation(
                                    for i in rng.choice(len(train), len(prompts), replace=len(train) < len(prompts))]
     metrics = evaluate_rows(rows, prompts, sample_rate, ev, fad_ref, kld_ref, fad_inf)
     info = {"prompts": len(prompts), "seconds_per_clip": seconds, "sample_rate": sample_rate,
-            "fad_reference_clips": len(fad_ref), "kld_reference": "best-matching spare held-out clip" if kld_ref
-            else None, "fad_embeddings": list(ev.embedders),
+            "fad_reference_clips": len(fad_ref),
+            "kld_reference": "best-matching spare held-out clip" if kld_ref else None,
+            "fad_embeddings": list(ev.embedders),
             "evaluation_wall_s": round(time.perf_counter() - t0, 1), **(extra_info or {})}
     samples = {f"{name} 0: {prompts[0].text[:80]}": wavs[0] for name, wavs in rows.items()}
     samples.update({f"generated {i}: {prompts[i].text[:80]}": generated[i] for i in range(1, min(3, len(prompts)))})
