@@ -157,6 +157,21 @@ def test_prompt_files(tmp_path):
         prompts.import_musiccaps(tmp_path / "other.csv")
 
 
+def test_fad_and_kld_reference_leave_out_the_clips_under_test(tmp_path):
+    from musiclm.data.manifest import Clip
+    from musiclm.evaluation import suite
+
+    attrs = [{"mode": "minor", "style": "chorale"}, {"mode": "major", "style": "chorale"},
+             {"mode": "minor", "style": "chorale"}, {"mode": "minor", "style": "folk song"}, {"mode": "major"}]
+    clips = [Clip(tmp_path / f"{i}.wav", split="valid", attributes=a) for i, a in enumerate(attrs)]
+    asked = [prompts.Prompt("a sad chorale", {"mode": "minor", "style": "chorale"}, reference=clips[0].path)]
+    spare = suite.spare_reference(asked, clips, under_test=[tmp_path / "4.wav"], minimum=3)
+    assert spare == clips[1:4]  # neither the prompt's own clip nor the audio given for evaluation
+    assert suite.matched_references(asked, spare) == [clips[2]]  # the other minor chorale, not clip 0 itself
+    with pytest.raises(suite.EvalError, match=r"needs 4 held-out clips .* but 3 of the manifest's 5"):
+        suite.spare_reference(asked, clips, under_test=[tmp_path / "4.wav"], minimum=4)
+
+
 @pytest.fixture(scope="module")
 def tiny_pipeline(tmp_path_factory):
     from musiclm.codec.soundstream import SoundStream, SoundStreamConfig
