@@ -2,7 +2,8 @@
 
 Renders 0.1 h with the real builder (2 workers, default 10-30 s clips, all soundfonts), times
 random 10 s crops through ``AudioCropDataset``, and reads the attribute balance (and the wall time)
-of the big build in /work/data/embedded if it exists (``musiclm data build --hours 2``).
+of a big build if there is one: DATA_BIG_BUILD, by default ``data/embedded`` (what
+``musiclm data build --out data/embedded --hours 2`` makes).
 The machine's load from other jobs is recorded, since it shares 2 cores.
 """
 
@@ -20,7 +21,7 @@ from benchmarks.common import record
 from musiclm.data.build import BuildOptions, build
 from musiclm.data.datasets import AudioCropDataset
 
-BIG_BUILD = Path("/work/data/embedded")
+BIG_BUILD = Path(os.environ.get("DATA_BIG_BUILD", "data/embedded"))
 BALANCE = ["split", "families", "tempo_class", "mode", "key", "collection", "style", "soundfont", "lineup", "is_melody", "voices"]
 
 

@@ -1,6 +1,8 @@
 """Wall time of a 100-prompt evaluation on 2 threads, and the metric table of the best available parts.
 
-Prompts: held-out clips of the embedded dataset (their captions, attributes and clips as references).
+Prompts: held-out clips of the embedded dataset (their captions, attributes and clips as references),
+EVAL_MANIFEST or, without it, a 1.5 h build made for the benchmarks (``benchmarks/data``); the held-out
+clips beyond the prompts are the FAD/KLD reference (at least EVAL_REFERENCE_CLIPS of them).
 Without a trained pipeline the "generated" row is given audio: random held-out clips of *other*
 prompts (a shuffled ceiling: right acoustics, wrong prompt), so the timing covers every metric.
 Parts are taken from env paths when they exist (EVAL_PIPELINE, EVAL_MULAN, EVAL_CODEC, EVAL_CLASSIFIER;
@@ -17,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import record
+from benchmarks.common import embedded_manifest, record
 from musiclm.pipeline import SHIPPED_MODEL
 
-MANIFEST = Path(os.environ.get("EVAL_MANIFEST", "/work/data/embedded/manifest.jsonl"))
 N_PROMPTS = int(os.environ.get("EVAL_PROMPTS", "100"))
+REFERENCE_CLIPS = int(os.environ.get("EVAL_REFERENCE_CLIPS", "16"))
 SECONDS = float(os.environ.get("EVAL_SECONDS", "10"))
 
 
@@ -44,8 +46,12 @@ def main() -> None:
     from musiclm.mulan.model import MuLan, MuLanConfig
 
     torch.set_num_threads(2)
-    clips = read_manifest(MANIFEST)
-    prompts = prompts_from_manifest([c for c in clips if c.split != "train"])[:N_PROMPTS]
+    clips = read_manifest(embedded_manifest("EVAL_MANIFEST"))
+    candidates = prompts_from_manifest([c for c in clips if c.split != "train"])
+    prompts = candidates[: min(N_PROMPTS, len(candidates) - REFERENCE_CLIPS)]
+    if not prompts:
+        raise SystemExit(f"the manifest has {len(candidates)} held-out clips with held-out captions; the "
+                         f"benchmark needs more than the {REFERENCE_CLIPS} kept apart as FAD/KLD reference")
     mulan, mulan_src = _part("EVAL_MULAN", SHIPPED_MODEL / "mulan", lambda: MuLan(MuLanConfig.preset("small")))
     codec, codec_src = _part("EVAL_CODEC", SHIPPED_MODEL / "codec", lambda: SoundStream(SoundStreamConfig.preset("small")))
     clf, clf_src = _part("EVAL_CLASSIFIER", SHIPPED_MODEL.parent / "eval_classifier", lambda: EvalClassifier(ClassifierConfig.preset("small")))
@@ -71,6 +77,7 @@ def main() -> None:
     t0 = time.perf_counter()
     metrics = run_evaluation(prompts, clips, Path("benchmarks/results/evaluation_report"), ev, sample_rate=sr,
                              seconds=SECONDS, generated=generated, codec=codec,
+                             reference_clips_min=REFERENCE_CLIPS,
                              extra_info={"generated": source, "mulan": mulan_src, "codec": codec_src,
                                          "classifier": clf_src})
     wall = time.perf_counter() - t0

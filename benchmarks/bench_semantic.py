@@ -9,7 +9,8 @@ On held-out renders (split valid: probe training, split test: probe evaluation) 
 - usage: perplexity of the token distribution and the fraction of clusters used;
 - CPU time of training (from the ``/usr/bin/time -v`` log of the training run, if given).
 
-Environment: SEMANTIC_TOKENIZER (tokenizer folder), SEMANTIC_DATA (manifest), SEMANTIC_TRAIN_LOG,
+Environment: SEMANTIC_TOKENIZER (tokenizer folder; default: the shipped model's), SEMANTIC_DATA (manifest;
+default: a 1.5 h build made for the benchmarks in ``benchmarks/data``), SEMANTIC_TRAIN_LOG (optional),
 SEMANTIC_RESULT (result name).
 """
 
@@ -25,11 +26,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from benchmarks.common import record
+from benchmarks.common import embedded_manifest, record
+from musiclm.pipeline import SHIPPED_MODEL
 
-TOKENIZER = Path(os.environ.get("SEMANTIC_TOKENIZER", "/work/runs/semantic_small"))
-DATA = Path(os.environ.get("SEMANTIC_DATA", "/work/data/embedded/manifest.jsonl"))
-TRAIN_LOG = Path(os.environ.get("SEMANTIC_TRAIN_LOG", "/work/runs/semantic_small.log"))
+TOKENIZER = Path(os.environ.get("SEMANTIC_TOKENIZER", SHIPPED_MODEL / "semantic"))
+TRAIN_LOG = Path(os.environ["SEMANTIC_TRAIN_LOG"]) if os.environ.get("SEMANTIC_TRAIN_LOG") else None
 MAX_CLIPS = int(os.environ.get("SEMANTIC_MAX_CLIPS", "400"))
 RESULT = os.environ.get("SEMANTIC_RESULT", "semantic")  # e.g. semantic_untrained for a control run
 
@@ -118,7 +119,7 @@ def timbre_gap(clips, tokens: dict[int, np.ndarray], vocab: int) -> dict[str, fl
 
 
 def training_cpu_seconds() -> float | None:
-    if not TRAIN_LOG.is_file():
+    if TRAIN_LOG is None or not TRAIN_LOG.is_file():
         return None
     text = TRAIN_LOG.read_text(errors="replace")
     user = re.search(r"User time \(seconds\): ([\d.]+)", text)
@@ -134,7 +135,8 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     tokenizer = load_component(TOKENIZER)
     sr, vocab = tokenizer.sample_rate, tokenizer.vocab_size
-    clips = read_manifest(DATA)
+    data = embedded_manifest("SEMANTIC_DATA")
+    clips = read_manifest(data)
     held = [c for c in clips if c.split in ("valid", "test") and c.midi is not None][:MAX_CLIPS]
     train = [c for c in clips if c.split == "train"]
     rng = np.random.default_rng(0)
@@ -155,7 +157,7 @@ def main() -> None:
         sounding = y.sum(1) > 0  # silent frames have no pitch class to predict
         return t[sounding], y[sounding]
 
-    results: dict[str, object] = {"tokenizer": str(TOKENIZER), "data": str(DATA), "vocab_size": vocab,
+    results: dict[str, object] = {"tokenizer": str(TOKENIZER), "data": str(data), "vocab_size": vocab,
                                   "held_out_clips": len(held), "layer": tokenizer.config.layer}
     y_tr = split_frames(ours, "valid")[1]
     y_te = split_frames(ours, "test")[1]

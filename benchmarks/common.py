@@ -13,6 +13,23 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
+BUILDS = Path(__file__).parent / "data"  # datasets the benchmarks build for themselves (ignored by git)
+
+
+def embedded_manifest(env: str, hours: float = 1.5, eval_every: int = 4) -> Path:
+    """The manifest that the environment variable ``env`` names, else a small embedded build of its own
+    (made by the real builder on first use, resumed or reused after): ``hours`` of audio with one work in
+    every ``eval_every`` to valid and one to test, so that a small build has enough held-out clips."""
+    if os.environ.get(env):
+        path = Path(os.environ[env])
+        if not path.is_file():
+            raise SystemExit(f"{env}={path} is not a manifest file; unset it to build a small dataset")
+        return path
+    from musiclm.data.build import BuildOptions, build
+
+    out = BUILDS / f"embedded_{hours:g}h_every{eval_every}"
+    print(f"building the benchmark dataset in {out} (set {env} to use another manifest)", flush=True)
+    return build(BuildOptions(out=out, hours=hours, workers=2, seed=0, eval_every=eval_every))
 
 
 def machine() -> str:

@@ -4,16 +4,20 @@ tiny pipeline."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 
+import librosa
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
 from musiclm.cli.main import app
-from musiclm.data.manifest import read_manifest
-from musiclm.evaluation import adherence, fad, kld, memorization, melody, prompts
+from musiclm.data.manifest import read_manifest, write_manifest
+from musiclm.evaluation import adherence, fad, kld, memorization, melody, pairs, prompts
 
 SR = 22050
 
@@ -137,8 +141,35 @@ def test_prompt_files(tmp_path):
     bad.write_text('{"text": "ok"}\n{"txt": "typo"}\n')
     with pytest.raises(prompts.PromptError, match="bad.jsonl:2"):
         prompts.read_prompts(bad)
-    caps = prompts.import_musiccaps("/work/shared/data/musiccaps/musiccaps-public.csv", limit=5)
-    assert len(caps) == 5 and caps[0].duration == 10.0 and caps[0].attributes["aspects"]
+    csv = tmp_path / "musiccaps.csv"  # two rows in the MusicCaps CSV's own format
+    csv.write_text(
+        "ytid,start_s,end_s,audioset_positive_labels,aspect_list,caption,author_id,is_balanced_subset,"
+        "is_audioset_eval\n"
+        '-0Gj8-vB1q4,30,40,"/m/0140xf","[\'sad\', \'ballad\']","A sad ballad with strings.",4,False,True\n'
+        'abc,0,10,"/m/04rlf","not a list","A fast fiddle tune.",1,False,False\n')
+    caps = prompts.import_musiccaps(csv, limit=5)
+    assert [c.text for c in caps] == ["A sad ballad with strings.", "A fast fiddle tune."]
+    assert caps[0].duration == 10.0 and caps[0].attributes["aspects"] == ["sad", "ballad"]
+    assert caps[1].attributes["aspects"] == []  # an unreadable aspect list is no aspects, not an error
+    assert [c.text for c in prompts.import_musiccaps(csv, eval_only=True)] == ["A sad ballad with strings."]
+    (tmp_path / "other.csv").write_text("text,start\nx,0\n")
+    with pytest.raises(prompts.PromptError, match="not the MusicCaps CSV"):
+        prompts.import_musiccaps(tmp_path / "other.csv")
+
+
+def test_fad_and_kld_reference_leave_out_the_clips_under_test(tmp_path):
+    from musiclm.data.manifest import Clip
+    from musiclm.evaluation import suite
+
+    attrs = [{"mode": "minor", "style": "chorale"}, {"mode": "major", "style": "chorale"},
+             {"mode": "minor", "style": "chorale"}, {"mode": "minor", "style": "folk song"}, {"mode": "major"}]
+    clips = [Clip(tmp_path / f"{i}.wav", split="valid", attributes=a) for i, a in enumerate(attrs)]
+    asked = [prompts.Prompt("a sad chorale", {"mode": "minor", "style": "chorale"}, reference=clips[0].path)]
+    spare = suite.spare_reference(asked, clips, under_test=[tmp_path / "4.wav"], minimum=3)
+    assert spare == clips[1:4]  # neither the prompt's own clip nor the audio given for evaluation
+    assert suite.matched_references(asked, spare) == [clips[2]]  # the other minor chorale, not clip 0 itself
+    with pytest.raises(suite.EvalError, match=r"needs 4 held-out clips .* but 3 of the manifest's 5"):
+        suite.spare_reference(asked, clips, under_test=[tmp_path / "4.wav"], minimum=4)
 
 
 @pytest.fixture(scope="module")
@@ -179,12 +210,30 @@ def test_classifier_trains_and_eval_runs_end_to_end(tiny_dataset, tiny_pipeline,
     assert isinstance(EvalClassifier.from_pretrained(clf_dir), EvalClassifier)
 
     pfile = tmp_path / "prompts.jsonl"
-    res = runner.invoke(app, ["eval-prompts", "--manifest", str(tiny_dataset), "--out", str(pfile), "--limit", "3"])
+    res = runner.invoke(app, ["eval-prompts", "--manifest", str(tiny_dataset), "--out", str(pfile),
+                              "--limit", "2"])
     assert res.exit_code == 0, res.output
+    under_test = {str(p.reference) for p in prompts.read_prompts(pfile)}
+    clips = read_manifest(tiny_dataset)
+    spare = [c for c in clips if c.split != "train" and str(c.path) not in under_test]
+    # the tiny build holds out 2 works; FAD and KLD need held-out clips beyond the ones under test
+    res = runner.invoke(app, ["eval", "--checkpoint", str(tiny_pipeline), "--prompts", str(pfile),
+                              "--reference", str(tiny_dataset), "--classifier", str(clf_dir),
+                              "--out", str(tmp_path / "e0"),
+                              "--reference-clips", str(len(spare) + 1)])
+    assert res.exit_code != 0
+    assert f"needs {len(spare) + 1} held-out clips" in str(res.exception)
+    assert f"but {len(spare)} of" in str(res.exception)
+    # so hold out some training clips too (the random-training row keeps the rest)
+    reference = tmp_path / "reference.jsonl"
+    train = [c for c in clips if c.split == "train"]
+    write_manifest(reference, [c for c in clips if c.split != "train"] +
+                   [dataclasses.replace(c, split="valid") for c in train[:4]] + train[4:])
     out = tmp_path / "eval"
     res = runner.invoke(app, ["eval", "--checkpoint", str(tiny_pipeline), "--prompts", str(pfile),
-                              "--reference", str(tiny_dataset), "--classifier", str(clf_dir), "--out", str(out),
-                              "--seconds", "2", "--memorization", "2", "--no-fad-inf", "--guidance", "2"])
+                              "--reference", str(reference), "--classifier", str(clf_dir), "--out", str(out),
+                              "--seconds", "2", "--memorization", "2", "--no-fad-inf", "--guidance", "2",
+                              "--reference-clips", "4"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     metrics = json.loads((out / "metrics.json").read_text())
     rows = metrics["rows"]
@@ -192,25 +241,28 @@ def test_classifier_trains_and_eval_runs_end_to_end(tiny_dataset, tiny_pipeline,
     for row in rows.values():
         assert {"fad_mulan", "fad_codec", "fad_classifier", "mcc", "kld"} <= set(row)
         assert -1 <= row["mcc"] <= 1 and row["fad_mulan"] >= 0
-    assert rows["ground truth"]["kld"] == pytest.approx(0, abs=1e-4)  # reference vs itself
-    assert rows["generated"]["kld"] > rows["ground truth"]["kld"]
+    assert metrics["info"]["fad_reference_clips"] == len(spare) + 4  # every held-out clip not under test
+    # measured against other real clips, the ground truth scores above zero: nothing is 0 by construction
+    assert rows["ground truth"]["kld"] > 1e-4 and rows["ground truth"]["fad_classifier"] > 1e-4
     assert 0 <= metrics["info"]["memorization"]["exact_match"] <= 1 and metrics["info"]["guidance"] == 2
     assert (out / "report.md").read_text().count("| generated |") == 1
     assert (out / "spectrograms.png").stat().st_size > 1000 and (out / "adherence.png").is_file()
 
-    # already generated audio: the ground truth itself, given as a manifest
+    # already generated audio: the ground truth itself, given as a manifest, scores as the ground truth row
     given = tmp_path / "given.jsonl"
-    clips = [c for c in read_manifest(tiny_dataset) if str(c.path) in
-             {str(p.reference) for p in prompts.read_prompts(pfile)}]
-    given.write_text("".join(json.dumps({"path": str(c.path)}) + "\n" for c in clips))
+    given.write_text("".join(json.dumps({"path": str(c.path)}) + "\n"
+                             for c in clips if str(c.path) in under_test))
     res = runner.invoke(app, ["eval", "--audio", str(given), "--prompts", str(pfile), "--reference",
-                              str(tiny_dataset), "--classifier", str(clf_dir), "--out", str(tmp_path / "e2"),
-                              "--seconds", "2", "--no-fad-inf"])
+                              str(reference), "--classifier", str(clf_dir), "--out", str(tmp_path / "e2"),
+                              "--seconds", "2", "--no-fad-inf", "--reference-clips", "4"])
     assert res.exit_code == 0, res.output + repr(res.exception)
-    rows = json.loads((tmp_path / "e2" / "metrics.json").read_text())["rows"]
-    assert rows["generated"]["kld"] == pytest.approx(0, abs=1e-4)
+    again = json.loads((tmp_path / "e2" / "metrics.json").read_text())["rows"]
+    for key in ("kld", "fad_classifier"):
+        assert again["generated"][key] == pytest.approx(again["ground truth"][key])
+        # without a pipeline the clips are read at 24 kHz instead of its rate: equal up to resampling
+        assert again["ground truth"][key] == pytest.approx(rows["ground truth"][key], rel=0.01)
     res = runner.invoke(app, ["eval", "--audio", str(tmp_path), "--prompts", str(pfile), "--reference",
-                              str(tiny_dataset), "--classifier", str(clf_dir), "--out", str(tmp_path / "e3")])
+                              str(reference), "--classifier", str(clf_dir), "--out", str(tmp_path / "e3")])
     assert res.exit_code != 0 and "counts must match" in str(res.exception)
 
 
@@ -260,3 +312,117 @@ def test_adherence_reads_tempo_and_mode_from_the_classifier_when_given():
     assert rows[0]["tempo_class_beat"] == 1.0 and rows[1]["mode_chroma"] == 1.0  # the librosa detectors still run
     plain = adherence.adherence(wavs, sr, attrs)
     assert plain[0]["tempo_class"] == 1.0 and "tempo_class_beat" not in plain[0]
+
+
+# ---------------------------------------------------------------- paired adherence
+def harmonic_tone(freq: float, seconds: float = 2.0, sr: int = SR) -> torch.Tensor:
+    t = torch.arange(round(seconds * sr)) / sr
+    return sum(torch.sin(2 * torch.pi * freq * h * t) / h for h in (1, 2, 3, 4)) * 0.2
+
+
+def notes_with_envelope(freqs: list[float], envelope, seconds_each: float = 0.25, sr: int = SR
+                        ) -> torch.Tensor:
+    t = torch.arange(round(seconds_each * sr)) / sr
+    return torch.cat([torch.sin(2 * torch.pi * f * t) * envelope(t) * 0.3 for f in freqs])
+
+
+def test_pair_detectors_move_the_asked_way_on_known_audio():
+    rate_a, rate_b = (pairs.onset_rate(click_track(bpm, 4).numpy(), SR) for bpm in (120, 360))  # 2 vs 6 Hz
+    assert rate_a == pytest.approx(2, abs=0.3) and rate_b == pytest.approx(6, abs=0.6)
+    minor = chord_sequence([[60, 63, 67], [65, 68, 72], [67, 71, 74], [60, 63, 67]])  # i iv V i in C minor
+    major = chord_sequence([[60, 64, 67], [65, 69, 72], [67, 71, 74], [60, 64, 67]])  # I IV V I in C major
+    assert pairs.majorness(minor.numpy(), SR) < 0 < pairs.majorness(major.numpy(), SR)
+    # the pitch of a harmonic tone is its fundamental, not the centroid of its partials
+    low, high = (pairs.pitch_height(harmonic_tone(f).numpy(), SR) for f in (200.0, 800.0))
+    assert low == pytest.approx(librosa.hz_to_midi(200.0), abs=1)
+    assert high == pytest.approx(librosa.hz_to_midi(800.0), abs=1)
+    tune = [262.0, 294.0, 330.0, 349.0, 392.0, 349.0, 330.0, 294.0] * 2
+    plucked = notes_with_envelope(tune, lambda t: torch.exp(-t / 0.08))
+    sustained = notes_with_envelope(tune, lambda t: torch.clamp(t / 0.01, max=1.0))
+    assert pairs.note_decay(sustained.numpy(), SR) < 5 < 20 < pairs.note_decay(plucked.numpy(), SR)
+    one = torch.sin(2 * torch.pi * 440 * torch.arange(2 * SR) / SR) * 0.3
+    chord = sum(harmonic_tone(440 * 2 ** (k / 12)) for k in (0, 4, 7, 11)) / 4  # four notes at once
+    assert pairs.simultaneous_pitches(chord.numpy(), SR) > pairs.simultaneous_pitches(one.numpy(), SR) + 2
+    assert pairs.simultaneous_pitches(np.zeros(SR, np.float32), SR) == 0.0
+
+
+def test_shipped_pairs_file():
+    from musiclm.data import corpus
+    from musiclm.data.build import TEMPO_BANDS, articulation
+    from musiclm.data.captions import STYLE_WORDS, WORDS
+    from musiclm.data.instruments import FAMILY_OF
+
+    shipped = pairs.read_pairs()
+    kinds = [p.kind for p in shipped]
+    assert len(shipped) >= 60 and all(kinds.count(k) >= 10 for k in pairs.KIND_ATTRIBUTE)
+    caption_words = {w.lower() for sets in (WORDS, STYLE_WORDS) for d in sets.values()
+                     for ws in d.values() for w in ws}
+    for p in shipped:
+        assert p.changed() == {pairs.KIND_ATTRIBUTE[p.kind]}, p
+        for attrs in (p.attributes_a, p.attributes_b):  # renderable: the dataset's own instruments and styles
+            assert attrs["families"] == list(dict.fromkeys(FAMILY_OF[i] for i in attrs["instruments"]))
+            assert attrs["articulation"] == articulation(attrs["instruments"])
+            assert attrs["style"] in {c.style for c in corpus.COLLECTIONS}
+            assert attrs["tempo_class"] in TEMPO_BANDS
+        for text in (p.a, p.b):  # worded away from the caption templates' synonym lists
+            used = [w for w in caption_words
+                    if re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", text.lower())]
+            assert not used, (text, used)
+    assert len({(p.a, p.b) for p in shipped}) == len(shipped)
+
+
+def test_pairs_file_errors(tmp_path):
+    good = pairs.read_pairs()[0].to_json()
+    two = {**good, "attributes_b": {**good["attributes_b"], "mode": "minor"}}  # tempo and mode both change
+    backwards = {**good, "attributes_a": good["attributes_b"], "attributes_b": good["attributes_a"]}
+    for bad, message in ((two, "must differ in tempo_class only"), (backwards, "must go up from A to B"),
+                         ({**good, "kind": "loudness"}, "unknown kind")):
+        path = tmp_path / "p.jsonl"
+        path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+        with pytest.raises(pairs.PairsError, match=rf"p.jsonl:2: .*{message}"):
+            pairs.read_pairs(path)
+
+
+def test_reference_renders_and_eval_pairs(tiny_pipeline, tmp_path):
+    from musiclm.evaluation.classifier import ClassifierConfig, EvalClassifier
+
+    shipped = pairs.read_pairs()
+    # piano folk tunes: clear onsets even in 2 s at a slow tempo, and a quick parse
+    chosen = [next(p for p in shipped if p.kind == k and p.attributes_a["instruments"] == [0]
+                   and p.attributes_a["style"] == "folk song") for k in ("tempo", "register")]
+    pfile = tmp_path / "two.jsonl"
+    pfile.write_text("".join(json.dumps(p.to_json()) + "\n" for p in chosen))
+    renders = pairs.render_reference_pairs(chosen, tmp_path / "ceiling", seconds=2.0, seed=0,
+                                           soundfonts=["TimGM6mb"])
+    audio = [renders / f"00{i}-{s}.wav" for i in (0, 1) for s in "ab"]
+    assert all(sf.info(str(p)).duration == pytest.approx(2.0, abs=0.01) for p in audio)
+    stamps = [p.stat().st_mtime_ns for p in audio]
+    pairs.render_reference_pairs(chosen, renders, seconds=2.0, seed=0, soundfonts=["TimGM6mb"])
+    assert [p.stat().st_mtime_ns for p in audio] == stamps  # a rerun resumes: finished renders are kept
+
+    runner = CliRunner()
+    clf = EvalClassifier(ClassifierConfig.preset("tiny")).save_pretrained(tmp_path / "clf")
+    res = runner.invoke(app, ["eval-pairs", "--audio", str(renders), "--pairs", str(pfile), "--seconds", "2",
+                              "--out", str(tmp_path / "scored"), "--classifier", str(clf)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    result = json.loads((tmp_path / "scored" / "pairs.json").read_text())
+    scored = result["rows"]["generated"]
+    assert scored["share"] == 1.0 and scored["by_kind"] == {"tempo": {"share": 1.0, "n": 1},
+                                                            "register": {"share": 1.0, "n": 1}}
+    register = result["pairs"][1]["generated"]
+    assert register["b"] - register["a"] > 12  # rendered about two octaves apart, and read as pitch
+    assert result["rows"]["shuffled"]["n"] == 2
+    assert "| generated | 100% (1) | 100% (1) | 100% (2) |" in (tmp_path / "scored" / "pairs.md").read_text()
+
+    # a pipeline generates both sides of each pair with the same seed, into files a rerun reuses
+    res = runner.invoke(app, ["eval-pairs", "--checkpoint", str(tiny_pipeline), "--pairs", str(pfile),
+                              "--seconds", "0.5", "--out", str(tmp_path / "gen"), "--classifier", str(clf),
+                              "--batch", "2"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    generated = json.loads((tmp_path / "gen" / "pairs.json").read_text())["rows"]["generated"]
+    assert generated["n"] == 2 and len(list((tmp_path / "gen" / "audio").glob("*.wav"))) == 4
+    (tmp_path / "gen" / "audio" / "001-b.wav").unlink()
+    with pytest.raises(pairs.PairsError, match="001-b.wav"):
+        pairs.load_pair_audio(tmp_path / "gen" / "audio", 2, 16000, 0.5)
+    res = runner.invoke(app, ["eval-pairs", "--pairs", str(pfile), "--out", str(tmp_path / "none")])
+    assert res.exit_code != 0 and "nothing to score" in res.output

@@ -184,14 +184,21 @@ def test_cli_fit_kmeans_and_tokenize(tiny_model, tmp_path):
 
 
 def test_cli_train(tmp_path):
-    pytest.importorskip("musiclm.data.datasets", reason="AudioCropDataset has not landed yet")
     from musiclm.cli.main import app
 
     for i in range(2):
         save_audio(tmp_path / f"{i}.wav", melody(3.0, i), SR)
     (tmp_path / "m.jsonl").write_text("".join(json.dumps({"path": f"{i}.wav"}) + "\n" for i in range(2)))
-    result = CliRunner().invoke(app, ["train", "semantic", "--data", str(tmp_path / "m.jsonl"), "--out",
-                                      str(tmp_path / "run"), "--preset", "tiny", "--steps", "3", "--crop-seconds", "1",
-                                      "--device", "cpu"])
+    args = ["train", "semantic", "--data", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "run"),
+            "--preset", "tiny", "--steps", "3", "--crop-seconds", "1", "--device", "cpu",
+            "--set", "log_every=1"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert isinstance(load_component(tmp_path / "run"), W2VBert)
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [h for h in history if "loss" in h]
+    assert [h["step"] for h in steps] == [1, 2, 3] and all(np.isfinite(h["loss"]) for h in steps)
+    model = load_component(tmp_path / "run")
+    assert isinstance(model, W2VBert) and model.hidden_states(melody(1.0, 5)[None])[-1].shape[:2] == (1, 25)
+    # a rerun finds the run finished and trains no further
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert (tmp_path / "run" / "metrics.jsonl").read_text().count('"loss"') == 3

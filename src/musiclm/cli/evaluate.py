@@ -32,6 +32,9 @@ def eval_command(
     guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale of generation (off: paper).")] = None,
     memorization: Annotated[int, typer.Option(help="Training clips for the memorization study (needs --checkpoint; 0: skip).")] = 0,
     fad_inf: Annotated[bool, typer.Option(help="Also extrapolate FAD-inf.")] = True,
+    reference_clips: Annotated[int, typer.Option(
+        help="Fewest held-out clips, none of them under test, to measure FAD and KLD against (fewer: error).")
+    ] = 16,
 ) -> None:
     """Generate (or read) audio for every prompt and write report.md, metrics.json and plots to --out."""
     import json
@@ -66,6 +69,9 @@ def eval_command(
         raise typer.BadParameter("no FAD embedding: pass --checkpoint, --mulan, --codec or --classifier")
     rate = pipeline.sample_rate if pipeline is not None else (cdc.sample_rate if cdc is not None else 24000)
     info = {"checkpoint": str(checkpoint), "prompts_file": str(prompts), "reference": str(reference)}
+    given = suite.given_audio_paths(audio, items) if pipeline is None or audio is not None else []
+    # before any generation: an evaluation without a spare reference would be wasted
+    suite.spare_reference(items, [c for c in clips if c.split != "train"], given, reference_clips)
     t0 = time.perf_counter()
     if pipeline is not None and audio is None:
         with torch.no_grad():
@@ -73,7 +79,7 @@ def eval_command(
         info["generation_wall_s"] = round(time.perf_counter() - t0, 1)
         info["guidance"] = guidance
     else:
-        wavs = suite.given_audio(audio, items, rate, seconds)
+        wavs = [suite.load_clip(p, rate, seconds) for p in given]
         info["audio"] = str(audio)
     if memorization and pipeline is not None:
         from musiclm.evaluation.memorization import greedy_continuations, match_rates
@@ -84,10 +90,84 @@ def eval_command(
             pipeline, torch.stack([suite.load_clip(c.path, rate, seconds) for c in train]), prompt_s, cont_s)
         info["memorization"] = match_rates(gen, target, pipeline.semantic.centroids)
     metrics = suite.run_evaluation(items, clips, out, ev, sample_rate=rate, seconds=seconds, generated=wavs,
-                                   codec=cdc, seed=seed, fad_inf=fad_inf, extra_info=info)
+                                   codec=cdc, seed=seed, fad_inf=fad_inf, extra_info=info, under_test=given,
+                                   reference_clips_min=reference_clips)
     summary = {r: {k: round(v, 4) for k, v in m.items() if isinstance(v, float)} for r, m in metrics.items()}
     typer.echo(json.dumps(summary, indent=1))
     typer.echo(f"report: {out / 'report.md'}")
+
+
+@app.command("eval-pairs")
+def eval_pairs(
+    out: Annotated[Path, typer.Option(
+        "--out", help="Folder for pairs.json, pairs.md and the pair audio (rerun to resume).")],
+    checkpoint: Annotated[PathOpt, typer.Option(
+        help="MusicLM pipeline folder to generate both sides of each pair with.")] = None,
+    audio: Annotated[PathOpt, typer.Option(
+        help="Already generated pair audio instead: a folder of NNN-a.wav and NNN-b.wav.")] = None,
+    pairs_file: Annotated[PathOpt, typer.Option(
+        "--pairs", help="Pairs file (.jsonl; default: the shipped one).")] = None,
+    reference: Annotated[bool, typer.Option(
+        help="Also score real renders made to match each side (the ceiling).")] = False,
+    classifier: Annotated[PathOpt, typer.Option(
+        help="Evaluation classifier for the family pairs (default: the shipped one).")] = None,
+    seconds: Annotated[float, typer.Option(help="Seconds per clip.")] = 10.0,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N pairs.")] = None,
+    seed: int = 0,
+    batch: Annotated[int, typer.Option(help="Pairs generated at once.")] = 4,
+    guidance: Annotated[Optional[float], typer.Option(
+        help="Classifier-free guidance scale of generation (off: paper).")] = None,
+) -> None:
+    """Paired adherence: per kind (tempo, mode, register, articulation, density, family), the share of
+    prompt pairs that differ in that one attribute whose outputs move the asked way."""
+    import json
+    import time
+
+    import torch
+
+    from musiclm.evaluation import pairs as pe
+    from musiclm.interfaces import load_component
+    from musiclm.pipeline import SHIPPED_MODEL
+
+    if checkpoint is not None and audio is not None:
+        raise typer.BadParameter("pass --checkpoint (generate) or --audio (already generated), not both")
+    if checkpoint is None and audio is None and not reference:
+        raise typer.BadParameter("nothing to score: pass --checkpoint, --audio or --reference")
+    pairs = pe.read_pairs(pairs_file or pe.PAIRS_FILE)[:limit]
+    shipped = SHIPPED_MODEL.parent / "eval_classifier"
+    clf_dir = classifier or (shipped if (shipped / "config.json").is_file() else None)
+    clf = load_component(clf_dir).eval() if clf_dir is not None else None
+    if clf is None and any(p.kind == "family" for p in pairs):
+        typer.echo("no evaluation classifier: family pairs are left out (pass --classifier)", err=True)
+    info = {"pairs_file": str(pairs_file or pe.PAIRS_FILE), "pairs": len(pairs), "seconds_per_clip": seconds,
+            "seed": seed, "classifier": str(clf_dir)}
+    rows, rate, t0 = {}, 24000, time.perf_counter()
+    if checkpoint is not None:
+        from musiclm.pipeline import MusicLM
+
+        pipeline = MusicLM.from_pretrained(checkpoint)
+        rate = pipeline.sample_rate
+        with torch.no_grad():
+            audio = pe.generate_pairs(pipeline, pairs, out / "audio", seconds, seed, batch, guidance=guidance)
+        info.update(checkpoint=str(checkpoint), guidance=guidance,
+                    generation_wall_s=round(time.perf_counter() - t0, 1))
+    if audio is not None:
+        info["audio"] = str(audio)
+        rows["generated"] = pe.score_pairs(pairs, pe.load_pair_audio(audio, len(pairs), rate, seconds), rate,
+                                           clf)
+    if reference:
+        folder = pe.render_reference_pairs(pairs, out / "reference", seconds, seed)
+        wavs = pe.load_pair_audio(folder, len(pairs), rate, seconds)
+        rows["reference renders"] = pe.score_pairs(pairs, wavs, rate, clf)
+    source = "reference renders" if reference else "generated"
+    rows["shuffled"] = pe.swapped(rows[source], seed)
+    info.update(shuffled_from=source, sample_rate=rate, wall_s=round(time.perf_counter() - t0, 1))
+    result = pe.write_pairs_report(out, rows, pairs, info)
+    summary = {name: {"all": round(row["share"], 3),
+                      **{k: round(v["share"], 3) for k, v in row["by_kind"].items()}}
+               for name, row in result["rows"].items()}
+    typer.echo(json.dumps(summary, indent=1))
+    typer.echo(f"report: {out / 'pairs.md'}")
 
 
 @app.command("eval-prompts")

@@ -144,7 +144,7 @@ def _accompaniment(notes: corpus.Notes, shift: int) -> list[tuple[float, float, 
     return [(t, bar, p) for t in np.arange(0.0, notes.length, bar) for p in chord]
 
 
-def _window_midi(parts, programs, start_q, end_q, spq, transpose, rng, bend_cents=0.0, octave_bias=0):
+def window_midi(parts, programs, start_q, end_q, spq, transpose, rng, bend_cents=0.0, octave_bias=0):
     # note times are in seconds; the file's tempo meta stays MIDI's default 120 BPM (the clip's bpm is an attribute)
     pm = pretty_midi.PrettyMIDI()
     for part, program in zip(parts, programs):
@@ -236,7 +236,7 @@ def render_work(job: dict[str, Any]) -> dict[str, Any]:
         for clip_id, r_parts, r_programs, r_lineup, r_bpm, bend, is_melody in renders:
             r_spq = 60.0 / r_bpm
             # a hummed or whistled tune stays where a voice sings it (whistles above C6 are silent in TimGM6mb)
-            pm = _window_midi(r_parts, r_programs, start_q, end_q, r_spq, transpose, rng, bend, 0 if is_melody else octave_bias)
+            pm = window_midi(r_parts, r_programs, start_q, end_q, r_spq, transpose, rng, bend, 0 if is_melody else octave_bias)
             if not pm.instruments:
                 result["skipped"].append(["no notes in the window", clip_id])
                 continue

@@ -41,7 +41,8 @@ def evaluate_row(
     fad_inf: bool = True,
 ) -> dict[str, Any]:
     """Metrics of one row: ``wavs[i]`` is the audio for ``prompts[i]``; ``fad_reference`` holds the
-    held-out frame embeddings per embedder; ``paired_reference[i]`` the real clip of prompt i (KLD)."""
+    held-out frame embeddings per embedder; ``paired_reference[i]`` a real clip of prompt i's description
+    (KLD)."""
     out: dict[str, Any] = {"n": len(wavs)}
     timings: dict[str, float] = {}
     for name, (fn, rate) in ev.embedders.items():
@@ -110,6 +111,12 @@ class EvalError(ValueError):
     """Inputs of an evaluation that do not fit together."""
 
 
+def _key(path) -> str:
+    from pathlib import Path
+
+    return str(Path(path).resolve())
+
+
 def load_clip(path, sample_rate: int, seconds: float) -> torch.Tensor:
     from musiclm.audio import crop_or_pad, load_audio
 
@@ -136,9 +143,9 @@ def generate_audio(pipeline, prompts: list[Prompt], seconds: float, seed: int = 
     return [crop_or_pad(w.float().cpu(), length) for w in out]
 
 
-def given_audio(source, prompts: list[Prompt], sample_rate: int, seconds: float) -> list[torch.Tensor]:
-    """Already generated audio: the prompts' own ``audio`` fields, a folder (files in sorted order) or
-    a manifest (clips in order), one clip per prompt."""
+def given_audio_paths(source, prompts: list[Prompt]) -> list:
+    """The files of already generated audio: the prompts' own ``audio`` fields, a folder (files in sorted
+    order) or a manifest (clips in order), one clip per prompt."""
     from pathlib import Path
 
     from musiclm.data.manifest import read_manifest
@@ -148,53 +155,91 @@ def given_audio(source, prompts: list[Prompt], sample_rate: int, seconds: float)
         if any(p is None for p in paths):
             raise EvalError("no audio to evaluate: pass --checkpoint (generate), --audio, or give every prompt "
                             'an "audio" field')
+        return paths
+    source = Path(source)
+    if source.is_dir():
+        paths = sorted(p for p in source.iterdir() if p.suffix.lower() in (".wav", ".flac", ".ogg", ".mp3"))
     else:
-        source = Path(source)
-        if source.is_dir():
-            paths = sorted(p for p in source.iterdir() if p.suffix.lower() in (".wav", ".flac", ".ogg", ".mp3"))
-        else:
-            paths = [c.path for c in read_manifest(source)]
-        if len(paths) != len(prompts):
-            raise EvalError(f"{source} holds {len(paths)} audio files but there are {len(prompts)} prompts; "
-                            "they pair up in order, so the counts must match")
-    return [load_clip(p, sample_rate, seconds) for p in paths]
+        paths = [c.path for c in read_manifest(source)]
+    if len(paths) != len(prompts):
+        raise EvalError(f"{source} holds {len(paths)} audio files but there are {len(prompts)} prompts; "
+                        "they pair up in order, so the counts must match")
+    return paths
+
+
+def spare_reference(prompts: list[Prompt], heldout: list, under_test: list = (), minimum: int = 16) -> list:
+    """The held-out clips that FAD and KLD may measure against: none of them a prompt's own reference or
+    a file of ``under_test`` (already generated audio), so that no row matches its reference by
+    construction. Fewer than ``minimum`` is an error that says how many there are."""
+    if minimum < 2:
+        raise EvalError(f"the FAD reference needs at least 2 clips; got a minimum of {minimum}")
+    tested = {_key(p.reference) for p in prompts if p.reference is not None} | {_key(p) for p in under_test}
+    spare = [c for c in heldout if _key(c.path) not in tested]
+    if len(spare) < minimum:
+        raise EvalError(
+            f"the FAD/KLD reference needs {minimum} held-out clips (split != 'train') that are not under "
+            f"test, but {len(spare)} of the manifest's {len(heldout)} held-out clips are spare "
+            f"({len(heldout) - len(spare)} are the prompts' references or the audio evaluated): evaluate "
+            "fewer prompts (--limit), build more held-out data, or lower --reference-clips")
+    return spare
+
+
+KLD_KEYS = ("families", "tempo_class", "mode", "style")
+
+
+def matched_references(prompts: list[Prompt], spare: list, seed: int = 0) -> list:
+    """Per prompt, the spare real clip whose attributes agree with the prompt's on most of the classifier's
+    heads (ties broken by a seeded shuffle): KLD then compares audio under test with a real clip of the
+    same description that is not itself under test, so no row scores 0 by construction."""
+    order = np.random.default_rng(seed).permutation(len(spare))
+
+    def agreement(prompt: Prompt, clip) -> int:
+        attrs = clip.attributes or {}
+        return sum(prompt.attributes.get(k) is not None and prompt.attributes.get(k) == attrs.get(k)
+                   for k in KLD_KEYS)
+
+    return [spare[max(order, key=lambda i: agreement(p, spare[i]))] for p in prompts]
 
 
 def run_evaluation(
     prompts: list[Prompt], reference_clips: list, out_dir, ev: Evaluators, *, sample_rate: int,
     seconds: float, generated: list[torch.Tensor], codec=None, seed: int = 0, fad_inf: bool = True,
-    extra_info: dict | None = None,
+    extra_info: dict | None = None, under_test: list = (), reference_clips_min: int = 16,
 ) -> dict[str, dict[str, Any]]:
-    """Evaluate ``generated`` (one clip per prompt) with the reference rows and write the report."""
+    """Evaluate ``generated`` (one clip per prompt) with the reference rows and write the report.
+
+    The FAD reference is every held-out clip that is not under test (not a prompt's own reference, not a
+    file of ``under_test``: already generated audio given by path), and each prompt's KLD reference the one
+    of them that best matches its description. Fewer than ``reference_clips_min`` such clips is an error,
+    never a fallback to the clips under test."""
     from musiclm.evaluation.report import write_report
 
     t0 = time.perf_counter()
     heldout = [c for c in reference_clips if c.split != "train"]
     train = [c for c in reference_clips if c.split == "train"]
-    if len(heldout) < 2:
-        raise EvalError(f"the reference manifest has {len(heldout)} held-out clips (split != 'train'); "
-                        "FAD needs at least 2")
-    paired = None
+    spare = spare_reference(prompts, heldout, under_test, reference_clips_min)
+    fad_ref = [load_clip(c.path, sample_rate, seconds) for c in spare]
     rows: dict[str, list[torch.Tensor]] = {"generated": generated}
+    kld_ref = None
     if all(p.reference is not None for p in prompts):
-        paired = [load_clip(p.reference, sample_rate, seconds) for p in prompts]
-        rows["ground truth"] = paired
+        truth = [load_clip(p.reference, sample_rate, seconds) for p in prompts]
+        rows["ground truth"] = truth
         if codec is not None:
             with torch.no_grad():
                 rows["codec resynthesis"] = [
                     resample(codec.decode(codec.encode(resample(w, sample_rate, codec.sample_rate)[None]))[0],
-                             codec.sample_rate, sample_rate)[: w.shape[-1]] for w in paired]
+                             codec.sample_rate, sample_rate)[: w.shape[-1]] for w in truth]
+    if all(any(p.attributes.get(k) for k in KLD_KEYS) for p in prompts):
+        kld_ref = [load_clip(c.path, sample_rate, seconds) for c in matched_references(prompts, spare, seed)]
     if train:
         rng = np.random.default_rng(seed)
         rows["random training"] = [load_clip(train[i].path, sample_rate, seconds)
                                    for i in rng.choice(len(train), len(prompts), replace=len(train) < len(prompts))]
-    # keep the FAD reference apart from the ground-truth row where the held-out set allows it
-    used = {str(p.reference) for p in prompts if p.reference is not None}
-    rest = [c for c in heldout if str(c.path) not in used]
-    fad_ref = [load_clip(c.path, sample_rate, seconds) for c in (rest if len(rest) >= 8 else heldout)]
-    metrics = evaluate_rows(rows, prompts, sample_rate, ev, fad_ref, paired, fad_inf)
+    metrics = evaluate_rows(rows, prompts, sample_rate, ev, fad_ref, kld_ref, fad_inf)
     info = {"prompts": len(prompts), "seconds_per_clip": seconds, "sample_rate": sample_rate,
-            "fad_reference_clips": len(fad_ref), "fad_embeddings": list(ev.embedders),
+            "fad_reference_clips": len(fad_ref),
+            "kld_reference": "best-matching spare held-out clip" if kld_ref else None,
+            "fad_embeddings": list(ev.embedders),
             "evaluation_wall_s": round(time.perf_counter() - t0, 1), **(extra_info or {})}
     samples = {f"{name} 0: {prompts[0].text[:80]}": wavs[0] for name, wavs in rows.items()}
     samples.update({f"generated {i}: {prompts[i].text[:80]}": generated[i] for i in range(1, min(3, len(prompts)))})
