@@ -86,3 +86,34 @@ def test_mismatched_weights_and_folders_are_clear_errors(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ConfigError, match="not a readable safetensors file"):
         TiedModel.from_pretrained(tmp_path)
+
+
+def test_values_are_type_checked_with_the_field_named():
+    assert TiedConfig.from_dict({"dim": 6, "kernel": [5, 1]}).kernel == (5, 1)
+    with pytest.raises(ConfigError, match=r"dim='wide' \(expected int\)"):
+        TiedConfig.from_dict({"dim": "wide"})
+    with pytest.raises(ConfigError, match="no field"):
+        TiedConfig.from_dict({"depth": 3})
+
+
+def test_config_show_resolves_every_part_with_set_changes():
+    from typer.testing import CliRunner
+
+    from musiclm.cli.config import PARTS
+    from musiclm.cli.main import app
+
+    runner = CliRunner()
+    for part in PARTS:
+        result = runner.invoke(app, ["config", "show", part, "--preset", "tiny", "--set", "train.lr=0.002"])
+        assert result.exit_code == 0, (part, result.output)
+        resolved = json.loads(result.output)
+        assert resolved["train"]["lr"] == 0.002 and resolved["model"], part
+    result = runner.invoke(app, ["config", "show", "coarse_stage", "--set", "model.layout=prefix",
+                                 "--set", "model.mulan_levels=2", "--set", "steps=7"])
+    resolved = json.loads(result.output)
+    assert resolved["model"]["layout"] == "prefix" and resolved["model"]["mulan_levels"] == 2
+    assert resolved["train"]["steps"] == 7  # a bare name is a training setting
+    result = runner.invoke(app, ["config", "show", "mulan", "--set", "model.widht=3"])
+    assert result.exit_code != 0 and "widht" in result.output and "widths" in result.output  # the valid ones named
+    result = runner.invoke(app, ["train", "all", "--data", "x.jsonl", "--out", "o", "--set", "model.dim=3"])
+    assert result.exit_code != 0 and "PART.model.FIELD" in result.output

@@ -41,6 +41,8 @@ def test_loss_goes_down_and_logs_are_written(tmp_path):
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[0])["step"] == 1
     assert list((tmp_path / "logs").iterdir()), "TensorBoard events written"
+    run_file = json.loads((tmp_path / "run.json").read_text())  # the run's settings, for reproducing it
+    assert run_file["model"] == {"dim": 8, "hidden": 32} and run_file["train"]["steps"] == 150
     reloaded = ToyModel.from_pretrained(tmp_path)  # the engine exports the trained model
     torch.testing.assert_close(reloaded.state_dict(), trainer.model.state_dict())
 

@@ -40,7 +40,12 @@ class Config:
         if unknown:
             raise ConfigError(f"{cls.__name__} has no field(s) {unknown}; known fields: {sorted(fields)}")
         hints = typing.get_type_hints(cls)
-        return cls(**{name: _coerce(hints[name], value) for name, value in data.items()})
+        values = {name: _coerce(hints[name], value) for name, value in data.items()}
+        wrong = [f"{name}={value!r} (expected {_type_name(hints[name])})" for name, value in values.items()
+                 if not _matches(hints[name], value)]
+        if wrong:
+            raise ConfigError(f"{cls.__name__}: wrong type for {', '.join(wrong)}")
+        return cls(**values)
 
     def diff(self, other: Config) -> list[str]:
         """Human-readable list of fields whose values differ, e.g. ``["dim: 64 != 128"]``."""
@@ -67,6 +72,26 @@ def _coerce(hint: Any, value: Any) -> Any:
             if arg is not type(None) and value is not None:
                 return _coerce(arg, value)
     return value
+
+
+def _matches(hint: Any, value: Any) -> bool:
+    """Whether ``value`` fits the field's type (ints pass for floats; containers are checked by kind only)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(arg, value) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is not None:
+        return isinstance(value, origin)
+    return not isinstance(hint, type) or isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from musiclm.cli.apps import app, train_app
-from musiclm.cli.common import BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps, train_config
+from musiclm.cli.common import (BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps,
+                                 model_config, train_config)
 
 codec_app = typer.Typer(help="Encode, decode and evaluate audio with the acoustic codec.", no_args_is_help=True)
 app.add_typer(codec_app, name="codec")
@@ -43,32 +44,14 @@ def train_codec(
                               "default: every clip equally likely, so a few long recordings are rarely seen).")] = None,
     steps: Steps = None, batch_size: BatchSize = None, lr: LearningRate = None, device: Device = "auto",
     overrides: Overrides = None,
-    model_set: Annotated[list[str] | None, typer.Option("--model-set", help="Override a model field, e.g. "
-                                                        "--model-set disc_start_step=500 (repeatable).")] = None,
 ) -> None:
     """Train SoundStream (generator + discriminators) on audio manifests with the shared engine; resumable."""
-    import json
-
     from musiclm.codec.soundstream import CROP_SECONDS, TRAIN_GAIN_DB, SoundStream, SoundStreamConfig, train_defaults
-    from musiclm.config import ConfigError
     from musiclm.data.datasets import AudioCropDataset
     from musiclm.training import Trainer, seed_everything
 
-    changes = {}
-    for item in model_set or []:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--model-set expects key=value, got {item!r}")
-        try:
-            changes[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            changes[key] = raw
-    try:
-        config = SoundStreamConfig.preset(preset, **changes)
-        defaults = train_defaults(preset)
-    except ConfigError as err:
-        raise typer.BadParameter(str(err)) from err
-    cfg = train_config(defaults, steps, batch_size, lr, device, overrides)
+    config = model_config(SoundStreamConfig, preset, overrides)
+    cfg = train_config(train_defaults(preset), steps, batch_size, lr, device, overrides)
     crop = crop_seconds or CROP_SECONDS[preset]
     try:
         dataset = AudioCropDataset([str(m) for m in data], config.sample_rate, crop, split="train",

@@ -45,6 +45,14 @@ def parse_overrides(overrides: list[str] | None) -> tuple[dict[str, Any], dict[s
     return model, train
 
 
+def model_config(config_class: type, preset: str, overrides: list[str] | None = None, **fixed: Any):
+    """``config_class``'s ``preset`` with the fields a command fixes and the ``--set model.FIELD=VALUE`` changes."""
+    try:
+        return config_class.preset(preset, **{**fixed, **parse_overrides(overrides)[0]})
+    except ConfigError as err:
+        raise typer.BadParameter(str(err)) from err
+
+
 def train_config(
     defaults: "TrainConfig",
     steps: int | None = None,

@@ -9,8 +9,7 @@ import typer
 
 from musiclm.cli.apps import app, train_app
 from musiclm.cli.common import (BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps,
-                                 parse_overrides, train_config)
-from musiclm.config import ConfigError
+                                 model_config, train_config)
 
 PathOpt = Optional[Path]
 
@@ -203,8 +202,8 @@ def train_classifier(
     import json
 
     from musiclm.data.manifest import read_manifest
-    from musiclm.evaluation.classifier import (Augment, ClassifierConfig, ClassifierDataset, EvalClassifier,
-                                               accuracy, labels_from_clips)
+    from musiclm.evaluation.classifier import (TRAIN_DEFAULTS, Augment, ClassifierConfig, ClassifierDataset,
+                                               EvalClassifier, accuracy, labels_from_clips)
     from musiclm.interfaces import load_component
     from musiclm.pipeline import SHIPPED_MODEL
     from musiclm.training import TrainConfig, Trainer, seed_everything
@@ -214,13 +213,8 @@ def train_classifier(
     heldout = [c for c in clips if c.split != "train"]
     if not train or not heldout:
         raise typer.BadParameter(f"need train and held-out clips; got {len(train)} and {len(heldout)}")
-    try:
-        config = ClassifierConfig.preset(preset, **{**labels_from_clips(train), **parse_overrides(overrides)[0]})
-    except ConfigError as err:
-        raise typer.BadParameter(str(err)) from err
-    defaults = TrainConfig(steps=3000, batch_size=16, lr=1e-3, warmup_steps=100, ckpt_every=500, val_every=500,
-                           val_batches=8)
-    tc = train_config(defaults, steps, batch_size, lr, device, overrides)
+    config = model_config(ClassifierConfig, preset, overrides, **labels_from_clips(train))
+    tc = train_config(TrainConfig.from_dict(TRAIN_DEFAULTS[preset]), steps, batch_size, lr, device, overrides)
     seed_everything(tc.seed)
     model = EvalClassifier(config)
     augmenter = Augment(codec=load_component(augment_codec or SHIPPED_MODEL / "codec").eval()) if augment else None

@@ -22,6 +22,7 @@ from musiclm.cli import semantic  # noqa: F401,E402  (registers its commands)
 from musiclm.cli import codec  # noqa: F401,E402  (registers its commands)
 from musiclm.cli import train_all  # noqa: F401,E402  (registers its commands)
 from musiclm.cli import serve  # noqa: F401,E402  (registers its commands)
+from musiclm.cli import config  # noqa: F401,E402  (registers its commands)
 
 
 @app.command()

@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from musiclm.cli.apps import app, train_app
-from musiclm.cli.common import BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps, train_config
+from musiclm.cli.common import (BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps,
+                                 model_config, train_config)
 
 mulan_app = typer.Typer(help="Evaluate MuLan / melody embeddings and embed audio or text.", no_args_is_help=True)
 app.add_typer(mulan_app, name="mulan")
@@ -43,7 +44,7 @@ def train_mulan(
     from musiclm.training import TrainConfig, Trainer, seed_everything
 
     changes = {k: v for k, v in (("text_model", text_model), ("finetune_text", finetune_text)) if v is not None}
-    config = MuLanConfig.preset(preset, **changes)
+    config = model_config(MuLanConfig, preset, overrides, **changes)
     tc = train_config(TrainConfig.from_dict(TRAIN_DEFAULTS[preset]), steps, batch_size, lr, device, overrides)
     seed_everything(tc.seed)
     train = AudioCropDataset(data, config.sample_rate, config.window_seconds, split="train", with_text=True)
@@ -68,7 +69,7 @@ def train_melody(
     from musiclm.mulan.quantizer import collect_embeddings
     from musiclm.training import TrainConfig, Trainer, seed_everything
 
-    config = MelodyConfig.preset(preset)
+    config = model_config(MelodyConfig, preset, overrides)
     tc = train_config(TrainConfig.from_dict(TRAIN_DEFAULTS[preset]), steps, batch_size, lr, device, overrides)
     seed_everything(tc.seed)
     clips = [c for m in data for c in read_manifest(m)]

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from musiclm.cli.apps import app, train_app
-from musiclm.cli.common import BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps, train_config
+from musiclm.cli.common import (BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps,
+                                 model_config, train_config)
 
 semantic_app = typer.Typer(help="Semantic tokens: w2v-BERT features + k-means, 25 per second.", no_args_is_help=True)
 app.add_typer(semantic_app, name="semantic")
@@ -33,7 +34,7 @@ def train_semantic(
     from musiclm.semantic.w2vbert import W2VBert, W2VBertConfig
     from musiclm.training import TrainConfig, Trainer
 
-    model = W2VBert(W2VBertConfig.preset(preset))
+    model = W2VBert(model_config(W2VBertConfig, preset, overrides))
     dataset = AudioCropDataset(data, model.sample_rate, crop_seconds, split="train")
     config = train_config(TrainConfig.from_dict(TRAIN_DEFAULTS[preset]), steps, batch_size, lr, device, overrides)
     Trainer(model, dataset, config, out).fit()

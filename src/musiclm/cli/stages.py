@@ -51,7 +51,6 @@ def train_stage(
     preset: Preset = "small",
     coarse_quantizers: Annotated[int | None, typer.Option(
         help="RVQ levels of the coarse stage (default: the first third, as the paper's 4 of 12).")] = None,
-    cond_dropout: Annotated[float, typer.Option(help="Conditioning dropout for classifier-free guidance.")] = 0.1,
     val_tokens: Annotated[Path | None, typer.Option(
         help="Token folder of held-out clips (musiclm tokenize --split valid): validation loss, one window a clip.")] = None,
     steps: Steps = None, batch_size: BatchSize = None, lr: LearningRate = None, device: Device = "auto",
@@ -73,11 +72,11 @@ def train_stage(
         coarse_quantizers = max(1, meta["num_quantizers"] // 3)
     if not 0 < coarse_quantizers < meta["num_quantizers"]:
         raise typer.BadParameter(f"--coarse-quantizers must be in 1..{meta['num_quantizers'] - 1}")
-    try:
+    try:  # the preset's windows are scaled per stage (for_stage), then the --set model.FIELD changes apply
         config = StageConfig.for_stage(stage, preset, coarse_quantizers=coarse_quantizers,
                                        fine_quantizers=meta["num_quantizers"] - coarse_quantizers,
-                                       cond_dropout=cond_dropout, **vocab, **parse_overrides(overrides)[0])
-    except (ConfigError, TypeError) as err:
+                                       **vocab, **parse_overrides(overrides)[0])
+    except ConfigError as err:
         raise typer.BadParameter(str(err)) from err
     defaults = TrainConfig.from_dict(TRAIN_DEFAULTS.get(preset, {}))
     model = StageLM(config)

@@ -18,6 +18,8 @@ import typer
 from musiclm.cli.apps import train_app
 from musiclm.cli.common import Device, Manifests, OutDir, Preset
 
+TRAINED_PARTS = ("codec", "w2vbert", "mulan", "melody", "semantic_stage", "coarse_stage", "fine_stage")
+
 # Semantic vocabulary per preset: the paper's 1024 clusters need hours of audio to fill.
 KMEANS_CLUSTERS = {"tiny": 32, "small": 512, "paper": 1024}
 
@@ -32,12 +34,22 @@ def train_all(
         float, typer.Option(help="Multiply every part's preset step count (e.g. 0.1 for a quick run).")
     ] = 1.0,
     device: Device = "auto",
+    overrides: Annotated[list[str] | None, typer.Option("--set", help=(
+        "Override one part's setting: --set PART.model.FIELD=VALUE or --set PART.train.FIELD=VALUE, PART one of "
+        + ", ".join(TRAINED_PARTS) + " (repeatable)."))] = None,
 ) -> None:
     """Train codec, w2v-BERT + k-means, MuLan (+ melody), tokenize, then the three stages; write OUT/pipeline."""
     from musiclm.cli import codec, mulan, semantic, stages
 
     if preset not in KMEANS_CLUSTERS:
         raise typer.BadParameter(f"--preset must be one of {sorted(KMEANS_CLUSTERS)}")
+    per_part: dict[str, list[str]] = {part: [] for part in TRAINED_PARTS}
+    for item in overrides or []:
+        part, dot, rest = item.partition(".")
+        if not dot or part not in per_part or not rest.startswith(("model.", "train.")):
+            raise typer.BadParameter(f"--set expects PART.model.FIELD=VALUE or PART.train.FIELD=VALUE with PART one "
+                                     f"of {', '.join(TRAINED_PARTS)}; got {item!r}")
+        per_part[part].append(rest)
     out.mkdir(parents=True, exist_ok=True)
     parts = out / "parts"
 
@@ -50,19 +62,23 @@ def train_all(
 
     plan: list[tuple[str, Callable[[], None]]] = [
         ("codec", lambda: codec.train_codec(
-            data, parts / "codec", preset, steps=steps_of(codec_defaults(preset).to_dict()), device=device)),
+            data, parts / "codec", preset, steps=steps_of(codec_defaults(preset).to_dict()), device=device,
+            overrides=per_part["codec"])),
         ("w2vbert", lambda: semantic.train_semantic(
-            data, parts / "w2vbert", preset, steps=steps_of(semantic.TRAIN_DEFAULTS[preset]), device=device)),
+            data, parts / "w2vbert", preset, steps=steps_of(semantic.TRAIN_DEFAULTS[preset]), device=device,
+            overrides=per_part["w2vbert"])),
         ("semantic", lambda: semantic.fit_kmeans(
             parts / "w2vbert", data, parts / "semantic", clusters=KMEANS_CLUSTERS[preset])),
         ("mulan", lambda: mulan.train_mulan(
-            data, parts / "mulan", preset, steps=steps_of(MULAN_DEFAULTS[preset]), device=device)),
+            data, parts / "mulan", preset, steps=steps_of(MULAN_DEFAULTS[preset]), device=device,
+            overrides=per_part["mulan"])),
     ]
     if melody:
         from musiclm.mulan.melody import TRAIN_DEFAULTS as MELODY_DEFAULTS
 
         plan.append(("melody", lambda: mulan.train_melody(
-            data, parts / "melody", preset, steps=steps_of(MELODY_DEFAULTS[preset]), device=device)))
+            data, parts / "melody", preset, steps=steps_of(MELODY_DEFAULTS[preset]), device=device,
+            overrides=per_part["melody"])))
     melody_dir = parts / "melody" if melody else None
     plan.append(("tokens", lambda: stages.tokenize(
         parts / "codec", parts / "semantic", parts / "mulan", data, parts / "tokens", melody=melody_dir,
@@ -70,7 +86,7 @@ def train_all(
     for stage in ("semantic", "coarse", "fine"):
         plan.append((f"{stage}_stage", lambda stage=stage: stages.train_stage(
             stage, parts / "tokens", parts / f"{stage}_stage", preset,
-            steps=steps_of(STAGE_DEFAULTS[preset]), device=device)))
+            steps=steps_of(STAGE_DEFAULTS[preset]), device=device, overrides=per_part[f"{stage}_stage"])))
     plan.append(("pipeline", lambda: stages.assemble(
         parts / "codec", parts / "semantic", parts / "mulan", out / "pipeline",
         parts / "semantic_stage", parts / "coarse_stage", parts / "fine_stage", melody=melody_dir)))

@@ -69,6 +69,16 @@ class ClassifierConfig(Config):
         return {"family": self.families, "tempo": self.tempos, "mode": self.modes, "style": self.styles}
 
 
+# What `musiclm train classifier` trains with per preset (TrainConfig fields), before --set changes.
+TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tiny": {"steps": 300, "batch_size": 8, "lr": 1e-3, "warmup_steps": 20, "ckpt_every": 100},
+    "small": {"steps": 4000, "batch_size": 32, "lr": 1e-3, "warmup_steps": 200, "ema_decay": 0.998,
+              "ckpt_every": 250, "val_every": 500, "val_batches": 8},
+    "paper": {"steps": 20000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 500, "ema_decay": 0.999,
+              "ckpt_every": 1000, "val_every": 1000, "val_batches": 16},
+}
+
+
 class EvalClassifier(Trainable, PretrainedMixin):
     config_class = ClassifierConfig
     model_type = "eval_classifier"

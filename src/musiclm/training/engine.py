@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import json
 import os
 import random
 import time
@@ -52,6 +51,9 @@ from musiclm.training.distributed import (
     init_distributed,
     pick_device,
 )
+
+
+RUN_FILE = "run.json"
 
 
 class TrainingError(RuntimeError):
@@ -155,6 +157,13 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
         self._resume()
+        if self.dist.is_main:  # the run is reproducible from its folder: the model's and training's settings
+            model_config = getattr(model, "config", None)
+            (self.out_dir / RUN_FILE).write_text(json.dumps({
+                "model_type": getattr(model, "model_type", type(model).__name__),
+                "model": model_config.to_dict() if isinstance(model_config, Config) else None,
+                "train": config.to_dict(),
+            }, indent=2, default=str) + "\n")
         runner = _StepRunner(model)
         self.runner: nn.Module = (
             DistributedDataParallel(
