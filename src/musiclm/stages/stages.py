@@ -89,7 +89,7 @@ class StageConfig(Config):
         # sized for 2 CPU cores: decoding one token reads every weight, and at d=256 / 4 layers the
         # weights no longer fit the caches (10 s with guidance took 18 s; at this size 8.6 s)
         "small": {"dim": 192, "layers": 3, "heads": 4, "ff": 576, "dropout": 0.1,
-                  "window_seconds": 5.0, "prefix_seconds": 2.5, "layout": "interleaved", "mulan_levels": 4},
+                  "window_seconds": 5.0, "prefix_seconds": 2.5, "layout": "interleaved", "mulan_levels": 1},
         "paper": {"dim": 1024, "layers": 24, "heads": 16, "ff": 4096, "dropout": 0.1, "rel_max_distance": 1024,
                   "window_seconds": 30.0, "prefix_seconds": 15.0},
     }
