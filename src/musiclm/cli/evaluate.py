@@ -9,7 +9,7 @@ import typer
 
 from musiclm.cli.apps import app, train_app
 from musiclm.cli.common import (BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps,
-                                 parse_overrides, train_config)
+                                 Strict, parse_overrides, train_config)
 from musiclm.config import ConfigError
 
 PathOpt = Optional[Path]
@@ -32,6 +32,7 @@ def eval_command(
     guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale of generation (off: paper).")] = None,
     memorization: Annotated[int, typer.Option(help="Training clips for the memorization study (needs --checkpoint; 0: skip).")] = 0,
     fad_inf: Annotated[bool, typer.Option(help="Also extrapolate FAD-inf.")] = True,
+    strict: Strict = False,
 ) -> None:
     """Generate (or read) audio for every prompt and write report.md, metrics.json and plots to --out."""
     import json
@@ -40,12 +41,14 @@ def eval_command(
     import torch
 
     from musiclm.data.manifest import read_manifest
+    from musiclm.data.skips import SKIPPED_FILE, SkipLog
     from musiclm.evaluation import suite
     from musiclm.evaluation.fad import codec_embedder, conditioner_embedder
     from musiclm.evaluation.prompts import read_prompts
     from musiclm.interfaces import load_component
 
     items = read_prompts(prompts)[:limit]
+    skips = SkipLog(out / SKIPPED_FILE, strict)
     clips = read_manifest(reference)
     pipeline = None
     if checkpoint is not None:
@@ -73,7 +76,7 @@ def eval_command(
         info["generation_wall_s"] = round(time.perf_counter() - t0, 1)
         info["guidance"] = guidance
     else:
-        wavs = suite.given_audio(audio, items, rate, seconds)
+        wavs = suite.given_audio(audio, items, rate, seconds, skips)
         info["audio"] = str(audio)
     if memorization and pipeline is not None:
         from musiclm.evaluation.memorization import greedy_continuations, match_rates
@@ -81,10 +84,10 @@ def eval_command(
         train = [c for c in clips if c.split == "train"][:memorization]
         prompt_s, cont_s = min(5.0, seconds / 2), min(5.0, seconds / 2)
         gen, target = greedy_continuations(
-            pipeline, torch.stack([suite.load_clip(c.path, rate, seconds) for c in train]), prompt_s, cont_s)
+            pipeline, torch.stack([suite.load_clip(c, rate, seconds) for c in train]), prompt_s, cont_s)
         info["memorization"] = match_rates(gen, target, pipeline.semantic.centroids)
     metrics = suite.run_evaluation(items, clips, out, ev, sample_rate=rate, seconds=seconds, generated=wavs,
-                                   codec=cdc, seed=seed, fad_inf=fad_inf, extra_info=info)
+                                   codec=cdc, seed=seed, fad_inf=fad_inf, extra_info=info, skips=skips)
     summary = {r: {k: round(v, 4) for k, v in m.items() if isinstance(v, float)} for r, m in metrics.items()}
     typer.echo(json.dumps(summary, indent=1))
     typer.echo(f"report: {out / 'report.md'}")

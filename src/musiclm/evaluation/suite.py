@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from musiclm.audio import resample
+from musiclm.audio import AudioError, resample
+from musiclm.data.manifest import Clip
+from musiclm.data.skips import SKIPPED_FILE, SkipLog
 from musiclm.evaluation import adherence as adh
 from musiclm.evaluation.fad import EmbedFn, FADError, fad, fad_infinity, frame_embeddings
 from musiclm.evaluation.kld import kld
@@ -110,10 +113,24 @@ class EvalError(ValueError):
     """Inputs of an evaluation that do not fit together."""
 
 
-def load_clip(path, sample_rate: int, seconds: float) -> torch.Tensor:
-    from musiclm.audio import crop_or_pad, load_audio
+def load_clip(clip, sample_rate: int, seconds: float) -> torch.Tensor:
+    """The first ``seconds`` of a manifest clip (its offset honoured) or of an audio file, padded."""
+    from musiclm.audio import crop_or_pad, read_clip
 
-    return crop_or_pad(load_audio(path, sample_rate, duration=seconds), round(seconds * sample_rate))
+    clip = clip if isinstance(clip, Clip) else Clip(Path(clip))
+    return crop_or_pad(read_clip(clip, sample_rate, seconds=seconds), round(seconds * sample_rate))
+
+
+def usable_clip(clip, sample_rate: int, seconds: float, skips: SkipLog) -> torch.Tensor | None:
+    """``load_clip``, or None for a clip that is unreadable or silent, skipped with its reason."""
+    try:
+        wav = load_clip(clip, sample_rate, seconds)
+        if not bool(wav.abs().amax() > 0):
+            raise AudioError(f"silent (or empty) in its first {seconds:g} s")
+    except AudioError as err:
+        skips.skip(getattr(clip, "path", clip), str(err))
+        return None
+    return wav
 
 
 def generate_audio(pipeline, prompts: list[Prompt], seconds: float, seed: int = 0, batch_size: int = 4,
@@ -136,11 +153,10 @@ def generate_audio(pipeline, prompts: list[Prompt], seconds: float, seed: int = 
     return [crop_or_pad(w.float().cpu(), length) for w in out]
 
 
-def given_audio(source, prompts: list[Prompt], sample_rate: int, seconds: float) -> list[torch.Tensor]:
+def given_audio(source, prompts: list[Prompt], sample_rate: int, seconds: float,
+                skips: SkipLog) -> list[torch.Tensor | None]:
     """Already generated audio: the prompts' own ``audio`` fields, a folder (files in sorted order) or
-    a manifest (clips in order), one clip per prompt."""
-    from pathlib import Path
-
+    a manifest (clips in order), one clip per prompt; None (and a skip) where it cannot be used."""
     from musiclm.data.manifest import read_manifest
 
     if source is None:
@@ -153,50 +169,75 @@ def given_audio(source, prompts: list[Prompt], sample_rate: int, seconds: float)
         if source.is_dir():
             paths = sorted(p for p in source.iterdir() if p.suffix.lower() in (".wav", ".flac", ".ogg", ".mp3"))
         else:
-            paths = [c.path for c in read_manifest(source)]
+            paths = read_manifest(source)
         if len(paths) != len(prompts):
             raise EvalError(f"{source} holds {len(paths)} audio files but there are {len(prompts)} prompts; "
                             "they pair up in order, so the counts must match")
-    return [load_clip(p, sample_rate, seconds) for p in paths]
+    return [usable_clip(p, sample_rate, seconds, skips) for p in paths]
 
 
 def run_evaluation(
     prompts: list[Prompt], reference_clips: list, out_dir, ev: Evaluators, *, sample_rate: int,
     seconds: float, generated: list[torch.Tensor], codec=None, seed: int = 0, fad_inf: bool = True,
-    extra_info: dict | None = None,
+    extra_info: dict | None = None, skips: SkipLog | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Evaluate ``generated`` (one clip per prompt) with the reference rows and write the report."""
+    """Evaluate ``generated`` (one clip per prompt) with the reference rows and write the report.
+
+    ``generated[i]`` None (audio that could not be used) drops prompt i; so does an unusable paired
+    reference. Unusable reference clips are left out. Each skip and its reason go to
+    ``out_dir/skipped.jsonl`` (``skips`` strict: the first one is an error)."""
     from musiclm.evaluation.report import write_report
 
     t0 = time.perf_counter()
+    skips = skips if skips is not None else SkipLog(Path(out_dir) / SKIPPED_FILE)
+    if all(p.reference is not None for p in prompts):
+        paired = [usable_clip(Clip(p.reference, p.duration, offset=p.reference_offset), sample_rate, seconds,
+                              skips) if generated[i] is not None else None for i, p in enumerate(prompts)]
+    else:
+        paired = None
+    keep = [i for i, w in enumerate(generated) if w is not None and (paired is None or paired[i] is not None)]
+    if not keep:
+        raise EvalError(f"none of the {len(prompts)} prompts has usable audio; see {skips.path}")
+    prompts, generated = [prompts[i] for i in keep], [generated[i] for i in keep]
+    paired = None if paired is None else [paired[i] for i in keep]
     heldout = [c for c in reference_clips if c.split != "train"]
     train = [c for c in reference_clips if c.split == "train"]
     if len(heldout) < 2:
         raise EvalError(f"the reference manifest has {len(heldout)} held-out clips (split != 'train'); "
                         "FAD needs at least 2")
-    paired = None
     rows: dict[str, list[torch.Tensor]] = {"generated": generated}
-    if all(p.reference is not None for p in prompts):
-        paired = [load_clip(p.reference, sample_rate, seconds) for p in prompts]
+    if paired is not None:
         rows["ground truth"] = paired
         if codec is not None:
             with torch.no_grad():
                 rows["codec resynthesis"] = [
                     resample(codec.decode(codec.encode(resample(w, sample_rate, codec.sample_rate)[None]))[0],
                              codec.sample_rate, sample_rate)[: w.shape[-1]] for w in paired]
-    if train:
-        rng = np.random.default_rng(seed)
-        rows["random training"] = [load_clip(train[i].path, sample_rate, seconds)
-                                   for i in rng.choice(len(train), len(prompts), replace=len(train) < len(prompts))]
+    floor: list[torch.Tensor] = []
+    for i in np.random.default_rng(seed).permutation(len(train)):  # random clips, unusable ones passed over
+        if len(floor) == len(prompts):
+            break
+        wav = usable_clip(train[i], sample_rate, seconds, skips)
+        if wav is not None:
+            floor.append(wav)
+    if floor:
+        rows["random training"] = [floor[i % len(floor)] for i in range(len(prompts))]
     # keep the FAD reference apart from the ground-truth row where the held-out set allows it
     used = {str(p.reference) for p in prompts if p.reference is not None}
     rest = [c for c in heldout if str(c.path) not in used]
-    fad_ref = [load_clip(c.path, sample_rate, seconds) for c in (rest if len(rest) >= 8 else heldout)]
+    fad_ref = [w for c in (rest if len(rest) >= 8 else heldout)
+               if (w := usable_clip(c, sample_rate, seconds, skips)) is not None]
+    if len(fad_ref) < 2:
+        raise EvalError(f"{len(fad_ref)} usable held-out reference clip(s); FAD needs at least 2 (see {skips.path})")
     metrics = evaluate_rows(rows, prompts, sample_rate, ev, fad_ref, paired, fad_inf)
     info = {"prompts": len(prompts), "seconds_per_clip": seconds, "sample_rate": sample_rate,
             "fad_reference_clips": len(fad_ref), "fad_embeddings": list(ev.embedders),
+            "skipped_inputs": len(skips.entries),
             "evaluation_wall_s": round(time.perf_counter() - t0, 1), **(extra_info or {})}
     samples = {f"{name} 0: {prompts[0].text[:80]}": wavs[0] for name, wavs in rows.items()}
     samples.update({f"generated {i}: {prompts[i].text[:80]}": generated[i] for i in range(1, min(3, len(prompts)))})
     write_report(out_dir, metrics, info, samples, sample_rate)
+    summary = skips.finish()
+    if summary:
+        tqdm.write(summary)
     return metrics
