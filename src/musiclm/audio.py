@@ -106,7 +106,8 @@ def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: in
         raise AudioError(f"cannot write audio file {path}: {_reason(err)}; choose a writable path "
                          "ending in .wav, .flac or .ogg") from err
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp.exists():  # unlink(missing_ok) still raises when a file sits where a folder should
+            tmp.unlink()
     return path
 
 
