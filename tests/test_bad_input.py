@@ -120,12 +120,12 @@ def interrupted(tmp_path_factory, zoo):
         clips.append(Clip(root / f"clip{i}.wav", duration=3.0))
     manifest = write_manifest(root / "train.jsonl", clips)
     runs = {
-        "generate": Interrupted(["generate", "--prompts-file", prompts, "--batch-size", "1", "--duration", "1",
-                                 "--seed", "0", "--out", root / "gen" / "o.wav"],
+        "generate": Interrupted(["generate", "--prompts-file", prompts, "--batch-size", "1",
+                                 "--duration", "1", "--seed", "0", "--out", root / "gen" / "o.wav"],
                                 root / "gen", "o-*.wav", 1, root / "generate.log"),
         "train": Interrupted(["train", "codec", "--preset", "tiny", "--data", manifest, "--out", root / "run",
-                              "--steps", "400", "--batch-size", "2", "--device", "cpu", "--set", "ckpt_every=2",
-                              "--set", "progress=false"],
+                              "--steps", "400", "--batch-size", "2", "--device", "cpu",
+                              "--set", "ckpt_every=2", "--set", "progress=false"],
                              root / "run" / "checkpoints", "step_*.pt", 2, root / "train.log"),
     }
     yield {**runs, "prompts": prompts}
@@ -222,7 +222,8 @@ def test_generate_refuses_bad_requests(model, zoo, kwargs, words):
 
 @pytest.fixture(scope="module")
 def odd_prompts(model) -> torch.Tensor:
-    prompts = [("slow piano " * 2000)[:20_000], "🎹🎻 calm 🌙 night 🎶", "安静的钢琴曲，静かなピアノ", "calm\x00piano\x07\x1b[31m\r\b"]
+    prompts = [("slow piano " * 2000)[:20_000], "🎹🎻 calm 🌙 night 🎶", "安静的钢琴曲，静かなピアノ",
+               "calm\x00piano\x07\x1b[31m\r\b"]
     assert len(prompts[0]) == 20_000
     return model.generate(prompts, 1.0, seed=0)
 
@@ -322,9 +323,11 @@ def test_data_index_skips_and_counts(capsys, monkeypatch, tmp_path, zoo):
         shutil.copy(zoo / name, folder)
     code, text = cli(capsys, monkeypatch, "data", "index", folder, "--out", tmp_path / "m.jsonl")
     assert code == 0 and "2 files" in text and "skipped 5 input(s)" in text, text
-    reasons = {Path(e["item"]).name: e["reason"] for e in map(json.loads, (tmp_path / "m.skipped.jsonl").open())}
+    entries = map(json.loads, (tmp_path / "m.skipped.jsonl").open())
+    reasons = {Path(e["item"]).name: e["reason"] for e in entries}
     assert set(reasons) == {"empty.wav", "nan.wav", "silent.wav", "zero.wav", "junk.mp3"}
-    assert "silent" in reasons["silent.wav"] and "NaN" in reasons["nan.wav"] and "0-length" in reasons["zero.wav"]
+    assert "silent" in reasons["silent.wav"] and "NaN" in reasons["nan.wav"]
+    assert "0-length" in reasons["zero.wav"]
     code, text = cli(capsys, monkeypatch, "data", "index", folder, "--out", tmp_path / "s.jsonl", "--strict")
     assert_clear(code, text, "without --strict")
     assert not (tmp_path / "s.jsonl").exists()
@@ -392,14 +395,16 @@ def test_train_all_checks_before_training(capsys, monkeypatch, tmp_path, small_m
 
     clips = read_manifest(small_manifest)
     gone = write_manifest(tmp_path / "gone.jsonl", [*clips, Clip(tmp_path / "nowhere.wav")])
-    assert_clear(*run("--data", gone, "--out", tmp_path / "a"), "nowhere.wav does not exist", "fix the manifest")
+    assert_clear(*run("--data", gone, "--out", tmp_path / "a"), "nowhere.wav does not exist",
+                 "fix the manifest")
     bad = write_manifest(tmp_path / "bad.jsonl", clips)
     bad.write_text(bad.read_text() + "{not json\n")
     assert_clear(*run("--data", bad, "--out", tmp_path / "b"), "bad.jsonl:5")
     broken = write_manifest(tmp_path / "broken.jsonl", [Clip(zoo / "text.wav", captions=["x"])])
     assert_clear(*run("--data", broken, "--out", tmp_path / "c"), "cannot read audio file", "remove it")
     assert_clear(*run("--data", small_manifest, "--out", zoo / "good.wav" / "run"), "cannot write to")
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12 - 1000, 1000))
+    full_disk = shutil._ntuple_diskusage(10**12, 10**12 - 1000, 1000)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: full_disk)
     assert_clear(*run("--data", small_manifest, "--out", tmp_path / "d"), "GB free", "choose another --out")
     assert not any((tmp_path / d / "parts").exists() for d in "abcd")  # nothing trained
     monkeypatch.undo()

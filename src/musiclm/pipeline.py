@@ -143,8 +143,9 @@ class MusicLM:
         coarse = stages.coarse.config.coarse_quantizers
         if not 0 < coarse < codec.num_quantizers:  # else vocabularies() blames an argument nobody passed
             raise GenerationError(
-                f"the stages were trained for other parts: the coarse stage models {coarse} RVQ levels, but this "
-                f"codec has {codec.num_quantizers}; use the codec they were tokenized with, or retrain them")
+                f"the stages were trained for other parts: the coarse stage models {coarse} RVQ levels, "
+                f"but this codec has {codec.num_quantizers}; use the codec they were tokenized with, "
+                "or retrain them")
         expected = vocabularies(codec, semantic, mulan, melody, stages.coarse.config.coarse_quantizers)
         for stage in (stages.semantic, stages.coarse, stages.fine):
             stage.eval()

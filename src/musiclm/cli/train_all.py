@@ -44,10 +44,12 @@ def preflight(data: list[Path], out: Path, melody: bool) -> bool:
             raise typer.BadParameter(f"{err}; fix the manifest before training", param_hint="--data") from err
     train = [c for c in clips if c.split == "train"]
     if not train:
-        raise typer.BadParameter(f"no clips of split 'train' in {[str(m) for m in data]}", param_hint="--data")
+        raise typer.BadParameter(f"no clips of split 'train' in {[str(m) for m in data]}",
+                                 param_hint="--data")
     if not any(c.captions for c in train):
         raise typer.BadParameter("no training clip has a caption: MuLan learns text from captions "
-                                 "(add .txt/.json sidecars and rerun musiclm data index)", param_hint="--data")
+                                 "(add .txt/.json sidecars and rerun musiclm data index)",
+                                 param_hint="--data")
     step = max(1, len(clips) // SAMPLED_FILES)
     seconds = 0.0
     for number, clip in enumerate(clips):
@@ -62,8 +64,9 @@ def preflight(data: list[Path], out: Path, melody: bool) -> bool:
         groups = Counter(clip_attr(c, "melody_group") for c in train)
         pairs = sum(n > 1 for group, n in groups.items() if group is not None)
         if pairs < 2:
-            typer.echo(f"notice: {pairs} melody pair(s) in the training clips (the melody embedder needs clips "
-                       "of 2+ melody_groups): melody conditioning is skipped; pass --no-melody to silence this")
+            typer.echo(f"notice: {pairs} melody pair(s) in the training clips (the melody embedder needs "
+                       "clips of 2+ melody_groups): melody conditioning is skipped; pass --no-melody to "
+                       "silence this")
             melody = False
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -76,9 +79,9 @@ def preflight(data: list[Path], out: Path, melody: bool) -> bool:
     need = 2 * seconds * TOKEN_BYTES_PER_SECOND
     free = shutil.disk_usage(out).free
     if free < need:
-        raise typer.BadParameter(f"{free / 1e9:.2f} GB free under {out}, but the tokens of {seconds / 3600:.1f} h "
-                                 f"of audio need about {need / 1e9:.2f} GB; free space or choose another --out",
-                                 param_hint="--out")
+        raise typer.BadParameter(f"{free / 1e9:.2f} GB free under {out}, but the tokens of "
+                                 f"{seconds / 3600:.1f} h of audio need about {need / 1e9:.2f} GB; "
+                                 "free space or choose another --out", param_hint="--out")
     return melody
 
 

@@ -347,7 +347,8 @@ def build(opts: BuildOptions) -> Path:
             for res in map_jobs(render_work, jobs):
                 if opts.strict and res["skipped"]:
                     why, detail = res["skipped"][0]
-                    raise BuildError(f"work {res['work_id']}: {why} ({detail}); without --strict it is skipped")
+                    raise BuildError(f"work {res['work_id']}: {why} ({detail}); "
+                                     "without --strict it is skipped")
                 results.append(res)
                 got = sum(c["duration"] for c in res["clips"])
                 seconds += got

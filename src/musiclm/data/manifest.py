@@ -89,7 +89,8 @@ def write_manifest(path: str | Path, clips: list[Clip]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     root = path.parent.resolve()
-    return write_text_atomic(path, "".join(json.dumps(c.to_json(root), ensure_ascii=False) + "\n" for c in clips))
+    lines = (json.dumps(c.to_json(root), ensure_ascii=False) + "\n" for c in clips)
+    return write_text_atomic(path, "".join(lines))
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -91,8 +91,8 @@ def prompts_from_manifest(clips: list[Clip], caption_set: str | None = "heldout"
             continue
         if caption_set is not None and clip.attributes.get("caption_set", caption_set) != caption_set:
             continue
-        out.append(Prompt(clip.captions[0], dict(clip.attributes), duration=clip.duration, reference=clip.path,
-                          reference_offset=clip.offset))
+        out.append(Prompt(clip.captions[0], dict(clip.attributes), duration=clip.duration,
+                          reference=clip.path, reference_offset=clip.offset))
     return out
 
 

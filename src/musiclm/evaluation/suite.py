@@ -228,7 +228,8 @@ def run_evaluation(
     fad_ref = [w for c in (rest if len(rest) >= 8 else heldout)
                if (w := usable_clip(c, sample_rate, seconds, skips)) is not None]
     if len(fad_ref) < 2:
-        raise EvalError(f"{len(fad_ref)} usable held-out reference clip(s); FAD needs at least 2 (see {skips.path})")
+        raise EvalError(f"{len(fad_ref)} usable held-out reference clip(s); FAD needs at least 2 "
+                        f"(see {skips.path})")
     metrics = evaluate_rows(rows, prompts, sample_rate, ev, fad_ref, paired, fad_inf)
     info = {"prompts": len(prompts), "seconds_per_clip": seconds, "sample_rate": sample_rate,
             "fad_reference_clips": len(fad_ref), "fad_embeddings": list(ev.embedders),

@@ -89,7 +89,8 @@ def tokenize_clips(clips: list[Clip], out: str | Path, codec: AcousticCodec, sem
     shards = [s for s in range((len(clips) + shard_size - 1) // shard_size) if s % world_size == rank]
     todo = [s for s in shards if not _shard_path(out, s).is_file()]
     done = [_shard_path(out, s) for s in shards]
-    skips = SkipLog(out / (SKIPPED_FILE if world_size == 1 else f"skipped-rank{rank}.jsonl"), strict, resume=True)
+    skipped = SKIPPED_FILE if world_size == 1 else f"skipped-rank{rank}.jsonl"
+    skips = SkipLog(out / skipped, strict, resume=True)
     with tqdm(total=sum(len(clips[s * shard_size:(s + 1) * shard_size]) for s in todo), unit="clip",
               desc=f"tokenize (rank {rank})", disable=not progress) as bar:
         for s in todo:
@@ -110,8 +111,9 @@ def tokenize_clips(clips: list[Clip], out: str | Path, codec: AcousticCodec, sem
                     if melody is not None:
                         mel_wav = resample(wav, codec.sample_rate, melody.sample_rate)
                         if mel_wav.shape[-1] >= melody.window_seconds * melody.sample_rate:
-                            tensors[f"{i}/melody"] = melody.quantize(melody.embed(mel_wav[None].to(device)))[0].cpu()
-                except AudioError as err:  # unreadable, NaN, silent (the semantic tokenizer refuses it), short
+                            tensors[f"{i}/melody"] = melody.quantize(
+                                melody.embed(mel_wav[None].to(device)))[0].cpu()
+                except AudioError as err:  # unreadable, NaN, short, silent (the tokenizer refuses it)
                     skips.skip(clip.path, str(err))
                     for key in [k for k in tensors if k.startswith(f"{i}/")]:
                         del tensors[key]
