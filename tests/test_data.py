@@ -191,7 +191,8 @@ def test_index_folder_weights_and_bad_lines(tmp_path, tiny_dataset):
     out = tmp_path / "mine.jsonl"
     result = CliRunner().invoke(app, ["data", "index", str(folder), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "3 files" in result.output and "1 unreadable skipped" in result.output
+    assert "3 files" in result.output and "skipped 1 input(s)" in result.output
+    assert "broken.wav" in (tmp_path / "mine.skipped.jsonl").read_text()
     clips = {c.path.name: c for c in read_manifest(out)}
     assert clips["a.wav"].captions == ["A calm tone."] and clips["a.wav"].attributes["bpm"] == 60
     assert clips["b.flac"].captions == ["Dark drone in A minor."] and clips["b.flac"].duration == 2.0

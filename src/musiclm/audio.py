@@ -7,6 +7,7 @@ Waveforms are float32 torch tensors, mono ``[T]`` or batched ``[B, T]``. soundfi
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -43,8 +44,12 @@ def load_audio(
     recordings cheap.
     """
     path = Path(path)
+    if path.is_dir():
+        raise AudioError(f"{path} is a folder, not an audio file; pass one of the files in it")
     if not path.is_file():
         raise AudioError(f"cannot read audio file {path}: no such file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"audio file {path} is empty (0 bytes); it was probably not written completely")
     try:
         with sf.SoundFile(str(path)) as f:
             file_rate = f.samplerate
@@ -54,13 +59,31 @@ def load_audio(
                 f.seek(min(start, f.frames))
             data = f.read(frames, dtype="float32", always_2d=True)
     except Exception as err:
-        raise AudioError(f"cannot read audio file {path}: {_reason(err)}") from err
+        raise AudioError(f"cannot read audio file {path}: {_reason(err)}; check that it is a complete "
+                         "WAV, FLAC, OGG or MP3 file (re-export or convert it)") from err
     wav = data.mean(axis=1)
     if not np.isfinite(wav).all():
         raise AudioError(f"audio file {path} contains NaN or infinite samples")
     if sample_rate is not None and sample_rate != file_rate:
         wav = soxr.resample(wav, file_rate, sample_rate)
     return torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
+
+
+def read_clip(clip, sample_rate: int | None = None, start: float = 0.0,
+              seconds: float | None = None) -> torch.Tensor:
+    """The audio of a manifest clip (anything with ``path``, ``offset`` and ``duration``) as mono ``[T]``.
+
+    A clip may start ``clip.offset`` s into a longer recording and last ``clip.duration`` s; reading
+    ``seconds`` from ``start`` (both relative to the clip) never strays outside it, so every reader of
+    a manifest trains and evaluates on the clip's audio, not the file's.
+    """
+    if start < 0 or (seconds is not None and not seconds >= 0):
+        raise AudioError(f"cannot read {seconds} s from {start} s of clip {clip.path}: give times >= 0")
+    duration = clip.duration
+    if duration is not None:
+        left = max(0.0, duration - start)
+        seconds = left if seconds is None else min(seconds, left)
+    return load_audio(clip.path, sample_rate, offset=(clip.offset or 0.0) + start, duration=seconds)
 
 
 def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: int) -> Path:
@@ -70,11 +93,22 @@ def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: in
     if data.ndim != 1:
         raise AudioError(f"save_audio expects mono audio [T], got shape {tuple(data.shape)}")
     check_finite(data, f"audio for {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     peak = float(data.abs().max()) if data.numel() else 0.0
     if peak > 1.0:
         warnings.warn(f"audio for {path} peaks at {peak:.2f}; clipping to [-1, 1]", stacklevel=2)
-    sf.write(str(path), data.clamp(-1, 1).numpy(), sample_rate, subtype="PCM_16")
+    # a temporary name keeps the extension (soundfile picks the format by it); renamed only when
+    # complete, so a failed or interrupted write never leaves half a file under the real name
+    tmp = path.with_name(f"{path.stem}.partial{path.suffix}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(tmp), data.clamp(-1, 1).numpy(), sample_rate, subtype="PCM_16")
+        os.replace(tmp, path)
+    except Exception as err:
+        raise AudioError(f"cannot write audio file {path}: {_reason(err)}; choose a writable path "
+                         "ending in .wav, .flac or .ogg") from err
+    finally:
+        if tmp.exists():  # unlink(missing_ok) still raises when a file sits where a folder should
+            tmp.unlink()
     return path
 
 

@@ -14,6 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from musiclm.config import ConfigError
+
 
 @runtime_checkable
 class AcousticCodec(Protocol):
@@ -110,7 +112,11 @@ def load_component(directory: str | Path, map_location: str | torch.device = "cp
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{directory} has no config.json: not a saved musiclm model folder")
-    model_type = json.loads(config_path.read_text()).get("model_type")
+    try:
+        model_type = json.loads(config_path.read_text()).get("model_type")
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise ConfigError(f"{config_path} is not a JSON object ({err}); restore it from the saved "
+                          "model") from err
     if model_type not in COMPONENTS:
         raise ValueError(f"{directory}: unknown model_type {model_type!r}; known: {sorted(COMPONENTS)}")
     module_name, class_name = COMPONENTS[model_type].split(":")

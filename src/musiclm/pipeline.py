@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from musiclm.audio import load_audio
+from musiclm.config import ConfigError
 from musiclm.interfaces import AcousticCodec, Conditioner, MelodyEmbedder, SemanticTokenizer, load_component
 from musiclm.pretrained import PretrainedMixin
 from musiclm.stages.sampling import Sampling, generate_stage
@@ -139,6 +140,12 @@ class MusicLM:
                  melody: MelodyEmbedder | None = None, max_duration: float = MAX_DURATION):
         self.codec, self.semantic, self.mulan, self.melody = codec, semantic, mulan, melody
         self.stages, self.max_duration = stages, max_duration
+        coarse = stages.coarse.config.coarse_quantizers
+        if not 0 < coarse < codec.num_quantizers:  # else vocabularies() blames an argument nobody passed
+            raise GenerationError(
+                f"the stages were trained for other parts: the coarse stage models {coarse} RVQ levels, "
+                f"but this codec has {codec.num_quantizers}; use the codec they were tokenized with, "
+                "or retrain them")
         expected = vocabularies(codec, semantic, mulan, melody, stages.coarse.config.coarse_quantizers)
         for stage in (stages.semantic, stages.coarse, stages.fine):
             stage.eval()
@@ -168,7 +175,10 @@ class MusicLM:
                 f"pipeline {directory} lacks {', '.join(missing)}: each part must be a sub-folder saved with "
                 "save_pretrained (train the missing stage with `musiclm train stage --stage ...`)"
             )
-        meta = json.loads((directory / PIPELINE_FILE).read_text())
+        try:
+            meta = json.loads((directory / PIPELINE_FILE).read_text())
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{directory / PIPELINE_FILE} is not valid JSON ({err}); restore it") from err
         parts = {p: load_component(directory / p, map_location) for p in PARTS}
         melody = load_component(directory / "melody", map_location) if (directory / "melody").is_dir() else None
         stages = StageSet(parts["semantic_stage"], parts["coarse_stage"], parts["fine_stage"])
@@ -220,8 +230,11 @@ class MusicLM:
         (None: off, the paper's behaviour). ``temperatures``: semantic, coarse, fine (paper's default).
         """
         schedule = self._check_request(texts, duration, story)
-        if len(temperatures) != 3:
-            raise GenerationError(f"temperatures takes 3 values (semantic, coarse, fine), got {list(temperatures)}")
+        if len(temperatures) != 3 or not all(math.isfinite(t) and t >= 0 for t in temperatures):
+            raise GenerationError(f"temperatures takes 3 finite values >= 0 (semantic, coarse, fine), "
+                                  f"got {list(temperatures)}")
+        if guidance is not None and not math.isfinite(guidance):
+            raise GenerationError(f"guidance must be a finite scale (e.g. 3.0) or None, got {guidance}")
         samplings = [Sampling(t, top_k, top_p, guidance) for t in temperatures]
         batch = len(schedule[0][1])
         melody_tokens = self._melody_tokens(melody, batch)
@@ -308,6 +321,6 @@ def _audio(source, sample_rate: int, what: str) -> torch.Tensor:
             raise GenerationError(f"the {what} tensor must be mono [T], got shape {tuple(wav.shape)}")
         return wav
     path = Path(source)
-    if not path.is_file():
+    if not path.exists():
         raise GenerationError(f"{what} file {path} not found")
     return load_audio(path, sample_rate)

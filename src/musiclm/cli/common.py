@@ -25,6 +25,8 @@ Overrides = Annotated[
 OutDir = Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, logs, and the trained model.")]
 Manifests = Annotated[list[Path], typer.Option("--data", help="JSONL manifest(s) of audio clips (repeatable).")]
 Preset = Annotated[str, typer.Option(help="Model size preset: tiny, small or paper.")]
+Strict = Annotated[bool, typer.Option(
+    help="Stop at the first input that cannot be used instead of skipping it (skips go to skipped.jsonl).")]
 
 
 def parse_overrides(overrides: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from musiclm.cli.apps import app
+from musiclm.cli.common import Strict
 
 data_app = typer.Typer(help="Datasets: render the embedded dataset, index audio folders.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -25,6 +26,7 @@ def build_cmd(
     melody_fraction: Annotated[float, typer.Option(help="Share of arrangements that also get a melody-only render.")] = 0.3,
     collection: Annotated[list[str] | None, typer.Option(help="Only these music21 collections (repeatable).")] = None,
     soundfont: Annotated[list[str] | None, typer.Option(help="Only these soundfonts (repeatable).")] = None,
+    strict: Strict = False,
 ) -> None:
     """Render music21 corpus works to captioned mono clips: DIR/manifest.jsonl, card.md, card.json."""
     import json
@@ -34,7 +36,7 @@ def build_cmd(
 
     opts = BuildOptions(out=out, hours=hours, sample_rate=sample_rate, workers=workers, seed=seed,
                         clip_seconds=(min_seconds, max_seconds), melody_fraction=melody_fraction,
-                        collections=collection, soundfonts=soundfont)
+                        collections=collection, soundfonts=soundfont, strict=strict)
     try:
         manifest = build(opts)
     except (BuildError, RenderError) as err:
@@ -50,19 +52,22 @@ def index_cmd(
     out: Annotated[Path, typer.Option("--out", help="Manifest to write.")],
     split: Annotated[str, typer.Option(help="Split written on every line.")] = "train",
     license: Annotated[str | None, typer.Option(help="License recorded for every clip.")] = None,
+    min_seconds: Annotated[float, typer.Option(help="Skip files shorter than this.")] = 0.5,
+    strict: Strict = False,
 ) -> None:
-    """Index a folder of your own audio; captions come from sidecar .json/.txt files when present."""
+    """Index a folder of your own audio; captions come from sidecar .json/.txt files when present.
+    Unreadable, empty, silent or too-short files are skipped and listed in OUT-NAME.skipped.jsonl."""
     from musiclm.data.index import IndexError_, index_folder
 
     try:
-        clips, skipped = index_folder(folder, out, split=split, license=license)
+        clips, skipped = index_folder(folder, out, split=split, license=license, min_seconds=min_seconds,
+                                      strict=strict)
     except IndexError_ as err:
         raise typer.BadParameter(str(err)) from err
     captioned = sum(bool(c.captions) for c in clips)
     typer.echo(f"wrote {out}: {len(clips)} files, {sum(c.duration or 0 for c in clips) / 3600:.3f} h, "
-               f"{captioned} with captions, {len(skipped)} unreadable skipped")
-    for path, why in skipped[:10]:
-        typer.echo(f"  skipped {path}: {why}")
+               f"{captioned} with captions")
+    typer.echo(skipped or "nothing skipped")
 
 
 @data_app.command("musiccaps")

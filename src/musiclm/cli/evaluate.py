@@ -9,7 +9,7 @@ import typer
 
 from musiclm.cli.apps import app, train_app
 from musiclm.cli.common import (BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps,
-                                 model_config, train_config)
+                                 Strict, model_config, train_config)
 
 PathOpt = Optional[Path]
 
@@ -34,6 +34,7 @@ def eval_command(
     reference_clips: Annotated[int, typer.Option(
         help="Fewest held-out clips, none of them under test, to measure FAD and KLD against (fewer: error).")
     ] = 16,
+    strict: Strict = False,
 ) -> None:
     """Generate (or read) audio for every prompt and write report.md, metrics.json and plots to --out."""
     import json
@@ -42,12 +43,14 @@ def eval_command(
     import torch
 
     from musiclm.data.manifest import read_manifest
+    from musiclm.data.skips import SKIPPED_FILE, SkipLog
     from musiclm.evaluation import suite
     from musiclm.evaluation.fad import codec_embedder, conditioner_embedder
     from musiclm.evaluation.prompts import read_prompts
     from musiclm.interfaces import load_component
 
     items = read_prompts(prompts)[:limit]
+    skips = SkipLog(out / SKIPPED_FILE, strict)
     clips = read_manifest(reference)
     pipeline = None
     if checkpoint is not None:
@@ -78,7 +81,7 @@ def eval_command(
         info["generation_wall_s"] = round(time.perf_counter() - t0, 1)
         info["guidance"] = guidance
     else:
-        wavs = [suite.load_clip(p, rate, seconds) for p in given]
+        wavs = [suite.usable_clip(p, rate, seconds, skips) for p in given]
         info["audio"] = str(audio)
     if memorization and pipeline is not None:
         from musiclm.evaluation.memorization import greedy_continuations, match_rates
@@ -86,11 +89,11 @@ def eval_command(
         train = [c for c in clips if c.split == "train"][:memorization]
         prompt_s, cont_s = min(5.0, seconds / 2), min(5.0, seconds / 2)
         gen, target = greedy_continuations(
-            pipeline, torch.stack([suite.load_clip(c.path, rate, seconds) for c in train]), prompt_s, cont_s)
+            pipeline, torch.stack([suite.load_clip(c, rate, seconds) for c in train]), prompt_s, cont_s)
         info["memorization"] = match_rates(gen, target, pipeline.semantic.centroids)
     metrics = suite.run_evaluation(items, clips, out, ev, sample_rate=rate, seconds=seconds, generated=wavs,
                                    codec=cdc, seed=seed, fad_inf=fad_inf, extra_info=info, under_test=given,
-                                   reference_clips_min=reference_clips)
+                                   reference_clips_min=reference_clips, skips=skips)
     summary = {r: {k: round(v, 4) for k, v in m.items() if isinstance(v, float)} for r, m in metrics.items()}
     typer.echo(json.dumps(summary, indent=1))
     typer.echo(f"report: {out / 'report.md'}")

@@ -55,7 +55,7 @@ def fit_kmeans(
     """Fit k-means on one layer's features of the training audio; write a tokenizer folder."""
     import numpy as np
 
-    from musiclm.audio import load_audio
+    from musiclm.audio import read_clip
     from musiclm.data.manifest import read_manifest
     from musiclm.semantic.tokenizer import BACKBONES, KMeansTokenizer
 
@@ -77,7 +77,7 @@ def fit_kmeans(
     clips = [c for m in data for c in read_manifest(m) if c.split == "train"]
     rng = np.random.default_rng(seed)
     chosen = rng.permutation(len(clips))[:max_clips]
-    audio = (load_audio(clips[i].path, tokenizer.sample_rate) for i in chosen)
+    audio = (read_clip(clips[i], tokenizer.sample_rate) for i in chosen)
     stats = tokenizer.fit_kmeans(audio, max_frames=max_frames, seed=seed)
     tokenizer.save_pretrained(out)
     tokenizer.save_kmeans(Path(out) / "kmeans.npz")

@@ -10,7 +10,7 @@ import typer
 
 from musiclm.cli.apps import app, train_app
 from musiclm.cli.common import (BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps,
-                                 parse_overrides, train_config)
+                                 Strict, parse_overrides, train_config)
 
 Part = Annotated[Path, typer.Option(help="Folder of a saved part (save_pretrained).")]
 
@@ -22,7 +22,7 @@ def tokenize(
     shard_size: Annotated[int, typer.Option(help="Clips per shard file.")] = 64,
     split: Annotated[str, typer.Option(
         help="Manifest split to tokenize ('heldout': every split but train; 'all': every clip).")] = "train",
-    device: Device = "cpu",
+    device: Device = "cpu", strict: Strict = False,
 ) -> None:
     """Turn audio clips into token shards (acoustic, semantic, MuLan audio, melody); resumable, torchrun-aware."""
     from musiclm.data.manifest import read_manifest
@@ -32,14 +32,15 @@ def tokenize(
 
     device = str(pick_device(device, int(os.environ.get("LOCAL_RANK", 0))))
 
-    clips = [c for m in data for c in read_manifest(m)
+    # a missing file is skipped and counted like an unreadable one, not an end to the job
+    clips = [c for m in data for c in read_manifest(m, check_files=False)
              if split == "all" or c.split == split or split == "heldout" and c.split != "train"]
     if not clips:
         raise typer.BadParameter(f"no clips of split {split!r} in {[str(m) for m in data]}")
     parts = {name: load_component(path, device) for name, path in
              (("codec", codec), ("semantic", semantic), ("mulan", mulan), ("melody", melody)) if path is not None}
     shards = tokenize_clips(clips, out, parts["codec"], parts["semantic"], parts["mulan"], parts.get("melody"),
-                            shard_size=shard_size, device=device)
+                            shard_size=shard_size, device=device, strict=strict)
     typer.echo(f"{len(shards)} shard(s) of this rank in {out}")
 
 

@@ -9,6 +9,7 @@ parts and resumes an interrupted one from its latest checkpoint.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +23,68 @@ TRAINED_PARTS = ("codec", "w2vbert", "mulan", "melody", "semantic_stage", "coars
 
 # Semantic vocabulary per preset: the paper's 1024 clusters need hours of audio to fill.
 KMEANS_CLUSTERS = {"tiny": 32, "small": 512, "paper": 1024}
+# Token bytes per second of audio, an upper bound: int32 acoustic tokens at 50 Hz x 12 levels (the
+# paper's), semantic at 25 Hz, MuLan and melody windows; shard headers and paths ride on the 2x margin.
+TOKEN_BYTES_PER_SECOND = 4 * (50 * 12 + 25 + 12 + 24)
+SAMPLED_FILES = 20  # files whose audio is read before training (every file is checked to exist)
+
+
+def preflight(data: list[Path], out: Path, melody: bool) -> bool:
+    """Everything that can be checked before hours of training: each failure is one error naming the
+    problem and the fix. Returns whether the melody embedder can be trained (pairs present)."""
+    import shutil
+
+    from musiclm.audio import AudioError, audio_info, read_clip
+    from musiclm.data.manifest import ManifestError, read_manifest
+    from musiclm.mulan.melody import clip_attr
+
+    clips = []
+    for manifest in data:
+        try:
+            clips += read_manifest(manifest)  # parses every line, checks every file exists
+        except ManifestError as err:
+            raise typer.BadParameter(f"{err}; fix the manifest before training", param_hint="--data") from err
+    train = [c for c in clips if c.split == "train"]
+    if not train:
+        raise typer.BadParameter(f"no clips of split 'train' in {[str(m) for m in data]}",
+                                 param_hint="--data")
+    if not any(c.captions for c in train):
+        raise typer.BadParameter("no training clip has a caption: MuLan learns text from captions "
+                                 "(add .txt/.json sidecars and rerun musiclm data index)",
+                                 param_hint="--data")
+    step = max(1, len(clips) // SAMPLED_FILES)
+    seconds = 0.0
+    for number, clip in enumerate(clips):
+        try:
+            if number % step == 0:
+                read_clip(clip, seconds=1.0)
+            seconds += clip.duration if clip.duration is not None else audio_info(clip.path).duration
+        except AudioError as err:
+            raise typer.BadParameter(f"{err}; remove it from the manifest or replace it",
+                                     param_hint="--data") from err
+    if melody:
+        groups = Counter(clip_attr(c, "melody_group") for c in train)
+        pairs = sum(n > 1 for group, n in groups.items() if group is not None)
+        if pairs < 2:
+            typer.echo(f"notice: {pairs} melody pair(s) in the training clips (the melody embedder needs "
+                       "clips of 2+ melody_groups): melody conditioning is skipped; pass --no-melody to "
+                       "silence this")
+            melody = False
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"0")
+        probe.unlink()
+    except OSError as err:
+        raise typer.BadParameter(f"cannot write to {out} ({err.strerror}); choose a writable folder",
+                                 param_hint="--out") from err
+    need = 2 * seconds * TOKEN_BYTES_PER_SECOND
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise typer.BadParameter(f"{free / 1e9:.2f} GB free under {out}, but the tokens of "
+                                 f"{seconds / 3600:.1f} h of audio need about {need / 1e9:.2f} GB; "
+                                 "free space or choose another --out", param_hint="--out")
+    return melody
 
 
 @train_app.command("all")
@@ -50,7 +113,7 @@ def train_all(
             raise typer.BadParameter(f"--set expects PART.model.FIELD=VALUE or PART.train.FIELD=VALUE with PART one "
                                      f"of {', '.join(TRAINED_PARTS)}; got {item!r}")
         per_part[part].append(rest)
-    out.mkdir(parents=True, exist_ok=True)
+    melody = preflight(data, out, melody)
     parts = out / "parts"
 
     def steps_of(defaults: dict) -> int | None:

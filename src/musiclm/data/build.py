@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import json
 import multiprocessing
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -27,8 +26,9 @@ from tqdm import tqdm
 from musiclm.audio import save_audio
 from musiclm.data import corpus, instruments
 from musiclm.data.captions import make_captions
-from musiclm.data.manifest import Clip, write_manifest
+from musiclm.data.manifest import Clip, write_manifest, write_text_atomic
 from musiclm.data.render import RenderError, available_soundfonts, render_midi
+from musiclm.data.skips import SKIPPED_FILE, SkipLog
 
 KEY_NAMES = {
     "major": ["C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"],
@@ -54,6 +54,7 @@ class BuildOptions:
     collections: list[str] | None = None
     soundfonts: list[str] | None = None
     eval_every: int = 20  # of every 20 works, one goes to valid and one to test
+    strict: bool = False  # a skipped work or clip stops the build instead of being counted
 
 
 def tempo_class(bpm: float) -> str:
@@ -266,9 +267,7 @@ def render_work(job: dict[str, Any]) -> dict[str, Any]:
             if clipped > 1e-3:
                 result["skipped"].append(["clipped render", f"{clip_id}: {clipped:.2%} of samples"])
                 continue
-            tmp = wav_path.with_name(wav_path.stem + ".tmp.wav")
-            save_audio(tmp, wav, opts.sample_rate)
-            os.replace(tmp, wav_path)
+            save_audio(wav_path, wav, opts.sample_rate)  # atomic: a killed build leaves no half clip
             used = [i.program for i in pm.instruments]
             attrs = {
                 "instruments": list(dict.fromkeys(instruments.gm_name(p) for p in used)),
@@ -331,7 +330,8 @@ def build(opts: BuildOptions) -> Path:
     available_soundfonts(opts.soundfonts)  # fail early with the install command
     opts.out = Path(opts.out).resolve()
     opts.out.mkdir(parents=True, exist_ok=True)
-    for stale in [*opts.out.glob("clips/*.tmp.wav"), *opts.out.glob("clips/*.render.wav")]:
+    for stale in [*opts.out.glob("clips/*.tmp.wav"), *opts.out.glob("clips/*.partial.wav"),
+                  *opts.out.glob("clips/*.render.wav")]:
         stale.unlink()  # left by an interrupted run; their works have no marker and are redone
     works = plan_works(opts)
     target = (opts.hours or float("inf")) * 3600
@@ -345,6 +345,10 @@ def build(opts: BuildOptions) -> Path:
                 break
             jobs = [{"opts": opts, "work": w, "index": first + i} for i, w in enumerate(works[first : first + chunk])]
             for res in map_jobs(render_work, jobs):
+                if opts.strict and res["skipped"]:
+                    why, detail = res["skipped"][0]
+                    raise BuildError(f"work {res['work_id']}: {why} ({detail}); "
+                                     "without --strict it is skipped")
                 results.append(res)
                 got = sum(c["duration"] for c in res["clips"])
                 seconds += got
@@ -363,8 +367,14 @@ def build(opts: BuildOptions) -> Path:
     previous = opts.out / "card.json"  # a resumed build adds its time to that of the runs before it
     earlier = json.loads(previous.read_text()).get("build_seconds", 0.0) if previous.is_file() else 0.0
     card = make_card(clips, results, opts, earlier + time.time() - start)
-    (opts.out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    (opts.out / "card.md").write_text(card_markdown(card))
+    write_text_atomic(opts.out / "card.json", json.dumps(card, indent=2) + "\n")
+    write_text_atomic(opts.out / "card.md", card_markdown(card))
+    skips = SkipLog(opts.out / SKIPPED_FILE)
+    for entry in card["skipped"]:
+        skips.skip(entry["work_id"], f"{entry['reason']} ({entry['detail']})")
+    summary = skips.finish()
+    if summary:
+        print(summary)
     return manifest
 
 

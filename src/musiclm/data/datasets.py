@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from musiclm.audio import audio_info, crop_or_pad, load_audio, loudness_normalize
+from musiclm.audio import audio_info, crop_or_pad, loudness_normalize, read_clip
 from musiclm.data.manifest import Clip, ManifestError, read_manifest
 
 
@@ -85,7 +85,7 @@ class AudioCropDataset(Dataset):
         slack = max(0.0, self._duration(clip) - self.crop_seconds)
         start = float(rng.uniform(0, slack)) if self.random_crop else slack / 2
         # read a little more than needed: the file's own rate may round the crop down by a sample
-        wav = load_audio(clip.path, self.sample_rate, offset=(clip.offset or 0.0) + start, duration=self.crop_seconds + 0.01)
+        wav = read_clip(clip, self.sample_rate, start=start, seconds=self.crop_seconds + 0.01)
         wav = loudness_normalize(crop_or_pad(wav, self.length), self.sample_rate)
         if self.gain_db is not None:
             wav = wav * 10 ** (float(rng.uniform(*self.gain_db)) / 20)

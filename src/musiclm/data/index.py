@@ -7,9 +7,11 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 
 from musiclm.data.manifest import Clip, write_manifest
+from musiclm.data.skips import SkipLog
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus"}
 
@@ -42,17 +44,39 @@ def _sidecar(path: Path) -> tuple[list[str], dict]:
     return [], {}
 
 
-def index_folder(folder: Path, out: Path, split: str = "train", license: str | None = None) -> tuple[list[Clip], list[tuple[Path, str]]]:
-    """Every file soundfile can read under ``folder``; unreadable files are listed, not fatal."""
+def unusable(path: Path, info: sf._SoundFileInfo, min_seconds: float) -> str | None:
+    """Why a readable header hides audio nothing can learn from, or None. Decodes the whole file
+    once: a truncated body, NaN samples or silence only show in the samples."""
+    if info.frames == 0:
+        return "no samples (0-length file)"
+    if info.duration < min_seconds:
+        return f"{info.duration:.3f} s, shorter than {min_seconds:g} s"
+    peak = 0.0
+    for block in sf.blocks(str(path), blocksize=1 << 16, dtype="float32", always_2d=True):
+        if not np.isfinite(block).all():
+            return "contains NaN or infinite samples"
+        peak = max(peak, float(np.abs(block).max(initial=0.0)))
+    return "silent (every sample is 0)" if peak == 0 else None
+
+
+def index_folder(folder: Path, out: Path, split: str = "train", license: str | None = None,
+                 min_seconds: float = 0.5, strict: bool = False) -> tuple[list[Clip], str]:
+    """Every usable audio file under ``folder``. Unreadable, empty, NaN, silent or too-short files are
+    skipped and listed in ``<manifest name>.skipped.jsonl`` (``strict``: the first one is an error);
+    returns the clips and the summary of the skips ("" when none)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise IndexError_(f"{folder} is not a folder; pass the folder that holds your audio files")
-    clips, skipped = [], []
+    clips = []
+    skips = SkipLog(Path(out).with_name(Path(out).stem + ".skipped.jsonl"), strict)
     for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
         try:
             info = sf.info(str(path))
+            reason = unusable(path, info, min_seconds)
         except Exception as err:  # soundfile raises several types by format
-            skipped.append((path, str(err).strip()[:200]))
+            reason = f"unreadable: {(str(err).strip() or type(err).__name__).splitlines()[0][:200]}"
+        if reason is not None:
+            skips.skip(path, reason)
             continue
         captions, attrs = _sidecar(path)
         attrs["collection"] = path.parent.name
@@ -60,10 +84,12 @@ def index_folder(folder: Path, out: Path, split: str = "train", license: str | N
             attrs["license"] = license
         clips.append(Clip(path=path.resolve(), duration=round(info.duration, 4), sample_rate=info.samplerate,
                           captions=captions, split=split, attributes=attrs))
+    summary = skips.finish()
     if not clips:
-        raise IndexError_(f"no readable audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) under {folder}")
+        raise IndexError_(f"no usable audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) under {folder}"
+                          + (f"; {summary}" if summary else ""))
     write_manifest(out, clips)
-    return clips, skipped
+    return clips, summary
 
 
 def import_musiccaps(csv_path: Path, audio_dir: Path, out: Path) -> tuple[list[Clip], int]:

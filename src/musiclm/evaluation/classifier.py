@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from musiclm.audio import (MelSpectrogram, RhythmAndKey, crop_or_pad, load_audio, loudness_normalize, random_crop,
+from musiclm.audio import (MelSpectrogram, RhythmAndKey, crop_or_pad, loudness_normalize, random_crop, read_clip,
                            resample)
 from musiclm.config import Config
 from musiclm.data.manifest import Clip
@@ -237,7 +237,7 @@ class ClassifierDataset(torch.utils.data.Dataset):
         clip = self.clips[key % len(self)]
         rate = self.config.sample_rate
         length = round(self.config.crop_seconds * rate)
-        wav = load_audio(clip.path, rate, offset=clip.offset or 0.0, duration=clip.duration)
+        wav = read_clip(clip, rate)
         rng = np.random.default_rng(key)
         if self.random:
             wav = random_crop(wav, length, rng)

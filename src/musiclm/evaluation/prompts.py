@@ -33,6 +33,7 @@ class Prompt:
     melody: Path | None = None
     duration: float | None = None
     reference: Path | None = None
+    reference_offset: float | None = None  # seconds into ``reference`` where the real clip starts
     audio: Path | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -90,7 +91,8 @@ def prompts_from_manifest(clips: list[Clip], caption_set: str | None = "heldout"
             continue
         if caption_set is not None and clip.attributes.get("caption_set", caption_set) != caption_set:
             continue
-        out.append(Prompt(clip.captions[0], dict(clip.attributes), duration=clip.duration, reference=clip.path))
+        out.append(Prompt(clip.captions[0], dict(clip.attributes), duration=clip.duration,
+                          reference=clip.path, reference_offset=clip.offset))
     return out
 
 

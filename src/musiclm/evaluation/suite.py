@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from musiclm.audio import resample
+from musiclm.audio import AudioError, resample
+from musiclm.data.manifest import Clip
+from musiclm.data.skips import SKIPPED_FILE, SkipLog
 from musiclm.evaluation import adherence as adh
 from musiclm.evaluation.fad import EmbedFn, FADError, fad, fad_infinity, frame_embeddings
 from musiclm.evaluation.kld import kld
@@ -111,16 +114,28 @@ class EvalError(ValueError):
     """Inputs of an evaluation that do not fit together."""
 
 
-def _key(path) -> str:
-    from pathlib import Path
-
-    return str(Path(path).resolve())
+def _key(clip) -> str:
+    return str(Path(getattr(clip, "path", clip)).resolve())
 
 
-def load_clip(path, sample_rate: int, seconds: float) -> torch.Tensor:
-    from musiclm.audio import crop_or_pad, load_audio
+def load_clip(clip, sample_rate: int, seconds: float) -> torch.Tensor:
+    """The first ``seconds`` of a manifest clip (its offset honoured) or of an audio file, padded."""
+    from musiclm.audio import crop_or_pad, read_clip
 
-    return crop_or_pad(load_audio(path, sample_rate, duration=seconds), round(seconds * sample_rate))
+    clip = clip if isinstance(clip, Clip) else Clip(Path(clip))
+    return crop_or_pad(read_clip(clip, sample_rate, seconds=seconds), round(seconds * sample_rate))
+
+
+def usable_clip(clip, sample_rate: int, seconds: float, skips: SkipLog) -> torch.Tensor | None:
+    """``load_clip``, or None for a clip that is unreadable or silent, skipped with its reason."""
+    try:
+        wav = load_clip(clip, sample_rate, seconds)
+        if not bool(wav.abs().amax() > 0):
+            raise AudioError(f"silent (or empty) in its first {seconds:g} s")
+    except AudioError as err:
+        skips.skip(getattr(clip, "path", clip), str(err))
+        return None
+    return wav
 
 
 def generate_audio(pipeline, prompts: list[Prompt], seconds: float, seed: int = 0, batch_size: int = 4,
@@ -144,10 +159,8 @@ def generate_audio(pipeline, prompts: list[Prompt], seconds: float, seed: int = 
 
 
 def given_audio_paths(source, prompts: list[Prompt]) -> list:
-    """The files of already generated audio: the prompts' own ``audio`` fields, a folder (files in sorted
-    order) or a manifest (clips in order), one clip per prompt."""
-    from pathlib import Path
-
+    """The already generated audio: the prompts' own ``audio`` fields, a folder (files in sorted order) or
+    a manifest (its clips, offsets honoured, in order), one per prompt."""
     from musiclm.data.manifest import read_manifest
 
     if source is None:
@@ -160,7 +173,7 @@ def given_audio_paths(source, prompts: list[Prompt]) -> list:
     if source.is_dir():
         paths = sorted(p for p in source.iterdir() if p.suffix.lower() in (".wav", ".flac", ".ogg", ".mp3"))
     else:
-        paths = [c.path for c in read_manifest(source)]
+        paths = read_manifest(source)
     if len(paths) != len(prompts):
         raise EvalError(f"{source} holds {len(paths)} audio files but there are {len(prompts)} prompts; "
                         "they pair up in order, so the counts must match")
@@ -179,8 +192,8 @@ def spare_reference(prompts: list[Prompt], heldout: list, under_test: list = (),
         raise EvalError(
             f"the FAD/KLD reference needs {minimum} held-out clips (split != 'train') that are not under "
             f"test, but {len(spare)} of the manifest's {len(heldout)} held-out clips are spare "
-            f"({len(heldout) - len(spare)} are the prompts' references or the audio evaluated): evaluate "
-            "fewer prompts (--limit), build more held-out data, or lower --reference-clips")
+            f"({len(heldout) - len(spare)} are the prompts' references or the audio evaluated, or unusable): "
+            "evaluate fewer prompts (--limit), build more held-out data, or lower --reference-clips")
     return spare
 
 
@@ -188,9 +201,9 @@ KLD_KEYS = ("families", "tempo_class", "mode", "style")
 
 
 def matched_references(prompts: list[Prompt], spare: list, seed: int = 0) -> list:
-    """Per prompt, the spare real clip whose attributes agree with the prompt's on most of the classifier's
-    heads (ties broken by a seeded shuffle): KLD then compares audio under test with a real clip of the
-    same description that is not itself under test, so no row scores 0 by construction."""
+    """Per prompt, the spare real clip whose attributes agree with the prompt's on most of the
+    classifier's heads (ties broken by a seeded shuffle): KLD then compares audio under test with a real clip
+    of the same description that is not itself under test, so no row scores 0 by construction."""
     order = np.random.default_rng(seed).permutation(len(spare))
 
     def agreement(prompt: Prompt, clip) -> int:
@@ -203,45 +216,73 @@ def matched_references(prompts: list[Prompt], spare: list, seed: int = 0) -> lis
 
 def run_evaluation(
     prompts: list[Prompt], reference_clips: list, out_dir, ev: Evaluators, *, sample_rate: int,
-    seconds: float, generated: list[torch.Tensor], codec=None, seed: int = 0, fad_inf: bool = True,
+    seconds: float, generated: list[torch.Tensor | None], codec=None, seed: int = 0, fad_inf: bool = True,
     extra_info: dict | None = None, under_test: list = (), reference_clips_min: int = 16,
+    skips: SkipLog | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Evaluate ``generated`` (one clip per prompt) with the reference rows and write the report.
 
-    The FAD reference is every held-out clip that is not under test (not a prompt's own reference, not a
-    file of ``under_test``: already generated audio given by path), and each prompt's KLD reference the one
-    of them that best matches its description. Fewer than ``reference_clips_min`` such clips is an error,
-    never a fallback to the clips under test."""
+    The FAD reference is every usable held-out clip that is not under test (not a prompt's own reference,
+    not a file of ``under_test``: already generated audio given by path), and each prompt's KLD reference
+    the one of them that best matches its description. Fewer than ``reference_clips_min`` such clips is an
+    error, never a fallback to the clips under test. ``generated[i]`` None (audio that could not be used)
+    drops prompt i; so does an unusable paired reference. Each skip and its reason go to
+    ``out_dir/skipped.jsonl`` (``skips`` strict: the first one is an error)."""
     from musiclm.evaluation.report import write_report
 
     t0 = time.perf_counter()
+    skips = skips if skips is not None else SkipLog(Path(out_dir) / SKIPPED_FILE)
+    if all(p.reference is not None for p in prompts):
+        paired = [usable_clip(Clip(p.reference, p.duration, offset=p.reference_offset), sample_rate, seconds,
+                              skips) if generated[i] is not None else None for i, p in enumerate(prompts)]
+    else:
+        paired = None
+    keep = [i for i, w in enumerate(generated) if w is not None and (paired is None or paired[i] is not None)]
+    if not keep:
+        raise EvalError(f"none of the {len(prompts)} prompts has usable audio; see {skips.path}")
+    prompts, generated = [prompts[i] for i in keep], [generated[i] for i in keep]
+    paired = None if paired is None else [paired[i] for i in keep]
     heldout = [c for c in reference_clips if c.split != "train"]
     train = [c for c in reference_clips if c.split == "train"]
-    spare = spare_reference(prompts, heldout, under_test, reference_clips_min)
-    fad_ref = [load_clip(c.path, sample_rate, seconds) for c in spare]
+    spare, fad_ref = [], []
+    for clip in spare_reference(prompts, heldout, under_test, reference_clips_min):
+        wav = usable_clip(clip, sample_rate, seconds, skips)
+        if wav is not None:
+            spare.append(clip)
+            fad_ref.append(wav)
+    if len(fad_ref) < reference_clips_min:
+        raise EvalError(f"{len(fad_ref)} usable spare held-out clips, {reference_clips_min} needed (see {skips.path})")
     rows: dict[str, list[torch.Tensor]] = {"generated": generated}
-    kld_ref = None
-    if all(p.reference is not None for p in prompts):
-        truth = [load_clip(p.reference, sample_rate, seconds) for p in prompts]
-        rows["ground truth"] = truth
+    if paired is not None:
+        rows["ground truth"] = paired
         if codec is not None:
             with torch.no_grad():
                 rows["codec resynthesis"] = [
                     resample(codec.decode(codec.encode(resample(w, sample_rate, codec.sample_rate)[None]))[0],
-                             codec.sample_rate, sample_rate)[: w.shape[-1]] for w in truth]
+                             codec.sample_rate, sample_rate)[: w.shape[-1]] for w in paired]
+    kld_ref = None
     if all(any(p.attributes.get(k) for k in KLD_KEYS) for p in prompts):
-        kld_ref = [load_clip(c.path, sample_rate, seconds) for c in matched_references(prompts, spare, seed)]
-    if train:
-        rng = np.random.default_rng(seed)
-        rows["random training"] = [load_clip(train[i].path, sample_rate, seconds)
-                                   for i in rng.choice(len(train), len(prompts), replace=len(train) < len(prompts))]
+        loaded = {id(clip): wav for clip, wav in zip(spare, fad_ref)}
+        kld_ref = [loaded[id(clip)] for clip in matched_references(prompts, spare, seed)]
+    floor: list[torch.Tensor] = []
+    for i in np.random.default_rng(seed).permutation(len(train)):  # random clips, unusable ones passed over
+        if len(floor) == len(prompts):
+            break
+        wav = usable_clip(train[i], sample_rate, seconds, skips)
+        if wav is not None:
+            floor.append(wav)
+    if floor:
+        rows["random training"] = [floor[i % len(floor)] for i in range(len(prompts))]
     metrics = evaluate_rows(rows, prompts, sample_rate, ev, fad_ref, kld_ref, fad_inf)
     info = {"prompts": len(prompts), "seconds_per_clip": seconds, "sample_rate": sample_rate,
             "fad_reference_clips": len(fad_ref),
             "kld_reference": "best-matching spare held-out clip" if kld_ref else None,
-            "fad_embeddings": list(ev.embedders),
+            "fad_embeddings": list(ev.embedders), "skipped_inputs": len(skips.entries),
             "evaluation_wall_s": round(time.perf_counter() - t0, 1), **(extra_info or {})}
     samples = {f"{name} 0: {prompts[0].text[:80]}": wavs[0] for name, wavs in rows.items()}
     samples.update({f"generated {i}: {prompts[i].text[:80]}": generated[i] for i in range(1, min(3, len(prompts)))})
     write_report(out_dir, metrics, info, samples, sample_rate)
+    summary = skips.finish()
+    if summary:
+        tqdm.write(summary)
     return metrics

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from musiclm.audio import load_audio
+from musiclm.audio import read_clip
 from musiclm.data.manifest import Clip, read_manifest
 from musiclm.mulan.melody import clip_attr
 
@@ -39,7 +39,7 @@ def embed_clips(model: Any, clips: list[Clip], max_seconds: float, batch_size: i
     """MuLan audio embeddings of the first ``max_seconds`` of each clip (windows averaged)."""
     out = []
     for i in tqdm(range(0, len(clips), batch_size), desc="embed audio", leave=False):
-        wavs = [load_audio(c.path, model.sample_rate, duration=max_seconds) for c in clips[i : i + batch_size]]
+        wavs = [read_clip(c, model.sample_rate, seconds=max_seconds) for c in clips[i : i + batch_size]]
         length = max(w.shape[-1] for w in wavs)
         batch = torch.stack([F.pad(w, (0, length - w.shape[-1])) for w in wavs])
         out.append(model.embed_audio(batch).cpu())
@@ -134,7 +134,7 @@ def evaluate_melody(embedder: Any, manifests: list[Path], split: str = "test", s
         raise ValueError(f"split {split!r} has {len(groups)} melody group(s) with both a hummed and an arranged clip; need 2+")
 
     def embed(c: Clip) -> torch.Tensor:
-        wav = load_audio(c.path, embedder.sample_rate, duration=seconds)
+        wav = read_clip(c, embedder.sample_rate, seconds=seconds)
         return F.normalize(embedder.embed(wav[None])[0].mean(0), dim=-1).cpu()
 
     queries = torch.stack([embed(hummed[g]) for g in tqdm(groups, desc="melody", leave=False)])

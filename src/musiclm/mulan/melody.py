@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from musiclm.audio import MelSpectrogram, crop_or_pad, load_audio
+from musiclm.audio import MelSpectrogram, crop_or_pad, read_clip
 from musiclm.config import Config
 from musiclm.mulan.quantizer import ResidualKMeans
 from musiclm.pretrained import PretrainedMixin
@@ -195,8 +195,8 @@ class MelodyPairs(torch.utils.data.Dataset):
 
     def _crop(self, clip: Any, position: float) -> torch.Tensor:
         duration = float(clip.duration or 0.0)
-        offset = max(0.0, position * (duration - self.window_seconds))
-        wav = load_audio(clip.path, self.sample_rate, offset=offset, duration=self.window_seconds)
+        start = max(0.0, position * (duration - self.window_seconds))
+        wav = read_clip(clip, self.sample_rate, start=start, seconds=self.window_seconds)
         return crop_or_pad(wav, round(self.window_seconds * self.sample_rate))
 
     def __getitem__(self, key: int) -> dict[str, Any]:

@@ -19,8 +19,9 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from musiclm.audio import crop_or_pad, load_audio, loudness_normalize, resample
+from musiclm.audio import AudioError, crop_or_pad, loudness_normalize, read_clip, resample
 from musiclm.data.manifest import Clip
+from musiclm.data.skips import SKIPPED_FILE, SkipLog
 from musiclm.interfaces import AcousticCodec, Conditioner, MelodyEmbedder, SemanticTokenizer
 
 META_FILE = "meta.json"
@@ -70,8 +71,11 @@ def vocab_meta(codec: AcousticCodec, semantic: SemanticTokenizer, mulan: Conditi
 def tokenize_clips(clips: list[Clip], out: str | Path, codec: AcousticCodec, semantic: SemanticTokenizer,
                    mulan: Conditioner, melody: MelodyEmbedder | None = None, shard_size: int = 64,
                    rank: int | None = None, world_size: int | None = None, progress: bool = True,
-                   device: str | torch.device = "cpu") -> list[Path]:
-    """Write this rank's shards (skipping finished ones); returns the shard paths written or found."""
+                   device: str | torch.device = "cpu", strict: bool = False) -> list[Path]:
+    """Write this rank's shards (skipping finished ones); returns the shard paths written or found.
+
+    A clip that cannot be used (unreadable, silent, too short) is skipped and its reason kept in
+    ``skipped.jsonl``; ``strict`` makes it an error instead."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
@@ -85,33 +89,43 @@ def tokenize_clips(clips: list[Clip], out: str | Path, codec: AcousticCodec, sem
     shards = [s for s in range((len(clips) + shard_size - 1) // shard_size) if s % world_size == rank]
     todo = [s for s in shards if not _shard_path(out, s).is_file()]
     done = [_shard_path(out, s) for s in shards]
+    skipped = SKIPPED_FILE if world_size == 1 else f"skipped-rank{rank}.jsonl"
+    skips = SkipLog(out / skipped, strict, resume=True)
     with tqdm(total=sum(len(clips[s * shard_size:(s + 1) * shard_size]) for s in todo), unit="clip",
               desc=f"tokenize (rank {rank})", disable=not progress) as bar:
         for s in todo:
             tensors, paths = {}, []
             for clip in clips[s * shard_size:(s + 1) * shard_size]:
-                wav = load_audio(clip.path, codec.sample_rate, offset=clip.offset or 0.0, duration=clip.duration)
-                if wav.shape[-1] < codec.sample_rate / semantic.frame_rate * 2:
-                    tqdm.write(f"skipping {clip.path}: shorter than two semantic frames")
-                    bar.update(1)
-                    continue
-                i = len(paths)
-                tensors[f"{i}/semantic"], tensors[f"{i}/acoustic"] = encode_aligned(
-                    wav, codec.sample_rate, codec, semantic, device)
-                mulan_wav = load_audio(clip.path, mulan.sample_rate, offset=clip.offset or 0.0, duration=clip.duration)
-                tensors[f"{i}/mulan"] = mulan_window_tokens(mulan, mulan_wav, device=device)
-                if clip.captions:
-                    tensors[f"{i}/text"] = mulan.quantize(mulan.embed_text(list(clip.captions))).cpu()
-                if melody is not None:
-                    mel_wav = resample(wav, codec.sample_rate, melody.sample_rate)
-                    if mel_wav.shape[-1] >= melody.window_seconds * melody.sample_rate:
-                        tensors[f"{i}/melody"] = melody.quantize(melody.embed(mel_wav[None].to(device)))[0].cpu()
-                paths.append(str(clip.path))
                 bar.update(1)
+                i = len(paths)
+                try:
+                    wav = read_clip(clip, codec.sample_rate)
+                    if wav.shape[-1] < codec.sample_rate / semantic.frame_rate * 2:
+                        raise AudioError("shorter than two semantic frames")
+                    tensors[f"{i}/semantic"], tensors[f"{i}/acoustic"] = encode_aligned(
+                        wav, codec.sample_rate, codec, semantic, device)
+                    mulan_wav = read_clip(clip, mulan.sample_rate)
+                    tensors[f"{i}/mulan"] = mulan_window_tokens(mulan, mulan_wav, device=device)
+                    if clip.captions:
+                        tensors[f"{i}/text"] = mulan.quantize(mulan.embed_text(list(clip.captions))).cpu()
+                    if melody is not None:
+                        mel_wav = resample(wav, codec.sample_rate, melody.sample_rate)
+                        if mel_wav.shape[-1] >= melody.window_seconds * melody.sample_rate:
+                            tensors[f"{i}/melody"] = melody.quantize(
+                                melody.embed(mel_wav[None].to(device)))[0].cpu()
+                except AudioError as err:  # unreadable, NaN, short, silent (the tokenizer refuses it)
+                    skips.skip(clip.path, str(err))
+                    for key in [k for k in tensors if k.startswith(f"{i}/")]:
+                        del tensors[key]
+                    continue
+                paths.append(str(clip.path))
             tensors = {k: v.to(torch.int32).contiguous() for k, v in tensors.items()}
             tmp = _shard_path(out, s).with_suffix(".tmp")
             save_file(tensors, str(tmp), metadata={"paths": json.dumps(paths)})
             tmp.replace(_shard_path(out, s))
+    summary = skips.finish()
+    if summary:
+        tqdm.write(summary)
     return done
 
 

@@ -35,11 +35,14 @@ def list_checkpoints(directory: Path) -> list[Path]:
 def save_checkpoint(state: dict[str, Any], path: Path, keep: int | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:  # an interrupted write (Ctrl-C) leaves no partial file behind
+        tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
     if keep is not None:
         for old in list_checkpoints(path.parent)[:-keep]:
@@ -49,18 +52,32 @@ def save_checkpoint(state: dict[str, Any], path: Path, keep: int | None = None) 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = _read(path, map_location)
     except Exception as err:
-        earlier = [p for p in list_checkpoints(path.parent) if p != path and p.name < path.name]
+        earlier = [p for p in list_checkpoints(path.parent) if p.name < path.name]
+        intact = next((p for p in reversed(earlier) if _loads(p)), None)
         hint = (
-            f"the previous checkpoint {earlier[-1]} is intact: move {path.name} away to resume from it"
-            if earlier
-            else "no earlier checkpoint exists: delete it to start over"
+            f"the previous checkpoint {intact} is intact (it loads): move {path.name} away to resume from it"
+            if intact is not None
+            else f"no earlier checkpoint loads ({len(earlier)} tried): delete {path.name} to start over"
         )
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({_first_line(err)}); {hint}") from err
+    return state
+
+
+def _read(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    state = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(state, dict) or "step" not in state:
         raise CheckpointError(f"{path} is not a musiclm training checkpoint")
     return state
+
+
+def _loads(path: Path) -> bool:
+    try:
+        _read(path)
+    except Exception:  # any failure to load means "not intact"; the reason is the caller's to report
+        return False
+    return True
 
 
 def remove_partial_writes(directory: Path) -> None:

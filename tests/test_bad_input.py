@@ -1,0 +1,503 @@
+"""Bad input everywhere: the CLI, the Python API and the loaders.
+
+Each bad input gets one clear error that names the problem (an ``error:`` line, or typer's "Invalid
+value" box for a bad option; exit 1 or 2, never a traceback) or a documented success; no half-written
+file is left behind and what earlier runs wrote stays intact. Documented successes: 8-channel audio
+is downmixed; a 0-length file reads as 0 samples; a 2 MHz file is resampled; a WAV whose data stops
+short reads the samples that are there; FLAC, OGG and MP3 decode; prompts of 20,000 characters
+(truncated by the text tower), emoji, CJK and control characters generate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from musiclm.audio import AudioError, load_audio
+from musiclm.cli.main import main
+from musiclm.config import ConfigError
+from musiclm.data.manifest import Clip, read_manifest, write_manifest
+from musiclm.interfaces import load_component
+from musiclm.pipeline import SHIPPED_MODEL, GenerationError, MusicLM
+from musiclm.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+RATE = 24000
+
+
+def tone(freq: float = 440.0, seconds: float = 1.0, rate: int = RATE) -> np.ndarray:
+    return (0.3 * np.sin(2 * np.pi * freq * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
+
+
+def dominant_hz(wav: torch.Tensor, rate: int = RATE) -> float:
+    return float(np.argmax(np.abs(np.fft.rfft(wav.numpy()))) * rate / len(wav))
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory) -> Path:
+    """One file of each kind of bad (or unusual) audio."""
+    root = tmp_path_factory.mktemp("zoo")
+    sf.write(root / "good.wav", tone(), RATE)
+    (root / "empty.wav").write_bytes(b"")
+    (root / "trunc.wav").write_bytes((root / "good.wav").read_bytes()[:30])  # cut inside the header
+    (root / "short_data.wav").write_bytes((root / "good.wav").read_bytes()[:2044])  # header says 1 s
+    (root / "text.wav").write_text("these are not audio samples\n")
+    (root / "junk.mp3").write_bytes(b"ID3" + bytes(500))
+    for name, bad in (("nan.wav", np.nan), ("inf.wav", np.inf)):
+        wav = tone()
+        wav[100] = bad
+        sf.write(root / name, wav, RATE, subtype="FLOAT")
+    sf.write(root / "ch8.wav", np.tile(tone()[:, None], (1, 8)), RATE)
+    sf.write(root / "zero.wav", np.zeros(0, np.float32), RATE)
+    sf.write(root / "silent.wav", np.zeros(2 * RATE, np.float32), RATE)
+    sf.write(root / "huge_rate.wav", tone(seconds=0.001, rate=2_000_000), 2_000_000)
+    sf.write(root / "t.flac", tone(), RATE)
+    sf.write(root / "t.ogg", tone(), RATE)
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(root / "good.wav"), str(root / "t.mp3")],
+                   check=True)
+    (root / "folder.wav").mkdir()
+    return root
+
+
+class Interrupted:
+    """``musiclm ARGS`` in a subprocess, sent SIGINT (Ctrl-C) by a watcher thread as soon as ``needed``
+    files matching ``pattern`` exist in ``folder``; ``before`` fingerprints them at that instant."""
+
+    def __init__(self, args: list, folder: Path, pattern: str, needed: int, log: Path):
+        self.folder, self.pattern, self.needed, self.log = folder, pattern, needed, log
+        env = {k: v for k, v in os.environ.items() if k != "MUSICLM_DEBUG"}
+        with open(log, "w") as out:  # a file, not a pipe: nobody reads a pipe while the watcher waits
+            self.process = subprocess.Popen([sys.executable, "-m", "musiclm.cli.main", *map(str, args)],
+                                            env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.before: dict[str, str] | None = None
+        self.watcher = threading.Thread(target=self._watch, daemon=True)
+        self.watcher.start()
+
+    def _watch(self) -> None:
+        while len(list(self.folder.glob(self.pattern))) < self.needed:
+            if self.process.poll() is not None:
+                return
+            time.sleep(0.1)
+        time.sleep(0.3)  # the next file may be a moment from its rename
+        self.before = {p.name: digest(p) for p in self.folder.glob(self.pattern)}
+        self.process.send_signal(signal.SIGINT)
+
+    def result(self, timeout: float = 240.0) -> tuple[int, str]:
+        self.watcher.join(timeout)
+        code = self.process.wait(60)
+        assert self.before is not None, f"finished before it could be interrupted: {self.log.read_text()}"
+        return code, self.log.read_text()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def interrupted(tmp_path_factory, zoo):
+    """A batch generation and a training run, started first so they run beside the other tests and
+    are interrupted while they work; checked at the end of the module."""
+    root = tmp_path_factory.mktemp("interrupted")
+    prompts = root / "prompts.txt"
+    prompts.write_text("".join(f"a calm piece number {i}\n" for i in range(4)))
+    clips = []
+    for i, freq in enumerate((220, 330, 440, 550)):
+        sf.write(root / f"clip{i}.wav", tone(freq, 3.0), RATE)
+        clips.append(Clip(root / f"clip{i}.wav", duration=3.0))
+    manifest = write_manifest(root / "train.jsonl", clips)
+    runs = {
+        "generate": Interrupted(["generate", "--prompts-file", prompts, "--batch-size", "1",
+                                 "--duration", "1", "--seed", "0", "--out", root / "gen" / "o.wav"],
+                                root / "gen", "o-*.wav", 1, root / "generate.log"),
+        "train": Interrupted(["train", "codec", "--preset", "tiny", "--data", manifest, "--out", root / "run",
+                              "--steps", "400", "--batch-size", "2", "--device", "cpu",
+                              "--set", "ckpt_every=2", "--set", "progress=false"],
+                             root / "run" / "checkpoints", "step_*.pt", 2, root / "train.log"),
+    }
+    yield {**runs, "prompts": prompts}
+    for run in runs.values():
+        if run.process.poll() is None:
+            run.process.kill()
+
+
+def normalise(text: str) -> str:
+    """typer draws its error box with line characters and wraps it: compare words only."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
+
+
+def cli(capsys, monkeypatch, *args) -> tuple[int, str]:
+    """Run ``musiclm ARGS`` in this process through the real entry point (its error formatting included)."""
+    monkeypatch.setattr(sys, "argv", ["musiclm", *map(str, args)])
+    monkeypatch.delenv("MUSICLM_DEBUG", raising=False)
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    captured = capsys.readouterr()
+    return code, normalise(captured.out + captured.err)
+
+
+def assert_clear(code: int, text: str, *words: str) -> None:
+    assert code in (1, 2), text
+    assert "Traceback" not in text, text
+    assert "error:" in text or "Invalid value" in text, text
+    for word in words:
+        assert word in text, (word, text)
+
+
+# ------------------------------------------------------------------------------------ audio loader
+@pytest.mark.parametrize("name, words", [
+    ("empty.wav", "is empty (0 bytes)"),
+    ("trunc.wav", "cannot read audio file"),
+    ("text.wav", "cannot read audio file"),
+    ("junk.mp3", "complete WAV, FLAC, OGG or MP3 file"),
+    ("nan.wav", "contains NaN or infinite samples"),
+    ("inf.wav", "contains NaN or infinite samples"),
+    ("folder.wav", "is a folder, not an audio file"),
+    ("missing.wav", "no such file"),
+])
+def test_load_audio_refuses_bad_files(zoo, name, words):
+    with pytest.raises(AudioError, match=re.escape(words)):
+        load_audio(zoo / name, RATE)
+
+
+@pytest.mark.parametrize("name, samples, hz", [
+    ("ch8.wav", RATE, 440), ("t.flac", RATE, 440), ("t.ogg", RATE, 440), ("t.mp3", RATE, 440),
+    ("zero.wav", 0, None), ("huge_rate.wav", 24, None), ("short_data.wav", 1000, None),
+])
+def test_load_audio_documented_successes(zoo, name, samples, hz):
+    wav = load_audio(zoo / name, RATE)
+    assert wav.ndim == 1 and abs(wav.shape[0] - samples) <= (1200 if name == "t.mp3" else 1)
+    if hz is not None:
+        assert dominant_hz(wav) == pytest.approx(hz, abs=2)
+
+
+# ------------------------------------------------------------------------------------ Python API
+@pytest.fixture(scope="module")
+def model() -> MusicLM:
+    return MusicLM.from_pretrained()
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"texts": [""]}, "are empty"),
+    ({"texts": ["  \n\t"]}, "are empty"),
+    ({"texts": []}, "no prompts"),
+    ({"duration": -1.0}, "positive number of seconds"),
+    ({"duration": 0.0}, "positive number of seconds"),
+    ({"duration": math.inf}, "positive number of seconds"),
+    ({"duration": math.nan}, "positive number of seconds"),
+    ({"duration": 1e6}, "above this model's maximum"),
+    ({"temperatures": (1.0,)}, "3 finite values"),
+    ({"temperatures": (math.nan, 1.0, 1.0)}, "3 finite values"),
+    ({"guidance": math.inf}, "finite scale"),
+    ({"top_p": 2.0}, "top_p must be in (0, 1]"),
+    ({"melody": "folder.wav"}, "is a folder"),
+    ({"melody": "nan.wav"}, "NaN"),
+    ({"melody": "zero.wav"}, "needs at least one window"),
+    ({"continuation": "silent.wav"}, "silent"),
+    ({"continuation": "missing.wav"}, "not found"),
+    ({"texts": None, "story": [("calm piano", -1.0)]}, "each needs > 0 s"),
+])
+def test_generate_refuses_bad_requests(model, zoo, kwargs, words):
+    kwargs = {k: zoo / v if k in ("melody", "continuation") else v for k, v in kwargs.items()}
+    request = {"texts": ["calm piano"], "duration": 1.0, **kwargs}
+    with pytest.raises((GenerationError, AudioError, ValueError), match=re.escape(words)):
+        model.generate(request.pop("texts"), request.pop("duration"), seed=0, **request)
+
+
+@pytest.fixture(scope="module")
+def odd_prompts(model) -> torch.Tensor:
+    prompts = [("slow piano " * 2000)[:20_000], "🎹🎻 calm 🌙 night 🎶", "安静的钢琴曲，静かなピアノ",
+               "calm\x00piano\x07\x1b[31m\r\b"]
+    assert len(prompts[0]) == 20_000
+    return model.generate(prompts, 1.0, seed=0)
+
+
+@pytest.mark.parametrize("index", range(4), ids=["20000 chars", "emoji", "CJK", "control chars"])
+def test_odd_prompts_generate(model, odd_prompts, index):
+    wav = odd_prompts[index]
+    assert wav.shape == (model.sample_rate,) and torch.isfinite(wav).all() and wav.abs().max() > 1e-3
+
+
+# ------------------------------------------------------------------------------------ model loaders
+@pytest.fixture(scope="module")
+def broken_parts(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("parts")
+    for name in ("truncated", "pickled", "bad_json"):
+        shutil.copytree(SHIPPED_MODEL / "melody", root / name)
+    weights = root / "truncated" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    torch.save({"w": torch.zeros(3)}, root / "pickled" / "model.safetensors")
+    (root / "bad_json" / "config.json").write_text('{"model_type": "melody_embed')
+    (root / "empty").mkdir()
+    return root
+
+
+@pytest.mark.parametrize("name, error, words", [
+    ("truncated", ConfigError, "is not a readable safetensors file"),
+    ("pickled", ConfigError, "is not a readable safetensors file"),
+    ("bad_json", ConfigError, "is not a JSON object"),
+    ("empty", FileNotFoundError, "has no config.json"),
+])
+def test_load_component_refuses_broken_folders(broken_parts, name, error, words):
+    with pytest.raises(error, match=re.escape(words)):
+        load_component(broken_parts / name)
+
+
+def _pipeline_copy(root: Path) -> Path:
+    root.mkdir()
+    for item in SHIPPED_MODEL.iterdir():
+        if item.is_dir():
+            (root / item.name).symlink_to(item)
+    shutil.copy(SHIPPED_MODEL / "pipeline.json", root)
+    return root
+
+
+def test_pipeline_loaders_refuse_what_is_not_a_pipeline(tmp_path, zoo):
+    from musiclm.codec.soundstream import SoundStream, SoundStreamConfig
+
+    with pytest.raises(FileNotFoundError, match="no pipeline.json"):
+        MusicLM.from_pretrained(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="no pipeline.json"):
+        MusicLM.from_pretrained(zoo / "good.wav")
+    other = _pipeline_copy(tmp_path / "other")
+    (other / "codec").unlink()
+    SoundStream(SoundStreamConfig.preset("tiny")).save_pretrained(other / "codec")
+    with pytest.raises(GenerationError, match="trained for other parts"):
+        MusicLM.from_pretrained(other)
+    bad_meta = _pipeline_copy(tmp_path / "bad_meta")
+    (bad_meta / "pipeline.json").write_text("{max_duration")
+    with pytest.raises(ConfigError, match="pipeline.json is not valid JSON"):
+        MusicLM.from_pretrained(bad_meta)
+
+
+# ------------------------------------------------------------------------------------ the CLI
+def test_generate_cli_bad_outputs_leave_no_file(capsys, monkeypatch, tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    code, text = cli(capsys, monkeypatch, "generate", "calm piano", "--duration", "1", "--seed", "0",
+                     "--out", tmp_path / "a_file" / "o.wav")
+    assert_clear(code, text, "cannot write audio file", "choose a writable path")
+    code, text = cli(capsys, monkeypatch, "generate", "calm piano", "--duration", "1", "--seed", "0",
+                     "--out", tmp_path / "o.xyz")
+    assert_clear(code, text, "cannot write audio file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # nothing half-written
+
+
+@pytest.mark.parametrize("args, words", [
+    (["generate", "calm", "--duration", "nan"], "positive number of seconds"),
+    (["generate", "calm", "--duration", "-3"], "positive number of seconds"),
+    (["generate", "", "--duration", "1"], "are empty"),
+    (["generate", "calm", "--checkpoint", "{zoo}/good.wav"], "no pipeline.json"),
+    (["generate", "calm", "--duration", "1", "--melody", "{zoo}/missing.wav"], "not found"),
+    (["generate", "calm", "--duration", "1", "--melody", "{zoo}/nan.wav"], "NaN"),
+    (["generate", "--prompts-file", "{zoo}/missing.txt"], "not found"),
+    (["generate", "--prompts-file", "{zoo}/empty_prompt.jsonl"], 'non-empty "text"'),
+    (["data", "index", "{zoo}/good.wav", "--out", "{tmp}/m.jsonl"], "is not a folder"),
+    (["mulan", "embed", "--model", "{zoo}", "--audio", "{zoo}/good.wav"], "has no config.json"),
+])
+def test_cli_bad_inputs_are_one_clear_error(capsys, monkeypatch, tmp_path, zoo, args, words):
+    (zoo / "empty_prompt.jsonl").write_text('{"text": ""}\n')
+    code, text = cli(capsys, monkeypatch, *(a.format(zoo=zoo, tmp=tmp_path) for a in args))
+    assert_clear(code, text, words)
+
+
+def test_data_index_skips_and_counts(capsys, monkeypatch, tmp_path, zoo):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for name in ("good.wav", "empty.wav", "nan.wav", "silent.wav", "zero.wav", "junk.mp3", "t.flac"):
+        shutil.copy(zoo / name, folder)
+    code, text = cli(capsys, monkeypatch, "data", "index", folder, "--out", tmp_path / "m.jsonl")
+    assert code == 0 and "2 files" in text and "skipped 5 input(s)" in text, text
+    entries = map(json.loads, (tmp_path / "m.skipped.jsonl").open())
+    reasons = {Path(e["item"]).name: e["reason"] for e in entries}
+    assert set(reasons) == {"empty.wav", "nan.wav", "silent.wav", "zero.wav", "junk.mp3"}
+    assert "silent" in reasons["silent.wav"] and "NaN" in reasons["nan.wav"]
+    assert "0-length" in reasons["zero.wav"]
+    code, text = cli(capsys, monkeypatch, "data", "index", folder, "--out", tmp_path / "s.jsonl", "--strict")
+    assert_clear(code, text, "without --strict")
+    assert not (tmp_path / "s.jsonl").exists()
+    for name in ("good.wav", "t.flac"):
+        (folder / name).unlink()
+    code, text = cli(capsys, monkeypatch, "data", "index", folder, "--out", tmp_path / "n.jsonl")
+    assert_clear(code, text, "no usable audio files", "skipped 5 input(s)")
+
+
+def test_tokenize_skips_silent_unreadable_and_missing_clips(capsys, monkeypatch, tmp_path, zoo):
+    sf.write(tmp_path / "long.wav", tone(seconds=2.0), RATE)
+    clips = [Clip(tmp_path / "long.wav"), Clip(zoo / "silent.wav"), Clip(zoo / "text.wav"),
+             Clip(zoo / "gone.wav"), Clip(zoo / "t.ogg", duration=0.03)]
+    manifest = write_manifest(tmp_path / "m.jsonl", clips)
+    parts = [f"--{n}={SHIPPED_MODEL / n}" for n in ("codec", "semantic", "mulan")]
+    code, text = cli(capsys, monkeypatch, "tokenize", *parts, "--data", manifest, "--out", tmp_path / "tok")
+    assert code == 0 and "skipped 4 input(s)" in text, text
+    reasons = [json.loads(line)["reason"] for line in (tmp_path / "tok" / "skipped.jsonl").open()]
+    assert any("silent" in r for r in reasons) and any("no such file" in r for r in reasons)
+    assert any("shorter than two semantic frames" in r for r in reasons)
+    from musiclm.stages.data import load_shards
+
+    assert len(load_shards(tmp_path / "tok")) == 1
+    code, text = cli(capsys, monkeypatch, "tokenize", *parts, "--data", manifest, "--out", tmp_path / "tok2",
+                     "--strict")
+    assert_clear(code, text, "silent", "without --strict")
+
+
+def test_eval_skips_unusable_reference_clips(capsys, monkeypatch, tmp_path, zoo):
+    for i, freq in enumerate((220, 330, 440)):
+        sf.write(tmp_path / f"ref{i}.wav", tone(freq, 1.0), RATE)
+    refs = [Clip(tmp_path / f"ref{i}.wav", split="test") for i in range(3)]
+    refs += [Clip(zoo / "silent.wav", split="test"), Clip(zoo / "text.wav", split="test")]
+    manifest = write_manifest(tmp_path / "ref.jsonl", refs)
+    (tmp_path / "p.txt").write_text("a low tone\na high tone\n")  # FAD needs 2+ clips a row
+    (tmp_path / "given").mkdir()
+    for name in ("good.wav", "t.flac"):
+        shutil.copy(zoo / name, tmp_path / "given")
+    args = ["eval", "--prompts", tmp_path / "p.txt", "--reference", manifest, "--audio", tmp_path / "given",
+            "--mulan", SHIPPED_MODEL / "mulan", "--seconds", "1", "--no-fad-inf"]
+    code, text = cli(capsys, monkeypatch, *args, "--out", tmp_path / "e")
+    assert code == 0 and "skipped 2 input(s)" in text, text
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["info"]["skipped_inputs"] == 2
+    assert len((tmp_path / "e" / "skipped.jsonl").read_text().splitlines()) == 2
+    code, text = cli(capsys, monkeypatch, *args, "--out", tmp_path / "strict", "--strict")
+    assert_clear(code, text, "without --strict")
+
+
+# ------------------------------------------------------------------------------------ train all
+@pytest.fixture(scope="module")
+def small_manifest(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train_all")
+    clips = []
+    for i in range(4):
+        sf.write(root / f"c{i}.wav", tone(200 + 100 * i, 1.0), RATE)
+        clips.append(Clip(root / f"c{i}.wav", duration=1.0, captions=[f"tone {i}"]))
+    return write_manifest(root / "m.jsonl", clips)
+
+
+def test_train_all_checks_before_training(capsys, monkeypatch, tmp_path, small_manifest, zoo):
+    import musiclm.cli.train_all as train_all
+
+    def run(*args):
+        return cli(capsys, monkeypatch, "train", "all", "--preset", "tiny", *args)
+
+    clips = read_manifest(small_manifest)
+    gone = write_manifest(tmp_path / "gone.jsonl", [*clips, Clip(tmp_path / "nowhere.wav")])
+    assert_clear(*run("--data", gone, "--out", tmp_path / "a"), "nowhere.wav does not exist",
+                 "fix the manifest")
+    bad = write_manifest(tmp_path / "bad.jsonl", clips)
+    bad.write_text(bad.read_text() + "{not json\n")
+    assert_clear(*run("--data", bad, "--out", tmp_path / "b"), "bad.jsonl:5")
+    broken = write_manifest(tmp_path / "broken.jsonl", [Clip(zoo / "text.wav", captions=["x"])])
+    assert_clear(*run("--data", broken, "--out", tmp_path / "c"), "cannot read audio file", "remove it")
+    assert_clear(*run("--data", small_manifest, "--out", zoo / "good.wav" / "run"), "cannot write to")
+    full_disk = shutil._ntuple_diskusage(10**12, 10**12 - 1000, 1000)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: full_disk)
+    assert_clear(*run("--data", small_manifest, "--out", tmp_path / "d"), "GB free", "choose another --out")
+    assert not any((tmp_path / d / "parts").exists() for d in "abcd")  # nothing trained
+    monkeypatch.undo()
+    assert train_all.preflight([small_manifest], tmp_path / "e", melody=True) is False
+    assert "melody conditioning is skipped" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------ nothing lost
+def test_corrupt_checkpoint_names_only_a_checkpoint_that_loads(tmp_path):
+    for step in (2, 3, 4):
+        save_checkpoint({"step": step, "w": torch.ones(3)}, tmp_path / f"step_{step:08d}.pt")
+    for step in (3, 4):  # a bad disk: the last two are damaged
+        path = tmp_path / f"step_{step:08d}.pt"
+        path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"step_00000004.pt is truncated.*step_00000002.pt is intact"):
+        load_checkpoint(tmp_path / "step_00000004.pt")
+    (tmp_path / "step_00000002.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"no earlier checkpoint loads \(2 tried\)"):
+        load_checkpoint(tmp_path / "step_00000004.pt")
+
+
+def test_batch_generation_keeps_earlier_files_when_a_later_run_fails(capsys, monkeypatch, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a calm piano\na fast drum groove\n")
+    args = ["generate", "--prompts-file", prompts, "--batch-size", "1", "--duration", "1", "--seed", "1",
+            "--out", tmp_path / "o.wav"]
+    assert cli(capsys, monkeypatch, *args)[0] == 0
+    before = {p.name: digest(p) for p in tmp_path.glob("o-*.wav")}
+    assert sorted(before) == ["o-0.wav", "o-1.wav"]
+    real_write, calls = sf.write, []
+
+    def dies_while_writing(file, data, *a, **kw):  # Ctrl-C in the middle of writing the second file
+        calls.append(file)
+        if len(calls) == 2:
+            Path(file).write_bytes(b"RIFF half a file")
+            raise KeyboardInterrupt
+        return real_write(file, data, *a, **kw)
+
+    monkeypatch.setattr(sf, "write", dies_while_writing)
+    code, text = cli(capsys, monkeypatch, *args[:-2], "--seed", "2", "--out", tmp_path / "o.wav")
+    assert code == 130 and "Traceback" not in text, text
+    assert digest(tmp_path / "o-1.wav") == before["o-1.wav"]  # the interrupted write left the old file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o-0.wav", "o-1.wav", "p.txt"]
+    monkeypatch.setattr(sf, "write", real_write)
+    stamps = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("o-*.wav")}
+    assert cli(capsys, monkeypatch, *args, "--skip-existing")[0] == 0
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("o-*.wav")} == stamps
+
+
+def test_data_build_keeps_the_earlier_build_when_a_later_one_fails(tmp_path, monkeypatch):
+    from musiclm.data import build as build_mod
+
+    opts = dict(out=tmp_path, hours=None, sample_rate=16000, workers=1, seed=3, clip_seconds=(2.0, 2.0),
+                melody_fraction=0.0, collections=["essen"], soundfonts=["TimGM6mb"])
+    manifest = build_mod.build(build_mod.BuildOptions(max_works=1, **opts))
+    kept = {p.relative_to(tmp_path): digest(p) for p in tmp_path.rglob("*") if p.is_file()}
+    real_render, calls = build_mod.render_midi, []
+
+    def killed_on_the_next_work(*a, **kw):
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build_mod, "render_midi", killed_on_the_next_work)
+    with pytest.raises(KeyboardInterrupt):
+        build_mod.build(build_mod.BuildOptions(max_works=3, **opts))
+    assert calls and real_render is not build_mod.render_midi
+    now = {p.relative_to(tmp_path): digest(p) for p in tmp_path.rglob("*") if p.is_file()}
+    assert {k: now.get(k) for k in kept} == kept and manifest in [tmp_path / k for k in kept]
+    assert not [p for p in now if ".partial" in p.name or p.suffix == ".tmp"]
+
+
+def test_ctrl_c_during_batch_generation_keeps_what_was_written(interrupted, capsys, monkeypatch):
+    run = interrupted["generate"]
+    code, log = run.result()
+    folder, before = run.folder, run.before
+    assert code == 130 and "Traceback" not in log, log
+    assert not list(folder.glob("*partial*"))
+    assert all(digest(folder / name) == sha for name, sha in before.items())
+    assert all(sf.info(str(p)).frames == 16000 for p in folder.glob("o-*.wav"))
+    args = ["generate", "--prompts-file", interrupted["prompts"], "--batch-size", "1", "--duration", "1",
+            "--seed", "0", "--out", folder / "o.wav", "--skip-existing"]
+    assert cli(capsys, monkeypatch, *args)[0] == 0  # the rerun resumes
+    assert sorted(p.name for p in folder.iterdir()) == [f"o-{i}.wav" for i in range(4)]
+    assert all(digest(folder / name) == sha for name, sha in before.items())
+
+
+def test_ctrl_c_during_training_keeps_the_checkpoints(interrupted):
+    run = interrupted["train"]
+    code, log = run.result()
+    folder, before = run.folder, run.before
+    assert code == 130 and "Traceback" not in log, log
+    assert not list(folder.glob("*.tmp"))
+    found = sorted(folder.glob("step_*.pt"))
+    assert found and all(load_checkpoint(p)["step"] > 0 for p in found)
+    assert max(found).name >= max(before)
+    assert all(digest(folder / name) == sha for name, sha in before.items() if (folder / name).exists())
