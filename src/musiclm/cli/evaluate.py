@@ -32,6 +32,8 @@ def eval_command(
     guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale of generation (off: paper).")] = None,
     memorization: Annotated[int, typer.Option(help="Training clips for the memorization study (needs --checkpoint; 0: skip).")] = 0,
     fad_inf: Annotated[bool, typer.Option(help="Also extrapolate FAD-inf.")] = True,
+    device: Annotated[str, typer.Option(help="Where generation runs: 'auto', 'cpu', 'cuda' or 'cuda:N' "
+                                             "(the measurements run on the CPU).")] = "cpu",
 ) -> None:
     """Generate (or read) audio for every prompt and write report.md, metrics.json and plots to --out."""
     import json
@@ -44,6 +46,7 @@ def eval_command(
     from musiclm.evaluation.fad import codec_embedder, conditioner_embedder
     from musiclm.evaluation.prompts import read_prompts
     from musiclm.interfaces import load_component
+    from musiclm.training.distributed import pick_device
 
     items = read_prompts(prompts)[:limit]
     clips = read_manifest(reference)
@@ -51,7 +54,7 @@ def eval_command(
     if checkpoint is not None:
         from musiclm.pipeline import MusicLM
 
-        pipeline = MusicLM.from_pretrained(checkpoint)
+        pipeline = MusicLM.from_pretrained(checkpoint, map_location=pick_device(device))
     cond = load_component(mulan) if mulan else getattr(pipeline, "mulan", None)
     cdc = load_component(codec) if codec else getattr(pipeline, "codec", None)
     clf = load_component(classifier).eval() if classifier else None
@@ -71,10 +74,13 @@ def eval_command(
         with torch.no_grad():
             wavs = suite.generate_audio(pipeline, items, seconds, seed=seed, batch_size=batch, guidance=guidance)
         info["generation_wall_s"] = round(time.perf_counter() - t0, 1)
+        info["device"] = str(pipeline.device)
         info["guidance"] = guidance
     else:
         wavs = suite.given_audio(audio, items, rate, seconds)
         info["audio"] = str(audio)
+    if pipeline is not None:
+        pipeline.to("cpu")  # the evaluation embedders and metrics take CPU audio
     if memorization and pipeline is not None:
         from musiclm.evaluation.memorization import greedy_continuations, match_rates
 
