@@ -17,6 +17,21 @@ app.add_typer(mulan_app, name="mulan")
 RvqPoints = Annotated[int, typer.Option(help="Training crops embedded to fit the RVQ codebooks.")]
 
 
+def _fit_rvq_and_save(trainer, embed, crops, points: int, out: Path, what: str) -> None:
+    """Fit the trained model's RVQ on embeddings of training crops and save the folder: on rank 0 only
+    under torchrun (one writer), while the other ranks wait for the folder."""
+    from musiclm.mulan.quantizer import collect_embeddings
+    from musiclm.training.distributed import barrier
+
+    if trainer.dist.is_main:
+        model = trainer.averaged_model().eval()
+        errors = model.fit_quantizer(collect_embeddings(embed(model), crops, points))
+        model.save_pretrained(out)
+        energy = [round(e, 4) for e in errors]
+        typer.echo(f"{what} saved to {out}; RVQ residual energy after each level: {energy}")
+    barrier()
+
+
 def _valid_set(data: list[Path], sample_rate: int, seconds: float, with_text: bool):
     """Fixed middle crops of the 'valid' split, or None where the manifests have none."""
     from musiclm.data.datasets import AudioCropDataset
@@ -39,7 +54,6 @@ def train_mulan(
     """Train MuLan contrastively on the manifests' text-audio pairs, then fit its RVQ on audio embeddings."""
     from musiclm.data.datasets import AudioCropDataset
     from musiclm.mulan.model import TRAIN_DEFAULTS, MuLan, MuLanConfig
-    from musiclm.mulan.quantizer import collect_embeddings
     from musiclm.training import TrainConfig, Trainer, seed_everything
 
     changes = {k: v for k, v in (("text_model", text_model), ("finetune_text", finetune_text)) if v is not None}
@@ -48,11 +62,9 @@ def train_mulan(
     seed_everything(tc.seed)
     train = AudioCropDataset(data, config.sample_rate, config.window_seconds, split="train", with_text=True)
     val = _valid_set(data, config.sample_rate, config.window_seconds, with_text=True)
-    model = Trainer(MuLan(config), train, tc, out, val_data=val).fit()
-    model.eval()
-    errors = model.fit_quantizer(collect_embeddings(model.embed_audio, train, rvq_points))
-    model.save_pretrained(out)
-    typer.echo(f"MuLan saved to {out}; RVQ residual energy after each level: {[round(e, 4) for e in errors]}")
+    trainer = Trainer(MuLan(config), train, tc, out, val_data=val)
+    trainer.fit()
+    _fit_rvq_and_save(trainer, lambda model: model.embed_audio, train, rvq_points, out, "MuLan")
 
 
 @train_app.command("melody")
@@ -65,7 +77,6 @@ def train_melody(
     from musiclm.data.datasets import AudioCropDataset
     from musiclm.data.manifest import read_manifest
     from musiclm.mulan.melody import TRAIN_DEFAULTS, MelodyConfig, MelodyEmbedder, MelodyPairs
-    from musiclm.mulan.quantizer import collect_embeddings
     from musiclm.training import TrainConfig, Trainer, seed_everything
 
     config = MelodyConfig.preset(preset)
@@ -77,12 +88,10 @@ def train_melody(
         val = MelodyPairs([c for c in clips if c.split == "valid"], config.sample_rate, config.window_seconds)
     except ValueError:
         val = None
-    model = Trainer(MelodyEmbedder(config), pairs, tc, out, val_data=val).fit()
-    model.eval()
+    trainer = Trainer(MelodyEmbedder(config), pairs, tc, out, val_data=val)
+    trainer.fit()
     crops = AudioCropDataset(data, config.sample_rate, config.window_seconds, split="train", with_text=False)
-    errors = model.fit_quantizer(collect_embeddings(model.embed, crops, rvq_points))
-    model.save_pretrained(out)
-    typer.echo(f"melody embedder saved to {out}; RVQ residual energy per level: {[round(e, 4) for e in errors]}")
+    _fit_rvq_and_save(trainer, lambda model: model.embed, crops, rvq_points, out, "melody embedder")
 
 
 @mulan_app.command("eval")
