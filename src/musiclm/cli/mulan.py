@@ -102,18 +102,21 @@ def evaluate(
     split: Annotated[str, typer.Option(help="Held-out split to evaluate on.")] = "test",
     max_seconds: Annotated[float, typer.Option(help="Seconds of each clip embedded (windows averaged).")] = 30.0,
     out: Annotated[Path | None, typer.Option(help="Write the results here as JSON.")] = None,
+    device: Device = "cpu",
 ) -> None:
     """Retrieval, zero-shot attributes (seen and held-out wording), RVQ fidelity, melody retrieval."""
     from musiclm.interfaces import load_component
     from musiclm.mulan.evaluate import evaluate_melody, evaluate_mulan
+    from musiclm.training.distributed import pick_device
 
     if model is None and melody is None:
         raise typer.BadParameter("give --model and/or --melody")
     results = {}
+    device = pick_device(device)
     if model is not None:
-        results["mulan"] = evaluate_mulan(load_component(model), data, split, max_seconds)
+        results["mulan"] = evaluate_mulan(load_component(model, device), data, split, max_seconds)
     if melody is not None:
-        results["melody"] = evaluate_melody(load_component(melody), data, split)
+        results["melody"] = evaluate_melody(load_component(melody, device), data, split)
     text = json.dumps(results, indent=2)
     typer.echo(text)
     if out is not None:
@@ -127,6 +130,7 @@ def embed(
     audio: Annotated[list[Path] | None, typer.Option(help="Audio file(s) to embed (repeatable).")] = None,
     text: Annotated[list[str] | None, typer.Option(help="Text(s) to embed (repeatable).")] = None,
     out: Annotated[Path | None, typer.Option(help="Save embeddings and tokens to this .safetensors file.")] = None,
+    device: Device = "cpu",
 ) -> None:
     """Embed audio files and/or texts; print their tokens and the audio-text cosine similarities."""
     import torch
@@ -134,22 +138,23 @@ def embed(
 
     from musiclm.audio import load_audio
     from musiclm.interfaces import load_component
+    from musiclm.training.distributed import pick_device
 
-    part = load_component(model)
+    part = load_component(model, pick_device(device))
     tensors: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         if audio:
             for i, path in enumerate(audio):
                 wav = load_audio(path, part.sample_rate)[None]
-                emb = part.embed(wav)[0] if hasattr(part, "embed") else part.embed_audio(wav)[0]
-                tensors[f"audio{i}"], tensors[f"audio{i}_tokens"] = emb, part.quantize(emb[None])[0]
+                emb = (part.embed(wav)[0] if hasattr(part, "embed") else part.embed_audio(wav)[0]).cpu()
+                tensors[f"audio{i}"], tensors[f"audio{i}_tokens"] = emb, part.quantize(emb[None])[0].cpu()
                 typer.echo(f"audio {path}: tokens {tensors[f'audio{i}_tokens'].tolist()}")
         if text:
             if not hasattr(part, "embed_text"):
                 raise typer.BadParameter(f"{model} is a melody embedder: it embeds audio only")
-            embs = part.embed_text(list(text))
+            embs = part.embed_text(list(text)).cpu()
             for i, (t, emb) in enumerate(zip(text, embs, strict=True)):
-                tensors[f"text{i}"], tensors[f"text{i}_tokens"] = emb, part.quantize(emb[None])[0]
+                tensors[f"text{i}"], tensors[f"text{i}_tokens"] = emb, part.quantize(emb[None])[0].cpu()
                 typer.echo(f"text {t!r}: tokens {tensors[f'text{i}_tokens'].tolist()}")
         if audio and text and hasattr(part, "embed_text"):
             for i in range(len(audio)):

@@ -61,7 +61,7 @@ def train_all(
         ("w2vbert", lambda: semantic.train_semantic(
             data, parts / "w2vbert", preset, steps=steps_of(semantic.TRAIN_DEFAULTS[preset]), device=device)),
         ("semantic", lambda: semantic.fit_kmeans(
-            parts / "w2vbert", data, parts / "semantic", clusters=KMEANS_CLUSTERS[preset])),
+            parts / "w2vbert", data, parts / "semantic", clusters=KMEANS_CLUSTERS[preset], device=device)),
         ("mulan", lambda: mulan.train_mulan(
             data, parts / "mulan", preset, steps=steps_of(MULAN_DEFAULTS[preset]), device=device)),
     ]
