@@ -135,7 +135,7 @@ def test_gan_step_runs_the_generator_once_per_micro_batch(tmp_path):
     model = SoundStream(SoundStreamConfig.preset("tiny", disc_start_step=0))
     generated, judged = [], []
     model.decoder.register_forward_hook(lambda module, args, out: generated.append(out.detach().clone()))
-    model.discriminators.register_forward_hook(lambda module, args, out: judged.append(args[0].detach().clone()))
+    model.discriminators.register_forward_hook(lambda module, args, out: judged.append(args[0].clone()))
     config = TrainConfig(steps=1, batch_size=4, grad_accum=2, warmup_steps=1, progress=False)
     trainer = Trainer(model, Tones(), config, tmp_path)
     trainer.fit()
@@ -247,7 +247,8 @@ def test_codebooks_stay_identical_across_ranks_under_torchrun(tiny_dataset, tmp_
     subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(helper),
          str(run), "train", "codec", "--preset", "tiny", "--data", str(tiny_dataset), "--out", str(run),
-         "--steps", "4", "--batch-size", "4", "--model-set", "disc_start_step=1000", "--set", "progress=false"],
+         "--steps", "4", "--batch-size", "4", "--model-set", "disc_start_step=1000",
+         "--set", "progress=false"],
         env=env, check=True, timeout=120,
     )
     ranks = [load_file(str(run / f"quantizer_rank{r}.safetensors")) for r in (0, 1)]

