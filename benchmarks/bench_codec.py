@@ -18,13 +18,12 @@ def main() -> None:
     optimizers = {name: torch.optim.AdamW(spec["params"], lr=1e-4) for name, spec in model.optimizer_groups().items()}
     model.train()
 
-    def train_step() -> None:  # what the engine does per step: one update per group, generator first
-        for name, opt in optimizers.items():
-            model.zero_grad(set_to_none=True)
-            model.training_step(batch, step=model.config.disc_start_step, group=name)["loss"].backward()
-            opt.step()
+    def update(group, losses) -> None:  # what the engine does for a group, without DDP or accumulation
+        model.zero_grad(set_to_none=True)
+        losses(0, batch)["loss"].backward()
+        optimizers[group].step()
 
-    step_s = median_time(train_step, repeats=5, warmup=2)
+    step_s = median_time(lambda: model.train_batch(model.config.disc_start_step, update), repeats=5, warmup=2)
 
     model.eval()
     wav = 0.3 * torch.randn(1, 10 * sr)

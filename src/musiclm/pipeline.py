@@ -201,6 +201,20 @@ class MusicLM:
         (directory / PIPELINE_FILE).write_text(json.dumps({"max_duration": self.max_duration}, indent=2) + "\n")
         return directory
 
+    # ------------------------------------------------------------ placement
+    def to(self, device: str | torch.device) -> MusicLM:
+        """Move every part to ``device`` (as an HF pipeline does); returns the pipeline."""
+        for part in (self.codec, self.semantic, self.mulan, self.melody,
+                     self.stages.semantic, self.stages.coarse, self.stages.fine):
+            if part is not None:
+                part.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        """Where generation runs: the stages' device (inputs are moved there)."""
+        return self.stages.semantic.heads.device
+
     # ------------------------------------------------------------ generation
     @property
     def sample_rate(self) -> int:
@@ -244,8 +258,9 @@ class MusicLM:
             prompt_sem, prompt_ac, prompt_seconds = self._prompt_tokens(continuation, batch)
         mulan = [(start + prompt_seconds, self.mulan.quantize(self.mulan.embed_text(list(texts))))
                  for start, texts in schedule]
+        mulan = [(start, tokens.to(self.device)) for start, tokens in mulan]
         mulan[0] = (0.0, mulan[0][1])
-        generator = torch.Generator(self.stages.semantic.heads.device)
+        generator = torch.Generator(self.device)
         generator.manual_seed(seed if seed is not None else torch.seed())
         tokens = generate_tokens(
             self.stages, mulan, prompt_seconds + duration, samplings, melody=melody_tokens,
@@ -300,7 +315,7 @@ class MusicLM:
         if wav.abs().max() < 1e-4 or wav.pow(2).mean().sqrt() < 1e-4:
             raise GenerationError("the melody file is silent; record the hummed/whistled melody louder")
         tokens = self.melody.quantize(self.melody.embed(wav[None]))
-        return tokens.expand(batch, -1, -1)
+        return tokens.to(self.device).expand(batch, -1, -1)
 
     def _prompt_tokens(self, audio, batch: int):
         wav = _audio(audio, self.codec.sample_rate, "continuation")
@@ -308,7 +323,7 @@ class MusicLM:
         min_seconds = 2 / self.stages.semantic.frame_rate
         if seconds < min_seconds:
             raise GenerationError(f"the continuation audio is {seconds:.3f} s; it needs at least {min_seconds} s")
-        device = self.stages.semantic.heads.device
+        device = self.device
         semantic, acoustic = encode_aligned(wav, self.codec.sample_rate, self.codec, self.semantic, device)
         seconds = acoustic.shape[-1] / self.codec.frame_rate
         return semantic.to(device).expand(batch, -1), acoustic.to(device).expand(batch, -1, -1), seconds

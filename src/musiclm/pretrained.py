@@ -75,14 +75,17 @@ class PretrainedMixin:
 
 
 def load_weights(model: torch.nn.Module, path: Path, map_location: str | torch.device = "cpu") -> None:
-    """Load a safetensors file into ``model``, casting to the model's dtypes, with errors that name keys."""
+    """Load a safetensors file into ``model``, casting to the model's dtypes, with errors that name keys;
+    every parameter and buffer of ``model`` then lives on ``map_location``."""
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} not found")
     try:
-        state = load_file(str(path), device=str(map_location))
+        # read on the CPU: load_state_dict copies into the model's own tensors, wherever they are
+        state = load_file(str(path))
     except Exception as err:  # safetensors raises its own error types for truncated headers and data
         raise ConfigError(f"{path} is not a readable safetensors file ({err}); re-save or re-download it") from err
     load_state_dict_checked(model, state, source=str(path))
+    model.to(map_location)
 
 
 def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -21,18 +21,19 @@ Checkpoint = Annotated[
 ]
 
 
-def _load(checkpoint: Path | None):
+def _load(checkpoint: Path | None, device: str = "cpu"):
     from musiclm.codec.soundstream import codec_from_checkpoint
     from musiclm.interfaces import load_component
-
     from musiclm.pipeline import SHIPPED_MODEL
+    from musiclm.training.distributed import pick_device
 
     path = checkpoint or SHIPPED_MODEL / "codec"
     if not path.exists():
         raise typer.BadParameter(f"{path} does not exist; pass --checkpoint DIR (a saved codec or a run folder)")
+    device = str(pick_device(device))
     if (path / "checkpoints").is_dir():
-        return codec_from_checkpoint(str(path))
-    return load_component(path)
+        return codec_from_checkpoint(str(path), device)
+    return load_component(path, device)
 
 
 @train_app.command("codec")
@@ -49,6 +50,7 @@ def train_codec(
     from musiclm.codec.soundstream import CROP_SECONDS, TRAIN_GAIN_DB, SoundStream, SoundStreamConfig, train_defaults
     from musiclm.data.datasets import AudioCropDataset
     from musiclm.training import Trainer, seed_everything
+    from musiclm.training.distributed import setup
 
     config = model_config(SoundStreamConfig, preset, overrides)
     cfg = train_config(train_defaults(preset), steps, batch_size, lr, device, overrides)
@@ -58,6 +60,7 @@ def train_codec(
                                    weights=data_weight, gain_db=TRAIN_GAIN_DB)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
+    setup(cfg.device)  # under torchrun, the quantizer syncs its codebooks only if built in the process group
     seed_everything(cfg.seed)  # identical initial weights in every DDP process
     model = SoundStream(config)
     typer.echo(f"SoundStream {preset}: {sum(p.numel() for p in model.generator_parameters()) / 1e6:.2f}M generator "
@@ -88,19 +91,19 @@ def encode(
     src: Annotated[Path, typer.Argument(help="Input audio file.")],
     dst: Annotated[Path, typer.Argument(help="Output .npz of codes.")],
     quantizers: Annotated[int | None, typer.Option(help="Keep the first q levels (lower bitrate).")] = None,
-    checkpoint: Checkpoint = None,
+    checkpoint: Checkpoint = None, device: Device = "cpu",
 ) -> None:
     """Audio file -> codes (.npz with codes [Q, F], sample_rate, frame_rate, num_samples)."""
     import numpy as np
 
     from musiclm.audio import audio_info, load_audio
 
-    codec = _load(checkpoint)
+    codec = _load(checkpoint, device)
     rate = audio_info(src).samplerate
     if rate != codec.sample_rate:
         typer.echo(f"note: {src} is at {rate} Hz; resampling to the codec's {codec.sample_rate} Hz", err=True)
     wav = load_audio(src, codec.sample_rate)
-    codes = codec.encode(wav[None], quantizers)[0]
+    codes = codec.encode(wav[None], quantizers)[0].cpu()
     np.savez(dst, codes=codes.numpy().astype(np.int16), sample_rate=codec.sample_rate,
              frame_rate=codec.frame_rate, num_samples=wav.shape[-1])
     typer.echo(f"{dst}: {codes.shape[0]} x {codes.shape[1]} codes")
@@ -110,7 +113,7 @@ def encode(
 def decode(
     src: Annotated[Path, typer.Argument(help="Input .npz written by `musiclm codec encode`.")],
     dst: Annotated[Path, typer.Argument(help="Output .wav.")],
-    checkpoint: Checkpoint = None,
+    checkpoint: Checkpoint = None, device: Device = "cpu",
 ) -> None:
     """Codes (.npz) -> audio file."""
     import numpy as np
@@ -118,7 +121,7 @@ def decode(
 
     from musiclm.audio import save_audio
 
-    codec = _load(checkpoint)
+    codec = _load(checkpoint, device)
     with np.load(src) as data:
         if "codes" not in data:
             raise typer.BadParameter(f"{src} has no 'codes' array; write it with `musiclm codec encode`")
@@ -138,6 +141,7 @@ def evaluate_cmd(
     per_file: Annotated[int, typer.Option(help="Excerpts per file.")] = 1,
     out: Annotated[Path, typer.Option(help="Folder for table.md, metrics.json and plot.png.")] = Path("codec_eval"),
     opus: Annotated[bool, typer.Option(help="Compare with Opus (ffmpeg libopus).")] = True,
+    device: Device = "cpu",
 ) -> None:
     """Mel distance, SI-SNR and spectral convergence per bitrate vs Opus; codebook perplexity."""
     import dataclasses
@@ -146,7 +150,7 @@ def evaluate_cmd(
     from musiclm.codec import evaluate as ev
     from musiclm.data.manifest import read_manifest
 
-    codec = _load(checkpoint)
+    codec = _load(checkpoint, device)
     files = [c.path for m in data for c in read_manifest(m) if split == "all" or c.split == split][:clips]
     if not files:
         raise typer.BadParameter(f"no clips of split {split!r} in {[str(m) for m in data]}")

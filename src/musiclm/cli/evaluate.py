@@ -35,6 +35,8 @@ def eval_command(
         help="Fewest held-out clips, none of them under test, to measure FAD and KLD against (fewer: error).")
     ] = 16,
     strict: Strict = False,
+    device: Annotated[str, typer.Option(help="Where generation runs: 'auto', 'cpu', 'cuda' or 'cuda:N' "
+                                             "(the measurements run on the CPU).")] = "cpu",
 ) -> None:
     """Generate (or read) audio for every prompt and write report.md, metrics.json and plots to --out."""
     import json
@@ -48,6 +50,7 @@ def eval_command(
     from musiclm.evaluation.fad import codec_embedder, conditioner_embedder
     from musiclm.evaluation.prompts import read_prompts
     from musiclm.interfaces import load_component
+    from musiclm.training.distributed import pick_device
 
     items = read_prompts(prompts)[:limit]
     skips = SkipLog(out / SKIPPED_FILE, strict)
@@ -56,7 +59,7 @@ def eval_command(
     if checkpoint is not None:
         from musiclm.pipeline import MusicLM
 
-        pipeline = MusicLM.from_pretrained(checkpoint)
+        pipeline = MusicLM.from_pretrained(checkpoint, map_location=pick_device(device))
     cond = load_component(mulan) if mulan else getattr(pipeline, "mulan", None)
     cdc = load_component(codec) if codec else getattr(pipeline, "codec", None)
     clf = load_component(classifier).eval() if classifier else None
@@ -79,10 +82,13 @@ def eval_command(
         with torch.no_grad():
             wavs = suite.generate_audio(pipeline, items, seconds, seed=seed, batch_size=batch, guidance=guidance)
         info["generation_wall_s"] = round(time.perf_counter() - t0, 1)
+        info["device"] = str(pipeline.device)
         info["guidance"] = guidance
     else:
         wavs = [suite.usable_clip(p, rate, seconds, skips) for p in given]
         info["audio"] = str(audio)
+    if pipeline is not None:
+        pipeline.to("cpu")  # the evaluation embedders and metrics take CPU audio
     if memorization and pipeline is not None:
         from musiclm.evaluation.memorization import greedy_continuations, match_rates
 

@@ -18,6 +18,21 @@ app.add_typer(mulan_app, name="mulan")
 RvqPoints = Annotated[int, typer.Option(help="Training crops embedded to fit the RVQ codebooks.")]
 
 
+def _fit_rvq_and_save(trainer, embed, crops, points: int, out: Path, what: str) -> None:
+    """Fit the trained model's RVQ on embeddings of training crops and save the folder: on rank 0 only
+    under torchrun (one writer), while the other ranks wait for the folder."""
+    from musiclm.mulan.quantizer import collect_embeddings
+    from musiclm.training.distributed import barrier
+
+    if trainer.dist.is_main:
+        model = trainer.averaged_model().eval()
+        errors = model.fit_quantizer(collect_embeddings(embed(model), crops, points))
+        model.save_pretrained(out)
+        energy = [round(e, 4) for e in errors]
+        typer.echo(f"{what} saved to {out}; RVQ residual energy after each level: {energy}")
+    barrier()
+
+
 def _valid_set(data: list[Path], sample_rate: int, seconds: float, with_text: bool):
     """Fixed middle crops of the 'valid' split, or None where the manifests have none."""
     from musiclm.data.datasets import AudioCropDataset
@@ -40,7 +55,6 @@ def train_mulan(
     """Train MuLan contrastively on the manifests' text-audio pairs, then fit its RVQ on audio embeddings."""
     from musiclm.data.datasets import AudioCropDataset
     from musiclm.mulan.model import TRAIN_DEFAULTS, MuLan, MuLanConfig
-    from musiclm.mulan.quantizer import collect_embeddings
     from musiclm.training import TrainConfig, Trainer, seed_everything
 
     changes = {k: v for k, v in (("text_model", text_model), ("finetune_text", finetune_text)) if v is not None}
@@ -49,11 +63,9 @@ def train_mulan(
     seed_everything(tc.seed)
     train = AudioCropDataset(data, config.sample_rate, config.window_seconds, split="train", with_text=True)
     val = _valid_set(data, config.sample_rate, config.window_seconds, with_text=True)
-    model = Trainer(MuLan(config), train, tc, out, val_data=val).fit()
-    model.eval()
-    errors = model.fit_quantizer(collect_embeddings(model.embed_audio, train, rvq_points))
-    model.save_pretrained(out)
-    typer.echo(f"MuLan saved to {out}; RVQ residual energy after each level: {[round(e, 4) for e in errors]}")
+    trainer = Trainer(MuLan(config), train, tc, out, val_data=val)
+    trainer.fit()
+    _fit_rvq_and_save(trainer, lambda model: model.embed_audio, train, rvq_points, out, "MuLan")
 
 
 @train_app.command("melody")
@@ -66,7 +78,6 @@ def train_melody(
     from musiclm.data.datasets import AudioCropDataset
     from musiclm.data.manifest import read_manifest
     from musiclm.mulan.melody import TRAIN_DEFAULTS, MelodyConfig, MelodyEmbedder, MelodyPairs
-    from musiclm.mulan.quantizer import collect_embeddings
     from musiclm.training import TrainConfig, Trainer, seed_everything
 
     config = model_config(MelodyConfig, preset, overrides)
@@ -78,12 +89,10 @@ def train_melody(
         val = MelodyPairs([c for c in clips if c.split == "valid"], config.sample_rate, config.window_seconds)
     except ValueError:
         val = None
-    model = Trainer(MelodyEmbedder(config), pairs, tc, out, val_data=val).fit()
-    model.eval()
+    trainer = Trainer(MelodyEmbedder(config), pairs, tc, out, val_data=val)
+    trainer.fit()
     crops = AudioCropDataset(data, config.sample_rate, config.window_seconds, split="train", with_text=False)
-    errors = model.fit_quantizer(collect_embeddings(model.embed, crops, rvq_points))
-    model.save_pretrained(out)
-    typer.echo(f"melody embedder saved to {out}; RVQ residual energy per level: {[round(e, 4) for e in errors]}")
+    _fit_rvq_and_save(trainer, lambda model: model.embed, crops, rvq_points, out, "melody embedder")
 
 
 @mulan_app.command("eval")
@@ -94,18 +103,21 @@ def evaluate(
     split: Annotated[str, typer.Option(help="Held-out split to evaluate on.")] = "test",
     max_seconds: Annotated[float, typer.Option(help="Seconds of each clip embedded (windows averaged).")] = 30.0,
     out: Annotated[Path | None, typer.Option(help="Write the results here as JSON.")] = None,
+    device: Device = "cpu",
 ) -> None:
     """Retrieval, zero-shot attributes (seen and held-out wording), RVQ fidelity, melody retrieval."""
     from musiclm.interfaces import load_component
     from musiclm.mulan.evaluate import evaluate_melody, evaluate_mulan
+    from musiclm.training.distributed import pick_device
 
     if model is None and melody is None:
         raise typer.BadParameter("give --model and/or --melody")
     results = {}
+    device = pick_device(device)
     if model is not None:
-        results["mulan"] = evaluate_mulan(load_component(model), data, split, max_seconds)
+        results["mulan"] = evaluate_mulan(load_component(model, device), data, split, max_seconds)
     if melody is not None:
-        results["melody"] = evaluate_melody(load_component(melody), data, split)
+        results["melody"] = evaluate_melody(load_component(melody, device), data, split)
     text = json.dumps(results, indent=2)
     typer.echo(text)
     if out is not None:
@@ -119,6 +131,7 @@ def embed(
     audio: Annotated[list[Path] | None, typer.Option(help="Audio file(s) to embed (repeatable).")] = None,
     text: Annotated[list[str] | None, typer.Option(help="Text(s) to embed (repeatable).")] = None,
     out: Annotated[Path | None, typer.Option(help="Save embeddings and tokens to this .safetensors file.")] = None,
+    device: Device = "cpu",
 ) -> None:
     """Embed audio files and/or texts; print their tokens and the audio-text cosine similarities."""
     import torch
@@ -126,22 +139,23 @@ def embed(
 
     from musiclm.audio import load_audio
     from musiclm.interfaces import load_component
+    from musiclm.training.distributed import pick_device
 
-    part = load_component(model)
+    part = load_component(model, pick_device(device))
     tensors: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         if audio:
             for i, path in enumerate(audio):
                 wav = load_audio(path, part.sample_rate)[None]
-                emb = part.embed(wav)[0] if hasattr(part, "embed") else part.embed_audio(wav)[0]
-                tensors[f"audio{i}"], tensors[f"audio{i}_tokens"] = emb, part.quantize(emb[None])[0]
+                emb = (part.embed(wav)[0] if hasattr(part, "embed") else part.embed_audio(wav)[0]).cpu()
+                tensors[f"audio{i}"], tensors[f"audio{i}_tokens"] = emb, part.quantize(emb[None])[0].cpu()
                 typer.echo(f"audio {path}: tokens {tensors[f'audio{i}_tokens'].tolist()}")
         if text:
             if not hasattr(part, "embed_text"):
                 raise typer.BadParameter(f"{model} is a melody embedder: it embeds audio only")
-            embs = part.embed_text(list(text))
+            embs = part.embed_text(list(text)).cpu()
             for i, (t, emb) in enumerate(zip(text, embs, strict=True)):
-                tensors[f"text{i}"], tensors[f"text{i}_tokens"] = emb, part.quantize(emb[None])[0]
+                tensors[f"text{i}"], tensors[f"text{i}_tokens"] = emb, part.quantize(emb[None])[0].cpu()
                 typer.echo(f"text {t!r}: tokens {tensors[f'text{i}_tokens'].tolist()}")
         if audio and text and hasattr(part, "embed_text"):
             for i in range(len(audio)):

@@ -50,7 +50,7 @@ def fit_kmeans(
     clusters: Annotated[int, typer.Option(help="k-means clusters = vocabulary size (paper: 1024).")] = 1024,
     max_clips: Annotated[int, typer.Option(help="Clips of the manifest to sample features from.")] = 200,
     max_frames: Annotated[int, typer.Option(help="Feature frames to cluster at most.")] = 200_000,
-    seed: int = 0,
+    seed: int = 0, device: Device = "cpu",
 ) -> None:
     """Fit k-means on one layer's features of the training audio; write a tokenizer folder."""
     import numpy as np
@@ -58,6 +58,7 @@ def fit_kmeans(
     from musiclm.audio import read_clip
     from musiclm.data.manifest import read_manifest
     from musiclm.semantic.tokenizer import BACKBONES, KMeansTokenizer
+    from musiclm.training.distributed import pick_device
 
     if backbone == "w2vbert":
         from musiclm.semantic.w2vbert import W2VBert
@@ -74,6 +75,7 @@ def fit_kmeans(
     else:
         raise typer.BadParameter(f"--backbone must be one of {sorted(BACKBONES)}")
     tokenizer = KMeansTokenizer.on(features, layer if layer is not None else default_layer, clusters)
+    tokenizer.to(pick_device(device))  # the features are computed there; faiss clusters them on the CPU
     clips = [c for m in data for c in read_manifest(m) if c.split == "train"]
     rng = np.random.default_rng(seed)
     chosen = rng.permutation(len(clips))[:max_clips]
@@ -90,14 +92,16 @@ def tokenize(
     audio: Annotated[Path, typer.Argument(help="Audio file (any rate; resampled to the tokenizer's).")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the tokens (.npy, int64 [F]).")],
     tokenizer: Annotated[Path, typer.Option(help="Tokenizer folder written by fit-kmeans.")],
+    device: Device = "cpu",
 ) -> None:
     """Semantic tokens of one audio file, 25 a second."""
     import numpy as np
 
     from musiclm.audio import load_audio
     from musiclm.interfaces import load_component
+    from musiclm.training.distributed import pick_device
 
-    model = load_component(tokenizer)
-    tokens = model.tokenize(load_audio(audio, model.sample_rate)[None])[0]
+    model = load_component(tokenizer, pick_device(device))
+    tokens = model.tokenize(load_audio(audio, model.sample_rate)[None])[0].cpu()
     np.save(out, tokens.numpy())
     typer.echo(f"{len(tokens)} tokens ({len(tokens) / model.frame_rate:.2f} s at {model.frame_rate:g} Hz) -> {out}")

@@ -4,6 +4,10 @@ The order follows the dependencies of the paper's system: the codec, w2v-BERT an
 MuLan (+ the melody embedder) only need audio (and captions); the token stages need the tokens those
 three produce. A finished part leaves ``OUT/<part>/.done``; rerunning the command skips finished
 parts and resumes an interrupted one from its latest checkpoint.
+
+Under ``torchrun`` every rank trains each part data-parallel and tokenizes its share of the clips;
+rank 0 alone fits the k-means and assembles the pipeline (MuLan and the melody embedder fit and save
+their RVQ on rank 0 too), and all ranks meet at a barrier after each part, before the next reads it.
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ def train_all(
 ) -> None:
     """Train codec, w2v-BERT + k-means, MuLan (+ melody), tokenize, then the three stages; write OUT/pipeline."""
     from musiclm.cli import codec, mulan, semantic, stages
+    from musiclm.training.distributed import barrier, setup
 
     if preset not in KMEANS_CLUSTERS:
         raise typer.BadParameter(f"--preset must be one of {sorted(KMEANS_CLUSTERS)}")
@@ -114,7 +119,9 @@ def train_all(
                                      f"of {', '.join(TRAINED_PARTS)}; got {item!r}")
         per_part[part].append(rest)
     melody = preflight(data, out, melody)
+    _, dist_info = setup(device)  # the group exists before the codec is built: its codebooks sync in it
     parts = out / "parts"
+    one_writer = {"semantic", "pipeline"}  # parts that rank 0 makes alone
 
     def steps_of(defaults: dict) -> int | None:
         return None if steps_scale == 1.0 else max(1, round(defaults["steps"] * steps_scale))
@@ -131,7 +138,7 @@ def train_all(
             data, parts / "w2vbert", preset, steps=steps_of(semantic.TRAIN_DEFAULTS[preset]), device=device,
             overrides=per_part["w2vbert"])),
         ("semantic", lambda: semantic.fit_kmeans(
-            parts / "w2vbert", data, parts / "semantic", clusters=KMEANS_CLUSTERS[preset])),
+            parts / "w2vbert", data, parts / "semantic", clusters=KMEANS_CLUSTERS[preset], device=device)),
         ("mulan", lambda: mulan.train_mulan(
             data, parts / "mulan", preset, steps=steps_of(MULAN_DEFAULTS[preset]), device=device,
             overrides=per_part["mulan"])),
@@ -145,7 +152,7 @@ def train_all(
     melody_dir = parts / "melody" if melody else None
     plan.append(("tokens", lambda: stages.tokenize(
         parts / "codec", parts / "semantic", parts / "mulan", data, parts / "tokens", melody=melody_dir,
-        device="cpu" if device == "auto" else device)))
+        device=device)))
     for stage in ("semantic", "coarse", "fine"):
         plan.append((f"{stage}_stage", lambda stage=stage: stages.train_stage(
             stage, parts / "tokens", parts / f"{stage}_stage", preset,
@@ -154,17 +161,21 @@ def train_all(
         parts / "codec", parts / "semantic", parts / "mulan", out / "pipeline",
         parts / "semantic_stage", parts / "coarse_stage", parts / "fine_stage", melody=melody_dir)))
 
+    echo = typer.echo if dist_info.is_main else lambda _: None
     started = time.perf_counter()
     for number, (name, run) in enumerate(plan, start=1):
         marker = (out / "pipeline" if name == "pipeline" else parts / name) / ".done"
         if marker.exists():
-            typer.echo(f"[{number}/{len(plan)}] {name}: done before, skipped")
+            echo(f"[{number}/{len(plan)}] {name}: done before, skipped")
             continue
-        typer.echo(f"[{number}/{len(plan)}] {name} ...")
+        echo(f"[{number}/{len(plan)}] {name} ...")
         part_started = time.perf_counter()
-        run()
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(f"{time.perf_counter() - part_started:.1f} s\n")
+        if dist_info.is_main or name not in one_writer:
+            run()
+        barrier()
+        if dist_info.is_main:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(f"{time.perf_counter() - part_started:.1f} s\n")
     minutes = (time.perf_counter() - started) / 60
-    typer.echo(f"pipeline ready in {out / 'pipeline'} ({minutes:.1f} min); try:\n"
-               f"  musiclm generate \"a calm piano piece\" --checkpoint {out / 'pipeline'} --out out.wav")
+    echo(f"pipeline ready in {out / 'pipeline'} ({minutes:.1f} min); try:\n"
+         f"  musiclm generate \"a calm piano piece\" --checkpoint {out / 'pipeline'} --out out.wav")

@@ -52,6 +52,10 @@ class HFCodec(nn.Module):
         self.model.save_pretrained(str(directory))
         return Path(directory)
 
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
     def bitrate(self, num_quantizers: int | None = None) -> float:
         return self.frame_rate * (num_quantizers or self.num_quantizers) * math.log2(self.codebook_size)
 
@@ -66,7 +70,7 @@ class HFCodec(nn.Module):
         q = num_quantizers or self.num_quantizers
         if not 1 <= q <= self.num_quantizers:
             raise CodecError(f"num_quantizers must be in 1..{self.num_quantizers}, got {num_quantizers}")
-        x = F.pad(wav.float(), (0, -wav.shape[-1] % self.hop_length))[:, None]
+        x = F.pad(wav.to(self.device, torch.float32), (0, -wav.shape[-1] % self.hop_length))[:, None]
         if self.kind == "encodec":
             codes = self.model.encode(x, bandwidth=self.bandwidth).audio_codes[0]  # one chunk: [B, Q, F]
         else:
@@ -81,6 +85,7 @@ class HFCodec(nn.Module):
             raise CodecError(f"codes have {codes.shape[1]} levels; this codec has {self.num_quantizers}")
         if codes.min() < 0 or codes.max() >= self.codebook_size:
             raise CodecError(f"codes must be in 0..{self.codebook_size - 1}")
+        codes = codes.to(self.device)
         if self.kind == "encodec":
             wav = self.model.decode(codes[None], [None]).audio_values
         else:

@@ -92,11 +92,11 @@ def evaluate(codec, clips: list[torch.Tensor], opus: bool = True) -> tuple[list[
         sums[key] = sums.get(key, 0) + m
 
     for wav in tqdm(clips, desc="codec eval"):
-        codes = codec.encode(wav[None])
+        codes = codec.encode(wav[None]).cpu()  # the metrics run on the CPU, wherever the codec is
         all_codes.append(codes[0])
         for q in range(1, q_max + 1):
             kbps = codec.bitrate(q) / 1000
-            add(("codec", q, kbps), codec.decode(codes[:, :q])[0, : wav.shape[-1]], wav)
+            add(("codec", q, kbps), codec.decode(codes[:, :q])[0, : wav.shape[-1]].cpu(), wav)
             if opus:
                 for factor, name in ((1, "opus"), (2, "opus x2")):
                     add((name, q, kbps * factor), opus_roundtrip(wav, sr, kbps * factor), wav)

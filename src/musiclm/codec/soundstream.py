@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -29,6 +30,7 @@ from musiclm.audio import check_finite
 from musiclm.config import Config, ConfigError
 from musiclm.pretrained import PretrainedMixin
 from musiclm.training import Trainable
+from musiclm.training.engine import GroupUpdate
 
 # vector-quantize-pytorch logs a warning whenever k-means sees fewer vectors than codes (tiny batches)
 logging.getLogger("vector_quantize_pytorch").setLevel(logging.ERROR)
@@ -290,14 +292,16 @@ class SoundStream(Trainable, PretrainedMixin):
         stft = config.frontend == "stft"
         self.encoder = STFTEncoder(config) if stft else WaveformEncoder(config)
         self.decoder = STFTDecoder(config) if stft else WaveformDecoder(config)
+        # Under torchrun the codebooks' k-means init, EMA updates and dead-code restarts must see every
+        # rank's vectors; the library fixes this when the quantizer is built, so build it in the group.
+        self.synced_codebooks = _world_size() > 1
         self.quantizer = ResidualVQ(
             dim=config.latent_dim, num_quantizers=config.num_quantizers, codebook_size=config.codebook_size,
             decay=config.ema_decay, kmeans_init=True, kmeans_iters=config.kmeans_iters,
             threshold_ema_dead_code=config.dead_code_threshold, quantize_dropout=config.quantizer_dropout,
-            commitment_weight=config.commitment_weight,
+            commitment_weight=config.commitment_weight, sync_codebook=self.synced_codebooks,
         )
         self.discriminators = Discriminators(config)
-        self._fake: torch.Tensor | None = None  # generator output kept for the discriminator's turn
 
     # interface attributes
     @property
@@ -320,6 +324,10 @@ class SoundStream(Trainable, PretrainedMixin):
     def codebook_size(self) -> int:
         return self.config.codebook_size
 
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.stem.weight.device
+
     def bitrate(self, num_quantizers: int | None = None) -> float:
         """Bits per second at ``num_quantizers`` levels (default: all)."""
         q = num_quantizers or self.num_quantizers
@@ -339,7 +347,7 @@ class SoundStream(Trainable, PretrainedMixin):
         if wav.shape[-1] == 0:
             raise CodecError("encode got an empty waveform (0 samples)")
         check_finite(wav, "audio passed to the codec")
-        return wav.float()
+        return wav.to(self.device, torch.float32)
 
     def _check_quantizers(self, num_quantizers: int | None) -> int:
         q = self.num_quantizers if num_quantizers is None else num_quantizers
@@ -373,7 +381,7 @@ class SoundStream(Trainable, PretrainedMixin):
             raise CodecError(
                 f"codes must be in 0..{self.codebook_size - 1}; got values {int(codes.min())}..{int(codes.max())}"
             )
-        return codes.long()
+        return codes.to(self.device, torch.long)
 
     def _dequantize(self, codes: torch.Tensor) -> torch.Tensor:
         return self.quantizer.get_output_from_indices(codes.transpose(1, 2)).transpose(1, 2)
@@ -429,41 +437,55 @@ class SoundStream(Trainable, PretrainedMixin):
         quantized, indices, commit = self.quantizer(z.transpose(1, 2))
         return self.decoder(quantized.transpose(1, 2)), indices, commit.sum()
 
-    def training_step(self, batch: Any, *, step: int, group: str) -> dict[str, torch.Tensor]:
+    def train_batch(self, step: int, update: GroupUpdate) -> None:
+        """One GAN step over the micro-batches of an optimiser step.
+
+        The generator runs once per micro-batch and learns against the discriminators as they are; the
+        discriminators then learn from those same outputs, detached. (DAC and AudioCraft update the
+        discriminators first; under gradient accumulation that would keep every micro-batch's generator
+        graph alive until the generator's update, or run the generator twice.)"""
         from musiclm.codec import losses
 
-        wav = batch["audio"] if isinstance(batch, dict) else batch
-        wav = wav[..., : wav.shape[-1] - wav.shape[-1] % self.hop_length]
+        if _world_size() > 1 and not self.synced_codebooks:
+            raise CodecError("this codec was built before the process group existed, so its codebooks would "
+                             "drift apart between ranks; build it after torch.distributed.init_process_group")
         adversarial = step >= self.config.disc_start_step
-        if group == "discriminator":
-            fake = self._fake if self._fake is not None else self(wav)[0]
-            self._fake = None
-            if not adversarial:  # keep the graph alive without updating (and DDP needs a loss)
-                return {"loss": sum(p.sum() * 0 for p in self.discriminators.parameters())}
-            real_out, _ = self.discriminators(wav)
-            fake_out, _ = self.discriminators(fake.detach())
+        fakes: list[torch.Tensor] = []  # the generator's output of each micro-batch, in order
+
+        def generator(index: int, batch: Any) -> dict[str, torch.Tensor]:
+            wav = self._whole_frames(batch)
+            fake, _, commit = self(wav)
+            fakes.append(fake.detach())
+            mel = losses.mel_loss(self._mel_loss_fn(), fake, wav)
+            out = {"mel": mel, "commit": commit}
+            total = self.config.mel_weight * mel + commit
+            if adversarial:
+                fake_out, fake_feats = self.discriminators(fake)
+                with torch.no_grad():
+                    _, real_feats = self.discriminators(wav)
+                out["adv"] = losses.generator_hinge(fake_out)
+                out["feat"] = losses.feature_matching(real_feats, fake_feats)
+                total = total + self.config.adv_weight * out["adv"] + self.config.feat_weight * out["feat"]
+            out["loss"] = total
+            return out
+
+        def discriminator(index: int, batch: Any) -> dict[str, torch.Tensor]:
+            real_out, _ = self.discriminators(self._whole_frames(batch))
+            fake_out, _ = self.discriminators(fakes[index])
             return {"loss": losses.discriminator_hinge(real_out, fake_out)}
 
-        fake, _, commit = self(wav)
-        self._fake = fake.detach() if self.training and step >= 0 else None
-        mel = losses.mel_loss(self._mel_loss_fn(), fake, wav)
-        out = {"mel": mel, "commit": commit}
-        total = self.config.mel_weight * mel + commit
-        if adversarial:
-            fake_out, fake_feats = self.discriminators(fake)
-            with torch.no_grad():
-                _, real_feats = self.discriminators(wav)
-            out["adv"] = losses.generator_hinge(fake_out)
-            out["feat"] = losses.feature_matching(real_feats, fake_feats)
-            total = total + self.config.adv_weight * out["adv"] + self.config.feat_weight * out["feat"]
-        out["loss"] = total
-        return out
+        update("generator", generator)
+        # before disc_start_step the discriminators' schedule still advances, without a forward pass
+        update("discriminator", discriminator if adversarial else None)
+
+    def _whole_frames(self, batch: Any) -> torch.Tensor:
+        wav = batch["audio"] if isinstance(batch, dict) else batch
+        return wav[..., : wav.shape[-1] - wav.shape[-1] % self.hop_length]
 
     def validation_step(self, batch: Any) -> dict[str, torch.Tensor]:
         from musiclm.codec import losses
 
-        wav = batch["audio"] if isinstance(batch, dict) else batch
-        wav = wav[..., : wav.shape[-1] - wav.shape[-1] % self.hop_length]
+        wav = self._whole_frames(batch)
         fake = self.decode(self.encode(wav))
         return {"loss": losses.mel_loss(self._mel_loss_fn(), fake, wav)}
 
@@ -473,6 +495,10 @@ class SoundStream(Trainable, PretrainedMixin):
 
             object.__setattr__(self, "_mel_fn", MultiScaleMelLoss(self.config))
         return self._mel_fn  # type: ignore[attr-defined]
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def train_defaults(preset: str) -> "Any":
@@ -512,4 +538,4 @@ def codec_from_checkpoint(run_dir: str, map_location: str = "cpu") -> SoundStrea
     model = SoundStream(SoundStreamConfig.from_dict(state["model_config"]))
     model.load_state_dict(state["model"])
     model.train_steps = int(state["step"])  # type: ignore[attr-defined]
-    return model.eval()
+    return model.to(map_location).eval()

@@ -66,6 +66,10 @@ class ClapConditioner(nn.Module, PretrainedMixin):
     def window_seconds(self) -> float:
         return self.config.window_seconds
 
+    @property
+    def device(self) -> torch.device:
+        return self.rvq.codebooks.device
+
     @staticmethod
     def _pooled(out) -> torch.Tensor:
         return out.pooler_output if hasattr(out, "pooler_output") else out  # transformers 5 returns an output object
@@ -84,7 +88,8 @@ class ClapConditioner(nn.Module, PretrainedMixin):
         chunks = [wav[b, s : s + win].numpy() for b in range(len(wav)) for s in starts]
         inputs = self.features(chunks, sampling_rate=self.sample_rate, return_tensors="pt", truncation="rand_trunc",
                                padding="repeatpad", max_length=win)
-        emb = F.normalize(self._pooled(self.clap.get_audio_features(input_features=inputs["input_features"])), dim=-1)
+        features = inputs["input_features"].to(self.device)  # the extractor works in numpy, on the CPU
+        emb = F.normalize(self._pooled(self.clap.get_audio_features(input_features=features)), dim=-1)
         return F.normalize(emb.unflatten(0, (len(wav), len(starts))).mean(1), dim=-1)
 
     @torch.no_grad()
@@ -94,7 +99,8 @@ class ClapConditioner(nn.Module, PretrainedMixin):
                 raise ValueError(f"text #{i} is empty or only whitespace ({text!r}): describe the music in words")
         batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_text_tokens,
                                return_tensors="pt")
-        out = self.clap.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        out = self.clap.get_text_features(input_ids=batch["input_ids"].to(self.device),
+                                          attention_mask=batch["attention_mask"].to(self.device))
         return F.normalize(self._pooled(out), dim=-1)
 
     def quantize(self, embedding: torch.Tensor) -> torch.Tensor:

@@ -42,8 +42,10 @@ class ResidualKMeans(nn.Module):
             km = faiss.Kmeans(self.dim, k, niter=iterations, seed=seed + level, verbose=False, min_points_per_centroid=1)
             km.train(np.ascontiguousarray(residual))
             centroids = torch.from_numpy(km.centroids).reshape(k, self.dim)
-            self.codebooks[level] = centroids[torch.arange(self.codebook_size) % k]
-            residual = residual - self.codebooks[level].numpy()[self._nearest(torch.from_numpy(residual), level).numpy()]
+            codebook = centroids[torch.arange(self.codebook_size) % k]  # on the CPU, with the numpy residual
+            self.codebooks[level] = codebook
+            nearest = torch.cdist(torch.from_numpy(residual), codebook).argmin(-1)
+            residual = residual - codebook.numpy()[nearest.numpy()]
             errors.append(float((residual**2).sum(1).mean()))
         self.fitted.fill_(True)
         return errors

@@ -55,6 +55,19 @@ def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+def setup(requested: str = "auto") -> tuple[torch.device, DistInfo]:
+    """This process's device and the process group torchrun describes, joined now. Commands call it
+    before building a model whose layers sync over ranks when built in a group (the codec's codebooks)."""
+    device = pick_device(requested, int(os.environ.get("LOCAL_RANK", "0")))
+    return device, init_distributed(device)
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op in one process): between phases that read what others wrote."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 class StreamSampler(torch.utils.data.Sampler[int]):
     """An endless, seeded stream of sample keys, sharded over ranks, that can start at any position.
 

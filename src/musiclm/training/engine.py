@@ -3,7 +3,9 @@
 A model plugs in by implementing :class:`Trainable`: ``training_step`` returns a dict of losses
 (``"loss"`` is what is optimised; everything else is logged). A model with several optimisers (the
 codec's generator and discriminators) names them in ``optimizer_groups``; the engine then runs one
-``training_step`` per group, in order, and steps only that group's parameters.
+``training_step`` per group, in order, and steps only that group's parameters. Where the groups share
+work (a GAN's discriminators learn from the generator's output), the model writes the whole step
+itself in ``train_batch``.
 
 The engine owns everything else: AdamW with warmup + cosine decay, gradient accumulation and
 clipping, EMA weights, bf16 autocast where the device has it, validation, TensorBoard + tqdm,
@@ -17,13 +19,12 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import random
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -45,11 +46,9 @@ from musiclm.training.checkpoint import (
     save_checkpoint,
 )
 from musiclm.training.distributed import (
-    DistInfo,
     StreamSampler,
     all_reduce_mean,
-    init_distributed,
-    pick_device,
+    setup,
 )
 
 
@@ -87,8 +86,23 @@ class TrainConfig(Config):
     init: str | None = None
 
 
+Losses = Callable[[int, Any], dict[str, torch.Tensor]]  # (micro-batch index, micro-batch) -> losses
+
+
+class GroupUpdate(Protocol):
+    def __call__(self, group: str, losses: Losses | None) -> None:
+        """Accumulate the gradients of ``losses`` over the step's micro-batches (in order; None: no
+        forward pass), then clip and step the optimiser of ``group``."""
+
+
 class Trainable(nn.Module):
     """What the engine needs from a model. Subclass it next to ``PretrainedMixin``."""
+
+    def train_batch(self, step: int, update: GroupUpdate) -> None:
+        """One optimiser step, as calls of ``update``. Default: each group in turn learns from its
+        ``training_step``."""
+        for group in self.optimizer_groups():
+            update(group, lambda _, batch, group=group: self.training_step(batch, step=step, group=group))
 
     def optimizer_groups(self) -> dict[str, dict[str, Any]]:
         """``{name: {"params": [...], **AdamW overrides}}``; default: one group of every parameter."""
@@ -104,14 +118,14 @@ class Trainable(nn.Module):
 
 
 class _StepRunner(nn.Module):
-    """Routes DDP's forward to ``training_step`` so DDP can see every step's graph."""
+    """Runs a model's losses as DDP's forward, so DDP sees the graph of every backward."""
 
     def __init__(self, model: Trainable):
         super().__init__()
         self.model = model
 
-    def forward(self, batch: Any, step: int, group: str) -> dict[str, torch.Tensor]:
-        return self.model.training_step(batch, step=step, group=group)
+    def forward(self, losses: Losses, index: int, batch: Any) -> dict[str, torch.Tensor]:
+        return losses(index, batch)
 
 
 class Trainer:
@@ -132,8 +146,7 @@ class Trainer:
         if len(train_data) == 0:  # type: ignore[arg-type]
             raise TrainingError("the training dataset is empty; check the manifest(s) you passed")
 
-        self.device = pick_device(config.device, _local_rank())
-        self.dist: DistInfo = init_distributed(self.device)
+        self.device, self.dist = setup(config.device)
         per_step = self.dist.world_size * config.grad_accum
         if config.batch_size % per_step:
             raise TrainingError(
@@ -266,38 +279,45 @@ class Trainer:
 
     # --------------------------------------------------------------- private
     def _optimizer_step(self, micro_batches: list[Any]) -> dict[str, float]:
-        cfg = self.config
         logs: dict[str, float] = {}
         micro_batches = [_to_device(b, self.device) for b in micro_batches]
-        for name, optimizer in self.optimizers.items():
-            prefix = f"{name}/" if len(self.optimizers) > 1 else ""
-            self.model.zero_grad(set_to_none=True)
-            for i, batch in enumerate(micro_batches):
-                sync = i == len(micro_batches) - 1
-                # DDP averages gradients across ranks only on the last micro-batch's backward.
-                no_sync = self.runner.no_sync() if self.dist.enabled and not sync else contextlib.nullcontext()
-                with no_sync:
-                    with self._autocast():
-                        out = self.runner(batch, self.step, name)
-                    loss = out["loss"]
-                    if not torch.isfinite(loss):
-                        raise TrainingError(
-                            f"{prefix}loss is {loss.item()} at step {self.step}; the last checkpoint in "
-                            f"{self.ckpt_dir} is unaffected. Lower the learning rate or check the data."
-                        )
-                    (loss / len(micro_batches)).backward()
-                for key, value in out.items():
-                    logs[prefix + key] = logs.get(prefix + key, 0.0) + float(value.detach()) / len(micro_batches)
-            params = self.groups[name]["params"]
-            if cfg.grad_clip:
-                logs[prefix + "grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
-            logs[prefix + "lr"] = self.schedulers[name].get_last_lr()[0]
-            optimizer.step()
-            self.schedulers[name].step()
+
+        def update(group: str, losses: Losses | None) -> None:
+            self._update(group, losses, micro_batches, logs)
+
+        self.model.train_batch(self.step, update)
         self.model.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         return logs
+
+    def _update(self, name: str, losses: Losses | None, micro_batches: list, logs: dict[str, float]) -> None:
+        if name not in self.optimizers:
+            raise TrainingError(f"train_batch updates {name!r}; the groups are {sorted(self.optimizers)}")
+        prefix = f"{name}/" if len(self.optimizers) > 1 else ""
+        self.model.zero_grad(set_to_none=True)  # another group's backward may have reached these parameters
+        for i, batch in enumerate(micro_batches if losses is not None else []):
+            sync = i == len(micro_batches) - 1
+            # DDP averages gradients across ranks only on the last micro-batch's backward.
+            no_sync = self.runner.no_sync() if self.dist.enabled and not sync else contextlib.nullcontext()
+            with no_sync:
+                with self._autocast():
+                    out = self.runner(losses, i, batch)
+                loss = out["loss"]
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"{prefix}loss is {loss.item()} at step {self.step}; the last checkpoint in "
+                        f"{self.ckpt_dir} is unaffected. Lower the learning rate or check the data."
+                    )
+                (loss / len(micro_batches)).backward()
+            for key, value in out.items():
+                logs[prefix + key] = logs.get(prefix + key, 0.0) + float(value.detach()) / len(micro_batches)
+        if self.config.grad_clip:
+            params = self.groups[name]["params"]
+            logs[prefix + "grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip))
+        logs[prefix + "lr"] = self.schedulers[name].get_last_lr()[0]
+        self.optimizers[name].step()
+        self.schedulers[name].step()
 
     def _make_optimizer(self, spec: dict[str, Any]) -> torch.optim.Optimizer:
         cfg = self.config
@@ -442,10 +462,6 @@ def _check_writable(out_dir: Path) -> None:
         probe.unlink()
     except OSError as err:
         raise TrainingError(f"output directory {out_dir} is not writable ({err.strerror}); choose another --out") from err
-
-
-def _local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
