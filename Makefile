@@ -12,8 +12,12 @@ demo: setup
 serve: setup
 	.venv/bin/musiclm serve --host $(HOST) --port $(PORT)
 
-test: setup
+test: setup lint
 	.venv/bin/python -m pytest -q
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 
 bench: setup
 	.venv/bin/python -m benchmarks

@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 names = sys.argv[1:] or sorted(
-    m.name.removeprefix("bench_") for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name.startswith("bench_")
+    m.name.removeprefix("bench_")
+    for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+    if m.name.startswith("bench_")
 )
 for name in names:
     print(f"== benchmark {name}", flush=True)

@@ -15,7 +15,9 @@ def main() -> None:
     model = SoundStream(SoundStreamConfig.preset("small"))
     sr = model.sample_rate
     batch = {"audio": 0.3 * torch.randn(4, sr)}
-    optimizers = {name: torch.optim.AdamW(spec["params"], lr=1e-4) for name, spec in model.optimizer_groups().items()}
+    optimizers = {
+        name: torch.optim.AdamW(spec["params"], lr=1e-4) for name, spec in model.optimizer_groups().items()
+    }
     model.train()
 
     def update(group, losses) -> None:  # what the engine does for a group, without DDP or accumulation
@@ -31,17 +33,20 @@ def main() -> None:
         codes = model.encode(wav)
         enc_s = median_time(lambda: model.encode(wav), repeats=3)
         dec_s = median_time(lambda: model.decode(codes), repeats=3)
-    record("codec", {
-        "preset": "small",
-        "generator_params": sum(p.numel() for p in model.generator_parameters()),
-        "discriminator_params": sum(p.numel() for p in model.discriminators.parameters()),
-        "train_step_s_batch4x1s_16k": round(step_s, 3),
-        "train_step_target_s": 1.5,
-        "encode_s_per_10s": round(enc_s, 3),
-        "decode_s_per_10s": round(dec_s, 3),
-        "encode_decode_x_realtime": round(10 / (enc_s + dec_s), 1),
-        "realtime_target_x": 50,
-    })
+    record(
+        "codec",
+        {
+            "preset": "small",
+            "generator_params": sum(p.numel() for p in model.generator_parameters()),
+            "discriminator_params": sum(p.numel() for p in model.discriminators.parameters()),
+            "train_step_s_batch4x1s_16k": round(step_s, 3),
+            "train_step_target_s": 1.5,
+            "encode_s_per_10s": round(enc_s, 3),
+            "decode_s_per_10s": round(dec_s, 3),
+            "encode_decode_x_realtime": round(10 / (enc_s + dec_s), 1),
+            "realtime_target_x": 50,
+        },
+    )
 
 
 if __name__ == "__main__":

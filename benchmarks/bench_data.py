@@ -22,7 +22,19 @@ from musiclm.data.build import BuildOptions, build
 from musiclm.data.datasets import AudioCropDataset
 
 BIG_BUILD = Path(os.environ.get("DATA_BIG_BUILD", "data/embedded"))
-BALANCE = ["split", "families", "tempo_class", "mode", "key", "collection", "style", "soundfont", "lineup", "is_melody", "voices"]
+BALANCE = [
+    "split",
+    "families",
+    "tempo_class",
+    "mode",
+    "key",
+    "collection",
+    "style",
+    "soundfont",
+    "lineup",
+    "is_melody",
+    "voices",
+]
 
 
 def shares(counts: dict[str, int]) -> dict[str, float]:
@@ -39,7 +51,9 @@ def main() -> None:
         card = json.loads((Path(tmp) / "card.json").read_text())
         audio_s = card["hours"] * 3600
         results["render"] = {
-            "audio_seconds": round(audio_s, 1), "wall_seconds": round(wall, 1), "clips": card["clips"],
+            "audio_seconds": round(audio_s, 1),
+            "wall_seconds": round(wall, 1),
+            "clips": card["clips"],
             "x_real_time_2_workers": round(audio_s / wall, 2),
             "extrapolated_wall_seconds_for_1_hour": round(3600 * wall / audio_s),
         }
@@ -48,14 +62,23 @@ def main() -> None:
         n, start = 60, time.perf_counter()
         for key in np.random.default_rng(0).integers(0, 2**31, n):
             ds[int(key)]
-        results["loader"] = {"crop_seconds": 10.0, "sample_rate": 24000, "processes": 1,
-                             "crops_per_second": round(n / (time.perf_counter() - start), 1)}
+        results["loader"] = {
+            "crop_seconds": 10.0,
+            "sample_rate": 24000,
+            "processes": 1,
+            "crops_per_second": round(n / (time.perf_counter() - start), 1),
+        }
     if (BIG_BUILD / "card.json").is_file():
         big = json.loads((BIG_BUILD / "card.json").read_text())
         results["big_build"] = {
-            "path": str(BIG_BUILD), "hours": big["hours"], "hours_per_split": big["hours_per_split"],
-            "clips": big["clips"], "works": big["works"], "melody_groups": big["melody_groups"],
-            "wall_seconds": big["build_seconds"], "x_real_time": round(big["hours"] * 3600 / big["build_seconds"], 2),
+            "path": str(BIG_BUILD),
+            "hours": big["hours"],
+            "hours_per_split": big["hours_per_split"],
+            "clips": big["clips"],
+            "works": big["works"],
+            "melody_groups": big["melody_groups"],
+            "wall_seconds": big["build_seconds"],
+            "x_real_time": round(big["hours"] * 3600 / big["build_seconds"], 2),
             "skip_reasons": big["skip_reasons"],
             "balance": {name: shares(big["counts"][name]) for name in BALANCE},
         }

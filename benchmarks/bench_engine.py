@@ -78,10 +78,13 @@ def main() -> None:
     bare_ms = statistics.median(bare) * 1e3
     engine_ms = statistics.median(e[0] for e in engine) * 1e3
     engine_wall_ms = statistics.median(e[1] for e in engine) * 1e3
-    record("engine", {
-        "model": f"MLP {DIM}-{DIM}-1, batch {BATCH}, {STEPS} steps, 3 runs each, alternating",
-        "bare_loop_ms_per_step_median": round(bare_ms, 3),
-        "engine_ms_per_step_median": round(engine_ms, 3),
-        "engine_overhead_ms_per_step": round(engine_ms - bare_ms, 3),
-        "engine_wall_ms_per_step_incl_setup_checkpoint_export": round(engine_wall_ms, 3),
-    })
+    record(
+        "engine",
+        {
+            "model": f"MLP {DIM}-{DIM}-1, batch {BATCH}, {STEPS} steps, 3 runs each, alternating",
+            "bare_loop_ms_per_step_median": round(bare_ms, 3),
+            "engine_ms_per_step_median": round(engine_ms, 3),
+            "engine_overhead_ms_per_step": round(engine_ms - bare_ms, 3),
+            "engine_wall_ms_per_step_incl_setup_checkpoint_export": round(engine_wall_ms, 3),
+        },
+    )

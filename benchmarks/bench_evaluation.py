@@ -50,16 +50,30 @@ def main() -> None:
     candidates = prompts_from_manifest([c for c in clips if c.split != "train"])
     prompts = candidates[: min(N_PROMPTS, len(candidates) - REFERENCE_CLIPS)]
     if not prompts:
-        raise SystemExit(f"the manifest has {len(candidates)} held-out clips with held-out captions; the "
-                         f"benchmark needs more than the {REFERENCE_CLIPS} kept apart as FAD/KLD reference")
-    mulan, mulan_src = _part("EVAL_MULAN", SHIPPED_MODEL / "mulan", lambda: MuLan(MuLanConfig.preset("small")))
-    codec, codec_src = _part("EVAL_CODEC", SHIPPED_MODEL / "codec", lambda: SoundStream(SoundStreamConfig.preset("small")))
-    clf, clf_src = _part("EVAL_CLASSIFIER", SHIPPED_MODEL.parent / "eval_classifier", lambda: EvalClassifier(ClassifierConfig.preset("small")))
-    ev = Evaluators(conditioner=mulan, classifier=clf, embedders={
-        "mulan": (conditioner_embedder(mulan, window_seconds=min(10.0, SECONDS)), mulan.sample_rate),
-        "codec": (codec_embedder(codec), codec.sample_rate),
-        "classifier": (clf.frames, clf.config.sample_rate),
-    })
+        raise SystemExit(
+            f"the manifest has {len(candidates)} held-out clips with held-out captions; the "
+            f"benchmark needs more than the {REFERENCE_CLIPS} kept apart as FAD/KLD reference"
+        )
+    mulan, mulan_src = _part(
+        "EVAL_MULAN", SHIPPED_MODEL / "mulan", lambda: MuLan(MuLanConfig.preset("small"))
+    )
+    codec, codec_src = _part(
+        "EVAL_CODEC", SHIPPED_MODEL / "codec", lambda: SoundStream(SoundStreamConfig.preset("small"))
+    )
+    clf, clf_src = _part(
+        "EVAL_CLASSIFIER",
+        SHIPPED_MODEL.parent / "eval_classifier",
+        lambda: EvalClassifier(ClassifierConfig.preset("small")),
+    )
+    ev = Evaluators(
+        conditioner=mulan,
+        classifier=clf,
+        embedders={
+            "mulan": (conditioner_embedder(mulan, window_seconds=min(10.0, SECONDS)), mulan.sample_rate),
+            "codec": (codec_embedder(codec), codec.sample_rate),
+            "classifier": (clf.frames, clf.config.sample_rate),
+        },
+    )
     sr = codec.sample_rate
     pipeline_dir = Path(os.environ.get("EVAL_PIPELINE", SHIPPED_MODEL))
     t0 = time.perf_counter()
@@ -75,16 +89,35 @@ def main() -> None:
         source = "given audio: held-out clips of other prompts (no pipeline checkpoint found)"
     generation_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    metrics = run_evaluation(prompts, clips, Path("benchmarks/results/evaluation_report"), ev, sample_rate=sr,
-                             seconds=SECONDS, generated=generated, codec=codec,
-                             reference_clips_min=REFERENCE_CLIPS,
-                             extra_info={"generated": source, "mulan": mulan_src, "codec": codec_src,
-                                         "classifier": clf_src})
+    metrics = run_evaluation(
+        prompts,
+        clips,
+        Path("benchmarks/results/evaluation_report"),
+        ev,
+        sample_rate=sr,
+        seconds=SECONDS,
+        generated=generated,
+        codec=codec,
+        reference_clips_min=REFERENCE_CLIPS,
+        extra_info={"generated": source, "mulan": mulan_src, "codec": codec_src, "classifier": clf_src},
+    )
     wall = time.perf_counter() - t0
-    table = {row: {k: round(v, 4) for k, v in m.items() if isinstance(v, float)} for row, m in metrics.items()}
-    record("evaluation", {
-        "prompts": len(prompts), "seconds_per_clip": SECONDS, "threads": 2, "generated": source,
-        "generation_wall_s": round(generation_s, 1), "evaluation_wall_s": round(wall, 1),
-        "seconds_per_metric_generated_row": {k: round(v, 1) for k, v in metrics["generated"]["seconds"].items()},
-        "parts": {"mulan": mulan_src, "codec": codec_src, "classifier": clf_src}, "table": table,
-    })
+    table = {
+        row: {k: round(v, 4) for k, v in m.items() if isinstance(v, float)} for row, m in metrics.items()
+    }
+    record(
+        "evaluation",
+        {
+            "prompts": len(prompts),
+            "seconds_per_clip": SECONDS,
+            "threads": 2,
+            "generated": source,
+            "generation_wall_s": round(generation_s, 1),
+            "evaluation_wall_s": round(wall, 1),
+            "seconds_per_metric_generated_row": {
+                k: round(v, 1) for k, v in metrics["generated"]["seconds"].items()
+            },
+            "parts": {"mulan": mulan_src, "codec": codec_src, "classifier": clf_src},
+            "table": table,
+        },
+    )

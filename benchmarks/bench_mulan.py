@@ -1,4 +1,5 @@
-"""MuLan / melody embedder speed and size: embedding a clip, a training step, quantizing; paper param counts."""
+"""MuLan / melody embedder speed and size: embedding a clip, a training step, quantizing; paper param
+counts."""
 
 from __future__ import annotations
 
@@ -21,15 +22,19 @@ def main() -> None:
         with torch.device("meta"):
             mulan, melody = MuLan(MuLanConfig.preset(preset)), MelodyEmbedder(MelodyConfig.preset(preset))
         results["params_millions"][preset] = {
-            "mulan_audio_tower": _params(mulan.audio_tower), "mulan_text_encoder": _params(mulan.text_encoder),
-            "mulan_total": _params(mulan), "melody": _params(melody),
+            "mulan_audio_tower": _params(mulan.audio_tower),
+            "mulan_text_encoder": _params(mulan.text_encoder),
+            "mulan_total": _params(mulan),
+            "melody": _params(melody),
         }
     mulan = MuLan(MuLanConfig.preset("small")).eval()
     melody = MelodyEmbedder(MelodyConfig.preset("small")).eval()
     sr = mulan.sample_rate
     with torch.no_grad():
         results["small_embed_audio_10s_s"] = median_time(lambda: mulan.embed_audio(torch.randn(1, 10 * sr)))
-        results["small_embed_audio_30s_s"] = median_time(lambda: mulan.embed_audio(torch.randn(1, 30 * sr)), repeats=3)
+        results["small_embed_audio_30s_s"] = median_time(
+            lambda: mulan.embed_audio(torch.randn(1, 30 * sr)), repeats=3
+        )
         texts = ["A lively folk dance played on fiddle and accordion at about 130 BPM in G major."] * 16
         results["small_embed_text_batch16_s"] = median_time(lambda: mulan.embed_text(texts))
         results["small_melody_embed_10s_s"] = median_time(lambda: melody.embed(torch.randn(1, 10 * sr)))
@@ -45,7 +50,11 @@ def main() -> None:
 
     results["small_mulan_train_step_batch16_s"] = median_time(step, repeats=3)
     melody.train()
-    pairs = {"anchor": torch.randn(32, 4 * sr), "positive": torch.randn(32, 4 * sr), "group": torch.arange(32)}
+    pairs = {
+        "anchor": torch.randn(32, 4 * sr),
+        "positive": torch.randn(32, 4 * sr),
+        "group": torch.arange(32),
+    }
 
     def melody_step() -> None:
         melody.zero_grad()

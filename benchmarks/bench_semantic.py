@@ -85,8 +85,15 @@ def probe(train_tokens, train_chroma, test_tokens, test_chroma, vocab: int) -> d
     top = LogisticRegression(max_iter=300).fit(x_tr, y_tr)
     result = {"top_pc_accuracy": float((top.predict(x_te) == y_te).mean())}
     on_tr, on_te = train_chroma > 0, test_chroma > 0
-    pred = np.stack([LogisticRegression(max_iter=300).fit(x_tr, on_tr[:, k]).predict(x_te)
-                     if 0 < on_tr[:, k].mean() < 1 else np.full(len(x_te), on_tr[0, k]) for k in range(12)], 1)
+    pred = np.stack(
+        [
+            LogisticRegression(max_iter=300).fit(x_tr, on_tr[:, k]).predict(x_te)
+            if 0 < on_tr[:, k].mean() < 1
+            else np.full(len(x_te), on_tr[0, k])
+            for k in range(12)
+        ],
+        1,
+    )
     result["pc_micro_f1"] = float(f1_score(on_te, pred, average="micro"))
     return result
 
@@ -107,15 +114,27 @@ def timbre_gap(clips, tokens: dict[int, np.ndarray], vocab: int) -> dict[str, fl
     for i, c in enumerate(clips):
         if c.attributes.get("melody_group"):
             by_group.setdefault(c.attributes["melody_group"], []).append(i)
-    same = [histogram_distance(tokens[a], tokens[b], vocab) for g in by_group.values() for a, b in itertools.combinations(g, 2)]
+    same = [
+        histogram_distance(tokens[a], tokens[b], vocab)
+        for g in by_group.values()
+        for a, b in itertools.combinations(g, 2)
+    ]
     melody_only = [i for i, c in enumerate(clips) if c.attributes.get("is_melody")]
-    diff = [histogram_distance(tokens[a], tokens[b], vocab) for a, b in itertools.combinations(melody_only, 2)
-            if clips[a].attributes["programs"] == clips[b].attributes["programs"]
-            and clips[a].attributes["melody_group"] != clips[b].attributes["melody_group"]]
+    diff = [
+        histogram_distance(tokens[a], tokens[b], vocab)
+        for a, b in itertools.combinations(melody_only, 2)
+        if clips[a].attributes["programs"] == clips[b].attributes["programs"]
+        and clips[a].attributes["melody_group"] != clips[b].attributes["melody_group"]
+    ]
     if not same or not diff:
         return {"pairs_same_melody": len(same), "pairs_different_melody": len(diff)}
-    return {"same_melody_distance": float(np.mean(same)), "different_melody_same_instrument_distance": float(np.mean(diff)),
-            "gap": float(np.mean(diff) - np.mean(same)), "pairs_same_melody": len(same), "pairs_different_melody": len(diff)}
+    return {
+        "same_melody_distance": float(np.mean(same)),
+        "different_melody_same_instrument_distance": float(np.mean(diff)),
+        "gap": float(np.mean(diff) - np.mean(same)),
+        "pairs_same_melody": len(same),
+        "pairs_different_melody": len(diff),
+    }
 
 
 def training_cpu_seconds() -> float | None:
@@ -157,8 +176,13 @@ def main() -> None:
         sounding = y.sum(1) > 0  # silent frames have no pitch class to predict
         return t[sounding], y[sounding]
 
-    results: dict[str, object] = {"tokenizer": str(TOKENIZER), "data": str(data), "vocab_size": vocab,
-                                  "held_out_clips": len(held), "layer": tokenizer.config.layer}
+    results: dict[str, object] = {
+        "tokenizer": str(TOKENIZER),
+        "data": str(data),
+        "vocab_size": vocab,
+        "held_out_clips": len(held),
+        "layer": tokenizer.config.layer,
+    }
     y_tr = split_frames(ours, "valid")[1]
     y_te = split_frames(ours, "test")[1]
     prior = np.bincount(y_tr.argmax(1), minlength=12) / len(y_tr)
@@ -167,14 +191,19 @@ def main() -> None:
     guess = rng.random(y_te.shape) < on_rate
     from sklearn.metrics import f1_score
 
-    results["chance"] = {"top_pc_accuracy": float((y_te.argmax(1) == prior.argmax()).mean()),
-                         "pc_micro_f1": float(f1_score(y_te > 0, guess, average="micro"))}
+    results["chance"] = {
+        "top_pc_accuracy": float((y_te.argmax(1) == prior.argmax()).mean()),
+        "pc_micro_f1": float(f1_score(y_te > 0, guess, average="micro")),
+    }
     for name, tokens in (("w2vbert_kmeans", ours), ("logmel_kmeans", mel)):
         t_tr, c_tr = split_frames(tokens, "valid")
         t_te, c_te = split_frames(tokens, "test")
         all_tokens = np.concatenate(list(tokens.values()))
-        results[name] = {**probe(t_tr, c_tr, t_te, c_te, vocab), **usage(all_tokens, vocab),
-                         **timbre_gap(held, tokens, vocab)}
+        results[name] = {
+            **probe(t_tr, c_tr, t_te, c_te, vocab),
+            **usage(all_tokens, vocab),
+            **timbre_gap(held, tokens, vocab),
+        }
     results["probe_frames"] = {"valid": int(len(y_tr)), "test": int(len(y_te))}
     results["tokenize_cpu_s_per_audio_s"] = tokenize_cpu / sum(len(w) / sr for w in audio)
     results["training_cpu_seconds"] = training_cpu_seconds()

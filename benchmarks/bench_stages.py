@@ -18,10 +18,27 @@ from benchmarks.common import median_time, record
 from musiclm.pipeline import StageSet, generate_tokens
 from musiclm.stages import STAGES, Sampling, StageConfig, StageLM
 
-REFERENCE = dict(dim=128, layers=2, heads=4, ff=512, dropout=0.0, mulan_quantizers=12, mulan_codebook=256,
-                 semantic_vocab=256, codebook_size=256, coarse_quantizers=4, fine_quantizers=8)
-PAPER_VOCAB = dict(mulan_quantizers=12, mulan_codebook=1024, semantic_vocab=1024, codebook_size=1024,
-                   coarse_quantizers=4, fine_quantizers=8)
+REFERENCE = dict(
+    dim=128,
+    layers=2,
+    heads=4,
+    ff=512,
+    dropout=0.0,
+    mulan_quantizers=12,
+    mulan_codebook=256,
+    semantic_vocab=256,
+    codebook_size=256,
+    coarse_quantizers=4,
+    fine_quantizers=8,
+)
+PAPER_VOCAB = dict(
+    mulan_quantizers=12,
+    mulan_codebook=1024,
+    semantic_vocab=1024,
+    codebook_size=1024,
+    coarse_quantizers=4,
+    fine_quantizers=8,
+)
 
 
 def stages(preset: str, **fields) -> StageSet:
@@ -33,22 +50,31 @@ def peak_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def run(st: StageSet, seconds: float, batch: int, guidance: float | None, cache: bool = True, repeats: int = 3):
+def run(
+    st: StageSet, seconds: float, batch: int, guidance: float | None, cache: bool = True, repeats: int = 3
+):
     mulan = [(0.0, torch.zeros(batch, st.semantic.config.mulan_quantizers, dtype=torch.long))]
     samplings = [Sampling(t, guidance=guidance) for t in (1.0, 0.95, 0.4)]
 
     def once():
-        return generate_tokens(st, mulan, seconds, samplings, generator=torch.Generator().manual_seed(0),
-                               use_cache=cache)
+        return generate_tokens(
+            st, mulan, seconds, samplings, generator=torch.Generator().manual_seed(0), use_cache=cache
+        )
+
     total = median_time(once, repeats=repeats, warmup=1)
     tokens = batch * (round(seconds * 25) + round(seconds * 50) * (st.coarse.levels + st.fine.levels))
     share = stage_shares(st, mulan, seconds, samplings, cache)
     per_stage = {k: v * total for k, v in share.items()}
     return {
-        "seconds_of_audio": seconds, "batch": batch, "guidance": guidance, "kv_cache": cache,
-        "wall_s": round(total, 3), "rtf_total": round(total / seconds, 3),
+        "seconds_of_audio": seconds,
+        "batch": batch,
+        "guidance": guidance,
+        "kv_cache": cache,
+        "wall_s": round(total, 3),
+        "rtf_total": round(total / seconds, 3),
         "rtf_per_stage": {k: round(v / seconds, 3) for k, v in per_stage.items()},
-        "tokens_per_s": round(tokens / total), "peak_rss_mb": peak_mb(),
+        "tokens_per_s": round(tokens / total),
+        "peak_rss_mb": peak_mb(),
     }
 
 
@@ -67,7 +93,9 @@ def stage_shares(st: StageSet, mulan, seconds: float, samplings, cache: bool) ->
 
         model.transformer.forward = timed
         wrapped.append(model)
-    generate_tokens(st, mulan, seconds, samplings, generator=torch.Generator().manual_seed(0), use_cache=cache)
+    generate_tokens(
+        st, mulan, seconds, samplings, generator=torch.Generator().manual_seed(0), use_cache=cache
+    )
     for model in wrapped:
         del model.transformer.forward
     # sampling and bookkeeping outside the networks are shared in proportion to the networks' time
@@ -82,10 +110,15 @@ def training_throughput(preset: str, fields: dict, batch: int = 8, steps: int = 
         model = StageLM(StageConfig.for_stage(name, preset, **fields)).train()
         c = model.config
         frames = round(c.window_seconds * (c.semantic_rate if name == "semantic" else c.acoustic_rate))
-        prefix_len = {"semantic": c.mulan_quantizers, "coarse": c.mulan_quantizers + round(c.window_seconds * c.semantic_rate),
-                      "fine": frames * c.coarse_quantizers}[name] + 1
-        batch_data = {"prefix": torch.randint(2, 3, (batch, prefix_len)),
-                      "codes": torch.randint(0, model.codebook, (batch, model.levels, frames))}
+        prefix_len = {
+            "semantic": c.mulan_quantizers,
+            "coarse": c.mulan_quantizers + round(c.window_seconds * c.semantic_rate),
+            "fine": frames * c.coarse_quantizers,
+        }[name] + 1
+        batch_data = {
+            "prefix": torch.randint(2, 3, (batch, prefix_len)),
+            "codes": torch.randint(0, model.codebook, (batch, model.levels, frames)),
+        }
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
         def step():
@@ -108,7 +141,8 @@ def main() -> None:
     results["reference"].append(run(ref, 2.0, 1, None, cache=False, repeats=1))
     r = {(x["seconds_of_audio"], x["guidance"], x["kv_cache"]): x["wall_s"] for x in results["reference"]}
     results["reference_targets"] = {
-        "2s_wall_s (<=0.75)": r[(2.0, None, True)], "4s_wall_s (<=1.5)": r[(4.0, None, True)],
+        "2s_wall_s (<=0.75)": r[(2.0, None, True)],
+        "4s_wall_s (<=1.5)": r[(4.0, None, True)],
         "4s/2s ratio (linear: 2)": round(r[(4.0, None, True)] / r[(2.0, None, True)], 2),
         "cfg_cost_2s (<=2x)": round(r[(2.0, 3.0, True)] / r[(2.0, None, True)], 2),
         "cfg_cost_4s (<=2x)": round(r[(4.0, 3.0, True)] / r[(4.0, None, True)], 2),
@@ -121,7 +155,9 @@ def main() -> None:
         results[preset].append(run(st, 10.0, 1, None, repeats=1))
         results[preset].append(run(st, 1.0, 1, 3.0, cache=False, repeats=1))
         results[f"{preset}_params_per_stage"] = {
-            n: sum(p.numel() for p in m.parameters()) for n, m in zip(STAGES, (st.semantic, st.coarse, st.fine))}
+            n: sum(p.numel() for p in m.parameters())
+            for n, m in zip(STAGES, (st.semantic, st.coarse, st.fine))
+        }
         results[f"{preset}_training_tokens_per_s_batch8"] = training_throughput(preset, PAPER_VOCAB)
     results["small_10s_with_cfg_wall_s (<=10)"] = results["small"][0]["wall_s"]
     record("stages", results)

@@ -16,8 +16,15 @@ def tiny_dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_dataset")
     return build(
         BuildOptions(
-            out=out, hours=None, max_works=8, sample_rate=24000, workers=2, seed=2, clip_seconds=(4.0, 4.0),
-            melody_fraction=0.5, collections=["essen", "oneills1850", "ryans_mammoth", "bach"],
+            out=out,
+            hours=None,
+            max_works=8,
+            sample_rate=24000,
+            workers=2,
+            seed=2,
+            clip_seconds=(4.0, 4.0),
+            melody_fraction=0.5,
+            collections=["essen", "oneills1850", "ryans_mammoth", "bach"],
             soundfonts=["TimGM6mb", "FluidR3_GM"],
         )
     )

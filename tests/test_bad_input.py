@@ -71,8 +71,9 @@ def zoo(tmp_path_factory) -> Path:
     sf.write(root / "huge_rate.wav", tone(seconds=0.001, rate=2_000_000), 2_000_000)
     sf.write(root / "t.flac", tone(), RATE)
     sf.write(root / "t.ogg", tone(), RATE)
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(root / "good.wav"), str(root / "t.mp3")],
-                   check=True)
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-y", "-i", str(root / "good.wav"), str(root / "t.mp3")], check=True
+    )
     (root / "folder.wav").mkdir()
     return root
 
@@ -85,8 +86,12 @@ class Interrupted:
         self.folder, self.pattern, self.needed, self.log = folder, pattern, needed, log
         env = {k: v for k, v in os.environ.items() if k != "MUSICLM_DEBUG"}
         with open(log, "w") as out:  # a file, not a pipe: nobody reads a pipe while the watcher waits
-            self.process = subprocess.Popen([sys.executable, "-m", "musiclm.cli.main", *map(str, args)],
-                                            env=env, stdout=out, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "musiclm.cli.main", *map(str, args)],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         self.before: dict[str, str] | None = None
         self.watcher = threading.Thread(target=self._watch, daemon=True)
         self.watcher.start()
@@ -120,13 +125,51 @@ def interrupted(tmp_path_factory, zoo):
         clips.append(Clip(root / f"clip{i}.wav", duration=3.0))
     manifest = write_manifest(root / "train.jsonl", clips)
     runs = {
-        "generate": Interrupted(["generate", "--prompts-file", prompts, "--batch-size", "1",
-                                 "--duration", "1", "--seed", "0", "--out", root / "gen" / "o.wav"],
-                                root / "gen", "o-*.wav", 1, root / "generate.log"),
-        "train": Interrupted(["train", "codec", "--preset", "tiny", "--data", manifest, "--out", root / "run",
-                              "--steps", "400", "--batch-size", "2", "--device", "cpu",
-                              "--set", "ckpt_every=2", "--set", "progress=false"],
-                             root / "run" / "checkpoints", "step_*.pt", 2, root / "train.log"),
+        "generate": Interrupted(
+            [
+                "generate",
+                "--prompts-file",
+                prompts,
+                "--batch-size",
+                "1",
+                "--duration",
+                "1",
+                "--seed",
+                "0",
+                "--out",
+                root / "gen" / "o.wav",
+            ],
+            root / "gen",
+            "o-*.wav",
+            1,
+            root / "generate.log",
+        ),
+        "train": Interrupted(
+            [
+                "train",
+                "codec",
+                "--preset",
+                "tiny",
+                "--data",
+                manifest,
+                "--out",
+                root / "run",
+                "--steps",
+                "400",
+                "--batch-size",
+                "2",
+                "--device",
+                "cpu",
+                "--set",
+                "ckpt_every=2",
+                "--set",
+                "progress=false",
+            ],
+            root / "run" / "checkpoints",
+            "step_*.pt",
+            2,
+            root / "train.log",
+        ),
     }
     yield {**runs, "prompts": prompts}
     for run in runs.values():
@@ -161,25 +204,36 @@ def assert_clear(code: int, text: str, *words: str) -> None:
 
 
 # ------------------------------------------------------------------------------------ audio loader
-@pytest.mark.parametrize("name, words", [
-    ("empty.wav", "is empty (0 bytes)"),
-    ("trunc.wav", "cannot read audio file"),
-    ("text.wav", "cannot read audio file"),
-    ("junk.mp3", "complete WAV, FLAC, OGG or MP3 file"),
-    ("nan.wav", "contains NaN or infinite samples"),
-    ("inf.wav", "contains NaN or infinite samples"),
-    ("folder.wav", "is a folder, not an audio file"),
-    ("missing.wav", "no such file"),
-])
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("empty.wav", "is empty (0 bytes)"),
+        ("trunc.wav", "cannot read audio file"),
+        ("text.wav", "cannot read audio file"),
+        ("junk.mp3", "complete WAV, FLAC, OGG or MP3 file"),
+        ("nan.wav", "contains NaN or infinite samples"),
+        ("inf.wav", "contains NaN or infinite samples"),
+        ("folder.wav", "is a folder, not an audio file"),
+        ("missing.wav", "no such file"),
+    ],
+)
 def test_load_audio_refuses_bad_files(zoo, name, words):
     with pytest.raises(AudioError, match=re.escape(words)):
         load_audio(zoo / name, RATE)
 
 
-@pytest.mark.parametrize("name, samples, hz", [
-    ("ch8.wav", RATE, 440), ("t.flac", RATE, 440), ("t.ogg", RATE, 440), ("t.mp3", RATE, 440),
-    ("zero.wav", 0, None), ("huge_rate.wav", 24, None), ("short_data.wav", 1000, None),
-])
+@pytest.mark.parametrize(
+    "name, samples, hz",
+    [
+        ("ch8.wav", RATE, 440),
+        ("t.flac", RATE, 440),
+        ("t.ogg", RATE, 440),
+        ("t.mp3", RATE, 440),
+        ("zero.wav", 0, None),
+        ("huge_rate.wav", 24, None),
+        ("short_data.wav", 1000, None),
+    ],
+)
 def test_load_audio_documented_successes(zoo, name, samples, hz):
     wav = load_audio(zoo / name, RATE)
     assert wav.ndim == 1 and abs(wav.shape[0] - samples) <= (1200 if name == "t.mp3" else 1)
@@ -193,26 +247,29 @@ def model() -> MusicLM:
     return MusicLM.from_pretrained()
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"texts": [""]}, "are empty"),
-    ({"texts": ["  \n\t"]}, "are empty"),
-    ({"texts": []}, "no prompts"),
-    ({"duration": -1.0}, "positive number of seconds"),
-    ({"duration": 0.0}, "positive number of seconds"),
-    ({"duration": math.inf}, "positive number of seconds"),
-    ({"duration": math.nan}, "positive number of seconds"),
-    ({"duration": 1e6}, "above this model's maximum"),
-    ({"temperatures": (1.0,)}, "3 finite values"),
-    ({"temperatures": (math.nan, 1.0, 1.0)}, "3 finite values"),
-    ({"guidance": math.inf}, "finite scale"),
-    ({"top_p": 2.0}, "top_p must be in (0, 1]"),
-    ({"melody": "folder.wav"}, "is a folder"),
-    ({"melody": "nan.wav"}, "NaN"),
-    ({"melody": "zero.wav"}, "needs at least one window"),
-    ({"continuation": "silent.wav"}, "silent"),
-    ({"continuation": "missing.wav"}, "not found"),
-    ({"texts": None, "story": [("calm piano", -1.0)]}, "each needs > 0 s"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"texts": [""]}, "are empty"),
+        ({"texts": ["  \n\t"]}, "are empty"),
+        ({"texts": []}, "no prompts"),
+        ({"duration": -1.0}, "positive number of seconds"),
+        ({"duration": 0.0}, "positive number of seconds"),
+        ({"duration": math.inf}, "positive number of seconds"),
+        ({"duration": math.nan}, "positive number of seconds"),
+        ({"duration": 1e6}, "above this model's maximum"),
+        ({"temperatures": (1.0,)}, "3 finite values"),
+        ({"temperatures": (math.nan, 1.0, 1.0)}, "3 finite values"),
+        ({"guidance": math.inf}, "finite scale"),
+        ({"top_p": 2.0}, "top_p must be in (0, 1]"),
+        ({"melody": "folder.wav"}, "is a folder"),
+        ({"melody": "nan.wav"}, "NaN"),
+        ({"melody": "zero.wav"}, "needs at least one window"),
+        ({"continuation": "silent.wav"}, "silent"),
+        ({"continuation": "missing.wav"}, "not found"),
+        ({"texts": None, "story": [("calm piano", -1.0)]}, "each needs > 0 s"),
+    ],
+)
 def test_generate_refuses_bad_requests(model, zoo, kwargs, words):
     kwargs = {k: zoo / v if k in ("melody", "continuation") else v for k, v in kwargs.items()}
     request = {"texts": ["calm piano"], "duration": 1.0, **kwargs}
@@ -222,8 +279,12 @@ def test_generate_refuses_bad_requests(model, zoo, kwargs, words):
 
 @pytest.fixture(scope="module")
 def odd_prompts(model) -> torch.Tensor:
-    prompts = [("slow piano " * 2000)[:20_000], "🎹🎻 calm 🌙 night 🎶", "安静的钢琴曲，静かなピアノ",
-               "calm\x00piano\x07\x1b[31m\r\b"]
+    prompts = [
+        ("slow piano " * 2000)[:20_000],
+        "🎹🎻 calm 🌙 night 🎶",
+        "安静的钢琴曲，静かなピアノ",
+        "calm\x00piano\x07\x1b[31m\r\b",
+    ]
     assert len(prompts[0]) == 20_000
     return model.generate(prompts, 1.0, seed=0)
 
@@ -248,12 +309,15 @@ def broken_parts(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("name, error, words", [
-    ("truncated", ConfigError, "is not a readable safetensors file"),
-    ("pickled", ConfigError, "is not a readable safetensors file"),
-    ("bad_json", ConfigError, "is not a JSON object"),
-    ("empty", FileNotFoundError, "has no config.json"),
-])
+@pytest.mark.parametrize(
+    "name, error, words",
+    [
+        ("truncated", ConfigError, "is not a readable safetensors file"),
+        ("pickled", ConfigError, "is not a readable safetensors file"),
+        ("bad_json", ConfigError, "is not a JSON object"),
+        ("empty", FileNotFoundError, "has no config.json"),
+    ],
+)
 def test_load_component_refuses_broken_folders(broken_parts, name, error, words):
     with pytest.raises(error, match=re.escape(words)):
         load_component(broken_parts / name)
@@ -289,27 +353,50 @@ def test_pipeline_loaders_refuse_what_is_not_a_pipeline(tmp_path, zoo):
 # ------------------------------------------------------------------------------------ the CLI
 def test_generate_cli_bad_outputs_leave_no_file(capsys, monkeypatch, tmp_path):
     (tmp_path / "a_file").write_text("x")
-    code, text = cli(capsys, monkeypatch, "generate", "calm piano", "--duration", "1", "--seed", "0",
-                     "--out", tmp_path / "a_file" / "o.wav")
+    code, text = cli(
+        capsys,
+        monkeypatch,
+        "generate",
+        "calm piano",
+        "--duration",
+        "1",
+        "--seed",
+        "0",
+        "--out",
+        tmp_path / "a_file" / "o.wav",
+    )
     assert_clear(code, text, "cannot write audio file", "choose a writable path")
-    code, text = cli(capsys, monkeypatch, "generate", "calm piano", "--duration", "1", "--seed", "0",
-                     "--out", tmp_path / "o.xyz")
+    code, text = cli(
+        capsys,
+        monkeypatch,
+        "generate",
+        "calm piano",
+        "--duration",
+        "1",
+        "--seed",
+        "0",
+        "--out",
+        tmp_path / "o.xyz",
+    )
     assert_clear(code, text, "cannot write audio file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # nothing half-written
 
 
-@pytest.mark.parametrize("args, words", [
-    (["generate", "calm", "--duration", "nan"], "positive number of seconds"),
-    (["generate", "calm", "--duration", "-3"], "positive number of seconds"),
-    (["generate", "", "--duration", "1"], "are empty"),
-    (["generate", "calm", "--checkpoint", "{zoo}/good.wav"], "no pipeline.json"),
-    (["generate", "calm", "--duration", "1", "--melody", "{zoo}/missing.wav"], "not found"),
-    (["generate", "calm", "--duration", "1", "--melody", "{zoo}/nan.wav"], "NaN"),
-    (["generate", "--prompts-file", "{zoo}/missing.txt"], "not found"),
-    (["generate", "--prompts-file", "{zoo}/empty_prompt.jsonl"], 'non-empty "text"'),
-    (["data", "index", "{zoo}/good.wav", "--out", "{tmp}/m.jsonl"], "is not a folder"),
-    (["mulan", "embed", "--model", "{zoo}", "--audio", "{zoo}/good.wav"], "has no config.json"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["generate", "calm", "--duration", "nan"], "positive number of seconds"),
+        (["generate", "calm", "--duration", "-3"], "positive number of seconds"),
+        (["generate", "", "--duration", "1"], "are empty"),
+        (["generate", "calm", "--checkpoint", "{zoo}/good.wav"], "no pipeline.json"),
+        (["generate", "calm", "--duration", "1", "--melody", "{zoo}/missing.wav"], "not found"),
+        (["generate", "calm", "--duration", "1", "--melody", "{zoo}/nan.wav"], "NaN"),
+        (["generate", "--prompts-file", "{zoo}/missing.txt"], "not found"),
+        (["generate", "--prompts-file", "{zoo}/empty_prompt.jsonl"], 'non-empty "text"'),
+        (["data", "index", "{zoo}/good.wav", "--out", "{tmp}/m.jsonl"], "is not a folder"),
+        (["mulan", "embed", "--model", "{zoo}", "--audio", "{zoo}/good.wav"], "has no config.json"),
+    ],
+)
 def test_cli_bad_inputs_are_one_clear_error(capsys, monkeypatch, tmp_path, zoo, args, words):
     (zoo / "empty_prompt.jsonl").write_text('{"text": ""}\n')
     code, text = cli(capsys, monkeypatch, *(a.format(zoo=zoo, tmp=tmp_path) for a in args))
@@ -339,8 +426,13 @@ def test_data_index_skips_and_counts(capsys, monkeypatch, tmp_path, zoo):
 
 def test_tokenize_skips_silent_unreadable_and_missing_clips(capsys, monkeypatch, tmp_path, zoo):
     sf.write(tmp_path / "long.wav", tone(seconds=2.0), RATE)
-    clips = [Clip(tmp_path / "long.wav"), Clip(zoo / "silent.wav"), Clip(zoo / "text.wav"),
-             Clip(zoo / "gone.wav"), Clip(zoo / "t.ogg", duration=0.03)]
+    clips = [
+        Clip(tmp_path / "long.wav"),
+        Clip(zoo / "silent.wav"),
+        Clip(zoo / "text.wav"),
+        Clip(zoo / "gone.wav"),
+        Clip(zoo / "t.ogg", duration=0.03),
+    ]
     manifest = write_manifest(tmp_path / "m.jsonl", clips)
     parts = [f"--{n}={SHIPPED_MODEL / n}" for n in ("codec", "semantic", "mulan")]
     code, text = cli(capsys, monkeypatch, "tokenize", *parts, "--data", manifest, "--out", tmp_path / "tok")
@@ -351,8 +443,9 @@ def test_tokenize_skips_silent_unreadable_and_missing_clips(capsys, monkeypatch,
     from musiclm.stages.data import load_shards
 
     assert len(load_shards(tmp_path / "tok")) == 1
-    code, text = cli(capsys, monkeypatch, "tokenize", *parts, "--data", manifest, "--out", tmp_path / "tok2",
-                     "--strict")
+    code, text = cli(
+        capsys, monkeypatch, "tokenize", *parts, "--data", manifest, "--out", tmp_path / "tok2", "--strict"
+    )
     assert_clear(code, text, "silent", "without --strict")
 
 
@@ -366,8 +459,20 @@ def test_eval_skips_unusable_reference_clips(capsys, monkeypatch, tmp_path, zoo)
     (tmp_path / "given").mkdir()
     for name in ("good.wav", "t.flac"):
         shutil.copy(zoo / name, tmp_path / "given")
-    args = ["eval", "--prompts", tmp_path / "p.txt", "--reference", manifest, "--audio", tmp_path / "given",
-            "--mulan", SHIPPED_MODEL / "mulan", "--seconds", "1", "--no-fad-inf"]
+    args = [
+        "eval",
+        "--prompts",
+        tmp_path / "p.txt",
+        "--reference",
+        manifest,
+        "--audio",
+        tmp_path / "given",
+        "--mulan",
+        SHIPPED_MODEL / "mulan",
+        "--seconds",
+        "1",
+        "--no-fad-inf",
+    ]
     code, text = cli(capsys, monkeypatch, *args, "--out", tmp_path / "e")
     assert code == 0 and "skipped 2 input(s)" in text, text
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["info"]["skipped_inputs"] == 2
@@ -395,8 +500,9 @@ def test_train_all_checks_before_training(capsys, monkeypatch, tmp_path, small_m
 
     clips = read_manifest(small_manifest)
     gone = write_manifest(tmp_path / "gone.jsonl", [*clips, Clip(tmp_path / "nowhere.wav")])
-    assert_clear(*run("--data", gone, "--out", tmp_path / "a"), "nowhere.wav does not exist",
-                 "fix the manifest")
+    assert_clear(
+        *run("--data", gone, "--out", tmp_path / "a"), "nowhere.wav does not exist", "fix the manifest"
+    )
     bad = write_manifest(tmp_path / "bad.jsonl", clips)
     bad.write_text(bad.read_text() + "{not json\n")
     assert_clear(*run("--data", bad, "--out", tmp_path / "b"), "bad.jsonl:5")
@@ -429,8 +535,19 @@ def test_corrupt_checkpoint_names_only_a_checkpoint_that_loads(tmp_path):
 def test_batch_generation_keeps_earlier_files_when_a_later_run_fails(capsys, monkeypatch, tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text("a calm piano\na fast drum groove\n")
-    args = ["generate", "--prompts-file", prompts, "--batch-size", "1", "--duration", "1", "--seed", "1",
-            "--out", tmp_path / "o.wav"]
+    args = [
+        "generate",
+        "--prompts-file",
+        prompts,
+        "--batch-size",
+        "1",
+        "--duration",
+        "1",
+        "--seed",
+        "1",
+        "--out",
+        tmp_path / "o.wav",
+    ]
     assert cli(capsys, monkeypatch, *args)[0] == 0
     before = {p.name: digest(p) for p in tmp_path.glob("o-*.wav")}
     assert sorted(before) == ["o-0.wav", "o-1.wav"]
@@ -457,8 +574,17 @@ def test_batch_generation_keeps_earlier_files_when_a_later_run_fails(capsys, mon
 def test_data_build_keeps_the_earlier_build_when_a_later_one_fails(tmp_path, monkeypatch):
     from musiclm.data import build as build_mod
 
-    opts = dict(out=tmp_path, hours=None, sample_rate=16000, workers=1, seed=3, clip_seconds=(2.0, 2.0),
-                melody_fraction=0.0, collections=["essen"], soundfonts=["TimGM6mb"])
+    opts = dict(
+        out=tmp_path,
+        hours=None,
+        sample_rate=16000,
+        workers=1,
+        seed=3,
+        clip_seconds=(2.0, 2.0),
+        melody_fraction=0.0,
+        collections=["essen"],
+        soundfonts=["TimGM6mb"],
+    )
     manifest = build_mod.build(build_mod.BuildOptions(max_works=1, **opts))
     kept = {p.relative_to(tmp_path): digest(p) for p in tmp_path.rglob("*") if p.is_file()}
     real_render, calls = build_mod.render_midi, []
@@ -484,8 +610,20 @@ def test_ctrl_c_during_batch_generation_keeps_what_was_written(interrupted, caps
     assert not list(folder.glob("*partial*"))
     assert all(digest(folder / name) == sha for name, sha in before.items())
     assert all(sf.info(str(p)).frames == 16000 for p in folder.glob("o-*.wav"))
-    args = ["generate", "--prompts-file", interrupted["prompts"], "--batch-size", "1", "--duration", "1",
-            "--seed", "0", "--out", folder / "o.wav", "--skip-existing"]
+    args = [
+        "generate",
+        "--prompts-file",
+        interrupted["prompts"],
+        "--batch-size",
+        "1",
+        "--duration",
+        "1",
+        "--seed",
+        "0",
+        "--out",
+        folder / "o.wav",
+        "--skip-existing",
+    ]
     assert cli(capsys, monkeypatch, *args)[0] == 0  # the rerun resumes
     assert sorted(p.name for p in folder.iterdir()) == [f"o-{i}.wav" for i in range(4)]
     assert all(digest(folder / name) == sha for name, sha in before.items())

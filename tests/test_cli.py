@@ -11,9 +11,18 @@ from musiclm.cli.main import _raised_on_purpose
 
 
 def musiclm(*args: str, debug: bool = False) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MUSICLM_DEBUG": "1"} if debug else {k: v for k, v in os.environ.items() if k != "MUSICLM_DEBUG"}
-    return subprocess.run([sys.executable, "-m", "musiclm.cli.main", *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+    env = (
+        {**os.environ, "MUSICLM_DEBUG": "1"}
+        if debug
+        else {k: v for k, v in os.environ.items() if k != "MUSICLM_DEBUG"}
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "musiclm.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 def test_user_errors_print_one_line_and_exit_1(tmp_path):

@@ -41,9 +41,13 @@ def files(tmp_path_factory):
     sf.write(root / "second_part.wav", tone(440, 5), RATE)
     clip = Clip(root / "two_tones.wav", duration=5.0, offset=3.0, captions=["a high tone"], attributes=ATTRS)
     alone = Clip(root / "second_part.wav", duration=5.0, captions=["a high tone"], attributes=ATTRS)
-    return {"root": root, "clip": clip, "alone": alone,
-            "manifest": write_manifest(root / "clip.jsonl", [clip]),
-            "alone_manifest": write_manifest(root / "alone.jsonl", [alone])}
+    return {
+        "root": root,
+        "clip": clip,
+        "alone": alone,
+        "manifest": write_manifest(root / "clip.jsonl", [clip]),
+        "alone_manifest": write_manifest(root / "alone.jsonl", [alone]),
+    }
 
 
 def test_read_clip_reads_the_clip_and_never_past_its_end(files):
@@ -80,13 +84,16 @@ def test_classifier_dataset(files):
 
 
 def test_evaluation_suite_reference_loading(files):
+    from musiclm.data.skips import SkipLog
     from musiclm.evaluation import suite
     from musiclm.evaluation.prompts import Prompt, prompts_from_manifest
-    from musiclm.data.skips import SkipLog
 
     assert dominant_hz(suite.load_clip(files["clip"], RATE, 2.0)) == pytest.approx(440, abs=1)
     skips = SkipLog(files["root"] / "s.jsonl")
-    given = [suite.usable_clip(c, RATE, 2.0, skips) for c in suite.given_audio_paths(files["manifest"], [Prompt("x")])]
+    given = [
+        suite.usable_clip(c, RATE, 2.0, skips)
+        for c in suite.given_audio_paths(files["manifest"], [Prompt("x")])
+    ]
     assert dominant_hz(given[0]) == pytest.approx(440, abs=1)
     prompt = prompts_from_manifest([files["clip"]], caption_set=None)[0]
     assert (prompt.reference, prompt.reference_offset) == (files["clip"].path, 3.0)
@@ -124,9 +131,21 @@ def test_semantic_fit_kmeans(files, tmp_path):
 
     torch.manual_seed(0)
     W2VBert(W2VBertConfig.preset("tiny")).save_pretrained(tmp_path / "w2v")
-    result = CliRunner().invoke(app, ["semantic", "fit-kmeans", "--model", str(tmp_path / "w2v"),
-                                      "--data", str(files["manifest"]), "--out", str(tmp_path / "km"),
-                                      "--clusters", "4"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "semantic",
+            "fit-kmeans",
+            "--model",
+            str(tmp_path / "w2v"),
+            "--data",
+            str(files["manifest"]),
+            "--out",
+            str(tmp_path / "km"),
+            "--clusters",
+            "4",
+        ],
+    )
     assert result.exit_code == 0, result.output
     frames = int(re.search(r"\((\d+) frames", result.output).group(1))
     assert 120 <= frames <= 125  # the clip's 5 s at 25 Hz; the whole file would give 200

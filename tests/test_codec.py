@@ -115,7 +115,9 @@ def test_training_lowers_loss_and_round_trips(tmp_path):
     assert np.mean(mels[-4:]) < 0.9 * np.mean(mels[:4])
     assert all("discriminator/loss" in h and "generator/adv" in h for h in trainer.history if "step" in h)
     # every discriminator weight is trained (output biases may cancel under the hinge loss's symmetry)
-    moved = [not torch.equal(a, b) for a, b in zip(disc_before, model.discriminators.parameters()) if a.ndim > 1]
+    moved = [
+        not torch.equal(a, b) for a, b in zip(disc_before, model.discriminators.parameters()) if a.ndim > 1
+    ]
     assert moved and all(moved)
     loaded = load_component(tmp_path)
     assert isinstance(loaded, SoundStream)
@@ -173,14 +175,33 @@ def test_hf_adapters(kind, tmp_path):
     if kind == "encodec":
         from transformers import EncodecConfig, EncodecModel
 
-        hf = EncodecModel(EncodecConfig(num_filters=4, hidden_size=16, codebook_size=32, codebook_dim=16,
-                                        upsampling_ratios=[8, 5, 4], target_bandwidths=[2.0, 4.0],
-                                        sampling_rate=SR, num_lstm_layers=1))
+        hf = EncodecModel(
+            EncodecConfig(
+                num_filters=4,
+                hidden_size=16,
+                codebook_size=32,
+                codebook_dim=16,
+                upsampling_ratios=[8, 5, 4],
+                target_bandwidths=[2.0, 4.0],
+                sampling_rate=SR,
+                num_lstm_layers=1,
+            )
+        )
     else:
         from transformers import DacConfig, DacModel
 
-        hf = DacModel(DacConfig(encoder_hidden_size=8, downsampling_ratios=[2, 4], decoder_hidden_size=16,
-                                n_codebooks=3, codebook_size=32, codebook_dim=4, hidden_size=16, sampling_rate=SR))
+        hf = DacModel(
+            DacConfig(
+                encoder_hidden_size=8,
+                downsampling_ratios=[2, 4],
+                decoder_hidden_size=16,
+                n_codebooks=3,
+                codebook_size=32,
+                codebook_dim=4,
+                hidden_size=16,
+                sampling_rate=SR,
+            )
+        )
     HFCodec(hf).save_pretrained(tmp_path)
     codec = load_component(tmp_path)  # offline round trip through HF's own config.json
     assert isinstance(codec, HFCodec) and isinstance(codec, AcousticCodec)
@@ -201,13 +222,33 @@ def test_cli_encode_decode_info(codec, tmp_path):
     codec.save_pretrained(tmp_path / "codec")
     save_audio(tmp_path / "in.wav", tones(1, 0.5)[0], 22050)  # another rate: resampled with a notice
     runner = CliRunner()
-    res = runner.invoke(app, ["codec", "encode", str(tmp_path / "in.wav"), str(tmp_path / "c.npz"),
-                              "--quantizers", "2", "--checkpoint", str(tmp_path / "codec")])
+    res = runner.invoke(
+        app,
+        [
+            "codec",
+            "encode",
+            str(tmp_path / "in.wav"),
+            str(tmp_path / "c.npz"),
+            "--quantizers",
+            "2",
+            "--checkpoint",
+            str(tmp_path / "codec"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "resampling" in res.output
     assert np.load(tmp_path / "c.npz")["codes"].shape == (2, 19)  # 8000 samples at 22.05 kHz = 5805 at 16 kHz
-    res = runner.invoke(app, ["codec", "decode", str(tmp_path / "c.npz"), str(tmp_path / "out.wav"),
-                              "--checkpoint", str(tmp_path / "codec")])
+    res = runner.invoke(
+        app,
+        [
+            "codec",
+            "decode",
+            str(tmp_path / "c.npz"),
+            str(tmp_path / "out.wav"),
+            "--checkpoint",
+            str(tmp_path / "codec"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     import soundfile as sf
 
@@ -220,7 +261,18 @@ def test_cli_train_codec_data_weights(tiny_dataset, tmp_path):
     from musiclm.cli.main import app
 
     manifest = str(tiny_dataset)
-    args = ["train", "codec", "--preset", "tiny", "--data", manifest, "--data", manifest, "--out", str(tmp_path / "run")]
+    args = [
+        "train",
+        "codec",
+        "--preset",
+        "tiny",
+        "--data",
+        manifest,
+        "--data",
+        manifest,
+        "--out",
+        str(tmp_path / "run"),
+    ]
     res = CliRunner().invoke(app, [*args, "--data-weight", "1"])
     assert res.exit_code != 0 and "weights must be 2" in res.output
     res = CliRunner().invoke(app, [*args, "--data-weight", "3", "--data-weight", "1", "--steps", "2"])
@@ -245,11 +297,35 @@ def test_codebooks_stay_identical_across_ranks_under_torchrun(tiny_dataset, tmp_
     run = tmp_path / "run"
     run.mkdir()
     subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(helper),
-         str(run), "train", "codec", "--preset", "tiny", "--data", str(tiny_dataset), "--out", str(run),
-         "--steps", "4", "--batch-size", "4", "--model-set", "disc_start_step=1000",
-         "--set", "progress=false"],
-        env=env, check=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(helper),
+            str(run),
+            "train",
+            "codec",
+            "--preset",
+            "tiny",
+            "--data",
+            str(tiny_dataset),
+            "--out",
+            str(run),
+            "--steps",
+            "4",
+            "--batch-size",
+            "4",
+            "--model-set",
+            "disc_start_step=1000",
+            "--set",
+            "progress=false",
+        ],
+        env=env,
+        check=True,
+        timeout=120,
     )
     ranks = [load_file(str(run / f"quantizer_rank{r}.safetensors")) for r in (0, 1)]
     codebooks = [k for k in ranks[0] if k.endswith("embed")]

@@ -108,12 +108,26 @@ def test_config_show_resolves_every_part_with_set_changes():
         assert result.exit_code == 0, (part, result.output)
         resolved = json.loads(result.output)
         assert resolved["train"]["lr"] == 0.002 and resolved["model"], part
-    result = runner.invoke(app, ["config", "show", "coarse_stage", "--set", "model.layout=prefix",
-                                 "--set", "model.mulan_levels=2", "--set", "steps=7"])
+    result = runner.invoke(
+        app,
+        [
+            "config",
+            "show",
+            "coarse_stage",
+            "--set",
+            "model.layout=prefix",
+            "--set",
+            "model.mulan_levels=2",
+            "--set",
+            "steps=7",
+        ],
+    )
     resolved = json.loads(result.output)
     assert resolved["model"]["layout"] == "prefix" and resolved["model"]["mulan_levels"] == 2
     assert resolved["train"]["steps"] == 7  # a bare name is a training setting
     result = runner.invoke(app, ["config", "show", "mulan", "--set", "model.widht=3"])
-    assert result.exit_code != 0 and "widht" in result.output and "widths" in result.output  # the valid ones named
+    assert (
+        result.exit_code != 0 and "widht" in result.output and "widths" in result.output
+    )  # the valid ones named
     result = runner.invoke(app, ["train", "all", "--data", "x.jsonl", "--out", "o", "--set", "model.dim=3"])
     assert result.exit_code != 0 and "PART.model.FIELD" in result.output

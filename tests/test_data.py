@@ -23,13 +23,39 @@ from musiclm.data.datasets import AudioCropDataset
 from musiclm.data.instruments import MELODY_TIMBRES
 from musiclm.data.manifest import ManifestError, read_manifest
 
-KEYS = {"instruments", "families", "bpm", "tempo_class", "key", "mode", "time_signature", "voices", "collection",
-        "composer", "style", "soundfont", "work_id", "melody_group", "is_melody", "license", "caption_set"}
+KEYS = {
+    "instruments",
+    "families",
+    "bpm",
+    "tempo_class",
+    "key",
+    "mode",
+    "time_signature",
+    "voices",
+    "collection",
+    "composer",
+    "style",
+    "soundfont",
+    "work_id",
+    "melody_group",
+    "is_melody",
+    "license",
+    "caption_set",
+}
 
 
 def small_build(out: Path, works: int = 3, **kw) -> Path:
-    opts = dict(out=out, hours=None, max_works=works, workers=1, seed=5, clip_seconds=(3.0, 3.0), melody_fraction=0.5,
-                collections=["essen", "oneills1850"], soundfonts=["TimGM6mb"])
+    opts = dict(
+        out=out,
+        hours=None,
+        max_works=works,
+        workers=1,
+        seed=5,
+        clip_seconds=(3.0, 3.0),
+        melody_fraction=0.5,
+        collections=["essen", "oneills1850"],
+        soundfonts=["TimGM6mb"],
+    )
     return build(BuildOptions(**{**opts, **kw}))
 
 
@@ -43,7 +69,9 @@ def test_tiny_dataset_clips_attributes_and_midi(tiny_dataset):
         assert info.samplerate == clip.sample_rate == 24000 and info.channels == 1
         assert 3.5 < clip.duration < 4.5 and abs(info.duration - clip.duration) < 1e-3
         assert a["tempo_class"] == ("slow" if a["bpm"] < 90 else "medium" if a["bpm"] < 130 else "fast")
-        assert a["mode"] in ("major", "minor") and a["caption_set"] == ("train" if clip.split == "train" else "heldout")
+        assert a["mode"] in ("major", "minor") and a["caption_set"] == (
+            "train" if clip.split == "train" else "heldout"
+        )
         assert 1 <= len(clip.captions) <= 3 and all(len(c) > 20 for c in clip.captions)
         wav = load_audio(clip.path)
         assert wav.abs().max() > 0.01 and torch.isfinite(wav).all()
@@ -84,10 +112,28 @@ def test_heldout_wording_never_in_training_captions():
             assert not set(table["train"][field]) & set(table["heldout"][field]), field
     assert not set(TEMPLATES["train"]) & set(TEMPLATES["heldout"])
     assert not set(MELODY_TEMPLATES["train"]) & set(MELODY_TEMPLATES["heldout"])
-    attrs = dict(is_melody=False, tempo_class="fast", mode="minor", style="chorale", instruments=["Violin"],
-                 voices=1, bpm=140, key="D", time_signature="3/4", reverb=False)
-    train = {c for s in range(30) for c in make_captions({**attrs, "caption_set": "train"}, ["violin"], np.random.default_rng(s), 3)}
-    held = {c for s in range(30) for c in make_captions({**attrs, "caption_set": "heldout"}, ["violin"], np.random.default_rng(s), 3)}
+    attrs = dict(
+        is_melody=False,
+        tempo_class="fast",
+        mode="minor",
+        style="chorale",
+        instruments=["Violin"],
+        voices=1,
+        bpm=140,
+        key="D",
+        time_signature="3/4",
+        reverb=False,
+    )
+    train = {
+        c
+        for s in range(30)
+        for c in make_captions({**attrs, "caption_set": "train"}, ["violin"], np.random.default_rng(s), 3)
+    }
+    held = {
+        c
+        for s in range(30)
+        for c in make_captions({**attrs, "caption_set": "heldout"}, ["violin"], np.random.default_rng(s), 3)
+    }
     assert not train & held and len(train) > 20
     heldout_words = {w for table in (WORDS, STYLE_WORDS) for ws in table["heldout"].values() for w in ws}
     assert not any(w in c for c in train for w in heldout_words)
@@ -98,7 +144,9 @@ def test_heldout_wording_never_in_training_captions():
 def test_deterministic_and_resume_repairs_half_written(tmp_path):
     first = small_build(tmp_path / "a")
     second = small_build(tmp_path / "b")
-    assert [json.loads(l) for l in first.read_text().splitlines()] == [json.loads(l) for l in second.read_text().splitlines()]
+    assert [json.loads(line) for line in first.read_text().splitlines()] == [
+        json.loads(line) for line in second.read_text().splitlines()
+    ]
     lines = first.read_text()
     clips = read_manifest(first)
     before = sf.read(str(clips[0].path))[0]
@@ -133,7 +181,11 @@ def test_bad_works_and_renders_are_skipped_and_listed(tmp_path, monkeypatch):
     manifest = small_build(tmp_path, works=8)
     card = json.loads((tmp_path / "card.json").read_text())
     reasons = card["skip_reasons"]
-    assert reasons.get("parse failed", 0) >= 1 and reasons["silent render"] == 1 and reasons["clipped render"] == 1
+    assert (
+        reasons.get("parse failed", 0) >= 1
+        and reasons["silent render"] == 1
+        and reasons["clipped render"] == 1
+    )
     assert len(card["skipped"]) == sum(reasons.values())
     assert "parse failed" in (tmp_path / "card.md").read_text()
     assert len(read_manifest(manifest)) == card["clips"] > 0
@@ -161,7 +213,9 @@ def test_crop_dataset(tiny_dataset):
     assert torch.equal(item["audio"], again["audio"]) and item["text"] == again["text"]
     crops = {ds[k]["audio"][:100].sum().item() for k in range(3 * len(ds)) if k % len(ds) == 0}
     assert len(crops) == 3  # the same clip, different random crops for different keys
-    val = AudioCropDataset(tiny_dataset, sample_rate=24000, crop_seconds=5.0, split="valid", random_crop=False)
+    val = AudioCropDataset(
+        tiny_dataset, sample_rate=24000, crop_seconds=5.0, split="valid", random_crop=False
+    )
     assert torch.equal(val[0]["audio"], val[0]["audio"]) and val[0]["audio"].shape == (120000,)
     assert val[0]["audio"][-1000:].abs().max() == 0  # 5 s crop of a 4 s clip is zero-padded
     rms = [float(ds[k]["audio"].pow(2).mean().sqrt()) for k in range(4)]
@@ -185,7 +239,9 @@ def test_index_folder_weights_and_bad_lines(tmp_path, tiny_dataset):
     write_tone(folder / "sub" / "b.flac", 2.0, 330)
     write_tone(folder / "c.wav", 2.0, 440)
     (folder / "a.json").write_text(json.dumps({"description": "A calm tone.", "genre": "ambient", "bpm": 60}))
-    (folder / "sub" / "b.json").write_text(json.dumps({"genre": "drone", "moods": ["dark"], "key": "A minor"}))
+    (folder / "sub" / "b.json").write_text(
+        json.dumps({"genre": "drone", "moods": ["dark"], "key": "A minor"})
+    )
     (folder / "c.txt").write_text("A high tone.\nA sine wave.\n")
     (folder / "broken.wav").write_bytes(b"not audio at all")
     out = tmp_path / "mine.jsonl"
@@ -230,7 +286,18 @@ def test_musiccaps_import_uses_offsets(tmp_path):
         "missing,0,10,x,[],Nothing.,1,False,False\n"
     )
     out = tmp_path / "mc.jsonl"
-    result = CliRunner().invoke(app, ["data", "musiccaps", str(tmp_path / "caps.csv"), "--audio-dir", str(tmp_path / "audio"), "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "data",
+            "musiccaps",
+            str(tmp_path / "caps.csv"),
+            "--audio-dir",
+            str(tmp_path / "audio"),
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0 and "2 rows with local audio, 1 rows without" in result.output
     clips = read_manifest(out)
     assert clips[0].offset == 10 and clips[0].split == "test" and clips[1].offset is None

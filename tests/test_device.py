@@ -17,9 +17,15 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 
 
 def parts(model: MusicLM) -> dict[str, nn.Module]:
-    named = {"codec": model.codec, "semantic": model.semantic, "mulan": model.mulan, "melody": model.melody,
-             "semantic_stage": model.stages.semantic, "coarse_stage": model.stages.coarse,
-             "fine_stage": model.stages.fine}
+    named = {
+        "codec": model.codec,
+        "semantic": model.semantic,
+        "mulan": model.mulan,
+        "melody": model.melody,
+        "semantic_stage": model.stages.semantic,
+        "coarse_stage": model.stages.coarse,
+        "fine_stage": model.stages.fine,
+    }
     return {name: part for name, part in named.items() if part is not None}
 
 
@@ -51,8 +57,17 @@ def test_adapters_land_on_the_asked_device(tmp_path):
     from musiclm.mulan.clap import ClapConditioner, tiny_clap_folder
     from musiclm.mulan.model import resolve_text_model
 
-    hf = EncodecModel(EncodecConfig(num_filters=4, hidden_size=16, codebook_size=32, codebook_dim=16,
-                                    upsampling_ratios=[8, 5, 4], target_bandwidths=[2.0], num_lstm_layers=1))
+    hf = EncodecModel(
+        EncodecConfig(
+            num_filters=4,
+            hidden_size=16,
+            codebook_size=32,
+            codebook_dim=16,
+            upsampling_ratios=[8, 5, 4],
+            target_bandwidths=[2.0],
+            num_lstm_layers=1,
+        )
+    )
     HFCodec(hf).save_pretrained(tmp_path / "encodec")
     assert_placed(load_component(tmp_path / "encodec", "meta"), "meta", "HFCodec")
 
@@ -91,9 +106,22 @@ def test_tokenize_and_train_every_part_on_the_gpu(tiny_dataset, tmp_path):
     one_step = ("--preset", "tiny", "--steps", 1, "--device", GPU)
     data = ("--data", tiny_dataset)
     tokens = tmp_path / "tokens"
-    musiclm("tokenize", "--codec", SHIPPED_MODEL / "codec", "--semantic", SHIPPED_MODEL / "semantic",
-            "--mulan", SHIPPED_MODEL / "mulan", "--melody", SHIPPED_MODEL / "melody", *data, "--out", tokens,
-            "--device", GPU)
+    musiclm(
+        "tokenize",
+        "--codec",
+        SHIPPED_MODEL / "codec",
+        "--semantic",
+        SHIPPED_MODEL / "semantic",
+        "--mulan",
+        SHIPPED_MODEL / "mulan",
+        "--melody",
+        SHIPPED_MODEL / "melody",
+        *data,
+        "--out",
+        tokens,
+        "--device",
+        GPU,
+    )
     assert list(tokens.glob("shard-*.safetensors"))
     for stage in ("semantic", "coarse", "fine"):
         musiclm("train", "stage", "--stage", stage, "--tokens", tokens, "--out", tmp_path / stage, *one_step)

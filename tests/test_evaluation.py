@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from musiclm.cli.main import app
 from musiclm.data.manifest import read_manifest, write_manifest
-from musiclm.evaluation import adherence, fad, kld, memorization, melody, pairs, prompts
+from musiclm.evaluation import adherence, fad, kld, melody, memorization, pairs, prompts
 
 SR = 22050
 
@@ -78,7 +78,11 @@ def test_key_of_triad_sequences():
     g_major = chord_sequence([[67, 71, 74], [60, 64, 67], [62, 66, 69], [67, 71, 74]] * 2)  # I IV V I
     assert adherence.estimate_key(d_minor, SR) == ("D", "minor")
     assert adherence.estimate_key(g_major, SR) == ("G", "major")
-    assert adherence.key_matches(("D", "minor"), "D", "minor") == {"mode": True, "key": True, "key_relative": True}
+    assert adherence.key_matches(("D", "minor"), "D", "minor") == {
+        "mode": True,
+        "key": True,
+        "key_relative": True,
+    }
     assert adherence.key_matches(("F", "major"), "D", "minor")["key_relative"]
     assert not adherence.key_matches(("F", "major"), "D", "minor")["key"]
     with pytest.raises(ValueError, match="key name"):
@@ -86,8 +90,10 @@ def test_key_of_triad_sequences():
 
 
 def test_adherence_rows_on_known_audio():
-    wavs = [click_track(120, 6) + chord_sequence([[62, 65, 69], [67, 70, 74], [69, 73, 76]] * 2),
-            click_track(120, 6)]
+    wavs = [
+        click_track(120, 6) + chord_sequence([[62, 65, 69], [67, 70, 74], [69, 73, 76]] * 2),
+        click_track(120, 6),
+    ]
     attrs = [{"tempo_class": "medium", "bpm": 120, "key": "D", "mode": "minor"}, {"tempo_class": "fast"}]
     rows = adherence.adherence(wavs, SR, attrs)
     assert rows[0]["tempo_class"] == 1.0 and rows[0]["key"] == 1.0 and rows[0]["tempo_acc1"] == 1.0
@@ -134,7 +140,9 @@ def test_prompt_files(tmp_path):
     txt.write_text("# comment\nA calm piano piece.\n\nA fast fiddle tune.\n")
     assert [p.text for p in prompts.read_prompts(txt)] == ["A calm piano piece.", "A fast fiddle tune."]
     good = tmp_path / "p.jsonl"
-    good.write_text(json.dumps({"text": "x", "attributes": {"mode": "minor"}, "duration": 5, "melody": "a.wav"}) + "\n")
+    good.write_text(
+        json.dumps({"text": "x", "attributes": {"mode": "minor"}, "duration": 5, "melody": "a.wav"}) + "\n"
+    )
     (p,) = prompts.read_prompts(good)
     assert p.attributes == {"mode": "minor"} and p.melody == (tmp_path / "a.wav").resolve()
     bad = tmp_path / "bad.jsonl"
@@ -146,7 +154,8 @@ def test_prompt_files(tmp_path):
         "ytid,start_s,end_s,audioset_positive_labels,aspect_list,caption,author_id,is_balanced_subset,"
         "is_audioset_eval\n"
         '-0Gj8-vB1q4,30,40,"/m/0140xf","[\'sad\', \'ballad\']","A sad ballad with strings.",4,False,True\n'
-        'abc,0,10,"/m/04rlf","not a list","A fast fiddle tune.",1,False,False\n')
+        'abc,0,10,"/m/04rlf","not a list","A fast fiddle tune.",1,False,False\n'
+    )
     caps = prompts.import_musiccaps(csv, limit=5)
     assert [c.text for c in caps] == ["A sad ballad with strings.", "A fast fiddle tune."]
     assert caps[0].duration == 10.0 and caps[0].attributes["aspects"] == ["sad", "ballad"]
@@ -161,8 +170,13 @@ def test_fad_and_kld_reference_leave_out_the_clips_under_test(tmp_path):
     from musiclm.data.manifest import Clip
     from musiclm.evaluation import suite
 
-    attrs = [{"mode": "minor", "style": "chorale"}, {"mode": "major", "style": "chorale"},
-             {"mode": "minor", "style": "chorale"}, {"mode": "minor", "style": "folk song"}, {"mode": "major"}]
+    attrs = [
+        {"mode": "minor", "style": "chorale"},
+        {"mode": "major", "style": "chorale"},
+        {"mode": "minor", "style": "chorale"},
+        {"mode": "minor", "style": "folk song"},
+        {"mode": "major"},
+    ]
     clips = [Clip(tmp_path / f"{i}.wav", split="valid", attributes=a) for i, a in enumerate(attrs)]
     asked = [prompts.Prompt("a sad chorale", {"mode": "minor", "style": "chorale"}, reference=clips[0].path)]
     spare = suite.spare_reference(asked, clips, under_test=[tmp_path / "4.wav"], minimum=3)
@@ -197,10 +211,36 @@ def test_classifier_trains_and_eval_runs_end_to_end(tiny_dataset, tiny_pipeline,
 
     runner = CliRunner()
     clf_dir = tmp_path / "clf"
-    res = runner.invoke(app, ["train", "classifier", "--data", str(tiny_dataset), "--out", str(clf_dir),
-                              "--preset", "tiny", "--steps", "60", "--batch-size", "8", "--device", "cpu", "--no-augment",
-                              "--set", "val_every=0", "--set", "progress=false", "--set", "warmup_steps=5", "--lr", "3e-3",
-                              "--set", "log_every=1"])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "classifier",
+            "--data",
+            str(tiny_dataset),
+            "--out",
+            str(clf_dir),
+            "--preset",
+            "tiny",
+            "--steps",
+            "60",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+            "--no-augment",
+            "--set",
+            "val_every=0",
+            "--set",
+            "progress=false",
+            "--set",
+            "warmup_steps=5",
+            "--lr",
+            "3e-3",
+            "--set",
+            "log_every=1",
+        ],
+    )
     assert res.exit_code == 0, res.output + repr(res.exception)
     history = [json.loads(line) for line in (clf_dir / "metrics.jsonl").read_text().splitlines()]
     losses = [h["loss"] for h in history if "loss" in h]
@@ -210,30 +250,70 @@ def test_classifier_trains_and_eval_runs_end_to_end(tiny_dataset, tiny_pipeline,
     assert isinstance(EvalClassifier.from_pretrained(clf_dir), EvalClassifier)
 
     pfile = tmp_path / "prompts.jsonl"
-    res = runner.invoke(app, ["eval-prompts", "--manifest", str(tiny_dataset), "--out", str(pfile),
-                              "--limit", "2"])
+    res = runner.invoke(
+        app, ["eval-prompts", "--manifest", str(tiny_dataset), "--out", str(pfile), "--limit", "2"]
+    )
     assert res.exit_code == 0, res.output
     under_test = {str(p.reference) for p in prompts.read_prompts(pfile)}
     clips = read_manifest(tiny_dataset)
     spare = [c for c in clips if c.split != "train" and str(c.path) not in under_test]
     # the tiny build holds out 2 works; FAD and KLD need held-out clips beyond the ones under test
-    res = runner.invoke(app, ["eval", "--checkpoint", str(tiny_pipeline), "--prompts", str(pfile),
-                              "--reference", str(tiny_dataset), "--classifier", str(clf_dir),
-                              "--out", str(tmp_path / "e0"),
-                              "--reference-clips", str(len(spare) + 1)])
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "--checkpoint",
+            str(tiny_pipeline),
+            "--prompts",
+            str(pfile),
+            "--reference",
+            str(tiny_dataset),
+            "--classifier",
+            str(clf_dir),
+            "--out",
+            str(tmp_path / "e0"),
+            "--reference-clips",
+            str(len(spare) + 1),
+        ],
+    )
     assert res.exit_code != 0
     assert f"needs {len(spare) + 1} held-out clips" in str(res.exception)
     assert f"but {len(spare)} of" in str(res.exception)
     # so hold out some training clips too (the random-training row keeps the rest)
     reference = tmp_path / "reference.jsonl"
     train = [c for c in clips if c.split == "train"]
-    write_manifest(reference, [c for c in clips if c.split != "train"] +
-                   [dataclasses.replace(c, split="valid") for c in train[:4]] + train[4:])
+    write_manifest(
+        reference,
+        [c for c in clips if c.split != "train"]
+        + [dataclasses.replace(c, split="valid") for c in train[:4]]
+        + train[4:],
+    )
     out = tmp_path / "eval"
-    res = runner.invoke(app, ["eval", "--checkpoint", str(tiny_pipeline), "--prompts", str(pfile),
-                              "--reference", str(reference), "--classifier", str(clf_dir), "--out", str(out),
-                              "--seconds", "2", "--memorization", "2", "--no-fad-inf", "--guidance", "2",
-                              "--reference-clips", "4"])
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "--checkpoint",
+            str(tiny_pipeline),
+            "--prompts",
+            str(pfile),
+            "--reference",
+            str(reference),
+            "--classifier",
+            str(clf_dir),
+            "--out",
+            str(out),
+            "--seconds",
+            "2",
+            "--memorization",
+            "2",
+            "--no-fad-inf",
+            "--guidance",
+            "2",
+            "--reference-clips",
+            "4",
+        ],
+    )
     assert res.exit_code == 0, res.output + repr(res.exception)
     metrics = json.loads((out / "metrics.json").read_text())
     rows = metrics["rows"]
@@ -250,19 +330,52 @@ def test_classifier_trains_and_eval_runs_end_to_end(tiny_dataset, tiny_pipeline,
 
     # already generated audio: the ground truth itself, given as a manifest, scores as the ground truth row
     given = tmp_path / "given.jsonl"
-    given.write_text("".join(json.dumps({"path": str(c.path)}) + "\n"
-                             for c in clips if str(c.path) in under_test))
-    res = runner.invoke(app, ["eval", "--audio", str(given), "--prompts", str(pfile), "--reference",
-                              str(reference), "--classifier", str(clf_dir), "--out", str(tmp_path / "e2"),
-                              "--seconds", "2", "--no-fad-inf", "--reference-clips", "4"])
+    given.write_text(
+        "".join(json.dumps({"path": str(c.path)}) + "\n" for c in clips if str(c.path) in under_test)
+    )
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "--audio",
+            str(given),
+            "--prompts",
+            str(pfile),
+            "--reference",
+            str(reference),
+            "--classifier",
+            str(clf_dir),
+            "--out",
+            str(tmp_path / "e2"),
+            "--seconds",
+            "2",
+            "--no-fad-inf",
+            "--reference-clips",
+            "4",
+        ],
+    )
     assert res.exit_code == 0, res.output + repr(res.exception)
     again = json.loads((tmp_path / "e2" / "metrics.json").read_text())["rows"]
     for key in ("kld", "fad_classifier"):
         assert again["generated"][key] == pytest.approx(again["ground truth"][key])
         # without a pipeline the clips are read at 24 kHz instead of its rate: equal up to resampling
         assert again["ground truth"][key] == pytest.approx(rows["ground truth"][key], rel=0.01)
-    res = runner.invoke(app, ["eval", "--audio", str(tmp_path), "--prompts", str(pfile), "--reference",
-                              str(reference), "--classifier", str(clf_dir), "--out", str(tmp_path / "e3")])
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "--audio",
+            str(tmp_path),
+            "--prompts",
+            str(pfile),
+            "--reference",
+            str(reference),
+            "--classifier",
+            str(clf_dir),
+            "--out",
+            str(tmp_path / "e3"),
+        ],
+    )
     assert res.exit_code != 0 and "counts must match" in str(res.exception)
 
 
@@ -277,14 +390,23 @@ def test_classifier_rhythm_and_key_features_hear_tempo_and_mode():
     # a click every 0.5 s: the onset autocorrelation peaks at lag 25 frames (50 Hz), index 25 - 5
     clicks = torch.stack([click_track(120, 6.0, sr), click_track(80, 6.0, sr)])
     rhythm = model.rhythm_and_key.rhythm(model.mel(clicks))
-    assert int(rhythm[0].argmax()) + 5 == 25 and int(rhythm[1, 20:60].argmax()) + 25 in (37, 38)  # 0.75 s: 37.5
-    c_major, c_minor = [[60, 64, 67], [65, 69, 72], [67, 71, 74], [60, 64, 67]], [[60, 63, 67], [65, 68, 72],
-                                                                                  [67, 71, 74], [60, 63, 67]]
+    assert int(rhythm[0].argmax()) + 5 == 25 and int(rhythm[1, 20:60].argmax()) + 25 in (
+        37,
+        38,
+    )  # 0.75 s: 37.5
+    c_major, c_minor = (
+        [[60, 64, 67], [65, 69, 72], [67, 71, 74], [60, 64, 67]],
+        [[60, 63, 67], [65, 68, 72], [67, 71, 74], [60, 63, 67]],
+    )
     d_major = [[n + 2 for n in chord] for chord in c_major]
-    keys = model.rhythm_and_key.key(torch.stack([chord_sequence(ch, 1.0, sr) for ch in (c_major, c_minor, d_major)]))
+    keys = model.rhythm_and_key.key(
+        torch.stack([chord_sequence(ch, 1.0, sr) for ch in (c_major, c_minor, d_major)])
+    )
     corr = keys[:, :24].view(3, 2, 12)
     assert corr[0, 0, 0] > corr[0, 1].max() and corr[1, 1, 0] > corr[1, 0].max()  # best key first, mode right
-    torch.testing.assert_close(keys[2], keys[0], atol=0.05, rtol=0)  # rotated: a transposition changes nothing
+    torch.testing.assert_close(
+        keys[2], keys[0], atol=0.05, rtol=0
+    )  # rotated: a transposition changes nothing
     out = model(torch.randn(2, 2 * sr) * 0.1)
     assert out["mode"].shape == (2, 2) and out["family"].shape[0] == 2
 
@@ -307,9 +429,13 @@ def test_adherence_reads_tempo_and_mode_from_the_classifier_when_given():
     probs = clf.predict(torch.stack(wavs))
     for i, row in enumerate(rows):
         assert {"tempo_class", "tempo_class_beat", "mode", "mode_chroma"} <= set(row)
-        assert row["tempo_class"] == float(clf.config.tempos[int(probs["tempo"][i].argmax())] == attrs[i]["tempo_class"])
+        assert row["tempo_class"] == float(
+            clf.config.tempos[int(probs["tempo"][i].argmax())] == attrs[i]["tempo_class"]
+        )
         assert row["mode"] == float(clf.config.modes[int(probs["mode"][i].argmax())] == "minor")
-    assert rows[0]["tempo_class_beat"] == 1.0 and rows[1]["mode_chroma"] == 1.0  # the librosa detectors still run
+    assert (
+        rows[0]["tempo_class_beat"] == 1.0 and rows[1]["mode_chroma"] == 1.0
+    )  # the librosa detectors still run
     plain = adherence.adherence(wavs, sr, attrs)
     assert plain[0]["tempo_class"] == 1.0 and "tempo_class_beat" not in plain[0]
 
@@ -320,8 +446,9 @@ def harmonic_tone(freq: float, seconds: float = 2.0, sr: int = SR) -> torch.Tens
     return sum(torch.sin(2 * torch.pi * freq * h * t) / h for h in (1, 2, 3, 4)) * 0.2
 
 
-def notes_with_envelope(freqs: list[float], envelope, seconds_each: float = 0.25, sr: int = SR
-                        ) -> torch.Tensor:
+def notes_with_envelope(
+    freqs: list[float], envelope, seconds_each: float = 0.25, sr: int = SR
+) -> torch.Tensor:
     t = torch.arange(round(seconds_each * sr)) / sr
     return torch.cat([torch.sin(2 * torch.pi * f * t) * envelope(t) * 0.3 for f in freqs])
 
@@ -355,8 +482,9 @@ def test_shipped_pairs_file():
     shipped = pairs.read_pairs()
     kinds = [p.kind for p in shipped]
     assert len(shipped) >= 60 and all(kinds.count(k) >= 10 for k in pairs.KIND_ATTRIBUTE)
-    caption_words = {w.lower() for sets in (WORDS, STYLE_WORDS) for d in sets.values()
-                     for ws in d.values() for w in ws}
+    caption_words = {
+        w.lower() for sets in (WORDS, STYLE_WORDS) for d in sets.values() for ws in d.values() for w in ws
+    }
     for p in shipped:
         assert p.changed() == {pairs.KIND_ATTRIBUTE[p.kind]}, p
         for attrs in (p.attributes_a, p.attributes_b):  # renderable: the dataset's own instruments and styles
@@ -365,8 +493,9 @@ def test_shipped_pairs_file():
             assert attrs["style"] in {c.style for c in corpus.COLLECTIONS}
             assert attrs["tempo_class"] in TEMPO_BANDS
         for text in (p.a, p.b):  # worded away from the caption templates' synonym lists
-            used = [w for w in caption_words
-                    if re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", text.lower())]
+            used = [
+                w for w in caption_words if re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", text.lower())
+            ]
             assert not used, (text, used)
     assert len({(p.a, p.b) for p in shipped}) == len(shipped)
 
@@ -375,8 +504,11 @@ def test_pairs_file_errors(tmp_path):
     good = pairs.read_pairs()[0].to_json()
     two = {**good, "attributes_b": {**good["attributes_b"], "mode": "minor"}}  # tempo and mode both change
     backwards = {**good, "attributes_a": good["attributes_b"], "attributes_b": good["attributes_a"]}
-    for bad, message in ((two, "must differ in tempo_class only"), (backwards, "must go up from A to B"),
-                         ({**good, "kind": "loudness"}, "unknown kind")):
+    for bad, message in (
+        (two, "must differ in tempo_class only"),
+        (backwards, "must go up from A to B"),
+        ({**good, "kind": "loudness"}, "unknown kind"),
+    ):
         path = tmp_path / "p.jsonl"
         path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
         with pytest.raises(pairs.PairsError, match=rf"p.jsonl:2: .*{message}"):
@@ -388,12 +520,19 @@ def test_reference_renders_and_eval_pairs(tiny_pipeline, tmp_path):
 
     shipped = pairs.read_pairs()
     # piano folk tunes: clear onsets even in 2 s at a slow tempo, and a quick parse
-    chosen = [next(p for p in shipped if p.kind == k and p.attributes_a["instruments"] == [0]
-                   and p.attributes_a["style"] == "folk song") for k in ("tempo", "register")]
+    chosen = [
+        next(
+            p
+            for p in shipped
+            if p.kind == k and p.attributes_a["instruments"] == [0] and p.attributes_a["style"] == "folk song"
+        )
+        for k in ("tempo", "register")
+    ]
     pfile = tmp_path / "two.jsonl"
     pfile.write_text("".join(json.dumps(p.to_json()) + "\n" for p in chosen))
-    renders = pairs.render_reference_pairs(chosen, tmp_path / "ceiling", seconds=2.0, seed=0,
-                                           soundfonts=["TimGM6mb"])
+    renders = pairs.render_reference_pairs(
+        chosen, tmp_path / "ceiling", seconds=2.0, seed=0, soundfonts=["TimGM6mb"]
+    )
     audio = [renders / f"00{i}-{s}.wav" for i in (0, 1) for s in "ab"]
     assert all(sf.info(str(p)).duration == pytest.approx(2.0, abs=0.01) for p in audio)
     stamps = [p.stat().st_mtime_ns for p in audio]
@@ -402,22 +541,53 @@ def test_reference_renders_and_eval_pairs(tiny_pipeline, tmp_path):
 
     runner = CliRunner()
     clf = EvalClassifier(ClassifierConfig.preset("tiny")).save_pretrained(tmp_path / "clf")
-    res = runner.invoke(app, ["eval-pairs", "--audio", str(renders), "--pairs", str(pfile), "--seconds", "2",
-                              "--out", str(tmp_path / "scored"), "--classifier", str(clf)])
+    res = runner.invoke(
+        app,
+        [
+            "eval-pairs",
+            "--audio",
+            str(renders),
+            "--pairs",
+            str(pfile),
+            "--seconds",
+            "2",
+            "--out",
+            str(tmp_path / "scored"),
+            "--classifier",
+            str(clf),
+        ],
+    )
     assert res.exit_code == 0, res.output + repr(res.exception)
     result = json.loads((tmp_path / "scored" / "pairs.json").read_text())
     scored = result["rows"]["generated"]
-    assert scored["share"] == 1.0 and scored["by_kind"] == {"tempo": {"share": 1.0, "n": 1},
-                                                            "register": {"share": 1.0, "n": 1}}
+    assert scored["share"] == 1.0 and scored["by_kind"] == {
+        "tempo": {"share": 1.0, "n": 1},
+        "register": {"share": 1.0, "n": 1},
+    }
     register = result["pairs"][1]["generated"]
     assert register["b"] - register["a"] > 12  # rendered about two octaves apart, and read as pitch
     assert result["rows"]["shuffled"]["n"] == 2
     assert "| generated | 100% (1) | 100% (1) | 100% (2) |" in (tmp_path / "scored" / "pairs.md").read_text()
 
     # a pipeline generates both sides of each pair with the same seed, into files a rerun reuses
-    res = runner.invoke(app, ["eval-pairs", "--checkpoint", str(tiny_pipeline), "--pairs", str(pfile),
-                              "--seconds", "0.5", "--out", str(tmp_path / "gen"), "--classifier", str(clf),
-                              "--batch", "2"])
+    res = runner.invoke(
+        app,
+        [
+            "eval-pairs",
+            "--checkpoint",
+            str(tiny_pipeline),
+            "--pairs",
+            str(pfile),
+            "--seconds",
+            "0.5",
+            "--out",
+            str(tmp_path / "gen"),
+            "--classifier",
+            str(clf),
+            "--batch",
+            "2",
+        ],
+    )
     assert res.exit_code == 0, res.output + repr(res.exception)
     generated = json.loads((tmp_path / "gen" / "pairs.json").read_text())["rows"]["generated"]
     assert generated["n"] == 2 and len(list((tmp_path / "gen" / "audio").glob("*.wav"))) == 4

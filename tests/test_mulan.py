@@ -35,8 +35,12 @@ def tone(freq: float, seconds: float, square: bool = False) -> torch.Tensor:
 class ToneCaptions(torch.utils.data.Dataset):
     """Four tones, each with its own caption: a text-audio pairing a model can learn in a few steps."""
 
-    FREQS = {110.0: "a deep low bass drone", 440.0: "a middle A tone", 1760.0: "a piercing high whistle",
-             3520.0: "a very high shrill beep"}
+    FREQS = {
+        110.0: "a deep low bass drone",
+        440.0: "a middle A tone",
+        1760.0: "a piercing high whistle",
+        3520.0: "a very high shrill beep",
+    }
 
     def __len__(self) -> int:
         return 64
@@ -44,7 +48,10 @@ class ToneCaptions(torch.utils.data.Dataset):
     def __getitem__(self, key: int) -> dict:
         rng = np.random.default_rng(key)
         freq, text = list(self.FREQS.items())[key % 4]
-        wav = tone(freq * (1 + 0.01 * rng.standard_normal()), 2.0) + 0.01 * torch.from_numpy(rng.standard_normal(2 * SR)).float()
+        wav = (
+            tone(freq * (1 + 0.01 * rng.standard_normal()), 2.0)
+            + 0.01 * torch.from_numpy(rng.standard_normal(2 * SR)).float()
+        )
         return {"audio": wav, "text": text}
 
 
@@ -54,7 +61,9 @@ def test_mulan_implements_conditioner_and_windows(mulan):
     assert emb.shape == (2, 128) and torch.allclose(emb.norm(dim=-1), torch.ones(2), atol=1e-5)
     # Shorter than a window (2 s in tiny): zero-padded to it, as documented.
     short = torch.randn(1, SR // 2)
-    assert torch.allclose(mulan.embed_audio(short), mulan.embed_audio(F.pad(short, (0, 3 * SR // 2))), atol=1e-5)
+    assert torch.allclose(
+        mulan.embed_audio(short), mulan.embed_audio(F.pad(short, (0, 3 * SR // 2))), atol=1e-5
+    )
     # 3.5 s -> windows at 0, 1 s and one ending at the clip's end; the clip embedding is their mean.
     wav = torch.randn(1, int(3.5 * SR))
     wins = [wav[:, s : s + 2 * SR] for s in (0, SR, int(1.5 * SR))]
@@ -76,7 +85,9 @@ def test_text_bad_input(mulan):
 def test_mulan_trains_tokens_and_round_trips(tmp_path):
     seed_everything(0)
     model = MuLan(MuLanConfig.preset("tiny"))
-    tc = TrainConfig(steps=30, batch_size=8, lr=3e-3, warmup_steps=2, log_every=1, progress=False, ckpt_every=1000)
+    tc = TrainConfig(
+        steps=30, batch_size=8, lr=3e-3, warmup_steps=2, log_every=1, progress=False, ckpt_every=1000
+    )
     trainer = Trainer(model, ToneCaptions(), tc, tmp_path / "run")
     model = trainer.fit().eval()
     losses = [h["loss"] for h in trainer.history if "loss" in h]
@@ -90,8 +101,14 @@ def test_mulan_trains_tokens_and_round_trips(tmp_path):
 
     with pytest.raises(RuntimeError, match="not been fitted"):
         model.quantize(audio)
-    model.fit_quantizer(torch.cat([model.embed_audio(torch.stack([data[i]["audio"] for i in range(j, j + 8)]))
-                                   for j in range(0, 32, 8)]).detach())
+    model.fit_quantizer(
+        torch.cat(
+            [
+                model.embed_audio(torch.stack([data[i]["audio"] for i in range(j, j + 8)]))
+                for j in range(0, 32, 8)
+            ]
+        ).detach()
+    )
     tokens = model.quantize(text)
     assert tokens.shape == (4, 4) and tokens.dtype == torch.long and tokens.max() < 16
     model.save_pretrained(tmp_path / "mulan")
@@ -105,13 +122,17 @@ def test_mulan_trains_tokens_and_round_trips(tmp_path):
 
     with safe_open(tmp_path / "mulan" / "model.safetensors", "pt") as f:
         assert not any(k.startswith("text_encoder.") for k in f.keys())
-    assert (tmp_path / "mulan" / "model.safetensors").stat().st_size < 5e6 and not (tmp_path / "mulan" / "text").exists()
+    assert (tmp_path / "mulan" / "model.safetensors").stat().st_size < 5e6 and not (
+        tmp_path / "mulan" / "text"
+    ).exists()
     # a fine-tuned text tower is saved, with what it needs to load alone
     model.config = model.config.replace(finetune_text=True)
     model.save_pretrained(tmp_path / "tuned")
     assert (tmp_path / "tuned" / "text" / "tokenizer.json").is_file()
     with torch.no_grad():
-        assert torch.allclose(load_component(tmp_path / "tuned").embed_text([data[0]["text"]]), text[:1], atol=1e-5)
+        assert torch.allclose(
+            load_component(tmp_path / "tuned").embed_text([data[0]["text"]]), text[:1], atol=1e-5
+        )
 
 
 def test_residual_kmeans_levels_reduce_error():
@@ -147,7 +168,8 @@ def test_semi_hard_triplet_loss_picks_semi_hard_negative():
     labels = torch.tensor([0, 0, 1, 1])
     out = semi_hard_triplet_loss(emb, labels, margin=1.0)
     # anchor 0: d(a,p)=1, semi-hard negative is 2 at 1.5 -> 0.5; anchor 1: p at 1, negatives at 0.5 and 4:
-    # the semi-hard one is 4 -> 0; anchor 2: p at 3.5, negatives at 1.5 and 0.5: none farther -> easiest 1.5 -> 3;
+    # the semi-hard one is 4 -> 0; anchor 2: p at 3.5, negatives at 1.5 and 0.5: none farther -> easiest 1.5
+    # -> 3;
     # anchor 3: p at 3.5, negatives at 4 and 5: semi-hard 4 -> 0.5.
     assert out["loss"].item() == pytest.approx((0.5 + 0 + 3 + 0.5) / 4)
 
@@ -162,8 +184,14 @@ def test_melody_embedder_learns_melody_not_timbre(tmp_path):
     def melody(notes, square):
         return torch.cat([tone(f, 1.0, square) for f in notes])
 
-    tunes = [[262, 330, 392, 523], [523, 392, 330, 262], [294, 294, 440, 440], [392, 349, 330, 294],
-             [220, 440, 220, 440], [330, 330, 330, 660]]
+    tunes = [
+        [262, 330, 392, 523],
+        [523, 392, 330, 262],
+        [294, 294, 440, 440],
+        [392, 349, 330, 294],
+        [220, 440, 220, 440],
+        [330, 330, 330, 660],
+    ]
 
     class Pairs(torch.utils.data.Dataset):
         def __len__(self):
@@ -171,9 +199,15 @@ def test_melody_embedder_learns_melody_not_timbre(tmp_path):
 
         def __getitem__(self, key):
             i = key % len(tunes)
-            return {"anchor": melody(tunes[i], False), "positive": melody(tunes[i], True), "group": torch.tensor(i)}
+            return {
+                "anchor": melody(tunes[i], False),
+                "positive": melody(tunes[i], True),
+                "group": torch.tensor(i),
+            }
 
-    tc = TrainConfig(steps=40, batch_size=6, lr=2e-3, warmup_steps=2, log_every=1, progress=False, ckpt_every=1000)
+    tc = TrainConfig(
+        steps=40, batch_size=6, lr=2e-3, warmup_steps=2, log_every=1, progress=False, ckpt_every=1000
+    )
     trainer = Trainer(model, Pairs(), tc, tmp_path / "run")
     model = trainer.fit().eval()
     losses = [h["loss"] for h in trainer.history if "loss" in h]
@@ -188,7 +222,9 @@ def test_melody_embedder_learns_melody_not_timbre(tmp_path):
     model.save_pretrained(tmp_path / "melody")
     loaded = load_component(tmp_path / "melody")
     with torch.no_grad():
-        assert torch.allclose(loaded.embed(torch.stack([melody(tunes[0], False)])), hummed[:1, None], atol=1e-5)
+        assert torch.allclose(
+            loaded.embed(torch.stack([melody(tunes[0], False)])), hummed[:1, None], atol=1e-5
+        )
 
 
 def test_clap_adapter_tiny_config(tmp_path):
@@ -216,21 +252,59 @@ def test_cli_trains_and_evaluates_on_rendered_data(tiny_dataset, tmp_path):
     from musiclm.cli.main import app
 
     runner = CliRunner()
-    common = ["--data", str(tiny_dataset), "--preset", "tiny", "--steps", "3", "--batch-size", "4", "--device", "cpu",
-              "--rvq-points", "16", "--set", "progress=false"]
+    common = [
+        "--data",
+        str(tiny_dataset),
+        "--preset",
+        "tiny",
+        "--steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--rvq-points",
+        "16",
+        "--set",
+        "progress=false",
+    ]
     result = runner.invoke(app, ["train", "mulan", "--out", str(tmp_path / "mulan"), *common])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["train", "melody", "--out", str(tmp_path / "melody"), *common])
     assert result.exit_code == 0, result.output
     out = tmp_path / "eval.json"
-    result = runner.invoke(app, ["mulan", "eval", "--data", str(tiny_dataset), "--model", str(tmp_path / "mulan"),
-                                 "--split", "train", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "mulan",
+            "eval",
+            "--data",
+            str(tiny_dataset),
+            "--model",
+            str(tmp_path / "mulan"),
+            "--split",
+            "train",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     res = json.loads(out.read_text())["mulan"]
     assert 0 <= res["text_to_audio"]["R@1"] <= 1 and res["text_to_audio"]["median_rank"] >= 1
     assert res["zero_shot_heldout_wording"] and 0 < res["rvq_cosine_audio"]["mean"] <= 1 + 1e-5
-    result = runner.invoke(app, ["mulan", "embed", "--model", str(tmp_path / "mulan"), "--text", "a slow chorale",
-                                 "--out", str(tmp_path / "e.safetensors")])
+    result = runner.invoke(
+        app,
+        [
+            "mulan",
+            "embed",
+            "--model",
+            str(tmp_path / "mulan"),
+            "--text",
+            "a slow chorale",
+            "--out",
+            str(tmp_path / "e.safetensors"),
+        ],
+    )
     assert result.exit_code == 0 and "tokens" in result.output and (tmp_path / "e.safetensors").is_file()
 
 
@@ -239,8 +313,10 @@ def test_melody_pairs_need_two_melodies():
     from musiclm.mulan.melody import MelodyPairs
 
     def pair(group):
-        return [Clip(f"{group}-{i}.wav", 8.0, SR, attributes={"melody_group": group, "is_melody": bool(i)})
-                for i in range(2)]
+        return [
+            Clip(f"{group}-{i}.wav", 8.0, SR, attributes={"melody_group": group, "is_melody": bool(i)})
+            for i in range(2)
+        ]
 
     assert len(MelodyPairs(pair("a") + pair("b"), SR, 4.0)) == 2
     with pytest.raises(ValueError, match="at least 2 melody_groups"):

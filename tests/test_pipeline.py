@@ -64,7 +64,9 @@ def folder(parts, tmp_path_factory):
     vocab = vocabularies(codec, semantic, mulan, melody, coarse_quantizers=2)
     torch.manual_seed(1)
     stages = StageSet(*(StageLM(stage_config(s, "tiny", vocab)) for s in STAGES))
-    return MusicLM(codec, semantic, mulan, stages, melody).save_pretrained(tmp_path_factory.mktemp("pipe") / "m")
+    return MusicLM(codec, semantic, mulan, stages, melody).save_pretrained(
+        tmp_path_factory.mktemp("pipe") / "m"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -108,25 +110,36 @@ def test_story_and_continuation(model):
     assert out.shape == (1, 2 * SR)  # the 1 s prompt, then 1 s of new music
 
 
-@pytest.mark.parametrize("request_, message", [
-    (dict(texts=["a"], duration=0), "positive"),
-    (dict(texts=["a"], duration=-2), "positive"),
-    (dict(texts=["a"], duration=301), "maximum"),
-    (dict(texts=[], duration=1), "no prompts"),
-    (dict(texts=["  "], duration=1), "empty"),
-    (dict(texts=None, duration=3, story=[("a", 1.0), ("b", 1.0)]), "add up"),
-    (dict(texts=["a"], duration=1, melody="zeros"), "silent"),
-    (dict(texts=["a"], duration=1, melody="short"), "at least one window"),
-    (dict(texts=["a"], duration=1, melody="missing.wav"), "not found"),
-])
+@pytest.mark.parametrize(
+    "request_, message",
+    [
+        (dict(texts=["a"], duration=0), "positive"),
+        (dict(texts=["a"], duration=-2), "positive"),
+        (dict(texts=["a"], duration=301), "maximum"),
+        (dict(texts=[], duration=1), "no prompts"),
+        (dict(texts=["  "], duration=1), "empty"),
+        (dict(texts=None, duration=3, story=[("a", 1.0), ("b", 1.0)]), "add up"),
+        (dict(texts=["a"], duration=1, melody="zeros"), "silent"),
+        (dict(texts=["a"], duration=1, melody="short"), "at least one window"),
+        (dict(texts=["a"], duration=1, melody="missing.wav"), "not found"),
+    ],
+)
 def test_bad_requests_fail_before_generation(model, monkeypatch, request_, message):
     def forbidden(*args, **kwargs):
         raise AssertionError("generation started")
 
     monkeypatch.setattr(pipeline, "generate_tokens", forbidden)
     sr = model.melody.sample_rate
-    melodies = {"zeros": torch.zeros(5 * sr), "short": tone(1.0, sr=sr), None: None, "missing.wav": "missing.wav"}
-    request_ = {**request_, "melody": melodies[request_.get("melody", "ok")] if "melody" in request_ else tone(5.0, sr=sr)}
+    melodies = {
+        "zeros": torch.zeros(5 * sr),
+        "short": tone(1.0, sr=sr),
+        None: None,
+        "missing.wav": "missing.wav",
+    }
+    request_ = {
+        **request_,
+        "melody": melodies[request_.get("melody", "ok")] if "melody" in request_ else tone(5.0, sr=sr),
+    }
     with pytest.raises((GenerationError, FileNotFoundError), match=message):
         model.generate(**request_)
 
@@ -160,12 +173,15 @@ def test_tokenize_job_resumes_and_splits_ranks(parts, tmp_path):
         clips.append(Clip(path=path, captions=["a quiet tone", "a sine"] if i == 0 else []))
     out = tmp_path / "tokens"
     # rank 1 of 2 with one clip per shard tokenizes shard 1 only; rank 0 then does shards 0 and 2
-    assert [p.name for p in tokenize_clips(clips, out, *parts, shard_size=1, rank=1, world_size=2,
-                                           progress=False)] == ["shard-00001.safetensors"]
+    assert [
+        p.name for p in tokenize_clips(clips, out, *parts, shard_size=1, rank=1, world_size=2, progress=False)
+    ] == ["shard-00001.safetensors"]
     assert not (out / "shard-00000.safetensors").exists()
     tokenize_clips(clips, out, *parts, shard_size=1, rank=0, world_size=2, progress=False)
     stamp = (out / "shard-00001.safetensors").stat().st_mtime_ns
-    tokenize_clips(clips, out, *parts, shard_size=1, rank=1, world_size=2, progress=False)  # resume: nothing to do
+    tokenize_clips(
+        clips, out, *parts, shard_size=1, rank=1, world_size=2, progress=False
+    )  # resume: nothing to do
     assert (out / "shard-00001.safetensors").stat().st_mtime_ns == stamp
     loaded = load_shards(out)
     assert len(loaded) == 3
@@ -176,7 +192,9 @@ def test_tokenize_job_resumes_and_splits_ranks(parts, tmp_path):
     # MuLan tokens of windows every 2 s (tiny MuLan: 2 s windows -> 0 and 2 s), of audio prepared as in
     # MuLan's training (loudness-normalised); the captions' text tokens beside them
     assert clip["mulan"].shape == (2, mulan.num_quantizers)
-    first = loudness_normalize(load_audio(clips[0].path, mulan.sample_rate)[: mulan.window_samples], mulan.sample_rate)
+    first = loudness_normalize(
+        load_audio(clips[0].path, mulan.sample_rate)[: mulan.window_samples], mulan.sample_rate
+    )
     assert clip["mulan"][0].equal(mulan.quantize(mulan.embed_audio(first[None]))[0])
     assert clip["text"].equal(mulan.quantize(mulan.embed_text(["a quiet tone", "a sine"])))
     assert "text" not in loaded[1]
@@ -185,19 +203,52 @@ def test_tokenize_job_resumes_and_splits_ranks(parts, tmp_path):
     for name in STAGES:
         stage = StageLM(stage_config(name, "tiny", vocab))
         item = StageDataset(loaded, stage, melody_hop=meta["melody_hop"])[0]
-        assert torch.isfinite(stage.training_step({k: v[None] for k, v in item.items()}, step=0, group="m")["loss"])
+        assert torch.isfinite(
+            stage.training_step({k: v[None] for k, v in item.items()}, step=0, group="m")["loss"]
+        )
 
 
 def test_cli_generate_and_train_stage(folder, tmp_path, parts):
     runner = CliRunner()
     melody = save_audio(tmp_path / "hum.wav", tone(5.0, sr=24000).numpy(), 24000)
     out = tmp_path / "song.wav"
-    result = runner.invoke(app, ["generate", "calm piano", "--duration", "1", "--out", str(out), "--checkpoint",
-                                 str(folder), "--seed", "3", "--melody", str(melody), "--guidance", "2"])
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            "calm piano",
+            "--duration",
+            "1",
+            "--out",
+            str(out),
+            "--checkpoint",
+            str(folder),
+            "--seed",
+            "3",
+            "--melody",
+            str(melody),
+            "--guidance",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert out.is_file() and out.stat().st_size > SR  # 1 s of 16-bit audio
-    bad = runner.invoke(app, ["generate", "--duration", "2", "--checkpoint", str(folder), "--melody",
-                              str(melody), "--story", "a:1", "--story", "b:0.5"])
+    bad = runner.invoke(
+        app,
+        [
+            "generate",
+            "--duration",
+            "2",
+            "--checkpoint",
+            str(folder),
+            "--melody",
+            str(melody),
+            "--story",
+            "a:1",
+            "--story",
+            "b:0.5",
+        ],
+    )
     assert bad.exit_code != 0 and "add up" in bad.output
     clips = [Clip(path=save_audio(tmp_path / f"c{i}.wav", tone(4.5, 300.0 + i), SR)) for i in range(2)]
     manifest = write_manifest(tmp_path / "m.jsonl", clips)
@@ -206,10 +257,31 @@ def test_cli_generate_and_train_stage(folder, tmp_path, parts):
         dirs += [f"--{name}", str(part.save_pretrained(tmp_path / name))]
     result = runner.invoke(app, ["tokenize", *dirs, "--data", str(manifest), "--out", str(tmp_path / "tok")])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["train", "stage", "--stage", "coarse", "--tokens", str(tmp_path / "tok"),
-                                 "--out", str(tmp_path / "run"), "--preset", "tiny", "--coarse-quantizers", "2",
-                                 "--steps", "3", "--batch-size", "2", "--device", "cpu",
-                                 "--val-tokens", str(tmp_path / "tok")])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "stage",
+            "--stage",
+            "coarse",
+            "--tokens",
+            str(tmp_path / "tok"),
+            "--out",
+            str(tmp_path / "run"),
+            "--preset",
+            "tiny",
+            "--coarse-quantizers",
+            "2",
+            "--steps",
+            "3",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+            "--val-tokens",
+            str(tmp_path / "tok"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert StageLM.from_pretrained(tmp_path / "run").config.stage == "coarse"
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -217,8 +289,23 @@ def test_cli_generate_and_train_stage(folder, tmp_path, parts):
     other = shutil.copytree(tmp_path / "tok", tmp_path / "other")
     meta = json.loads((other / "meta.json").read_text())
     (other / "meta.json").write_text(json.dumps({**meta, "codebook_size": 2048}))
-    result = runner.invoke(app, ["train", "stage", "--stage", "coarse", "--tokens", str(tmp_path / "tok"),
-                                 "--out", str(tmp_path / "run2"), "--preset", "tiny", "--val-tokens", str(other)])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "stage",
+            "--stage",
+            "coarse",
+            "--tokens",
+            str(tmp_path / "tok"),
+            "--out",
+            str(tmp_path / "run2"),
+            "--preset",
+            "tiny",
+            "--val-tokens",
+            str(other),
+        ],
+    )
     assert result.exit_code != 0 and "other parts" in result.output
 
 
@@ -236,18 +323,24 @@ def test_cli_batch_mode_from_prompt_files(folder, tmp_path):
     runner = CliRunner()
     base = ["generate", "--duration", "0.5", "--checkpoint", str(folder), "--seed", "0", "--batch-size", "2"]
     txt = tmp_path / "prompts.txt"
-    txt.write_text("calm piano\n\nfast fiddle tune, 140 BPM\n# a comment\nchoir in D minor — slow\n", encoding="utf-8")
+    txt.write_text(
+        "calm piano\n\nfast fiddle tune, 140 BPM\n# a comment\nchoir in D minor — slow\n", encoding="utf-8"
+    )
     result = runner.invoke(app, [*base, "--prompts-file", str(txt), "--out", str(tmp_path / "t.wav")])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in tmp_path.glob("t-*.wav")) == ["t-0.wav", "t-1.wav", "t-2.wav"]
     (tmp_path / "t-2.wav").unlink()  # an interrupted job: the second batch's file is missing
     first = (tmp_path / "t-0.wav").stat().st_mtime_ns
-    result = runner.invoke(app, [*base, "--prompts-file", str(txt), "--out", str(tmp_path / "t.wav"), "--skip-existing"])
+    result = runner.invoke(
+        app, [*base, "--prompts-file", str(txt), "--out", str(tmp_path / "t.wav"), "--skip-existing"]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "t-2.wav").is_file() and (tmp_path / "t-0.wav").stat().st_mtime_ns == first
     csv_file = tmp_path / "caps.csv"  # the MusicCaps columns
-    csv_file.write_text('ytid,start_s,end_s,aspect_list,caption\n'
-                        'a,0,10,"[\'piano\']","A mellow piano, ""very"" soft."\nb,30,40,[],Loud brass band\n')
+    csv_file.write_text(
+        "ytid,start_s,end_s,aspect_list,caption\n"
+        'a,0,10,"[\'piano\']","A mellow piano, ""very"" soft."\nb,30,40,[],Loud brass band\n'
+    )
     result = runner.invoke(app, [*base, "--prompts-file", str(csv_file), "--out", str(tmp_path / "c.wav")])
     assert result.exit_code == 0, result.output
     assert len(list(tmp_path.glob("c-*.wav"))) == 2
@@ -259,12 +352,33 @@ def test_cli_batch_mode_from_prompt_files(folder, tmp_path):
 
 def test_eval_stage_reports_every_link(folder, parts, tmp_path):
     codec, semantic, mulan, melody = parts
-    clips = [Clip(path=save_audio(tmp_path / f"c{i}.wav", tone(4.0, 180.0 + 60 * i) * 0.2, SR),
-                  captions=[f"a tone number {i}"]) for i in range(4)]
+    clips = [
+        Clip(
+            path=save_audio(tmp_path / f"c{i}.wav", tone(4.0, 180.0 + 60 * i) * 0.2, SR),
+            captions=[f"a tone number {i}"],
+        )
+        for i in range(4)
+    ]
     tokenize_clips(clips, tmp_path / "held", codec, semantic, mulan, melody, progress=False)
     report = tmp_path / "diag.json"
-    result = CliRunner().invoke(app, ["eval-stage", "--tokens", str(tmp_path / "held"), "--checkpoint", str(folder),
-                                      "--clips", "4", "--real-clips", "3", "--seconds", "1", "--out", str(report)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval-stage",
+            "--tokens",
+            str(tmp_path / "held"),
+            "--checkpoint",
+            str(folder),
+            "--clips",
+            "4",
+            "--real-clips",
+            "3",
+            "--seconds",
+            "1",
+            "--out",
+            str(report),
+        ],
+    )
     assert result.exit_code == 0, result.output
     figures = json.loads(report.read_text())
     semantic_fig, coarse_fig = figures["stages"]["semantic"], figures["stages"]["coarse"]
@@ -273,7 +387,9 @@ def test_eval_stage_reports_every_link(folder, parts, tmp_path):
         assert math.isfinite(semantic_fig[key]), key
     # untrained: no conditioning helps much, and every NLL is near a uniform guess over the codebook
     assert abs(semantic_fig["nll_null"] - math.log(8)) < 1.0
-    assert math.isfinite(coarse_fig["cost_shift_semantic"]) and math.isfinite(figures["stages"]["fine"]["nll_own"])
+    assert math.isfinite(coarse_fig["cost_shift_semantic"]) and math.isfinite(
+        figures["stages"]["fine"]["nll_own"]
+    )
     real = figures["real_semantic"]
     assert real["clips"] == 3 and real["onset_rate_real"] >= 0 and real["mel_distance_real_all_levels"] > 0
     wrong = tmp_path / "wrong"

@@ -74,8 +74,16 @@ def test_hidden_states_are_25hz(tiny_model):
 def test_training_lowers_the_loss(tmp_path):
     torch.manual_seed(0)
     model = W2VBert(W2VBertConfig.preset("tiny", dropout=0.0))
-    config = TrainConfig(steps=25, batch_size=4, lr=3e-3, warmup_steps=4, log_every=1, ckpt_every=1000,
-                         progress=False, device="cpu")
+    config = TrainConfig(
+        steps=25,
+        batch_size=4,
+        lr=3e-3,
+        warmup_steps=4,
+        log_every=1,
+        ckpt_every=1000,
+        progress=False,
+        device="cpu",
+    )
     trainer = Trainer(model, Melodies(seconds=1.5), config, tmp_path)
     trainer.fit()
     losses = [h["loss"] for h in trainer.history if "loss" in h]
@@ -139,11 +147,26 @@ def _hf_backbones():
     from musiclm.semantic.adapters import HFHubert, HFWav2Vec2Bert
 
     torch.manual_seed(0)
-    w2v = Wav2Vec2BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                             conv_depthwise_kernel_size=3, feature_projection_input_dim=160)
-    hubert = HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                          conv_dim=(16, 16), conv_stride=(5, 64), conv_kernel=(10, 64),
-                          num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, do_normalize=True)
+    w2v = Wav2Vec2BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_depthwise_kernel_size=3,
+        feature_projection_input_dim=160,
+    )
+    hubert = HubertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16, 16),
+        conv_stride=(5, 64),
+        conv_kernel=(10, 64),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        do_normalize=True,
+    )
     return [(HFWav2Vec2Bert, Wav2Vec2BertModel(w2v)), (HFHubert, HubertModel(hubert))]
 
 
@@ -158,7 +181,10 @@ def test_hf_adapters(index, tmp_path):
         assert tok.tokenize(melody(2.0, 5)[:samples][None]).shape == (1, round(25 * samples / SR))
     tok.save_pretrained(tmp_path / "tok")
     loaded = load_component(tmp_path / "tok")
-    assert json.loads((tmp_path / "tok" / "config.json").read_text())["config"]["backbone"] == tok.config.backbone
+    assert (
+        json.loads((tmp_path / "tok" / "config.json").read_text())["config"]["backbone"]
+        == tok.config.backbone
+    )
     wav = melody(1.5, 9)[None]
     assert torch.equal(loaded.tokenize(wav), tok.tokenize(wav))
 
@@ -173,11 +199,34 @@ def test_cli_fit_kmeans_and_tokenize(tiny_model, tmp_path):
         lines.append(json.dumps({"path": f"{i}.wav", "split": "train"}))
     (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
     runner = CliRunner()
-    result = runner.invoke(app, ["semantic", "fit-kmeans", "--model", str(tmp_path / "w2v"), "--data",
-                                 str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "tok"), "--clusters", "8"])
+    result = runner.invoke(
+        app,
+        [
+            "semantic",
+            "fit-kmeans",
+            "--model",
+            str(tmp_path / "w2v"),
+            "--data",
+            str(tmp_path / "m.jsonl"),
+            "--out",
+            str(tmp_path / "tok"),
+            "--clusters",
+            "8",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["semantic", "tokenize", str(tmp_path / "1.wav"), "--out",
-                                 str(tmp_path / "t.npy"), "--tokenizer", str(tmp_path / "tok")])
+    result = runner.invoke(
+        app,
+        [
+            "semantic",
+            "tokenize",
+            str(tmp_path / "1.wav"),
+            "--out",
+            str(tmp_path / "t.npy"),
+            "--tokenizer",
+            str(tmp_path / "tok"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     tokens = np.load(tmp_path / "t.npy")
     assert tokens.shape == (75,) and tokens.max() < 8
@@ -189,9 +238,24 @@ def test_cli_train(tmp_path):
     for i in range(2):
         save_audio(tmp_path / f"{i}.wav", melody(3.0, i), SR)
     (tmp_path / "m.jsonl").write_text("".join(json.dumps({"path": f"{i}.wav"}) + "\n" for i in range(2)))
-    args = ["train", "semantic", "--data", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "run"),
-            "--preset", "tiny", "--steps", "3", "--crop-seconds", "1", "--device", "cpu",
-            "--set", "log_every=1"]
+    args = [
+        "train",
+        "semantic",
+        "--data",
+        str(tmp_path / "m.jsonl"),
+        "--out",
+        str(tmp_path / "run"),
+        "--preset",
+        "tiny",
+        "--steps",
+        "3",
+        "--crop-seconds",
+        "1",
+        "--device",
+        "cpu",
+        "--set",
+        "log_every=1",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

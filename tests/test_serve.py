@@ -30,8 +30,12 @@ def page_url(tmp_path_factory):
     log_path = tmp_path_factory.mktemp("serve") / "server.log"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
     with open(log_path, "w") as log:
-        server = subprocess.Popen([sys.executable, "-m", "musiclm.cli.main", "serve", "--port", str(port)],
-                                  stdout=log, stderr=subprocess.STDOUT, env=env)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "musiclm.cli.main", "serve", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 90
     while True:
@@ -61,8 +65,14 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)  # with the driver's path too: Selenium Manager downloads nothing
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1100", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1100",
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
@@ -114,19 +124,24 @@ def test_page_makes_music_and_shows_bad_requests(page_url, browser, tmp_path):
     assert abs(len(wav) / rate - 2.0) < 0.05
     assert np.sqrt(np.mean(wav**2)) > 1e-3, "the generated audio is silent"
 
-    requested = {json.loads(entry["message"])["message"]["params"].get("request", {}).get("url", "")
-                 for entry in browser.get_log("performance")}
+    requested = {
+        json.loads(entry["message"])["message"]["params"].get("request", {}).get("url", "")
+        for entry in browser.get_log("performance")
+    }
     outside = [u for u in requested if u and not u.startswith(("http://127.0.0.1:", "data:", "blob:"))]
     assert not outside, f"the page fetched from outside the machine: {outside[:5]}"
 
 
-@pytest.mark.parametrize("request_, message", [
-    (dict(melody="silent"), "the melody file is silent"),
-    (dict(melody="unreadable"), "cannot read audio file"),
-    (dict(continuation="unreadable"), "cannot read audio file"),
-    (dict(prompt="", story="calm piano: 1\nfiddle tune"), "a story segment is 'TEXT:SECONDS'"),
-    (dict(prompt="", story="calm piano: 200\nfiddle tune: 200"), "above this model's maximum"),
-])
+@pytest.mark.parametrize(
+    "request_, message",
+    [
+        (dict(melody="silent"), "the melody file is silent"),
+        (dict(melody="unreadable"), "cannot read audio file"),
+        (dict(continuation="unreadable"), "cannot read audio file"),
+        (dict(prompt="", story="calm piano: 1\nfiddle tune"), "a story segment is 'TEXT:SECONDS'"),
+        (dict(prompt="", story="calm piano: 200\nfiddle tune: 200"), "above this model's maximum"),
+    ],
+)
 def test_bad_requests_get_the_library_message(page_url, tmp_path, request_, message):
     """Uploads and story lines, through the page's own endpoint (what the page's form sends)."""
     from gradio_client import Client, handle_file
@@ -136,9 +151,21 @@ def test_bad_requests_get_the_library_message(page_url, tmp_path, request_, mess
     sf.write(files["silent"], np.zeros(5 * 16000, dtype=np.float32), 16000)
     files["unreadable"].write_text("not audio")
     request_ = {"prompt": "calm piano", "story": "", **request_}
-    uploads = {k: handle_file(str(files[request_[k]])) if k in request_ else None
-               for k in ("melody", "continuation")}
+    uploads = {
+        k: handle_file(str(files[request_[k]])) if k in request_ else None for k in ("melody", "continuation")
+    }
     with pytest.raises(AppError, match=message.replace("'", ".")):
         Client(page_url, verbose=False).predict(
-            request_["prompt"], 1, 0, 1, uploads["melody"], uploads["continuation"], request_["story"], 0,
-            1.0, 0.95, 0.4, api_name="/generate")
+            request_["prompt"],
+            1,
+            0,
+            1,
+            uploads["melody"],
+            uploads["continuation"],
+            request_["story"],
+            0,
+            1.0,
+            0.95,
+            0.4,
+            api_name="/generate",
+        )

@@ -13,6 +13,7 @@ from musiclm.stages.data import StageDataset, load_shards
 from musiclm.stages.stages import NULL, SEP
 from musiclm.training import TrainConfig, Trainer
 
+
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     # token-by-token decoding of tiny models is latency-bound; on a shared, loaded machine a second
@@ -23,8 +24,14 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-VOCAB = dict(mulan_quantizers=3, mulan_codebook=16, semantic_vocab=20, codebook_size=24, coarse_quantizers=2,
-             fine_quantizers=3)
+VOCAB = dict(
+    mulan_quantizers=3,
+    mulan_codebook=16,
+    semantic_vocab=20,
+    codebook_size=24,
+    coarse_quantizers=2,
+    fine_quantizers=3,
+)
 
 
 def stage(name: str, seed: int = 0, **overrides) -> StageLM:
@@ -33,7 +40,8 @@ def stage(name: str, seed: int = 0, **overrides) -> StageLM:
 
 
 def conditioner(model: StageLM, batch: int = 2, seed: int = 0):
-    """``condition(start, new, end)`` and ``aligned(start, end)`` for generate_stage, and the list of windows asked."""
+    """``condition(start, new, end)`` and ``aligned(start, end)`` for generate_stage, and the list of windows
+    asked."""
     g = torch.Generator().manual_seed(seed)
     mulan = torch.randint(0, 16, (batch, 3), generator=g)
     semantic = torch.randint(0, 20, (batch, 400), generator=g)
@@ -96,7 +104,8 @@ def test_layout_offsets_and_conditioning_dropout(name):
 
 @pytest.mark.parametrize("name", ["coarse", "fine"])
 def test_interleaved_frames_see_their_own_aligned_tokens(name):
-    """Each target frame is preceded by the aligned tokens of its own time, and only frames from then on see them."""
+    """Each target frame is preceded by the aligned tokens of its own time, and only frames from then on see
+    them."""
     model = stage(name)
     assert model.interleaved and model.given == {"coarse": 1, "fine": 2}[name]
     condition, aligned, _ = conditioner(model, batch=1)
@@ -130,7 +139,9 @@ def test_melody_is_optional_and_dropped_on_its_own_in_training():
     model.transformer.forward = lambda ids: seen.append(ids) or torch.zeros(*ids.shape, model.config.dim)
     model.train()
     torch.manual_seed(0)
-    model.training_step({"prefix": with_melody, "codes": torch.randint(0, 20, (64, 1, 4))}, step=0, group="model")
+    model.training_step(
+        {"prefix": with_melody, "codes": torch.randint(0, 20, (64, 1, 4))}, step=0, group="model"
+    )
     melody_null = seen[0][:, 3:9].eq(NULL).all(-1)
     text_null = seen[0][:, :3].eq(NULL).all(-1)
     assert 16 <= int(melody_null.sum()) <= 48  # about half the rows lose the melody alone
@@ -146,7 +157,9 @@ def test_cached_and_uncached_decoding_give_the_same_logits():
     steps += [model.transformer(ids[:, t : t + 1], cache) for t in range(25, 40)]
     cached = torch.cat(steps, dim=1)
     torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(model.level_logits(cached, 1), model.level_logits(full, 1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        model.level_logits(cached, 1), model.level_logits(full, 1), atol=1e-5, rtol=1e-5
+    )
     with pytest.raises(ValueError, match="KV cache"):
         model.transformer(ids[:, :1], cache)
 
@@ -175,8 +188,16 @@ def test_prompt_is_kept_and_continued():
     model = stage("fine")
     condition, aligned, _ = conditioner(model, batch=1)
     prompt = torch.randint(0, 24, (1, 3, 30))
-    out = generate_stage(model, condition, 70, 1, Sampling(1.0), prompt=prompt,
-                         generator=torch.Generator().manual_seed(0), aligned=aligned)
+    out = generate_stage(
+        model,
+        condition,
+        70,
+        1,
+        Sampling(1.0),
+        prompt=prompt,
+        generator=torch.Generator().manual_seed(0),
+        aligned=aligned,
+    )
     assert out[..., :30].equal(prompt) and out.shape == (1, 3, 70)
 
 
@@ -204,8 +225,9 @@ def test_guidance_mixes_conditional_and_unconditional_logits():
         return model.drop_condition(condition(start, new, end))
 
     def run(cond, guidance):
-        return generate_stage(model, cond, 60, 2, Sampling(1.0, guidance=guidance),
-                              generator=torch.Generator().manual_seed(3))
+        return generate_stage(
+            model, cond, 60, 2, Sampling(1.0, guidance=guidance), generator=torch.Generator().manual_seed(3)
+        )
 
     # scale 0 samples from the unconditional model, scale 1 from the conditional one (= no guidance)
     assert run(condition, 0.0).equal(run(null, None))
@@ -218,11 +240,18 @@ def test_same_seed_same_tokens_over_all_stages():
     mulan = [(0.0, torch.randint(0, 16, (2, 3))), (2.0, torch.randint(0, 16, (2, 3)))]  # a 2-part story
 
     def run(seed):
-        return generate_tokens(stages, mulan, 3.0, [Sampling(t, guidance=2.0) for t in (1.0, 0.95, 0.4)],
-                               generator=torch.Generator().manual_seed(seed))
+        return generate_tokens(
+            stages,
+            mulan,
+            3.0,
+            [Sampling(t, guidance=2.0) for t in (1.0, 0.95, 0.4)],
+            generator=torch.Generator().manual_seed(seed),
+        )
 
     a, b, c = run(0), run(0), run(1)
-    assert a["semantic"].shape == (2, 75) and a["coarse"].shape == (2, 2, 150) and a["fine"].shape == (2, 3, 150)
+    assert (
+        a["semantic"].shape == (2, 75) and a["coarse"].shape == (2, 2, 150) and a["fine"].shape == (2, 3, 150)
+    )
     assert all(a[k].equal(b[k]) for k in a)
     assert not all(a[k].equal(c[k]) for k in a)
 
@@ -256,18 +285,30 @@ def test_trained_stage_reproduces_a_repetitive_token_set(tmp_path):
     shared engine, greedy decoding from each clip's MuLan tokens gives back that clip exactly."""
     patterns = [torch.tensor([3, 7, 7, 1, 12]).repeat(10), torch.tensor([5, 5, 9, 0]).repeat(13)[:50]]
     mulans = [torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])]
-    clips = [{"semantic": p, "acoustic": torch.zeros(5, 100, dtype=torch.long), "mulan": m}
-             for p, m in zip(patterns, mulans)]
+    clips = [
+        {"semantic": p, "acoustic": torch.zeros(5, 100, dtype=torch.long), "mulan": m}
+        for p, m in zip(patterns, mulans)
+    ]
     write_shard(tmp_path / "shard-00000.safetensors", clips)
     model = stage("semantic", cond_dropout=0.0).train()
     data = StageDataset(load_shards(tmp_path), model)
-    config = TrainConfig(steps=150, batch_size=8, lr=3e-3, warmup_steps=10, log_every=10, ckpt_every=1000,
-                         progress=False, device="cpu")
+    config = TrainConfig(
+        steps=150,
+        batch_size=8,
+        lr=3e-3,
+        warmup_steps=10,
+        log_every=10,
+        ckpt_every=1000,
+        progress=False,
+        device="cpu",
+    )
     trainer = Trainer(model, data, config, tmp_path / "run")
     trained = trainer.fit().eval()
     assert trainer.history[-1]["loss"] < 0.05 < trainer.history[0]["loss"]
     for pattern, mulan in zip(patterns, mulans):
-        out = generate_stage(trained, lambda s, n, e: trained.condition(mulan=mulan[None]), 50, 1, Sampling(0.0))
+        out = generate_stage(
+            trained, lambda s, n, e: trained.condition(mulan=mulan[None]), 50, 1, Sampling(0.0)
+        )
         assert out[0, 0].equal(pattern)
     reloaded = StageLM.from_pretrained(tmp_path / "run")  # the engine exported it
     torch.testing.assert_close(reloaded.heads, trained.heads)
@@ -275,8 +316,11 @@ def test_trained_stage_reproduces_a_repetitive_token_set(tmp_path):
 
 def test_dataset_windows_for_every_stage(tmp_path):
     g = torch.Generator().manual_seed(0)
-    clip = {"semantic": torch.randint(0, 20, (80,), generator=g),
-            "acoustic": torch.randint(0, 24, (5, 160), generator=g), "mulan": torch.tensor([1, 2, 3])}
+    clip = {
+        "semantic": torch.randint(0, 20, (80,), generator=g),
+        "acoustic": torch.randint(0, 24, (5, 160), generator=g),
+        "mulan": torch.tensor([1, 2, 3]),
+    }
     write_shard(tmp_path / "shard-00000.safetensors", [clip])
     for name in STAGES:
         model = stage(name)
@@ -294,30 +338,47 @@ def test_dataset_windows_for_every_stage(tmp_path):
 
 def test_dataset_conditions_on_the_nearest_mulan_window_or_a_caption(tmp_path):
     g = torch.Generator().manual_seed(0)
-    clip = {"semantic": torch.randint(0, 20, (300,), generator=g),  # 12 s at 25 Hz
-            "acoustic": torch.randint(0, 24, (5, 600), generator=g),
-            "mulan": torch.arange(9).view(3, 3),  # windows of 10 s at 0, 2, 4 s (mulan_hop 2)
-            "text": torch.tensor([[9, 9, 9], [10, 10, 10]])}
+    clip = {
+        "semantic": torch.randint(0, 20, (300,), generator=g),  # 12 s at 25 Hz
+        "acoustic": torch.randint(0, 24, (5, 600), generator=g),
+        "mulan": torch.arange(9).view(3, 3),  # windows of 10 s at 0, 2, 4 s (mulan_hop 2)
+        "text": torch.tensor([[9, 9, 9], [10, 10, 10]]),
+    }
     write_shard(tmp_path / "shard-00000.safetensors", [clip])
     audio_only = stage("coarse", text_share=0.0)
     data = StageDataset(load_shards(tmp_path), audio_only, mulan_hop=2.0, mulan_window=10.0)
     for key in range(20):
         item = data[key]
-        start = int(torch.nonzero(clip["semantic"].unfold(0, data.sem_frames, 1).eq(
-            item["aligned"][::2, 0] - audio_only.offsets["semantic"]).all(1))[0])  # the window's first frame
+        start = int(
+            torch.nonzero(
+                clip["semantic"]
+                .unfold(0, data.sem_frames, 1)
+                .eq(item["aligned"][::2, 0] - audio_only.offsets["semantic"])
+                .all(1)
+            )[0]
+        )  # the window's first frame
         centre = start / 25 + audio_only.config.window_seconds / 2
         window = min(round(max(centre - 5, 0) / 2), 2)
         mulan = item["prefix"][:3] - audio_only.offsets["mulan"] - torch.arange(3) * 16
         assert mulan.equal(clip["mulan"][window])
     text_only = stage("coarse", text_share=1.0)
-    seen = {tuple((StageDataset(load_shards(tmp_path), text_only)[k]["prefix"][:3] - text_only.offsets["mulan"]
-                   - torch.arange(3) * 16).tolist()) for k in range(20)}
+    seen = {
+        tuple(
+            (
+                StageDataset(load_shards(tmp_path), text_only)[k]["prefix"][:3]
+                - text_only.offsets["mulan"]
+                - torch.arange(3) * 16
+            ).tolist()
+        )
+        for k in range(20)
+    }
     assert seen == {(9, 9, 9), (10, 10, 10)}
 
 
 def test_interleaved_coarse_stage_learns_to_follow_its_semantic_tokens_in_time(tmp_path):
     """Acoustic codes that are a function of the semantic token of their own time: after a short training the
-    interleaved coarse stage predicts them, and the diagnostic sees a large cost when S is shifted by 0.5 s."""
+    interleaved coarse stage predicts them, and the diagnostic sees a large cost when S is shifted by
+    0.5 s."""
     from musiclm.evaluation.diagnostics import conditioning_nll
 
     g = torch.Generator().manual_seed(0)
@@ -325,13 +386,23 @@ def test_interleaved_coarse_stage_learns_to_follow_its_semantic_tokens_in_time(t
     for i in range(8):
         semantic = torch.randint(0, 20, (100,), generator=g)  # 4 s at 25 Hz
         per_frame = semantic.repeat_interleave(2)  # 50 Hz: acoustic frame f sits in semantic frame f // 2
-        acoustic = torch.stack([per_frame, (per_frame + 3) % 24, *torch.randint(0, 24, (3, 200), generator=g)])
+        acoustic = torch.stack(
+            [per_frame, (per_frame + 3) % 24, *torch.randint(0, 24, (3, 200), generator=g)]
+        )
         clips.append({"semantic": semantic, "acoustic": acoustic, "mulan": torch.tensor([i % 16, 2, 3])})
     write_shard(tmp_path / "shard-00000.safetensors", clips)
     model = stage("coarse", cond_dropout=0.0).train()
     data = StageDataset(load_shards(tmp_path), model)
-    config = TrainConfig(steps=120, batch_size=8, lr=3e-3, warmup_steps=10, log_every=20, ckpt_every=1000,
-                         progress=False, device="cpu")
+    config = TrainConfig(
+        steps=120,
+        batch_size=8,
+        lr=3e-3,
+        warmup_steps=10,
+        log_every=20,
+        ckpt_every=1000,
+        progress=False,
+        device="cpu",
+    )
     trained = Trainer(model, data, config, tmp_path / "run").fit().eval()
     figures = conditioning_nll(trained, data, clips=8)
     assert figures["nll_own_audio"] < 0.5  # both levels follow S: near-certain once S is heard at its time

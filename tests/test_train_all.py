@@ -17,7 +17,18 @@ from musiclm.pipeline import MusicLM
 
 def test_train_all_tiny_end_to_end_then_resume(tiny_dataset, tmp_path):
     out = tmp_path / "run"
-    args = ["train", "all", "--preset", "tiny", "--data", str(tiny_dataset), "--out", str(out), "--steps-scale", "0.4"]
+    args = [
+        "train",
+        "all",
+        "--preset",
+        "tiny",
+        "--data",
+        str(tiny_dataset),
+        "--out",
+        str(out),
+        "--steps-scale",
+        "0.4",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (out / "pipeline" / "pipeline.json").is_file()
@@ -39,13 +50,36 @@ def test_train_all_under_torchrun_with_two_processes(tiny_dataset, tmp_path):
     after each part, so the stages read the finished token shards."""
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "musiclm.cli.main", "train", "all", "--preset", "tiny", "--data", str(tiny_dataset),
-               "--out", str(out), "--steps-scale", "0.2"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "musiclm.cli.main",
+        "train",
+        "all",
+        "--preset",
+        "tiny",
+        "--data",
+        str(tiny_dataset),
+        "--out",
+        str(out),
+        "--steps-scale",
+        "0.2",
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for line in ("k-means of 32 clusters", "MuLan saved to", "melody embedder saved to", "pipeline saved to",
-                 "[10/10] pipeline ...", "pipeline ready in"):
+    for line in (
+        "k-means of 32 clusters",
+        "MuLan saved to",
+        "melody embedder saved to",
+        "pipeline saved to",
+        "[10/10] pipeline ...",
+        "pipeline ready in",
+    ):
         assert result.stdout.count(line) == 1, line
     assert len(list((out / "parts").glob("*/.done"))) == 9 and (out / "pipeline" / ".done").is_file()
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from toy_training import ToyConfig, ToyData, ToyModel, run
 
 from musiclm.training import CheckpointError, TrainConfig, Trainer, TrainingError
 from musiclm.training.checkpoint import list_checkpoints
-from toy_training import ToyConfig, ToyData, ToyModel, run
 
 TOY = str(Path(__file__).with_name("toy_training.py"))
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
@@ -71,7 +71,15 @@ def test_exact_resume_after_sigkill(tmp_path):
 def test_ddp_two_processes_match_single_process(tmp_path):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     subprocess.run([sys.executable, TOY, str(single), "6", "--batch", "8"], env=ENV, check=True)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+    ]
     subprocess.run([*torchrun, TOY, str(ddp), "6", "--batch", "8"], env=ENV, check=True, timeout=120)
 
     assert_same_weights(ddp / "final.safetensors", ddp / "final_rank1.safetensors", atol=0)
@@ -107,7 +115,9 @@ def test_corrupt_checkpoint_is_a_clear_error_and_keeps_the_previous(tmp_path):
     run(tmp_path, steps=4, ckpt_every=2)
     latest = tmp_path / "checkpoints" / "step_00000004.pt"
     latest.write_bytes(latest.read_bytes()[:200])
-    with pytest.raises(CheckpointError, match=r"step_00000004.pt is truncated or corrupt.*step_00000002.pt is intact"):
+    with pytest.raises(
+        CheckpointError, match=r"step_00000004.pt is truncated or corrupt.*step_00000002.pt is intact"
+    ):
         Trainer(ToyModel(ToyConfig()), ToyData(), TrainConfig(steps=8, progress=False), tmp_path)
     assert (tmp_path / "checkpoints" / "step_00000002.pt").exists()
 
@@ -142,7 +152,9 @@ def test_bad_settings_and_diverging_loss_are_clear_errors(tmp_path):
 def test_warm_start_from_a_model_folder_continues_training(tmp_path):
     first = run(tmp_path / "a", steps=60)
     trained = first.model.state_dict()
-    seed_config = dict(steps=5, batch_size=8, lr=1e-9, warmup_steps=1, log_every=1, progress=False, ema_decay=0.9)
+    seed_config = dict(
+        steps=5, batch_size=8, lr=1e-9, warmup_steps=1, log_every=1, progress=False, ema_decay=0.9
+    )
     model = ToyModel(ToyConfig(hidden=32))
     warm = Trainer(model, ToyData(), TrainConfig(**seed_config, init=str(tmp_path / "a")), tmp_path / "b")
     for key, value in trained.items():  # the weights of the folder, in the model and its EMA copy
@@ -150,12 +162,25 @@ def test_warm_start_from_a_model_folder_continues_training(tmp_path):
         torch.testing.assert_close(warm.ema.module.state_dict()[key], value)
     warm.fit()
     losses = [h["loss"] for h in warm.history if "loss" in h]
-    assert max(losses) < first.history[0]["loss"] * 0.5  # continues where the first run ended, not from scratch
+    assert (
+        max(losses) < first.history[0]["loss"] * 0.5
+    )  # continues where the first run ended, not from scratch
     # a resumable checkpoint of its own wins over init; a folder of another model is refused by name
-    again = Trainer(ToyModel(ToyConfig(hidden=32)), ToyData(), TrainConfig(**{**seed_config, "steps": 6},
-                    init=str(tmp_path / "nowhere")), tmp_path / "b")
+    again = Trainer(
+        ToyModel(ToyConfig(hidden=32)),
+        ToyData(),
+        TrainConfig(**{**seed_config, "steps": 6}, init=str(tmp_path / "nowhere")),
+        tmp_path / "b",
+    )
     assert again.step == 5
     with pytest.raises(TrainingError, match="not a model folder"):
-        Trainer(ToyModel(ToyConfig(hidden=32)), ToyData(), TrainConfig(init=str(tmp_path / "nowhere")), tmp_path / "c")
+        Trainer(
+            ToyModel(ToyConfig(hidden=32)),
+            ToyData(),
+            TrainConfig(init=str(tmp_path / "nowhere")),
+            tmp_path / "c",
+        )
     with pytest.raises(TrainingError, match="cannot start from"):
-        Trainer(ToyModel(ToyConfig(hidden=64)), ToyData(), TrainConfig(init=str(tmp_path / "a")), tmp_path / "d")
+        Trainer(
+            ToyModel(ToyConfig(hidden=64)), ToyData(), TrainConfig(init=str(tmp_path / "a")), tmp_path / "d"
+        )

@@ -1,7 +1,8 @@
 """A toy model and dataset for the training-engine tests, runnable as a script for subprocess runs.
 
 ``python tests/toy_training.py OUT STEPS [--slow S] [--accum N] [--batch B] [--ema D]`` trains
-and writes ``OUT/final.safetensors`` (rank r > 0 of a DDP run: ``final_rank{r}.safetensors``); tests start it under torchrun (DDP) or kill it (resume).
+and writes ``OUT/final.safetensors`` (rank r > 0 of a DDP run: ``final_rank{r}.safetensors``); tests start it
+under torchrun (DDP) or kill it (resume).
 """
 
 from __future__ import annotations
@@ -67,8 +68,16 @@ def run(out, steps, batch=8, accum=1, ema=None, slow=0.0, ckpt_every=2, hidden=3
     model = ToyModel(ToyConfig(hidden=hidden))
     model.slow = slow
     config = TrainConfig(
-        steps=steps, batch_size=batch, grad_accum=accum, lr=1e-2, warmup_steps=2, ema_decay=ema,
-        log_every=1, ckpt_every=ckpt_every, seed=3, progress=False,
+        steps=steps,
+        batch_size=batch,
+        grad_accum=accum,
+        lr=1e-2,
+        warmup_steps=2,
+        ema_decay=ema,
+        log_every=1,
+        ckpt_every=ckpt_every,
+        seed=3,
+        progress=False,
     )
     trainer = Trainer(model, ToyData(), config, out, val_data=ToyData(16) if val else None)
     final = trainer.fit()

@@ -59,8 +59,10 @@ def load_audio(
                 f.seek(min(start, f.frames))
             data = f.read(frames, dtype="float32", always_2d=True)
     except Exception as err:
-        raise AudioError(f"cannot read audio file {path}: {_reason(err)}; check that it is a complete "
-                         "WAV, FLAC, OGG or MP3 file (re-export or convert it)") from err
+        raise AudioError(
+            f"cannot read audio file {path}: {_reason(err)}; check that it is a complete "
+            "WAV, FLAC, OGG or MP3 file (re-export or convert it)"
+        ) from err
     wav = data.mean(axis=1)
     if not np.isfinite(wav).all():
         raise AudioError(f"audio file {path} contains NaN or infinite samples")
@@ -69,8 +71,9 @@ def load_audio(
     return torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
 
 
-def read_clip(clip, sample_rate: int | None = None, start: float = 0.0,
-              seconds: float | None = None) -> torch.Tensor:
+def read_clip(
+    clip, sample_rate: int | None = None, start: float = 0.0, seconds: float | None = None
+) -> torch.Tensor:
     """The audio of a manifest clip (anything with ``path``, ``offset`` and ``duration``) as mono ``[T]``.
 
     A clip may start ``clip.offset`` s into a longer recording and last ``clip.duration`` s; reading
@@ -104,8 +107,10 @@ def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: in
         sf.write(str(tmp), data.clamp(-1, 1).numpy(), sample_rate, subtype="PCM_16")
         os.replace(tmp, path)
     except Exception as err:
-        raise AudioError(f"cannot write audio file {path}: {_reason(err)}; choose a writable path "
-                         "ending in .wav, .flac or .ogg") from err
+        raise AudioError(
+            f"cannot write audio file {path}: {_reason(err)}; choose a writable path "
+            "ending in .wav, .flac or .ogg"
+        ) from err
     finally:
         if tmp.exists():  # unlink(missing_ok) still raises when a file sits where a folder should
             tmp.unlink()
@@ -117,7 +122,11 @@ def resample(wav: torch.Tensor, orig_rate: int, target_rate: int) -> torch.Tenso
     if orig_rate == target_rate:
         return wav
     data = wav.detach().float().cpu().numpy()
-    out = soxr.resample(data.T, orig_rate, target_rate).T if data.ndim == 2 else soxr.resample(data, orig_rate, target_rate)
+    out = (
+        soxr.resample(data.T, orig_rate, target_rate).T
+        if data.ndim == 2
+        else soxr.resample(data, orig_rate, target_rate)
+    )
     return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(wav.device)
 
 
@@ -186,24 +195,35 @@ class MelSpectrogram(nn.Module):
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         squeeze = wav.ndim == 1
         wav = wav[None] if squeeze else wav
-        spec = torch.stft(
-            wav.float(), self.n_fft, self.hop_length, window=self.window, center=self.center,
-            return_complex=True,
-        ).abs().pow(2)
+        spec = (
+            torch.stft(
+                wav.float(),
+                self.n_fft,
+                self.hop_length,
+                window=self.window,
+                center=self.center,
+                return_complex=True,
+            )
+            .abs()
+            .pow(2)
+        )
         mel = self.filterbank @ spec
         out = torch.log(mel.clamp_min(self.eps)) if self.log else mel
         return out[0] if squeeze else out
 
 
 # Krumhansl & Kessler (1982) probe-tone profiles (major, minor), tonic first.
-KEY_PROFILES = torch.tensor([
-    [6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88],
-    [6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17],
-])
+KEY_PROFILES = torch.tensor(
+    [
+        [6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88],
+        [6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17],
+    ]
+)
 
 
 class RhythmAndKey(nn.Module):
-    """Tempo and key evidence that a CNN pooling log-mel over time misses: its receptive field is shorter than a
+    """Tempo and key evidence that a CNN pooling log-mel over time misses: its receptive field is shorter than
+    a
     slow beat, and mel bands cannot tell a minor third from a major one below 1 kHz.
 
     ``forward(wav [B, T], mel [B, M, F])`` -> ``[B, dim]``: the autocorrelation of the spectral-flux onset

@@ -41,8 +41,11 @@ class Config:
             raise ConfigError(f"{cls.__name__} has no field(s) {unknown}; known fields: {sorted(fields)}")
         hints = typing.get_type_hints(cls)
         values = {name: _coerce(hints[name], value) for name, value in data.items()}
-        wrong = [f"{name}={value!r} (expected {_type_name(hints[name])})" for name, value in values.items()
-                 if not _matches(hints[name], value)]
+        wrong = [
+            f"{name}={value!r} (expected {_type_name(hints[name])})"
+            for name, value in values.items()
+            if not _matches(hints[name], value)
+        ]
         if wrong:
             raise ConfigError(f"{cls.__name__}: wrong type for {', '.join(wrong)}")
         return cls(**values)

@@ -115,8 +115,9 @@ def load_component(directory: str | Path, map_location: str | torch.device = "cp
     try:
         model_type = json.loads(config_path.read_text()).get("model_type")
     except (json.JSONDecodeError, AttributeError) as err:
-        raise ConfigError(f"{config_path} is not a JSON object ({err}); restore it from the saved "
-                          "model") from err
+        raise ConfigError(
+            f"{config_path} is not a JSON object ({err}); restore it from the saved model"
+        ) from err
     if model_type not in COMPONENTS:
         raise ValueError(f"{directory}: unknown model_type {model_type!r}; known: {sorted(COMPONENTS)}")
     module_name, class_name = COMPONENTS[model_type].split(":")

@@ -90,24 +90,44 @@ def generate_tokens(
 
     with bar("semantic", n_sem) as b:
         semantic = generate_stage(
-            sem, lambda s, n, e: sem.condition(mulan=tokens_at(n, sem.frame_rate), melody=melody_at(s)),
-            n_sem, batch, samplings[0], prompt=None if prompt_semantic is None else prompt_semantic[:, None],
-            generator=generator, on_frame=b.update, use_cache=use_cache,
+            sem,
+            lambda s, n, e: sem.condition(mulan=tokens_at(n, sem.frame_rate), melody=melody_at(s)),
+            n_sem,
+            batch,
+            samplings[0],
+            prompt=None if prompt_semantic is None else prompt_semantic[:, None],
+            generator=generator,
+            on_frame=b.update,
+            use_cache=use_cache,
         )[:, 0]
     qc = coarse.levels
     with bar("coarse", n_ac) as b:
         coarse_codes = generate_stage(
-            coarse, lambda s, n, e: coarse.condition(
-                mulan=tokens_at(n, coarse.frame_rate), semantic=semantic[:, round(s * ratio) : round(e * ratio)]),
-            n_ac, batch, samplings[1], prompt=None if prompt_acoustic is None else prompt_acoustic[:, :qc],
-            generator=generator, on_frame=b.update, use_cache=use_cache,
+            coarse,
+            lambda s, n, e: coarse.condition(
+                mulan=tokens_at(n, coarse.frame_rate),
+                semantic=semantic[:, round(s * ratio) : round(e * ratio)],
+            ),
+            n_ac,
+            batch,
+            samplings[1],
+            prompt=None if prompt_acoustic is None else prompt_acoustic[:, :qc],
+            generator=generator,
+            on_frame=b.update,
+            use_cache=use_cache,
             aligned=lambda s, e: coarse.aligned(s, e, semantic=semantic),
         )
     with bar("fine", n_ac) as b:
         fine_codes = generate_stage(
-            fine, lambda s, n, e: fine.condition(coarse=coarse_codes[..., s:e]),
-            n_ac, batch, samplings[2], prompt=None if prompt_acoustic is None else prompt_acoustic[:, qc:],
-            generator=generator, on_frame=b.update, use_cache=use_cache,
+            fine,
+            lambda s, n, e: fine.condition(coarse=coarse_codes[..., s:e]),
+            n_ac,
+            batch,
+            samplings[2],
+            prompt=None if prompt_acoustic is None else prompt_acoustic[:, qc:],
+            generator=generator,
+            on_frame=b.update,
+            use_cache=use_cache,
             aligned=lambda s, e: fine.aligned(s, e, coarse=coarse_codes),
         )
     return {"semantic": semantic, "coarse": coarse_codes, "fine": fine_codes}
@@ -118,26 +138,44 @@ def stage_config(stage: str, preset: str, vocab: dict) -> StageConfig:
     return StageConfig.for_stage(stage, preset, **vocab)
 
 
-def vocabularies(codec: AcousticCodec, semantic: SemanticTokenizer, mulan: Conditioner,
-                 melody: MelodyEmbedder | None = None, coarse_quantizers: int = 4) -> dict:
+def vocabularies(
+    codec: AcousticCodec,
+    semantic: SemanticTokenizer,
+    mulan: Conditioner,
+    melody: MelodyEmbedder | None = None,
+    coarse_quantizers: int = 4,
+) -> dict:
     """The vocabulary fields of :class:`StageConfig` that the parts dictate."""
     if not 0 < coarse_quantizers < codec.num_quantizers:
-        raise GenerationError(f"coarse_quantizers must be in 1..{codec.num_quantizers - 1}, got {coarse_quantizers}")
+        raise GenerationError(
+            f"coarse_quantizers must be in 1..{codec.num_quantizers - 1}, got {coarse_quantizers}"
+        )
     return {
-        "mulan_quantizers": mulan.num_quantizers, "mulan_codebook": mulan.codebook_size,
+        "mulan_quantizers": mulan.num_quantizers,
+        "mulan_codebook": mulan.codebook_size,
         "melody_quantizers": melody.num_quantizers if melody is not None else 0,
         "melody_codebook": melody.codebook_size if melody is not None else 512,
-        "semantic_vocab": semantic.vocab_size, "semantic_rate": float(semantic.frame_rate),
-        "codebook_size": codec.codebook_size, "coarse_quantizers": coarse_quantizers,
-        "fine_quantizers": codec.num_quantizers - coarse_quantizers, "acoustic_rate": float(codec.frame_rate),
+        "semantic_vocab": semantic.vocab_size,
+        "semantic_rate": float(semantic.frame_rate),
+        "codebook_size": codec.codebook_size,
+        "coarse_quantizers": coarse_quantizers,
+        "fine_quantizers": codec.num_quantizers - coarse_quantizers,
+        "acoustic_rate": float(codec.frame_rate),
     }
 
 
 class MusicLM:
     """The assembled model. Build it from parts, or load a pipeline folder with :meth:`from_pretrained`."""
 
-    def __init__(self, codec: AcousticCodec, semantic: SemanticTokenizer, mulan: Conditioner, stages: StageSet,
-                 melody: MelodyEmbedder | None = None, max_duration: float = MAX_DURATION):
+    def __init__(
+        self,
+        codec: AcousticCodec,
+        semantic: SemanticTokenizer,
+        mulan: Conditioner,
+        stages: StageSet,
+        melody: MelodyEmbedder | None = None,
+        max_duration: float = MAX_DURATION,
+    ):
         self.codec, self.semantic, self.mulan, self.melody = codec, semantic, mulan, melody
         self.stages, self.max_duration = stages, max_duration
         coarse = stages.coarse.config.coarse_quantizers
@@ -145,7 +183,8 @@ class MusicLM:
             raise GenerationError(
                 f"the stages were trained for other parts: the coarse stage models {coarse} RVQ levels, "
                 f"but this codec has {codec.num_quantizers}; use the codec they were tokenized with, "
-                "or retrain them")
+                "or retrain them"
+            )
         expected = vocabularies(codec, semantic, mulan, melody, stages.coarse.config.coarse_quantizers)
         for stage in (stages.semantic, stages.coarse, stages.fine):
             stage.eval()
@@ -161,7 +200,9 @@ class MusicLM:
 
     # ------------------------------------------------------------ persistence
     @classmethod
-    def from_pretrained(cls, directory: str | Path = SHIPPED_MODEL, map_location: str | torch.device = "cpu") -> MusicLM:
+    def from_pretrained(
+        cls, directory: str | Path = SHIPPED_MODEL, map_location: str | torch.device = "cpu"
+    ) -> MusicLM:
         """Load a pipeline folder; without one, the shipped small model."""
         directory = Path(directory)
         if not (directory / PIPELINE_FILE).is_file():
@@ -180,17 +221,31 @@ class MusicLM:
         except json.JSONDecodeError as err:
             raise ConfigError(f"{directory / PIPELINE_FILE} is not valid JSON ({err}); restore it") from err
         parts = {p: load_component(directory / p, map_location) for p in PARTS}
-        melody = load_component(directory / "melody", map_location) if (directory / "melody").is_dir() else None
+        melody = (
+            load_component(directory / "melody", map_location) if (directory / "melody").is_dir() else None
+        )
         stages = StageSet(parts["semantic_stage"], parts["coarse_stage"], parts["fine_stage"])
-        return cls(parts["codec"], parts["semantic"], parts["mulan"], stages, melody,
-                   meta.get("max_duration", MAX_DURATION))
+        return cls(
+            parts["codec"],
+            parts["semantic"],
+            parts["mulan"],
+            stages,
+            melody,
+            meta.get("max_duration", MAX_DURATION),
+        )
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
         """``dtype=torch.float16`` stores every part's weights at half size (an HF codec keeps its own)."""
         directory = Path(directory)
-        named = {"codec": self.codec, "semantic": self.semantic, "mulan": self.mulan, "melody": self.melody,
-                 "semantic_stage": self.stages.semantic, "coarse_stage": self.stages.coarse,
-                 "fine_stage": self.stages.fine}
+        named = {
+            "codec": self.codec,
+            "semantic": self.semantic,
+            "mulan": self.mulan,
+            "melody": self.melody,
+            "semantic_stage": self.stages.semantic,
+            "coarse_stage": self.stages.coarse,
+            "fine_stage": self.stages.fine,
+        }
         for name, part in named.items():
             if part is None:
                 continue
@@ -198,14 +253,23 @@ class MusicLM:
                 part.save_pretrained(directory / name, dtype)
             else:
                 part.save_pretrained(directory / name)
-        (directory / PIPELINE_FILE).write_text(json.dumps({"max_duration": self.max_duration}, indent=2) + "\n")
+        (directory / PIPELINE_FILE).write_text(
+            json.dumps({"max_duration": self.max_duration}, indent=2) + "\n"
+        )
         return directory
 
     # ------------------------------------------------------------ placement
     def to(self, device: str | torch.device) -> MusicLM:
         """Move every part to ``device`` (as an HF pipeline does); returns the pipeline."""
-        for part in (self.codec, self.semantic, self.mulan, self.melody,
-                     self.stages.semantic, self.stages.coarse, self.stages.fine):
+        for part in (
+            self.codec,
+            self.semantic,
+            self.mulan,
+            self.melody,
+            self.stages.semantic,
+            self.stages.coarse,
+            self.stages.fine,
+        ):
             if part is not None:
                 part.to(device)
         return self
@@ -245,8 +309,9 @@ class MusicLM:
         """
         schedule = self._check_request(texts, duration, story)
         if len(temperatures) != 3 or not all(math.isfinite(t) and t >= 0 for t in temperatures):
-            raise GenerationError(f"temperatures takes 3 finite values >= 0 (semantic, coarse, fine), "
-                                  f"got {list(temperatures)}")
+            raise GenerationError(
+                f"temperatures takes 3 finite values >= 0 (semantic, coarse, fine), got {list(temperatures)}"
+            )
         if guidance is not None and not math.isfinite(guidance):
             raise GenerationError(f"guidance must be a finite scale (e.g. 3.0) or None, got {guidance}")
         samplings = [Sampling(t, top_k, top_p, guidance) for t in temperatures]
@@ -256,16 +321,25 @@ class MusicLM:
         prompt_seconds = 0.0
         if continuation is not None:
             prompt_sem, prompt_ac, prompt_seconds = self._prompt_tokens(continuation, batch)
-        mulan = [(start + prompt_seconds, self.mulan.quantize(self.mulan.embed_text(list(texts))))
-                 for start, texts in schedule]
+        mulan = [
+            (start + prompt_seconds, self.mulan.quantize(self.mulan.embed_text(list(texts))))
+            for start, texts in schedule
+        ]
         mulan = [(start, tokens.to(self.device)) for start, tokens in mulan]
         mulan[0] = (0.0, mulan[0][1])
         generator = torch.Generator(self.device)
         generator.manual_seed(seed if seed is not None else torch.seed())
         tokens = generate_tokens(
-            self.stages, mulan, prompt_seconds + duration, samplings, melody=melody_tokens,
+            self.stages,
+            mulan,
+            prompt_seconds + duration,
+            samplings,
+            melody=melody_tokens,
             melody_hop=self.melody.hop_seconds if self.melody is not None else 3.0,
-            prompt_semantic=prompt_sem, prompt_acoustic=prompt_ac, generator=generator, progress=progress,
+            prompt_semantic=prompt_sem,
+            prompt_acoustic=prompt_ac,
+            generator=generator,
+            progress=progress,
         )
         return self.codec.decode(torch.cat([tokens["coarse"], tokens["fine"]], dim=1))
 
@@ -274,7 +348,9 @@ class MusicLM:
         if not isinstance(duration, (int, float)) or not math.isfinite(duration) or duration <= 0:
             raise GenerationError(f"duration must be a positive number of seconds, got {duration!r}")
         if duration > self.max_duration:
-            raise GenerationError(f"duration {duration} s is above this model's maximum of {self.max_duration} s")
+            raise GenerationError(
+                f"duration {duration} s is above this model's maximum of {self.max_duration} s"
+            )
         if story is not None:
             if texts:
                 raise GenerationError("pass either texts or story, not both")
@@ -310,7 +386,8 @@ class MusicLM:
         seconds = wav.shape[-1] / self.melody.sample_rate
         if seconds < self.melody.window_seconds:
             raise GenerationError(
-                f"the melody is {seconds:.2f} s long; it needs at least one window of {self.melody.window_seconds} s"
+                f"the melody is {seconds:.2f} s long; it needs at least one window of "
+                f"{self.melody.window_seconds} s"
             )
         if wav.abs().max() < 1e-4 or wav.pow(2).mean().sqrt() < 1e-4:
             raise GenerationError("the melody file is silent; record the hummed/whistled melody louder")
@@ -322,7 +399,9 @@ class MusicLM:
         seconds = wav.shape[-1] / self.codec.sample_rate
         min_seconds = 2 / self.stages.semantic.frame_rate
         if seconds < min_seconds:
-            raise GenerationError(f"the continuation audio is {seconds:.3f} s; it needs at least {min_seconds} s")
+            raise GenerationError(
+                f"the continuation audio is {seconds:.3f} s; it needs at least {min_seconds} s"
+            )
         device = self.device
         semantic, acoustic = encode_aligned(wav, self.codec.sample_rate, self.codec, self.semantic, device)
         seconds = acoustic.shape[-1] / self.codec.frame_rate

@@ -83,7 +83,9 @@ def load_weights(model: torch.nn.Module, path: Path, map_location: str | torch.d
         # read on the CPU: load_state_dict copies into the model's own tensors, wherever they are
         state = load_file(str(path))
     except Exception as err:  # safetensors raises its own error types for truncated headers and data
-        raise ConfigError(f"{path} is not a readable safetensors file ({err}); re-save or re-download it") from err
+        raise ConfigError(
+            f"{path} is not a readable safetensors file ({err}); re-save or re-download it"
+        ) from err
     load_state_dict_checked(model, state, source=str(path))
     model.to(map_location)
 

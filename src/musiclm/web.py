@@ -41,8 +41,10 @@ EXAMPLES = [
     "a gentle hymn for brass section, at about 80 BPM",
     "a bright folk song on solo flute, dry",
 ]
-STORY_HELP = ("One segment per line, `prompt: seconds`, as `musiclm generate --story`. The seconds set the "
-              "length (the duration slider is then not used), and the prompt box must be empty.")
+STORY_HELP = (
+    "One segment per line, `prompt: seconds`, as `musiclm generate --story`. The seconds set the "
+    "length (the duration slider is then not used), and the prompt box must be empty."
+)
 
 
 def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks:
@@ -50,8 +52,20 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
     mel = MelSpectrogram(model.sample_rate, n_fft=1024, hop_length=256, n_mels=80)
 
     @_messages_in_page
-    def generate(prompt, duration, seed, variations, melody, continuation, story, guidance,
-                 t_semantic, t_coarse, t_fine, progress=gr.Progress(track_tqdm=True)):
+    def generate(
+        prompt,
+        duration,
+        seed,
+        variations,
+        melody,
+        continuation,
+        story,
+        guidance,
+        t_semantic,
+        t_coarse,
+        t_fine,
+        progress=gr.Progress(track_tqdm=True),
+    ):
         segments = [story_segment(line) for line in (story or "").splitlines() if line.strip()] or None
         seconds = sum(s for _, s in segments) if segments else float(duration)
         seed = int(seed) if seed is not None and seed >= 0 else secrets.randbelow(2**31)
@@ -60,15 +74,27 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
         wavs = []
         for i in range(int(variations)):
             progress((i, int(variations)), desc=f"variation {i + 1} of {int(variations)}")
-            wavs.append(model.generate(
-                prompt, seconds, melody=melody, continuation=continuation, story=segments, seed=seed + i,
-                guidance=guidance or None, temperatures=temperatures, progress=True,
-            )[0])
+            wavs.append(
+                model.generate(
+                    prompt,
+                    seconds,
+                    melody=melody,
+                    continuation=continuation,
+                    story=segments,
+                    seed=seed + i,
+                    guidance=guidance or None,
+                    temperatures=temperatures,
+                    progress=True,
+                )[0]
+            )
         elapsed = time.perf_counter() - started
         command = [  # uploads by their file names: the user has them under those names
-            "musiclm", "generate", *([prompt] if prompt else []),
+            "musiclm",
+            "generate",
+            *([prompt] if prompt else []),
             *[f"--story={text}:{s:g}" for text, s in segments or []],
-            f"--duration={seconds:g}", f"--seed={seed}",
+            f"--duration={seconds:g}",
+            f"--seed={seed}",
             *([f"--melody={Path(melody).name}"] if melody else []),
             *([f"--continue={Path(continuation).name}"] if continuation else []),
             *([f"--guidance={guidance:g}"] if guidance else []),
@@ -76,44 +102,66 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
             *([f"--checkpoint={checkpoint}"] if checkpoint else []),
         ]
         seeds = f"**{seed}**" + (f" to {seed + len(wavs) - 1} (one per variation)" if len(wavs) > 1 else "")
-        info = (f"Seed {seeds}"
-                + f" · {len(wavs)} × {seconds:g} s in {elapsed:.1f} s · the first from the command line: "
-                f"`{shlex.join(command)}`")
+        info = (
+            f"Seed {seeds}"
+            + f" · {len(wavs)} × {seconds:g} s in {elapsed:.1f} s · the first from the command line: "
+            f"`{shlex.join(command)}`"
+        )
         updates = []
         for i in range(MAX_VARIATIONS):
             shown = i < len(wavs)
             label = f"variation {i + 1} · seed {seed + i}" if shown else None
-            updates.append(gr.Audio(_pcm16(wavs[i], model.sample_rate) if shown else None, label=label,
-                                    visible=shown))
-            updates.append(gr.Image(_spectrogram(mel, wavs[i], model.sample_rate) if shown else None,
-                                    visible=shown))
+            updates.append(
+                gr.Audio(_pcm16(wavs[i], model.sample_rate) if shown else None, label=label, visible=shown)
+            )
+            updates.append(
+                gr.Image(_spectrogram(mel, wavs[i], model.sample_rate) if shown else None, visible=shown)
+            )
         return [info, *updates]
 
     with gr.Blocks(title="musiclm", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
-        gr.Markdown("# musiclm: text in, music out\nDescribe the music; the small shipped model knows "
-                    "folk tunes, fiddle tunes, chorales and early music on General MIDI instruments.")
+        gr.Markdown(
+            "# musiclm: text in, music out\nDescribe the music; the small shipped model knows "
+            "folk tunes, fiddle tunes, chorales and early music on General MIDI instruments."
+        )
         with gr.Row():
             with gr.Column(scale=3):
-                prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt",
-                                    placeholder="a slow chorale for church organ in F major")
+                prompt = gr.Textbox(
+                    label="Prompt",
+                    lines=2,
+                    elem_id="prompt",
+                    placeholder="a slow chorale for church organ in F major",
+                )
                 gr.Examples([[e] for e in EXAMPLES], inputs=[prompt], label="Prompts the model knows well")
                 with gr.Row():
-                    duration = gr.Slider(1, MAX_SECONDS, value=10, step=1, label="Duration (s)",
-                                         elem_id="duration")
+                    duration = gr.Slider(
+                        1, MAX_SECONDS, value=10, step=1, label="Duration (s)", elem_id="duration"
+                    )
                     variations = gr.Slider(1, MAX_VARIATIONS, value=1, step=1, label="Variations")
                     seed = gr.Number(-1, precision=0, minimum=-1, label="Seed (-1: random)", elem_id="seed")
                 with gr.Accordion("Melody to follow", open=False):
-                    melody = gr.Audio(sources=["upload", "microphone"], type="filepath",
-                                      label="Hum or whistle a melody (at least 4 s)")
+                    melody = gr.Audio(
+                        sources=["upload", "microphone"],
+                        type="filepath",
+                        label="Hum or whistle a melody (at least 4 s)",
+                    )
                 with gr.Accordion("Continue an audio file", open=False):
-                    continuation = gr.Audio(sources=["upload"], type="filepath",
-                                            label="Audio to continue (kept at the start of the result)")
+                    continuation = gr.Audio(
+                        sources=["upload"],
+                        type="filepath",
+                        label="Audio to continue (kept at the start of the result)",
+                    )
                 with gr.Accordion("Story mode", open=False):
-                    story = gr.Textbox(label="Story", lines=4, info=STORY_HELP,
-                                       placeholder="a calm piano piece: 5\na lively fiddle tune: 5")
+                    story = gr.Textbox(
+                        label="Story",
+                        lines=4,
+                        info=STORY_HELP,
+                        placeholder="a calm piano piece: 5\na lively fiddle tune: 5",
+                    )
                 with gr.Accordion("Advanced", open=False):
-                    guidance = gr.Slider(0, 10, value=0, step=0.5,
-                                         label="Classifier-free guidance (0: off, as in the paper)")
+                    guidance = gr.Slider(
+                        0, 10, value=0, step=0.5, label="Classifier-free guidance (0: off, as in the paper)"
+                    )
                     temperature_sliders = [
                         gr.Slider(0.05, 2, value=t, step=0.05, label=f"Temperature, {stage} stage")
                         for stage, t in zip(("semantic", "coarse", "fine"), PAPER_TEMPERATURES)
@@ -123,12 +171,33 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
                 info = gr.Markdown(elem_id="info")
                 outputs = []
                 for i in range(MAX_VARIATIONS):
-                    outputs.append(gr.Audio(type="numpy", format="wav", interactive=False, visible=i == 0,
-                                            buttons=["download"], label="Result", elem_id=f"result-{i}"))
-                    outputs.append(gr.Image(type="numpy", interactive=False, visible=i == 0, show_label=False,
-                                            buttons=["download", "fullscreen"], elem_id=f"spectrogram-{i}"))
-        button.click(generate, [prompt, duration, seed, variations, melody, continuation, story, guidance,
-                               *temperature_sliders], [info, *outputs], concurrency_limit=1)
+                    outputs.append(
+                        gr.Audio(
+                            type="numpy",
+                            format="wav",
+                            interactive=False,
+                            visible=i == 0,
+                            buttons=["download"],
+                            label="Result",
+                            elem_id=f"result-{i}",
+                        )
+                    )
+                    outputs.append(
+                        gr.Image(
+                            type="numpy",
+                            interactive=False,
+                            visible=i == 0,
+                            show_label=False,
+                            buttons=["download", "fullscreen"],
+                            elem_id=f"spectrogram-{i}",
+                        )
+                    )
+        button.click(
+            generate,
+            [prompt, duration, seed, variations, melody, continuation, story, guidance, *temperature_sliders],
+            [info, *outputs],
+            concurrency_limit=1,
+        )
     return app
 
 
@@ -143,8 +212,15 @@ def serve(checkpoint: str | Path | None = None, host: str = "127.0.0.1", port: i
     model = MusicLM.from_pretrained(checkpoint or SHIPPED_MODEL)
     app = build_app(model, checkpoint)
     app.queue(default_concurrency_limit=1, max_size=32)
-    app.launch(server_name=host, server_port=port, share=False, ssr_mode=False, mcp_server=False, pwa=False,
-               show_error=False)
+    app.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        ssr_mode=False,
+        mcp_server=False,
+        pwa=False,
+        show_error=False,
+    )
 
 
 def _messages_in_page(fn):
@@ -177,8 +253,13 @@ def _spectrogram(mel: MelSpectrogram, wav: torch.Tensor, sample_rate: int) -> np
     spec = mel(wav.float()).numpy()
     figure = Figure(figsize=(6, 2.2), dpi=100, layout="constrained")
     axes = figure.add_subplot()
-    axes.imshow(spec, origin="lower", aspect="auto", cmap="magma",
-                extent=(0, wav.shape[-1] / sample_rate, 0, spec.shape[0]))
+    axes.imshow(
+        spec,
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        extent=(0, wav.shape[-1] / sample_rate, 0, spec.shape[0]),
+    )
     axes.set(title="log-mel spectrogram", xlabel="seconds", ylabel="mel band")
     canvas = FigureCanvasAgg(figure)
     canvas.draw()

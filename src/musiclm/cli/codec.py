@@ -8,16 +8,30 @@ from typing import Annotated
 import typer
 
 from musiclm.cli.apps import app, train_app
-from musiclm.cli.common import (BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps,
-                                 model_config, train_config)
+from musiclm.cli.common import (
+    BatchSize,
+    Device,
+    LearningRate,
+    Manifests,
+    OutDir,
+    Overrides,
+    Preset,
+    Steps,
+    model_config,
+    train_config,
+)
 
-codec_app = typer.Typer(help="Encode, decode and evaluate audio with the acoustic codec.", no_args_is_help=True)
+codec_app = typer.Typer(
+    help="Encode, decode and evaluate audio with the acoustic codec.", no_args_is_help=True
+)
 app.add_typer(codec_app, name="codec")
 
 Checkpoint = Annotated[
     Path | None,
-    typer.Option(help="Saved codec folder, or a training run folder (its latest checkpoint). "
-                      "Default: the shipped model's, checkpoints/musiclm_small/codec."),
+    typer.Option(
+        help="Saved codec folder, or a training run folder (its latest checkpoint). "
+        "Default: the shipped model's, checkpoints/musiclm_small/codec."
+    ),
 ]
 
 
@@ -29,7 +43,9 @@ def _load(checkpoint: Path | None, device: str = "cpu"):
 
     path = checkpoint or SHIPPED_MODEL / "codec"
     if not path.exists():
-        raise typer.BadParameter(f"{path} does not exist; pass --checkpoint DIR (a saved codec or a run folder)")
+        raise typer.BadParameter(
+            f"{path} does not exist; pass --checkpoint DIR (a saved codec or a run folder)"
+        )
     device = str(pick_device(device))
     if (path / "checkpoints").is_dir():
         return codec_from_checkpoint(str(path), device)
@@ -38,16 +54,32 @@ def _load(checkpoint: Path | None, device: str = "cpu"):
 
 @train_app.command("codec")
 def train_codec(
-    data: Manifests, out: OutDir, preset: Preset = "small",
+    data: Manifests,
+    out: OutDir,
+    preset: Preset = "small",
     crop_seconds: Annotated[float | None, typer.Option(help="Seconds per training crop.")] = None,
-    data_weight: Annotated[list[float] | None, typer.Option(
-        "--data-weight", help="Share of crops drawn from each --data manifest, in the same order (repeatable; "
-                              "default: every clip equally likely, so a few long recordings are rarely seen).")] = None,
-    steps: Steps = None, batch_size: BatchSize = None, lr: LearningRate = None, device: Device = "auto",
+    data_weight: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--data-weight",
+            help="Share of crops drawn from each --data manifest, in the same order (repeatable; "
+            "default: every clip equally likely, so a few long recordings are rarely seen).",
+        ),
+    ] = None,
+    steps: Steps = None,
+    batch_size: BatchSize = None,
+    lr: LearningRate = None,
+    device: Device = "auto",
     overrides: Overrides = None,
 ) -> None:
     """Train SoundStream (generator + discriminators) on audio manifests with the shared engine; resumable."""
-    from musiclm.codec.soundstream import CROP_SECONDS, TRAIN_GAIN_DB, SoundStream, SoundStreamConfig, train_defaults
+    from musiclm.codec.soundstream import (
+        CROP_SECONDS,
+        TRAIN_GAIN_DB,
+        SoundStream,
+        SoundStreamConfig,
+        train_defaults,
+    )
     from musiclm.data.datasets import AudioCropDataset
     from musiclm.training import Trainer, seed_everything
     from musiclm.training.distributed import setup
@@ -56,22 +88,32 @@ def train_codec(
     cfg = train_config(train_defaults(preset), steps, batch_size, lr, device, overrides)
     crop = crop_seconds or CROP_SECONDS[preset]
     try:
-        dataset = AudioCropDataset([str(m) for m in data], config.sample_rate, crop, split="train",
-                                   weights=data_weight, gain_db=TRAIN_GAIN_DB)
+        dataset = AudioCropDataset(
+            [str(m) for m in data],
+            config.sample_rate,
+            crop,
+            split="train",
+            weights=data_weight,
+            gain_db=TRAIN_GAIN_DB,
+        )
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
     setup(cfg.device)  # under torchrun, the quantizer syncs its codebooks only if built in the process group
     seed_everything(cfg.seed)  # identical initial weights in every DDP process
     model = SoundStream(config)
-    typer.echo(f"SoundStream {preset}: {sum(p.numel() for p in model.generator_parameters()) / 1e6:.2f}M generator "
-               f"params, {len(dataset)} training clips, {crop} s crops, batch {cfg.batch_size}, {cfg.steps} steps")
+    typer.echo(
+        f"SoundStream {preset}: {sum(p.numel() for p in model.generator_parameters()) / 1e6:.2f}M generator "
+        f"params, {len(dataset)} training clips, {crop} s crops, batch {cfg.batch_size}, {cfg.steps} steps"
+    )
     Trainer(model, dataset, cfg, out).fit()
     typer.echo(f"saved the trained codec to {out}")
 
 
 @codec_app.command()
-def info(checkpoint: Checkpoint = None,
-         preset: Annotated[str | None, typer.Option(help="Describe a preset instead of a checkpoint.")] = None) -> None:
+def info(
+    checkpoint: Checkpoint = None,
+    preset: Annotated[str | None, typer.Option(help="Describe a preset instead of a checkpoint.")] = None,
+) -> None:
     """Sample rate, frame rate, quantizers, codebook size and bitrate."""
     if preset:
         from musiclm.codec.soundstream import SoundStream, SoundStreamConfig
@@ -80,10 +122,12 @@ def info(checkpoint: Checkpoint = None,
     else:
         codec = _load(checkpoint)
     bits = codec.frame_rate * codec.num_quantizers * __import__("math").log2(codec.codebook_size)
-    typer.echo(f"sample rate: {codec.sample_rate} Hz\nframe rate: {codec.frame_rate:g} Hz\n"
-               f"quantizers: {codec.num_quantizers}\ncodebook size: {codec.codebook_size}\n"
-               f"bitrate: {bits / 1000:g} kbps at {codec.num_quantizers} quantizers "
-               f"({bits / codec.num_quantizers / 1000:g} kbps per quantizer)")
+    typer.echo(
+        f"sample rate: {codec.sample_rate} Hz\nframe rate: {codec.frame_rate:g} Hz\n"
+        f"quantizers: {codec.num_quantizers}\ncodebook size: {codec.codebook_size}\n"
+        f"bitrate: {bits / 1000:g} kbps at {codec.num_quantizers} quantizers "
+        f"({bits / codec.num_quantizers / 1000:g} kbps per quantizer)"
+    )
 
 
 @codec_app.command()
@@ -91,7 +135,8 @@ def encode(
     src: Annotated[Path, typer.Argument(help="Input audio file.")],
     dst: Annotated[Path, typer.Argument(help="Output .npz of codes.")],
     quantizers: Annotated[int | None, typer.Option(help="Keep the first q levels (lower bitrate).")] = None,
-    checkpoint: Checkpoint = None, device: Device = "cpu",
+    checkpoint: Checkpoint = None,
+    device: Device = "cpu",
 ) -> None:
     """Audio file -> codes (.npz with codes [Q, F], sample_rate, frame_rate, num_samples)."""
     import numpy as np
@@ -104,8 +149,13 @@ def encode(
         typer.echo(f"note: {src} is at {rate} Hz; resampling to the codec's {codec.sample_rate} Hz", err=True)
     wav = load_audio(src, codec.sample_rate)
     codes = codec.encode(wav[None], quantizers)[0].cpu()
-    np.savez(dst, codes=codes.numpy().astype(np.int16), sample_rate=codec.sample_rate,
-             frame_rate=codec.frame_rate, num_samples=wav.shape[-1])
+    np.savez(
+        dst,
+        codes=codes.numpy().astype(np.int16),
+        sample_rate=codec.sample_rate,
+        frame_rate=codec.frame_rate,
+        num_samples=wav.shape[-1],
+    )
     typer.echo(f"{dst}: {codes.shape[0]} x {codes.shape[1]} codes")
 
 
@@ -113,7 +163,8 @@ def encode(
 def decode(
     src: Annotated[Path, typer.Argument(help="Input .npz written by `musiclm codec encode`.")],
     dst: Annotated[Path, typer.Argument(help="Output .wav.")],
-    checkpoint: Checkpoint = None, device: Device = "cpu",
+    checkpoint: Checkpoint = None,
+    device: Device = "cpu",
 ) -> None:
     """Codes (.npz) -> audio file."""
     import numpy as np
@@ -139,7 +190,9 @@ def evaluate_cmd(
     clips: Annotated[int, typer.Option(help="At most this many files.")] = 16,
     seconds: Annotated[float, typer.Option(help="Seconds per excerpt.")] = 5.0,
     per_file: Annotated[int, typer.Option(help="Excerpts per file.")] = 1,
-    out: Annotated[Path, typer.Option(help="Folder for table.md, metrics.json and plot.png.")] = Path("codec_eval"),
+    out: Annotated[Path, typer.Option(help="Folder for table.md, metrics.json and plot.png.")] = Path(
+        "codec_eval"
+    ),
     opus: Annotated[bool, typer.Option(help="Compare with Opus (ffmpeg libopus).")] = True,
     device: Device = "cpu",
 ) -> None:
@@ -159,10 +212,21 @@ def evaluate_cmd(
     out.mkdir(parents=True, exist_ok=True)
     text = ev.table(rows)
     ppl_text = ", ".join(f"{p:.0f}" for p in ppl)
-    (out / "table.md").write_text(f"{text}\n\ncodebook perplexity per quantizer (of {codec.codebook_size}): {ppl_text}\n")
-    (out / "metrics.json").write_text(json.dumps(
-        {"clips": len(audio), "seconds": seconds, "rows": [dataclasses.asdict(r) for r in rows], "perplexity": ppl,
-         "steps": getattr(codec, "train_steps", None)}, indent=1))
+    (out / "table.md").write_text(
+        f"{text}\n\ncodebook perplexity per quantizer (of {codec.codebook_size}): {ppl_text}\n"
+    )
+    (out / "metrics.json").write_text(
+        json.dumps(
+            {
+                "clips": len(audio),
+                "seconds": seconds,
+                "rows": [dataclasses.asdict(r) for r in rows],
+                "perplexity": ppl,
+                "steps": getattr(codec, "train_steps", None),
+            },
+            indent=1,
+        )
+    )
     ev.plot(rows, out / "plot.png", f"{len(audio)} x {seconds:g} s excerpts")
     typer.echo(text)
     typer.echo(f"codebook perplexity per quantizer: {ppl_text}\nwrote {out}/table.md, metrics.json, plot.png")

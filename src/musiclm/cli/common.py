@@ -19,14 +19,23 @@ LearningRate = Annotated[float | None, typer.Option("--lr", help="Peak learning 
 Device = Annotated[str, typer.Option(help="'auto', 'cpu', 'cuda' or 'cuda:N'.")]
 Overrides = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a setting: --set train.ema_decay=0.999 (training) or --set "
-                 "model.dim=256 (the model's config); a bare name is a training setting (repeatable)."),
+    typer.Option(
+        "--set",
+        help="Override a setting: --set train.ema_decay=0.999 (training) or --set "
+        "model.dim=256 (the model's config); a bare name is a training setting (repeatable).",
+    ),
 ]
 OutDir = Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, logs, and the trained model.")]
-Manifests = Annotated[list[Path], typer.Option("--data", help="JSONL manifest(s) of audio clips (repeatable).")]
+Manifests = Annotated[
+    list[Path], typer.Option("--data", help="JSONL manifest(s) of audio clips (repeatable).")
+]
 Preset = Annotated[str, typer.Option(help="Model size preset: tiny, small or paper.")]
-Strict = Annotated[bool, typer.Option(
-    help="Stop at the first input that cannot be used instead of skipping it (skips go to skipped.jsonl).")]
+Strict = Annotated[
+    bool,
+    typer.Option(
+        help="Stop at the first input that cannot be used instead of skipping it (skips go to skipped.jsonl)."
+    ),
+]
 
 
 def parse_overrides(overrides: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -38,8 +47,13 @@ def parse_overrides(overrides: list[str] | None) -> tuple[dict[str, Any], dict[s
         if not sep:
             raise typer.BadParameter(f"--set expects key=value, got {item!r}")
         scope, dot, name = key.strip().partition(".")
-        target, name = (model, name) if dot and scope == "model" else (train, name) if dot and scope == "train" \
+        target, name = (
+            (model, name)
+            if dot and scope == "model"
+            else (train, name)
+            if dot and scope == "train"
             else (train, key.strip())
+        )
         try:
             target[name] = json.loads(raw)
         except json.JSONDecodeError:
@@ -48,7 +62,8 @@ def parse_overrides(overrides: list[str] | None) -> tuple[dict[str, Any], dict[s
 
 
 def model_config(config_class: type, preset: str, overrides: list[str] | None = None, **fixed: Any):
-    """``config_class``'s ``preset`` with the fields a command fixes and the ``--set model.FIELD=VALUE`` changes."""
+    """``config_class``'s ``preset`` with the fields a command fixes and the ``--set model.FIELD=VALUE``
+    changes."""
     try:
         return config_class.preset(preset, **{**fixed, **parse_overrides(overrides)[0]})
     except ConfigError as err:

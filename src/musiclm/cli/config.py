@@ -29,11 +29,17 @@ def resolve(part: str, preset: str, overrides: list[str] | None = None) -> dict:
         from musiclm.cli.semantic import TRAIN_DEFAULTS
         from musiclm.semantic.w2vbert import W2VBertConfig
 
-        model, defaults = model_config(W2VBertConfig, preset, overrides), TrainConfig.from_dict(TRAIN_DEFAULTS[preset])
+        model, defaults = (
+            model_config(W2VBertConfig, preset, overrides),
+            TrainConfig.from_dict(TRAIN_DEFAULTS[preset]),
+        )
     elif part in ("mulan", "melody"):
-        from musiclm.mulan import melody, model as mulan
+        from musiclm.mulan import melody
+        from musiclm.mulan import model as mulan
 
-        module, config_class = (mulan, mulan.MuLanConfig) if part == "mulan" else (melody, melody.MelodyConfig)
+        module, config_class = (
+            (mulan, mulan.MuLanConfig) if part == "mulan" else (melody, melody.MelodyConfig)
+        )
         model = model_config(config_class, preset, overrides)
         defaults = TrainConfig.from_dict(module.TRAIN_DEFAULTS[preset])
     elif part.endswith("_stage"):
@@ -42,7 +48,9 @@ def resolve(part: str, preset: str, overrides: list[str] | None = None) -> dict:
         from musiclm.stages.stages import TRAIN_DEFAULTS, StageConfig
 
         try:
-            model = StageConfig.for_stage(part.removesuffix("_stage"), preset, **parse_overrides(overrides)[0])
+            model = StageConfig.for_stage(
+                part.removesuffix("_stage"), preset, **parse_overrides(overrides)[0]
+            )
         except ConfigError as err:
             raise typer.BadParameter(str(err)) from err
         defaults = TrainConfig.from_dict(TRAIN_DEFAULTS.get(preset, {}))

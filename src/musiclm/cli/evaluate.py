@@ -8,35 +8,81 @@ from typing import Annotated, Optional
 import typer
 
 from musiclm.cli.apps import app, train_app
-from musiclm.cli.common import (BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps,
-                                 Strict, model_config, train_config)
+from musiclm.cli.common import (
+    BatchSize,
+    Device,
+    LearningRate,
+    Manifests,
+    OutDir,
+    Overrides,
+    Preset,
+    Steps,
+    Strict,
+    model_config,
+    train_config,
+)
 
 PathOpt = Optional[Path]
 
 
 @app.command("eval")
 def eval_command(
-    prompts: Annotated[Path, typer.Option(help="Prompt file: .txt (one a line) or .jsonl (see musiclm.evaluation.prompts).")],
-    reference: Annotated[Path, typer.Option(help="Manifest of real clips: held-out ones (split != train) for FAD, train ones for the floor row.")],
+    prompts: Annotated[
+        Path, typer.Option(help="Prompt file: .txt (one a line) or .jsonl (see musiclm.evaluation.prompts).")
+    ],
+    reference: Annotated[
+        Path,
+        typer.Option(
+            help="Manifest of real clips: held-out ones (split != train) for FAD, train ones for the "
+            "floor row."
+        ),
+    ],
     out: OutDir,
     checkpoint: Annotated[PathOpt, typer.Option(help="MusicLM pipeline folder to generate with.")] = None,
-    audio: Annotated[PathOpt, typer.Option(help="Already generated audio instead: a folder (sorted) or a manifest, one clip per prompt.")] = None,
-    classifier: Annotated[PathOpt, typer.Option(help="Evaluation classifier folder (musiclm train classifier): KLD, family/style adherence, FAD.")] = None,
-    mulan: Annotated[PathOpt, typer.Option(help="Conditioner folder for MCC and FAD (default: the checkpoint's).")] = None,
-    codec: Annotated[PathOpt, typer.Option(help="Codec folder for the resynthesis row and FAD (default: the checkpoint's).")] = None,
+    audio: Annotated[
+        PathOpt,
+        typer.Option(
+            help="Already generated audio instead: a folder (sorted) or a manifest, one clip per prompt."
+        ),
+    ] = None,
+    classifier: Annotated[
+        PathOpt,
+        typer.Option(
+            help="Evaluation classifier folder (musiclm train classifier): KLD, family/style adherence, FAD."
+        ),
+    ] = None,
+    mulan: Annotated[
+        PathOpt, typer.Option(help="Conditioner folder for MCC and FAD (default: the checkpoint's).")
+    ] = None,
+    codec: Annotated[
+        PathOpt,
+        typer.Option(help="Codec folder for the resynthesis row and FAD (default: the checkpoint's)."),
+    ] = None,
     seconds: Annotated[float, typer.Option(help="Seconds per clip.")] = 10.0,
     limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N prompts.")] = None,
     seed: int = 0,
     batch: Annotated[int, typer.Option(help="Prompts generated at once.")] = 4,
-    guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale of generation (off: paper).")] = None,
-    memorization: Annotated[int, typer.Option(help="Training clips for the memorization study (needs --checkpoint; 0: skip).")] = 0,
+    guidance: Annotated[
+        Optional[float], typer.Option(help="Classifier-free guidance scale of generation (off: paper).")
+    ] = None,
+    memorization: Annotated[
+        int, typer.Option(help="Training clips for the memorization study (needs --checkpoint; 0: skip).")
+    ] = 0,
     fad_inf: Annotated[bool, typer.Option(help="Also extrapolate FAD-inf.")] = True,
-    reference_clips: Annotated[int, typer.Option(
-        help="Fewest held-out clips, none of them under test, to measure FAD and KLD against (fewer: error).")
+    reference_clips: Annotated[
+        int,
+        typer.Option(
+            help="Fewest held-out clips, none of them under test, to measure FAD and KLD against "
+            "(fewer: error)."
+        ),
     ] = 16,
     strict: Strict = False,
-    device: Annotated[str, typer.Option(help="Where generation runs: 'auto', 'cpu', 'cuda' or 'cuda:N' "
-                                             "(the measurements run on the CPU).")] = "cpu",
+    device: Annotated[
+        str,
+        typer.Option(
+            help="Where generation runs: 'auto', 'cpu', 'cuda' or 'cuda:N' (the measurements run on the CPU)."
+        ),
+    ] = "cpu",
 ) -> None:
     """Generate (or read) audio for every prompt and write report.md, metrics.json and plots to --out."""
     import json
@@ -65,7 +111,10 @@ def eval_command(
     clf = load_component(classifier).eval() if classifier else None
     ev = suite.Evaluators(conditioner=cond, classifier=clf)
     if cond is not None:
-        ev.embedders["mulan"] = (conditioner_embedder(cond, window_seconds=min(10.0, seconds)), cond.sample_rate)
+        ev.embedders["mulan"] = (
+            conditioner_embedder(cond, window_seconds=min(10.0, seconds)),
+            cond.sample_rate,
+        )
     if cdc is not None and hasattr(cdc, "encoder"):
         ev.embedders["codec"] = (codec_embedder(cdc), cdc.sample_rate)
     if clf is not None:
@@ -80,7 +129,9 @@ def eval_command(
     t0 = time.perf_counter()
     if pipeline is not None and audio is None:
         with torch.no_grad():
-            wavs = suite.generate_audio(pipeline, items, seconds, seed=seed, batch_size=batch, guidance=guidance)
+            wavs = suite.generate_audio(
+                pipeline, items, seconds, seed=seed, batch_size=batch, guidance=guidance
+            )
         info["generation_wall_s"] = round(time.perf_counter() - t0, 1)
         info["device"] = str(pipeline.device)
         info["guidance"] = guidance
@@ -95,11 +146,25 @@ def eval_command(
         train = [c for c in clips if c.split == "train"][:memorization]
         prompt_s, cont_s = min(5.0, seconds / 2), min(5.0, seconds / 2)
         gen, target = greedy_continuations(
-            pipeline, torch.stack([suite.load_clip(c, rate, seconds) for c in train]), prompt_s, cont_s)
+            pipeline, torch.stack([suite.load_clip(c, rate, seconds) for c in train]), prompt_s, cont_s
+        )
         info["memorization"] = match_rates(gen, target, pipeline.semantic.centroids)
-    metrics = suite.run_evaluation(items, clips, out, ev, sample_rate=rate, seconds=seconds, generated=wavs,
-                                   codec=cdc, seed=seed, fad_inf=fad_inf, extra_info=info, under_test=given,
-                                   reference_clips_min=reference_clips, skips=skips)
+    metrics = suite.run_evaluation(
+        items,
+        clips,
+        out,
+        ev,
+        sample_rate=rate,
+        seconds=seconds,
+        generated=wavs,
+        codec=cdc,
+        seed=seed,
+        fad_inf=fad_inf,
+        extra_info=info,
+        under_test=given,
+        reference_clips_min=reference_clips,
+        skips=skips,
+    )
     summary = {r: {k: round(v, 4) for k, v in m.items() if isinstance(v, float)} for r, m in metrics.items()}
     typer.echo(json.dumps(summary, indent=1))
     typer.echo(f"report: {out / 'report.md'}")
@@ -107,24 +172,33 @@ def eval_command(
 
 @app.command("eval-pairs")
 def eval_pairs(
-    out: Annotated[Path, typer.Option(
-        "--out", help="Folder for pairs.json, pairs.md and the pair audio (rerun to resume).")],
-    checkpoint: Annotated[PathOpt, typer.Option(
-        help="MusicLM pipeline folder to generate both sides of each pair with.")] = None,
-    audio: Annotated[PathOpt, typer.Option(
-        help="Already generated pair audio instead: a folder of NNN-a.wav and NNN-b.wav.")] = None,
-    pairs_file: Annotated[PathOpt, typer.Option(
-        "--pairs", help="Pairs file (.jsonl; default: the shipped one).")] = None,
-    reference: Annotated[bool, typer.Option(
-        help="Also score real renders made to match each side (the ceiling).")] = False,
-    classifier: Annotated[PathOpt, typer.Option(
-        help="Evaluation classifier for the family pairs (default: the shipped one).")] = None,
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Folder for pairs.json, pairs.md and the pair audio (rerun to resume)."),
+    ],
+    checkpoint: Annotated[
+        PathOpt, typer.Option(help="MusicLM pipeline folder to generate both sides of each pair with.")
+    ] = None,
+    audio: Annotated[
+        PathOpt,
+        typer.Option(help="Already generated pair audio instead: a folder of NNN-a.wav and NNN-b.wav."),
+    ] = None,
+    pairs_file: Annotated[
+        PathOpt, typer.Option("--pairs", help="Pairs file (.jsonl; default: the shipped one).")
+    ] = None,
+    reference: Annotated[
+        bool, typer.Option(help="Also score real renders made to match each side (the ceiling).")
+    ] = False,
+    classifier: Annotated[
+        PathOpt, typer.Option(help="Evaluation classifier for the family pairs (default: the shipped one).")
+    ] = None,
     seconds: Annotated[float, typer.Option(help="Seconds per clip.")] = 10.0,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N pairs.")] = None,
     seed: int = 0,
     batch: Annotated[int, typer.Option(help="Pairs generated at once.")] = 4,
-    guidance: Annotated[Optional[float], typer.Option(
-        help="Classifier-free guidance scale of generation (off: paper).")] = None,
+    guidance: Annotated[
+        Optional[float], typer.Option(help="Classifier-free guidance scale of generation (off: paper).")
+    ] = None,
 ) -> None:
     """Paired adherence: per kind (tempo, mode, register, articulation, density, family), the share of
     prompt pairs that differ in that one attribute whose outputs move the asked way."""
@@ -147,8 +221,13 @@ def eval_pairs(
     clf = load_component(clf_dir).eval() if clf_dir is not None else None
     if clf is None and any(p.kind == "family" for p in pairs):
         typer.echo("no evaluation classifier: family pairs are left out (pass --classifier)", err=True)
-    info = {"pairs_file": str(pairs_file or pe.PAIRS_FILE), "pairs": len(pairs), "seconds_per_clip": seconds,
-            "seed": seed, "classifier": str(clf_dir)}
+    info = {
+        "pairs_file": str(pairs_file or pe.PAIRS_FILE),
+        "pairs": len(pairs),
+        "seconds_per_clip": seconds,
+        "seed": seed,
+        "classifier": str(clf_dir),
+    }
     rows, rate, t0 = {}, 24000, time.perf_counter()
     if checkpoint is not None:
         from musiclm.pipeline import MusicLM
@@ -157,12 +236,16 @@ def eval_pairs(
         rate = pipeline.sample_rate
         with torch.no_grad():
             audio = pe.generate_pairs(pipeline, pairs, out / "audio", seconds, seed, batch, guidance=guidance)
-        info.update(checkpoint=str(checkpoint), guidance=guidance,
-                    generation_wall_s=round(time.perf_counter() - t0, 1))
+        info.update(
+            checkpoint=str(checkpoint),
+            guidance=guidance,
+            generation_wall_s=round(time.perf_counter() - t0, 1),
+        )
     if audio is not None:
         info["audio"] = str(audio)
-        rows["generated"] = pe.score_pairs(pairs, pe.load_pair_audio(audio, len(pairs), rate, seconds), rate,
-                                           clf)
+        rows["generated"] = pe.score_pairs(
+            pairs, pe.load_pair_audio(audio, len(pairs), rate, seconds), rate, clf
+        )
     if reference:
         folder = pe.render_reference_pairs(pairs, out / "reference", seconds, seed)
         wavs = pe.load_pair_audio(folder, len(pairs), rate, seconds)
@@ -171,9 +254,10 @@ def eval_pairs(
     rows["shuffled"] = pe.swapped(rows[source], seed)
     info.update(shuffled_from=source, sample_rate=rate, wall_s=round(time.perf_counter() - t0, 1))
     result = pe.write_pairs_report(out, rows, pairs, info)
-    summary = {name: {"all": round(row["share"], 3),
-                      **{k: round(v["share"], 3) for k, v in row["by_kind"].items()}}
-               for name, row in result["rows"].items()}
+    summary = {
+        name: {"all": round(row["share"], 3), **{k: round(v["share"], 3) for k, v in row["by_kind"].items()}}
+        for name, row in result["rows"].items()
+    }
     typer.echo(json.dumps(summary, indent=1))
     typer.echo(f"report: {out / 'pairs.md'}")
 
@@ -181,7 +265,12 @@ def eval_pairs(
 @app.command("eval-prompts")
 def eval_prompts(
     out: Annotated[Path, typer.Option("--out", help="Prompt file to write (.jsonl).")],
-    manifest: Annotated[PathOpt, typer.Option(help="Build prompts from a dataset manifest's held-out clips (captions, attributes, reference).")] = None,
+    manifest: Annotated[
+        PathOpt,
+        typer.Option(
+            help="Build prompts from a dataset manifest's held-out clips (captions, attributes, reference)."
+        ),
+    ] = None,
     musiccaps: Annotated[PathOpt, typer.Option(help="Import the MusicCaps CSV instead.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="At most N prompts.")] = None,
 ) -> None:
@@ -191,19 +280,31 @@ def eval_prompts(
 
     if (manifest is None) == (musiccaps is None):
         raise typer.BadParameter("pass exactly one of --manifest or --musiccaps")
-    items = (prompts_from_manifest([c for c in read_manifest(manifest) if c.split != "train"])
-             if manifest else import_musiccaps(musiccaps, limit))[:limit]
+    items = (
+        prompts_from_manifest([c for c in read_manifest(manifest) if c.split != "train"])
+        if manifest
+        else import_musiccaps(musiccaps, limit)
+    )[:limit]
     write_prompts(out, items)
     typer.echo(f"wrote {len(items)} prompts to {out}")
 
 
 @train_app.command("classifier")
 def train_classifier(
-    data: Manifests, out: OutDir, preset: Preset = "small",
-    augment_codec: Annotated[PathOpt, typer.Option(
-        help="Codec whose resynthesis augments training crops (default: the shipped model's).")] = None,
-    augment: Annotated[bool, typer.Option(help="Augment training crops (level, reverb, band limit, codec).")] = True,
-    steps: Steps = None, batch_size: BatchSize = None, lr: LearningRate = None, device: Device = "auto",
+    data: Manifests,
+    out: OutDir,
+    preset: Preset = "small",
+    augment_codec: Annotated[
+        PathOpt,
+        typer.Option(help="Codec whose resynthesis augments training crops (default: the shipped model's)."),
+    ] = None,
+    augment: Annotated[
+        bool, typer.Option(help="Augment training crops (level, reverb, band limit, codec).")
+    ] = True,
+    steps: Steps = None,
+    batch_size: BatchSize = None,
+    lr: LearningRate = None,
+    device: Device = "auto",
     overrides: Overrides = None,
 ) -> None:
     """Train the evaluation-only classifier (never used to train the generator) on held-in clips,
@@ -211,8 +312,15 @@ def train_classifier(
     import json
 
     from musiclm.data.manifest import read_manifest
-    from musiclm.evaluation.classifier import (TRAIN_DEFAULTS, Augment, ClassifierConfig, ClassifierDataset,
-                                               EvalClassifier, accuracy, labels_from_clips)
+    from musiclm.evaluation.classifier import (
+        TRAIN_DEFAULTS,
+        Augment,
+        ClassifierConfig,
+        ClassifierDataset,
+        EvalClassifier,
+        accuracy,
+        labels_from_clips,
+    )
     from musiclm.interfaces import load_component
     from musiclm.pipeline import SHIPPED_MODEL
     from musiclm.training import TrainConfig, Trainer, seed_everything
@@ -226,9 +334,16 @@ def train_classifier(
     tc = train_config(TrainConfig.from_dict(TRAIN_DEFAULTS[preset]), steps, batch_size, lr, device, overrides)
     seed_everything(tc.seed)
     model = EvalClassifier(config)
-    augmenter = Augment(codec=load_component(augment_codec or SHIPPED_MODEL / "codec").eval()) if augment else None
-    Trainer(model, ClassifierDataset(train, config, augment=augmenter), tc, out,
-            val_data=ClassifierDataset(heldout, config, random=False)).fit()
+    augmenter = (
+        Augment(codec=load_component(augment_codec or SHIPPED_MODEL / "codec").eval()) if augment else None
+    )
+    Trainer(
+        model,
+        ClassifierDataset(train, config, augment=augmenter),
+        tc,
+        out,
+        val_data=ClassifierDataset(heldout, config, random=False),
+    ).fit()
     acc = accuracy(EvalClassifier.from_pretrained(out).eval(), heldout)
     (Path(out) / "heldout_accuracy.json").write_text(json.dumps(acc, indent=2) + "\n")
     typer.echo(json.dumps(acc, indent=1))

@@ -13,16 +13,18 @@ import platform
 import typer
 
 import musiclm
+from musiclm.cli import (
+    codec,  # noqa: F401,E402  (registers its commands)
+    config,  # noqa: F401,E402  (registers its commands)
+    data,  # noqa: F401,E402  (registers its commands)
+    evaluate,  # noqa: F401,E402  (registers its commands)
+    mulan,  # noqa: F401,E402  (registers its commands)
+    semantic,  # noqa: F401,E402  (registers its commands)
+    serve,  # noqa: F401,E402  (registers its commands)
+    stages,  # noqa: F401,E402  (registers its commands)
+    train_all,  # noqa: F401,E402  (registers its commands)
+)
 from musiclm.cli.apps import app
-from musiclm.cli import evaluate  # noqa: F401,E402  (registers its commands)
-from musiclm.cli import stages  # noqa: F401,E402  (registers its commands)
-from musiclm.cli import mulan  # noqa: F401,E402  (registers its commands)
-from musiclm.cli import data  # noqa: F401,E402  (registers its commands)
-from musiclm.cli import semantic  # noqa: F401,E402  (registers its commands)
-from musiclm.cli import codec  # noqa: F401,E402  (registers its commands)
-from musiclm.cli import train_all  # noqa: F401,E402  (registers its commands)
-from musiclm.cli import serve  # noqa: F401,E402  (registers its commands)
-from musiclm.cli import config  # noqa: F401,E402  (registers its commands)
 
 
 @app.command()

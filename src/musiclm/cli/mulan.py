@@ -9,10 +9,22 @@ from typing import Annotated
 import typer
 
 from musiclm.cli.apps import app, train_app
-from musiclm.cli.common import (BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps,
-                                 model_config, train_config)
+from musiclm.cli.common import (
+    BatchSize,
+    Device,
+    LearningRate,
+    Manifests,
+    OutDir,
+    Overrides,
+    Preset,
+    Steps,
+    model_config,
+    train_config,
+)
 
-mulan_app = typer.Typer(help="Evaluate MuLan / melody embeddings and embed audio or text.", no_args_is_help=True)
+mulan_app = typer.Typer(
+    help="Evaluate MuLan / melody embeddings and embed audio or text.", no_args_is_help=True
+)
 app.add_typer(mulan_app, name="mulan")
 
 RvqPoints = Annotated[int, typer.Option(help="Training crops embedded to fit the RVQ codebooks.")]
@@ -38,18 +50,29 @@ def _valid_set(data: list[Path], sample_rate: int, seconds: float, with_text: bo
     from musiclm.data.datasets import AudioCropDataset
 
     try:
-        return AudioCropDataset(data, sample_rate, seconds, split="valid", random_crop=False, with_text=with_text)
+        return AudioCropDataset(
+            data, sample_rate, seconds, split="valid", random_crop=False, with_text=with_text
+        )
     except ValueError:
         return None
 
 
 @train_app.command("mulan")
 def train_mulan(
-    data: Manifests, out: OutDir, preset: Preset = "small",
-    text_model: Annotated[str | None, typer.Option(help="HF text encoder name or folder (default: bundled MiniLM).")] = None,
-    finetune_text: Annotated[bool | None, typer.Option(help="Fine-tune the text encoder too (default: the preset's).")] = None,
+    data: Manifests,
+    out: OutDir,
+    preset: Preset = "small",
+    text_model: Annotated[
+        str | None, typer.Option(help="HF text encoder name or folder (default: bundled MiniLM).")
+    ] = None,
+    finetune_text: Annotated[
+        bool | None, typer.Option(help="Fine-tune the text encoder too (default: the preset's).")
+    ] = None,
     rvq_points: RvqPoints = 2048,
-    steps: Steps = None, batch_size: BatchSize = None, lr: LearningRate = None, device: Device = "auto",
+    steps: Steps = None,
+    batch_size: BatchSize = None,
+    lr: LearningRate = None,
+    device: Device = "auto",
     overrides: Overrides = None,
 ) -> None:
     """Train MuLan contrastively on the manifests' text-audio pairs, then fit its RVQ on audio embeddings."""
@@ -57,7 +80,9 @@ def train_mulan(
     from musiclm.mulan.model import TRAIN_DEFAULTS, MuLan, MuLanConfig
     from musiclm.training import TrainConfig, Trainer, seed_everything
 
-    changes = {k: v for k, v in (("text_model", text_model), ("finetune_text", finetune_text)) if v is not None}
+    changes = {
+        k: v for k, v in (("text_model", text_model), ("finetune_text", finetune_text)) if v is not None
+    }
     config = model_config(MuLanConfig, preset, overrides, **changes)
     tc = train_config(TrainConfig.from_dict(TRAIN_DEFAULTS[preset]), steps, batch_size, lr, device, overrides)
     seed_everything(tc.seed)
@@ -70,8 +95,14 @@ def train_mulan(
 
 @train_app.command("melody")
 def train_melody(
-    data: Manifests, out: OutDir, preset: Preset = "small", rvq_points: RvqPoints = 2048,
-    steps: Steps = None, batch_size: BatchSize = None, lr: LearningRate = None, device: Device = "auto",
+    data: Manifests,
+    out: OutDir,
+    preset: Preset = "small",
+    rvq_points: RvqPoints = 2048,
+    steps: Steps = None,
+    batch_size: BatchSize = None,
+    lr: LearningRate = None,
+    device: Device = "auto",
     overrides: Overrides = None,
 ) -> None:
     """Train the melody embedder with a semi-hard triplet loss on melody pairs, then fit its RVQ."""
@@ -101,7 +132,9 @@ def evaluate(
     model: Annotated[Path | None, typer.Option(help="Saved MuLan (or CLAP conditioner) folder.")] = None,
     melody: Annotated[Path | None, typer.Option(help="Saved melody embedder folder.")] = None,
     split: Annotated[str, typer.Option(help="Held-out split to evaluate on.")] = "test",
-    max_seconds: Annotated[float, typer.Option(help="Seconds of each clip embedded (windows averaged).")] = 30.0,
+    max_seconds: Annotated[
+        float, typer.Option(help="Seconds of each clip embedded (windows averaged).")
+    ] = 30.0,
     out: Annotated[Path | None, typer.Option(help="Write the results here as JSON.")] = None,
     device: Device = "cpu",
 ) -> None:
@@ -130,7 +163,9 @@ def embed(
     model: Annotated[Path, typer.Option(help="Saved MuLan, CLAP conditioner or melody embedder folder.")],
     audio: Annotated[list[Path] | None, typer.Option(help="Audio file(s) to embed (repeatable).")] = None,
     text: Annotated[list[str] | None, typer.Option(help="Text(s) to embed (repeatable).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Save embeddings and tokens to this .safetensors file.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Save embeddings and tokens to this .safetensors file.")
+    ] = None,
     device: Device = "cpu",
 ) -> None:
     """Embed audio files and/or texts; print their tokens and the audio-text cosine similarities."""

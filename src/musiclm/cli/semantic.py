@@ -8,10 +8,22 @@ from typing import Annotated
 import typer
 
 from musiclm.cli.apps import app, train_app
-from musiclm.cli.common import (BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps,
-                                 model_config, train_config)
+from musiclm.cli.common import (
+    BatchSize,
+    Device,
+    LearningRate,
+    Manifests,
+    OutDir,
+    Overrides,
+    Preset,
+    Steps,
+    model_config,
+    train_config,
+)
 
-semantic_app = typer.Typer(help="Semantic tokens: w2v-BERT features + k-means, 25 per second.", no_args_is_help=True)
+semantic_app = typer.Typer(
+    help="Semantic tokens: w2v-BERT features + k-means, 25 per second.", no_args_is_help=True
+)
 app.add_typer(semantic_app, name="semantic")
 
 # The engine's settings per preset: tiny for smoke runs, small for one CPU machine.
@@ -25,8 +37,14 @@ CropSeconds = Annotated[float, typer.Option(help="Seconds of audio per training 
 
 @train_app.command("semantic")
 def train_semantic(
-    data: Manifests, out: OutDir, preset: Preset = "small", crop_seconds: CropSeconds = 4.0,
-    steps: Steps = None, batch_size: BatchSize = None, lr: LearningRate = None, device: Device = "auto",
+    data: Manifests,
+    out: OutDir,
+    preset: Preset = "small",
+    crop_seconds: CropSeconds = 4.0,
+    steps: Steps = None,
+    batch_size: BatchSize = None,
+    lr: LearningRate = None,
+    device: Device = "auto",
     overrides: Overrides = None,
 ) -> None:
     """Train w2v-BERT (contrastive + MLM, self-supervised on audio alone) with the shared engine."""
@@ -36,21 +54,29 @@ def train_semantic(
 
     model = W2VBert(model_config(W2VBertConfig, preset, overrides))
     dataset = AudioCropDataset(data, model.sample_rate, crop_seconds, split="train")
-    config = train_config(TrainConfig.from_dict(TRAIN_DEFAULTS[preset]), steps, batch_size, lr, device, overrides)
+    config = train_config(
+        TrainConfig.from_dict(TRAIN_DEFAULTS[preset]), steps, batch_size, lr, device, overrides
+    )
     Trainer(model, dataset, config, out).fit()
     typer.echo(f"w2v-BERT saved to {out}")
 
 
 @semantic_app.command("fit-kmeans")
 def fit_kmeans(
-    model: Annotated[Path, typer.Option(help="Feature model folder: a trained w2v-BERT, or a local HF model.")],
-    data: Manifests, out: OutDir,
+    model: Annotated[
+        Path, typer.Option(help="Feature model folder: a trained w2v-BERT, or a local HF model.")
+    ],
+    data: Manifests,
+    out: OutDir,
     backbone: Annotated[str, typer.Option(help="w2vbert, hf_wav2vec2bert or hf_hubert.")] = "w2vbert",
-    layer: Annotated[int | None, typer.Option(help="Layer whose features are clustered (default: the middle MLM layer).")] = None,
+    layer: Annotated[
+        int | None, typer.Option(help="Layer whose features are clustered (default: the middle MLM layer).")
+    ] = None,
     clusters: Annotated[int, typer.Option(help="k-means clusters = vocabulary size (paper: 1024).")] = 1024,
     max_clips: Annotated[int, typer.Option(help="Clips of the manifest to sample features from.")] = 200,
     max_frames: Annotated[int, typer.Option(help="Feature frames to cluster at most.")] = 200_000,
-    seed: int = 0, device: Device = "cpu",
+    seed: int = 0,
+    device: Device = "cpu",
 ) -> None:
     """Fit k-means on one layer's features of the training audio; write a tokenizer folder."""
     import numpy as np
@@ -65,7 +91,9 @@ def fit_kmeans(
 
         features = W2VBert.from_pretrained(model)
         # The paper takes the 7th of 12 MLM layers; by default take the same relative depth.
-        default_layer = features.config.contrastive_layers + max(1, round(features.config.mlm_layers * 7 / 12))
+        default_layer = features.config.contrastive_layers + max(
+            1, round(features.config.mlm_layers * 7 / 12)
+        )
     elif backbone in BACKBONES:
         import importlib
 
@@ -83,8 +111,10 @@ def fit_kmeans(
     stats = tokenizer.fit_kmeans(audio, max_frames=max_frames, seed=seed)
     tokenizer.save_pretrained(out)
     tokenizer.save_kmeans(Path(out) / "kmeans.npz")
-    typer.echo(f"k-means of {clusters} clusters on layer {tokenizer.config.layer} "
-               f"({int(stats['frames'])} frames, inertia/frame {stats['inertia']:.3f}) saved to {out}")
+    typer.echo(
+        f"k-means of {clusters} clusters on layer {tokenizer.config.layer} "
+        f"({int(stats['frames'])} frames, inertia/frame {stats['inertia']:.3f}) saved to {out}"
+    )
 
 
 @semantic_app.command("tokenize")
@@ -104,4 +134,6 @@ def tokenize(
     model = load_component(tokenizer, pick_device(device))
     tokens = model.tokenize(load_audio(audio, model.sample_rate)[None])[0].cpu()
     np.save(out, tokens.numpy())
-    typer.echo(f"{len(tokens)} tokens ({len(tokens) / model.frame_rate:.2f} s at {model.frame_rate:g} Hz) -> {out}")
+    typer.echo(
+        f"{len(tokens)} tokens ({len(tokens) / model.frame_rate:.2f} s at {model.frame_rate:g} Hz) -> {out}"
+    )

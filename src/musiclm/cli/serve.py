@@ -13,10 +13,15 @@ from musiclm.cli.apps import app
 
 @app.command()
 def serve(
-    checkpoint: Annotated[Path | None, typer.Option(
-        help="Pipeline folder (musiclm assemble). Default: the shipped checkpoints/musiclm_small.")] = None,
-    host: Annotated[str, typer.Option(
-        help="Address to listen on; 0.0.0.0 opens the page to the network.")] = "127.0.0.1",
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            help="Pipeline folder (musiclm assemble). Default: the shipped checkpoints/musiclm_small."
+        ),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; 0.0.0.0 opens the page to the network.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
 ) -> None:
     """A web page to make music: prompt, melody, continuation or story; one generation at a time."""

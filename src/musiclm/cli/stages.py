@@ -9,22 +9,43 @@ from typing import Annotated
 import typer
 
 from musiclm.cli.apps import app, train_app
-from musiclm.cli.common import (BatchSize, Device, LearningRate, Manifests, OutDir, Overrides, Preset, Steps,
-                                 Strict, parse_overrides, train_config)
+from musiclm.cli.common import (
+    BatchSize,
+    Device,
+    LearningRate,
+    Manifests,
+    OutDir,
+    Overrides,
+    Preset,
+    Steps,
+    Strict,
+    parse_overrides,
+    train_config,
+)
 
 Part = Annotated[Path, typer.Option(help="Folder of a saved part (save_pretrained).")]
 
 
 @app.command()
 def tokenize(
-    codec: Part, semantic: Part, mulan: Part, data: Manifests, out: OutDir,
+    codec: Part,
+    semantic: Part,
+    mulan: Part,
+    data: Manifests,
+    out: OutDir,
     melody: Annotated[Path | None, typer.Option(help="Melody embedder folder (melody tokens).")] = None,
     shard_size: Annotated[int, typer.Option(help="Clips per shard file.")] = 64,
-    split: Annotated[str, typer.Option(
-        help="Manifest split to tokenize ('heldout': every split but train; 'all': every clip).")] = "train",
-    device: Device = "cpu", strict: Strict = False,
+    split: Annotated[
+        str,
+        typer.Option(
+            help="Manifest split to tokenize ('heldout': every split but train; 'all': every clip)."
+        ),
+    ] = "train",
+    device: Device = "cpu",
+    strict: Strict = False,
 ) -> None:
-    """Turn audio clips into token shards (acoustic, semantic, MuLan audio, melody); resumable, torchrun-aware."""
+    """Turn audio clips into token shards (acoustic, semantic, MuLan audio, melody); resumable,
+    torchrun-aware."""
     from musiclm.data.manifest import read_manifest
     from musiclm.interfaces import load_component
     from musiclm.stages.tokenize import tokenize_clips
@@ -33,14 +54,30 @@ def tokenize(
     device = str(pick_device(device, int(os.environ.get("LOCAL_RANK", 0))))
 
     # a missing file is skipped and counted like an unreadable one, not an end to the job
-    clips = [c for m in data for c in read_manifest(m, check_files=False)
-             if split == "all" or c.split == split or split == "heldout" and c.split != "train"]
+    clips = [
+        c
+        for m in data
+        for c in read_manifest(m, check_files=False)
+        if split == "all" or c.split == split or split == "heldout" and c.split != "train"
+    ]
     if not clips:
         raise typer.BadParameter(f"no clips of split {split!r} in {[str(m) for m in data]}")
-    parts = {name: load_component(path, device) for name, path in
-             (("codec", codec), ("semantic", semantic), ("mulan", mulan), ("melody", melody)) if path is not None}
-    shards = tokenize_clips(clips, out, parts["codec"], parts["semantic"], parts["mulan"], parts.get("melody"),
-                            shard_size=shard_size, device=device, strict=strict)
+    parts = {
+        name: load_component(path, device)
+        for name, path in (("codec", codec), ("semantic", semantic), ("mulan", mulan), ("melody", melody))
+        if path is not None
+    }
+    shards = tokenize_clips(
+        clips,
+        out,
+        parts["codec"],
+        parts["semantic"],
+        parts["mulan"],
+        parts.get("melody"),
+        shard_size=shard_size,
+        device=device,
+        strict=strict,
+    )
     typer.echo(f"{len(shards)} shard(s) of this rank in {out}")
 
 
@@ -50,11 +87,23 @@ def train_stage(
     tokens: Annotated[Path, typer.Option(help="Token folder written by `musiclm tokenize`.")],
     out: OutDir,
     preset: Preset = "small",
-    coarse_quantizers: Annotated[int | None, typer.Option(
-        help="RVQ levels of the coarse stage (default: the first third, as the paper's 4 of 12).")] = None,
-    val_tokens: Annotated[Path | None, typer.Option(
-        help="Token folder of held-out clips (musiclm tokenize --split valid): validation loss, one window a clip.")] = None,
-    steps: Steps = None, batch_size: BatchSize = None, lr: LearningRate = None, device: Device = "auto",
+    coarse_quantizers: Annotated[
+        int | None,
+        typer.Option(
+            help="RVQ levels of the coarse stage (default: the first third, as the paper's 4 of 12)."
+        ),
+    ] = None,
+    val_tokens: Annotated[
+        Path | None,
+        typer.Option(
+            help="Token folder of held-out clips (musiclm tokenize --split valid): validation loss, "
+            "one window a clip."
+        ),
+    ] = None,
+    steps: Steps = None,
+    batch_size: BatchSize = None,
+    lr: LearningRate = None,
+    device: Device = "auto",
     overrides: Overrides = None,
 ) -> None:
     """Train one token stage from token shards with the shared engine."""
@@ -65,33 +114,63 @@ def train_stage(
 
     meta = read_meta(tokens)
     if val_tokens is not None and read_meta(val_tokens) != meta:
-        raise typer.BadParameter(f"{val_tokens} was tokenized with other parts than {tokens}: tokenize both "
-                                 "with the same codec, semantic, MuLan and melody folders")
-    vocab = {k: meta[k] for k in ("mulan_quantizers", "mulan_codebook", "melody_quantizers", "melody_codebook",
-                                  "semantic_vocab", "semantic_rate", "codebook_size", "acoustic_rate")}
+        raise typer.BadParameter(
+            f"{val_tokens} was tokenized with other parts than {tokens}: tokenize both "
+            "with the same codec, semantic, MuLan and melody folders"
+        )
+    vocab = {
+        k: meta[k]
+        for k in (
+            "mulan_quantizers",
+            "mulan_codebook",
+            "melody_quantizers",
+            "melody_codebook",
+            "semantic_vocab",
+            "semantic_rate",
+            "codebook_size",
+            "acoustic_rate",
+        )
+    }
     if coarse_quantizers is None:
         coarse_quantizers = max(1, meta["num_quantizers"] // 3)
     if not 0 < coarse_quantizers < meta["num_quantizers"]:
         raise typer.BadParameter(f"--coarse-quantizers must be in 1..{meta['num_quantizers'] - 1}")
     try:  # the preset's windows are scaled per stage (for_stage), then the --set model.FIELD changes apply
-        config = StageConfig.for_stage(stage, preset, coarse_quantizers=coarse_quantizers,
-                                       fine_quantizers=meta["num_quantizers"] - coarse_quantizers,
-                                       **vocab, **parse_overrides(overrides)[0])
+        config = StageConfig.for_stage(
+            stage,
+            preset,
+            coarse_quantizers=coarse_quantizers,
+            fine_quantizers=meta["num_quantizers"] - coarse_quantizers,
+            **vocab,
+            **parse_overrides(overrides)[0],
+        )
     except ConfigError as err:
         raise typer.BadParameter(str(err)) from err
     defaults = TrainConfig.from_dict(TRAIN_DEFAULTS.get(preset, {}))
     model = StageLM(config)
-    hops = {"melody_hop": meta["melody_hop"], "mulan_hop": meta.get("mulan_hop", 2.0),
-            "mulan_window": meta.get("mulan_window", 10.0)}
-    data, val_data = (StageDataset(load_shards(t), model, **hops) if t else None for t in (tokens, val_tokens))
-    Trainer(model, data, train_config(defaults, steps, batch_size, lr, device, overrides), out, val_data=val_data).fit()
+    hops = {
+        "melody_hop": meta["melody_hop"],
+        "mulan_hop": meta.get("mulan_hop", 2.0),
+        "mulan_window": meta.get("mulan_window", 10.0),
+    }
+    data, val_data = (
+        StageDataset(load_shards(t), model, **hops) if t else None for t in (tokens, val_tokens)
+    )
+    Trainer(
+        model, data, train_config(defaults, steps, batch_size, lr, device, overrides), out, val_data=val_data
+    ).fit()
     typer.echo(f"trained {stage} stage saved to {out}")
 
 
 @app.command()
 def assemble(
-    codec: Part, semantic: Part, mulan: Part, out: OutDir,
-    semantic_stage: Part, coarse_stage: Part, fine_stage: Part,
+    codec: Part,
+    semantic: Part,
+    mulan: Part,
+    out: OutDir,
+    semantic_stage: Part,
+    coarse_stage: Part,
+    fine_stage: Part,
     melody: Annotated[Path | None, typer.Option(help="Melody embedder folder.")] = None,
     fp16: Annotated[bool, typer.Option(help="Store weights in float16 (half the size).")] = False,
 ) -> None:
@@ -102,31 +181,58 @@ def assemble(
     from musiclm.pipeline import MusicLM, StageSet
 
     stages = StageSet(*(load_component(p) for p in (semantic_stage, coarse_stage, fine_stage)))
-    model = MusicLM(load_component(codec), load_component(semantic), load_component(mulan), stages,
-                    load_component(melody) if melody else None)
+    model = MusicLM(
+        load_component(codec),
+        load_component(semantic),
+        load_component(mulan),
+        stages,
+        load_component(melody) if melody else None,
+    )
     typer.echo(f"pipeline saved to {model.save_pretrained(out, torch.float16 if fp16 else None)}")
 
 
 @app.command()
 def generate(
     prompts: Annotated[list[str] | None, typer.Argument(help="Text prompt(s); one output file each.")] = None,
-    prompts_file: Annotated[Path | None, typer.Option(
-        help="Batch mode: prompts from a .txt (one a line), a .jsonl prompt file or a MusicCaps .csv.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Prompts generated together (one forward pass per batch).")] = 8,
+    prompts_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Batch mode: prompts from a .txt (one a line), a .jsonl prompt file or a MusicCaps .csv."
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(help="Prompts generated together (one forward pass per batch).")
+    ] = 8,
     duration: Annotated[float, typer.Option(help="Seconds of music to generate.")] = 10.0,
-    out: Annotated[Path, typer.Option("--out", help="Output .wav (several prompts: OUT-0.wav, ...).")] = Path("out.wav"),
-    checkpoint: Annotated[Path | None, typer.Option(
-        help="Pipeline folder (musiclm assemble). Default: the shipped checkpoints/musiclm_small.")] = None,
-    skip_existing: Annotated[bool, typer.Option(
-        help="Batch mode: skip batches whose files all exist (rerun an interrupted batch job to resume).")] = False,
+    out: Annotated[Path, typer.Option("--out", help="Output .wav (several prompts: OUT-0.wav, ...).")] = Path(
+        "out.wav"
+    ),
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            help="Pipeline folder (musiclm assemble). Default: the shipped checkpoints/musiclm_small."
+        ),
+    ] = None,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(
+            help="Batch mode: skip batches whose files all exist (rerun an interrupted batch job to resume)."
+        ),
+    ] = False,
     seed: Annotated[int | None, typer.Option(help="Random seed: the same seed gives the same music.")] = None,
     melody: Annotated[Path | None, typer.Option(help="Hummed/whistled melody wav to follow.")] = None,
     continue_: Annotated[Path | None, typer.Option("--continue", help="Audio to continue.")] = None,
-    story: Annotated[list[str] | None, typer.Option(
-        help="Story mode: --story 'TEXT:SECONDS', repeated; the seconds add up to --duration.")] = None,
-    guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale (off: paper).")] = None,
-    temperatures: Annotated[tuple[float, float, float], typer.Option(
-        help="Sampling temperatures of the semantic, coarse and fine stages.")] = (1.0, 0.95, 0.4),
+    story: Annotated[
+        list[str] | None,
+        typer.Option(help="Story mode: --story 'TEXT:SECONDS', repeated; the seconds add up to --duration."),
+    ] = None,
+    guidance: Annotated[
+        float | None, typer.Option(help="Classifier-free guidance scale (off: paper).")
+    ] = None,
+    temperatures: Annotated[
+        tuple[float, float, float],
+        typer.Option(help="Sampling temperatures of the semantic, coarse and fine stages."),
+    ] = (1.0, 0.95, 0.4),
     top_k: Annotated[int | None, typer.Option(help="Sample from the k most likely tokens only.")] = None,
     top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass.")] = None,
     device: Device = "cpu",
@@ -154,9 +260,19 @@ def generate(
         if skip_existing and all(p.is_file() for p in paths[number * batch_size : (number + 1) * batch_size]):
             continue
         try:
-            wavs = model.generate(batch, duration, melody=melody, continuation=continue_, story=segments or None,
-                                  seed=seed, guidance=guidance, temperatures=temperatures, top_k=top_k, top_p=top_p,
-                                  progress=len(batches) == 1)
+            wavs = model.generate(
+                batch,
+                duration,
+                melody=melody,
+                continuation=continue_,
+                story=segments or None,
+                seed=seed,
+                guidance=guidance,
+                temperatures=temperatures,
+                top_k=top_k,
+                top_p=top_p,
+                progress=len(batches) == 1,
+            )
         except GenerationError as err:
             raise typer.BadParameter(str(err)) from err
         for path, wav in zip(paths[number * batch_size :], wavs):
@@ -177,7 +293,9 @@ def _prompt_texts(path: Path) -> list[str]:
         raise typer.BadParameter(str(err), param_hint="--prompts-file") from err
     empty = [i for i, p in enumerate(found) if not p.text.strip()]
     if empty:
-        raise typer.BadParameter(f"{path}: prompt(s) {empty[:10]} (0-based) are empty", param_hint="--prompts-file")
+        raise typer.BadParameter(
+            f"{path}: prompt(s) {empty[:10]} (0-based) are empty", param_hint="--prompts-file"
+        )
     return [p.text for p in found]
 
 
@@ -201,17 +319,32 @@ def story_segment(item: str) -> tuple[str, float]:
 
 @app.command("eval-stage")
 def eval_stage(
-    tokens: Annotated[Path, typer.Option(help="Held-out token folder (musiclm tokenize --split valid / test).")],
-    checkpoint: Annotated[Path | None, typer.Option(help="Pipeline folder (default: the shipped model).")] = None,
-    semantic_stage: Annotated[Path | None, typer.Option(help="Use this semantic stage instead of the pipeline's.")] = None,
-    coarse_stage: Annotated[Path | None, typer.Option(help="Use this coarse stage instead of the pipeline's.")] = None,
-    fine_stage: Annotated[Path | None, typer.Option(help="Use this fine stage instead of the pipeline's.")] = None,
+    tokens: Annotated[
+        Path, typer.Option(help="Held-out token folder (musiclm tokenize --split valid / test).")
+    ],
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Pipeline folder (default: the shipped model).")
+    ] = None,
+    semantic_stage: Annotated[
+        Path | None, typer.Option(help="Use this semantic stage instead of the pipeline's.")
+    ] = None,
+    coarse_stage: Annotated[
+        Path | None, typer.Option(help="Use this coarse stage instead of the pipeline's.")
+    ] = None,
+    fine_stage: Annotated[
+        Path | None, typer.Option(help="Use this fine stage instead of the pipeline's.")
+    ] = None,
     clips: Annotated[int, typer.Option(help="Held-out clips for the teacher-forced measures.")] = 40,
-    real_clips: Annotated[int, typer.Option(help="Clips whose real semantic tokens are decoded (0: skip).")] = 16,
-    seconds: Annotated[float, typer.Option(help="Seconds decoded per clip in the real-semantic check.")] = 5.0,
+    real_clips: Annotated[
+        int, typer.Option(help="Clips whose real semantic tokens are decoded (0: skip).")
+    ] = 16,
+    seconds: Annotated[
+        float, typer.Option(help="Seconds decoded per clip in the real-semantic check.")
+    ] = 5.0,
     out: Annotated[Path | None, typer.Option("--out", help="Write the figures to this JSON file.")] = None,
 ) -> None:
-    """Does each stage listen? Teacher-forced NLL under each conditioning, alignment costs, real-semantic decoding."""
+    """Does each stage listen? Teacher-forced NLL under each conditioning, alignment costs, real-semantic
+    decoding."""
     import json
 
     import torch
@@ -224,28 +357,49 @@ def eval_stage(
 
     pipeline = MusicLM.from_pretrained(checkpoint or SHIPPED_MODEL)
     replaced = {"semantic": semantic_stage, "coarse": coarse_stage, "fine": fine_stage}
-    stages = StageSet(*(load_component(replaced[name]) if replaced[name] else getattr(pipeline.stages, name)
-                        for name in ("semantic", "coarse", "fine")))
-    pipeline = MusicLM(pipeline.codec, pipeline.semantic, pipeline.mulan, stages, pipeline.melody)  # checks the fit
-    meta, expected = read_meta(tokens), vocab_meta(pipeline.codec, pipeline.semantic, pipeline.mulan, pipeline.melody)
-    differ = sorted(k for k in expected if k in meta and meta[k] != expected[k] and k not in ("mulan_hop", "mulan_window"))
+    stages = StageSet(
+        *(
+            load_component(replaced[name]) if replaced[name] else getattr(pipeline.stages, name)
+            for name in ("semantic", "coarse", "fine")
+        )
+    )
+    pipeline = MusicLM(
+        pipeline.codec, pipeline.semantic, pipeline.mulan, stages, pipeline.melody
+    )  # checks the fit
+    meta, expected = (
+        read_meta(tokens),
+        vocab_meta(pipeline.codec, pipeline.semantic, pipeline.mulan, pipeline.melody),
+    )
+    differ = sorted(
+        k for k in expected if k in meta and meta[k] != expected[k] and k not in ("mulan_hop", "mulan_window")
+    )
     if differ:
-        raise typer.BadParameter(f"{tokens} was tokenized with other parts than the pipeline's ({', '.join(differ)} "
-                                 "differ); tokenize the held-out clips with the pipeline's codec, semantic and MuLan")
+        raise typer.BadParameter(
+            f"{tokens} was tokenized with other parts than the pipeline's ({', '.join(differ)} "
+            "differ); tokenize the held-out clips with the pipeline's codec, semantic and MuLan"
+        )
     shards, paths = load_shards(tokens), shard_paths(tokens)
-    hops = {"melody_hop": meta["melody_hop"], "mulan_hop": meta.get("mulan_hop", 2.0),
-            "mulan_window": meta.get("mulan_window", 10.0)}
+    hops = {
+        "melody_hop": meta["melody_hop"],
+        "mulan_hop": meta.get("mulan_hop", 2.0),
+        "mulan_window": meta.get("mulan_window", 10.0),
+    }
     report: dict = {"tokens": str(tokens), "stages": {}}
     with torch.inference_mode():
         for name in ("semantic", "coarse", "fine"):
             model = getattr(stages, name).eval()
             data = StageDataset(shards, model, **hops)
-            report["stages"][name] = {"layout": model.config.layout, "mulan_levels": model.mulan_levels,
-                                      **diagnostics.conditioning_nll(model, data, clips)}
+            report["stages"][name] = {
+                "layout": model.config.layout,
+                "mulan_levels": model.mulan_levels,
+                **diagnostics.conditioning_nll(model, data, clips),
+            }
             typer.echo(f"{name}: {_figures(report['stages'][name])}")
         if real_clips:
             coarse_data = StageDataset(shards, stages.coarse, **hops)
-            report["real_semantic"] = diagnostics.real_semantic(pipeline, coarse_data, shards, paths, real_clips, seconds)
+            report["real_semantic"] = diagnostics.real_semantic(
+                pipeline, coarse_data, shards, paths, real_clips, seconds
+            )
             typer.echo(f"real semantic: {_figures(report['real_semantic'])}")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

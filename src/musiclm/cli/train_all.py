@@ -50,12 +50,15 @@ def preflight(data: list[Path], out: Path, melody: bool) -> bool:
             raise typer.BadParameter(f"{err}; fix the manifest before training", param_hint="--data") from err
     train = [c for c in clips if c.split == "train"]
     if not train:
-        raise typer.BadParameter(f"no clips of split 'train' in {[str(m) for m in data]}",
-                                 param_hint="--data")
+        raise typer.BadParameter(
+            f"no clips of split 'train' in {[str(m) for m in data]}", param_hint="--data"
+        )
     if not any(c.captions for c in train):
-        raise typer.BadParameter("no training clip has a caption: MuLan learns text from captions "
-                                 "(add .txt/.json sidecars and rerun musiclm data index)",
-                                 param_hint="--data")
+        raise typer.BadParameter(
+            "no training clip has a caption: MuLan learns text from captions "
+            "(add .txt/.json sidecars and rerun musiclm data index)",
+            param_hint="--data",
+        )
     step = max(1, len(clips) // SAMPLED_FILES)
     seconds = 0.0
     for number, clip in enumerate(clips):
@@ -64,15 +67,18 @@ def preflight(data: list[Path], out: Path, melody: bool) -> bool:
                 read_clip(clip, seconds=1.0)
             seconds += clip.duration if clip.duration is not None else audio_info(clip.path).duration
         except AudioError as err:
-            raise typer.BadParameter(f"{err}; remove it from the manifest or replace it",
-                                     param_hint="--data") from err
+            raise typer.BadParameter(
+                f"{err}; remove it from the manifest or replace it", param_hint="--data"
+            ) from err
     if melody:
         groups = Counter(clip_attr(c, "melody_group") for c in train)
         pairs = sum(n > 1 for group, n in groups.items() if group is not None)
         if pairs < 2:
-            typer.echo(f"notice: {pairs} melody pair(s) in the training clips (the melody embedder needs "
-                       "clips of 2+ melody_groups): melody conditioning is skipped; pass --no-melody to "
-                       "silence this")
+            typer.echo(
+                f"notice: {pairs} melody pair(s) in the training clips (the melody embedder needs "
+                "clips of 2+ melody_groups): melody conditioning is skipped; pass --no-melody to "
+                "silence this"
+            )
             melody = False
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -80,14 +86,18 @@ def preflight(data: list[Path], out: Path, melody: bool) -> bool:
         probe.write_bytes(b"0")
         probe.unlink()
     except OSError as err:
-        raise typer.BadParameter(f"cannot write to {out} ({err.strerror}); choose a writable folder",
-                                 param_hint="--out") from err
+        raise typer.BadParameter(
+            f"cannot write to {out} ({err.strerror}); choose a writable folder", param_hint="--out"
+        ) from err
     need = 2 * seconds * TOKEN_BYTES_PER_SECOND
     free = shutil.disk_usage(out).free
     if free < need:
-        raise typer.BadParameter(f"{free / 1e9:.2f} GB free under {out}, but the tokens of "
-                                 f"{seconds / 3600:.1f} h of audio need about {need / 1e9:.2f} GB; "
-                                 "free space or choose another --out", param_hint="--out")
+        raise typer.BadParameter(
+            f"{free / 1e9:.2f} GB free under {out}, but the tokens of "
+            f"{seconds / 3600:.1f} h of audio need about {need / 1e9:.2f} GB; "
+            "free space or choose another --out",
+            param_hint="--out",
+        )
     return melody
 
 
@@ -101,11 +111,19 @@ def train_all(
         float, typer.Option(help="Multiply every part's preset step count (e.g. 0.1 for a quick run).")
     ] = 1.0,
     device: Device = "auto",
-    overrides: Annotated[list[str] | None, typer.Option("--set", help=(
-        "Override one part's setting: --set PART.model.FIELD=VALUE or --set PART.train.FIELD=VALUE, PART one of "
-        + ", ".join(TRAINED_PARTS) + " (repeatable)."))] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help=(
+                "Override one part's setting: --set PART.model.FIELD=VALUE or --set PART.train.FIELD=VALUE, "
+                "PART one of " + ", ".join(TRAINED_PARTS) + " (repeatable)."
+            ),
+        ),
+    ] = None,
 ) -> None:
-    """Train codec, w2v-BERT + k-means, MuLan (+ melody), tokenize, then the three stages; write OUT/pipeline."""
+    """Train codec, w2v-BERT + k-means, MuLan (+ melody), tokenize, then the three stages; write
+    OUT/pipeline."""
     from musiclm.cli import codec, mulan, semantic, stages
     from musiclm.training.distributed import barrier, setup
 
@@ -115,8 +133,10 @@ def train_all(
     for item in overrides or []:
         part, dot, rest = item.partition(".")
         if not dot or part not in per_part or not rest.startswith(("model.", "train.")):
-            raise typer.BadParameter(f"--set expects PART.model.FIELD=VALUE or PART.train.FIELD=VALUE with PART one "
-                                     f"of {', '.join(TRAINED_PARTS)}; got {item!r}")
+            raise typer.BadParameter(
+                f"--set expects PART.model.FIELD=VALUE or PART.train.FIELD=VALUE with PART one "
+                f"of {', '.join(TRAINED_PARTS)}; got {item!r}"
+            )
         per_part[part].append(rest)
     melody = preflight(data, out, melody)
     _, dist_info = setup(device)  # the group exists before the codec is built: its codebooks sync in it
@@ -131,35 +151,107 @@ def train_all(
     from musiclm.stages.stages import TRAIN_DEFAULTS as STAGE_DEFAULTS
 
     plan: list[tuple[str, Callable[[], None]]] = [
-        ("codec", lambda: codec.train_codec(
-            data, parts / "codec", preset, steps=steps_of(codec_defaults(preset).to_dict()), device=device,
-            overrides=per_part["codec"])),
-        ("w2vbert", lambda: semantic.train_semantic(
-            data, parts / "w2vbert", preset, steps=steps_of(semantic.TRAIN_DEFAULTS[preset]), device=device,
-            overrides=per_part["w2vbert"])),
-        ("semantic", lambda: semantic.fit_kmeans(
-            parts / "w2vbert", data, parts / "semantic", clusters=KMEANS_CLUSTERS[preset], device=device)),
-        ("mulan", lambda: mulan.train_mulan(
-            data, parts / "mulan", preset, steps=steps_of(MULAN_DEFAULTS[preset]), device=device,
-            overrides=per_part["mulan"])),
+        (
+            "codec",
+            lambda: codec.train_codec(
+                data,
+                parts / "codec",
+                preset,
+                steps=steps_of(codec_defaults(preset).to_dict()),
+                device=device,
+                overrides=per_part["codec"],
+            ),
+        ),
+        (
+            "w2vbert",
+            lambda: semantic.train_semantic(
+                data,
+                parts / "w2vbert",
+                preset,
+                steps=steps_of(semantic.TRAIN_DEFAULTS[preset]),
+                device=device,
+                overrides=per_part["w2vbert"],
+            ),
+        ),
+        (
+            "semantic",
+            lambda: semantic.fit_kmeans(
+                parts / "w2vbert", data, parts / "semantic", clusters=KMEANS_CLUSTERS[preset], device=device
+            ),
+        ),
+        (
+            "mulan",
+            lambda: mulan.train_mulan(
+                data,
+                parts / "mulan",
+                preset,
+                steps=steps_of(MULAN_DEFAULTS[preset]),
+                device=device,
+                overrides=per_part["mulan"],
+            ),
+        ),
     ]
     if melody:
         from musiclm.mulan.melody import TRAIN_DEFAULTS as MELODY_DEFAULTS
 
-        plan.append(("melody", lambda: mulan.train_melody(
-            data, parts / "melody", preset, steps=steps_of(MELODY_DEFAULTS[preset]), device=device,
-            overrides=per_part["melody"])))
+        plan.append(
+            (
+                "melody",
+                lambda: mulan.train_melody(
+                    data,
+                    parts / "melody",
+                    preset,
+                    steps=steps_of(MELODY_DEFAULTS[preset]),
+                    device=device,
+                    overrides=per_part["melody"],
+                ),
+            )
+        )
     melody_dir = parts / "melody" if melody else None
-    plan.append(("tokens", lambda: stages.tokenize(
-        parts / "codec", parts / "semantic", parts / "mulan", data, parts / "tokens", melody=melody_dir,
-        device=device)))
+    plan.append(
+        (
+            "tokens",
+            lambda: stages.tokenize(
+                parts / "codec",
+                parts / "semantic",
+                parts / "mulan",
+                data,
+                parts / "tokens",
+                melody=melody_dir,
+                device=device,
+            ),
+        )
+    )
     for stage in ("semantic", "coarse", "fine"):
-        plan.append((f"{stage}_stage", lambda stage=stage: stages.train_stage(
-            stage, parts / "tokens", parts / f"{stage}_stage", preset,
-            steps=steps_of(STAGE_DEFAULTS[preset]), device=device, overrides=per_part[f"{stage}_stage"])))
-    plan.append(("pipeline", lambda: stages.assemble(
-        parts / "codec", parts / "semantic", parts / "mulan", out / "pipeline",
-        parts / "semantic_stage", parts / "coarse_stage", parts / "fine_stage", melody=melody_dir)))
+        plan.append(
+            (
+                f"{stage}_stage",
+                lambda stage=stage: stages.train_stage(
+                    stage,
+                    parts / "tokens",
+                    parts / f"{stage}_stage",
+                    preset,
+                    steps=steps_of(STAGE_DEFAULTS[preset]),
+                    device=device,
+                    overrides=per_part[f"{stage}_stage"],
+                ),
+            )
+        )
+    plan.append(
+        (
+            "pipeline",
+            lambda: stages.assemble(
+                parts / "codec",
+                parts / "semantic",
+                parts / "mulan",
+                out / "pipeline",
+                parts / "semantic_stage",
+                parts / "coarse_stage",
+                parts / "fine_stage",
+                melody=melody_dir,
+            ),
+        )
+    )
 
     echo = typer.echo if dist_info.is_main else lambda _: None
     started = time.perf_counter()
@@ -177,5 +269,7 @@ def train_all(
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(f"{time.perf_counter() - part_started:.1f} s\n")
     minutes = (time.perf_counter() - started) / 60
-    echo(f"pipeline ready in {out / 'pipeline'} ({minutes:.1f} min); try:\n"
-         f"  musiclm generate \"a calm piano piece\" --checkpoint {out / 'pipeline'} --out out.wav")
+    echo(
+        f"pipeline ready in {out / 'pipeline'} ({minutes:.1f} min); try:\n"
+        f'  musiclm generate "a calm piano piece" --checkpoint {out / "pipeline"} --out out.wav'
+    )

@@ -21,13 +21,15 @@ class STFTDiscriminator(nn.Module):
         self.n_fft, self.hop = n_fft, n_fft // 4
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         c = channels
-        self.convs = nn.ModuleList([
-            nn.Conv2d(2, c, (3, 9), padding=(1, 4)),
-            nn.Conv2d(c, c, (3, 9), stride=(1, 2), padding=(1, 4)),
-            nn.Conv2d(c, 2 * c, (3, 9), stride=(1, 2), padding=(1, 4)),
-            nn.Conv2d(2 * c, 2 * c, (3, 9), stride=(1, 2), padding=(1, 4)),
-            nn.Conv2d(2 * c, 2 * c, (3, 3), padding=(1, 1)),
-        ])
+        self.convs = nn.ModuleList(
+            [
+                nn.Conv2d(2, c, (3, 9), padding=(1, 4)),
+                nn.Conv2d(c, c, (3, 9), stride=(1, 2), padding=(1, 4)),
+                nn.Conv2d(c, 2 * c, (3, 9), stride=(1, 2), padding=(1, 4)),
+                nn.Conv2d(2 * c, 2 * c, (3, 9), stride=(1, 2), padding=(1, 4)),
+                nn.Conv2d(2 * c, 2 * c, (3, 3), padding=(1, 1)),
+            ]
+        )
         self.out = nn.Conv2d(2 * c, 1, (3, 3), padding=(1, 1))
 
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -44,13 +46,15 @@ class WaveDiscriminator(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         c = channels
-        self.convs = nn.ModuleList([
-            nn.Conv1d(1, c, 15, padding=7),
-            nn.Conv1d(c, 4 * c, 41, stride=4, groups=4, padding=20),
-            nn.Conv1d(4 * c, 8 * c, 41, stride=4, groups=16, padding=20),
-            nn.Conv1d(8 * c, 8 * c, 41, stride=4, groups=16, padding=20),
-            nn.Conv1d(8 * c, 8 * c, 5, padding=2),
-        ])
+        self.convs = nn.ModuleList(
+            [
+                nn.Conv1d(1, c, 15, padding=7),
+                nn.Conv1d(c, 4 * c, 41, stride=4, groups=4, padding=20),
+                nn.Conv1d(4 * c, 8 * c, 41, stride=4, groups=16, padding=20),
+                nn.Conv1d(8 * c, 8 * c, 41, stride=4, groups=16, padding=20),
+                nn.Conv1d(8 * c, 8 * c, 5, padding=2),
+            ]
+        )
         self.out = nn.Conv1d(8 * c, 1, 3, padding=1)
 
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -66,7 +70,9 @@ class Discriminators(nn.Module):
     def __init__(self, config: "SoundStreamConfig"):
         super().__init__()
         self.stft = nn.ModuleList(STFTDiscriminator(n, config.disc_channels) for n in config.stft_disc_ffts)
-        self.wave = nn.ModuleList(WaveDiscriminator(config.disc_channels) for _ in range(config.wave_disc_scales))
+        self.wave = nn.ModuleList(
+            WaveDiscriminator(config.disc_channels) for _ in range(config.wave_disc_scales)
+        )
 
     def forward(self, wav: torch.Tensor) -> Outputs:
         logits, feats = [], []

@@ -80,7 +80,9 @@ class HFCodec(nn.Module):
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         if codes.ndim != 3 or codes.is_floating_point():
-            raise CodecError(f"decode expects integer codes [B, Q, F], got {tuple(codes.shape)} {codes.dtype}")
+            raise CodecError(
+                f"decode expects integer codes [B, Q, F], got {tuple(codes.shape)} {codes.dtype}"
+            )
         if not 1 <= codes.shape[1] <= self.num_quantizers:
             raise CodecError(f"codes have {codes.shape[1]} levels; this codec has {self.num_quantizers}")
         if codes.min() < 0 or codes.max() >= self.codebook_size:

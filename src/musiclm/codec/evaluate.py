@@ -60,10 +60,22 @@ def opus_roundtrip(wav: torch.Tensor, sample_rate: int, kbps: float) -> torch.Te
         src, enc, dec = Path(tmp, "in.wav"), Path(tmp, "x.opus"), Path(tmp, "out.wav")
         save_audio(src, wav, sample_rate)
         for args in (
-            ["-i", str(src), "-c:a", "libopus", "-b:a", f"{max(kbps, OPUS_MIN_KBPS)}k", "-vbr", "off", str(enc)],
+            [
+                "-i",
+                str(src),
+                "-c:a",
+                "libopus",
+                "-b:a",
+                f"{max(kbps, OPUS_MIN_KBPS)}k",
+                "-vbr",
+                "off",
+                str(enc),
+            ],
             ["-i", str(enc), "-ar", str(sample_rate), "-ac", "1", str(dec)],
         ):
-            run = subprocess.run(["ffmpeg", "-y", "-loglevel", "error", *args], capture_output=True, text=True)
+            run = subprocess.run(
+                ["ffmpeg", "-y", "-loglevel", "error", *args], capture_output=True, text=True
+            )
             if run.returncode:
                 raise OpusError(f"ffmpeg/libopus failed: {run.stderr.strip()[:300]}")
         out = load_audio(dec, sample_rate)
@@ -100,15 +112,22 @@ def evaluate(codec, clips: list[torch.Tensor], opus: bool = True) -> tuple[list[
             if opus:
                 for factor, name in ((1, "opus"), (2, "opus x2")):
                     add((name, q, kbps * factor), opus_roundtrip(wav, sr, kbps * factor), wav)
-    rows = [Row(s, q, round(max(k, OPUS_MIN_KBPS) if s != "codec" else k, 3), *(v / len(clips)))
-            for (s, q, k), v in sums.items()]
+    rows = [
+        Row(s, q, round(max(k, OPUS_MIN_KBPS) if s != "codec" else k, 3), *(v / len(clips)))
+        for (s, q, k), v in sums.items()
+    ]
     return rows, perplexity(torch.cat(all_codes, dim=-1), codec.codebook_size)
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| system | quantizers | kbps | mel distance | SI-SNR (dB) | spectral conv. |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| system | quantizers | kbps | mel distance | SI-SNR (dB) | spectral conv. |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in sorted(rows, key=lambda r: (r.quantizers or 0, r.system)):
-        lines.append(f"| {r.system} | {r.quantizers} | {r.kbps:.2f} | {r.mel:.3f} | {r.si_snr:.2f} | {r.sc:.3f} |")
+        lines.append(
+            f"| {r.system} | {r.quantizers} | {r.kbps:.2f} | {r.mel:.3f} | {r.si_snr:.2f} | {r.sc:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -119,9 +138,11 @@ def plot(rows: list[Row], path: str | Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, metric, label in zip(axes, ("mel", "si_snr", "sc"), ("mel distance (lower better)",
-                                                                  "SI-SNR dB (higher better)",
-                                                                  "spectral convergence (lower better)")):
+    for ax, metric, label in zip(
+        axes,
+        ("mel", "si_snr", "sc"),
+        ("mel distance (lower better)", "SI-SNR dB (higher better)", "spectral convergence (lower better)"),
+    ):
         for system in ("codec", "opus", "opus x2"):
             pts = sorted((r.quantizers, getattr(r, metric)) for r in rows if r.system == system)
             if pts:
@@ -146,4 +167,3 @@ def load_clips(paths: list[Path], sample_rate: int, seconds: float, per_file: in
         starts = np.linspace(0, max(0, wav.shape[-1] - n), per_file).astype(int) if wav.shape[-1] > n else [0]
         clips += [wav[s : s + n] for s in sorted(set(int(x) for x in starts))]
     return [c for c in clips if c.abs().max() > 1e-4 and c.shape[-1] >= sample_rate // 10]
-

@@ -23,7 +23,9 @@ class MultiScaleMelLoss(nn.Module):
 
         self.scales = nn.ModuleList(
             # small FFTs get fewer bands: 64 mel bands over 129 bins would leave some empty
-            MelSpectrogram(config.sample_rate, n_fft=n, hop_length=n // 4, n_mels=min(config.mel_bins, n // 8))
+            MelSpectrogram(
+                config.sample_rate, n_fft=n, hop_length=n // 4, n_mels=min(config.mel_bins, n // 8)
+            )
             for n in config.mel_ffts
         )
 
@@ -46,8 +48,6 @@ def generator_hinge(fake: list[torch.Tensor]) -> torch.Tensor:
 def feature_matching(real: list[list[torch.Tensor]], fake: list[list[torch.Tensor]]) -> torch.Tensor:
     """L1 between discriminator features of real and generated audio, relative to the real scale."""
     terms = [
-        (r - f).abs().mean() / (r.abs().mean() + 1e-5)
-        for rs, fs in zip(real, fake)
-        for r, f in zip(rs, fs)
+        (r - f).abs().mean() / (r.abs().mean() + 1e-5) for rs, fs in zip(real, fake) for r, f in zip(rs, fs)
     ]
     return sum(terms) / len(terms)

@@ -76,17 +76,33 @@ class SoundStreamConfig(Config):
 
     PRESETS = {
         "tiny": {
-            "channels": 4, "strides": (2, 4, 5, 8), "latent_dim": 16, "num_quantizers": 4,
-            "codebook_size": 64, "disc_channels": 4, "stft_disc_ffts": (128, 256), "wave_disc_scales": 2,
-            "mel_ffts": (128, 256, 512), "mel_bins": 32, "kmeans_iters": 2,
+            "channels": 4,
+            "strides": (2, 4, 5, 8),
+            "latent_dim": 16,
+            "num_quantizers": 4,
+            "codebook_size": 64,
+            "disc_channels": 4,
+            "stft_disc_ffts": (128, 256),
+            "wave_disc_scales": 2,
+            "mel_ffts": (128, 256, 512),
+            "mel_bins": 32,
+            "kmeans_iters": 2,
         },
         # ~2.4M-parameter generator, 16 kHz, 50 Hz, 12 x 1024 (6 kbps); reconstruction alone first:
         # it costs 0.1 s a step on 2 cores, an adversarial step ~1 s
         "small": {"channels": 12, "disc_start_step": 16_000},
         "paper": {
-            "frontend": "waveform", "sample_rate": 24000, "channels": 32, "strides": (3, 4, 5, 8),  # 480 -> 50 Hz
-            "latent_dim": 512, "num_quantizers": 12, "codebook_size": 1024, "disc_channels": 32,
-            "stft_disc_ffts": (512, 1024, 2048), "mel_ffts": (512, 1024, 2048), "mel_bins": 80,
+            "frontend": "waveform",
+            "sample_rate": 24000,
+            "channels": 32,
+            "strides": (3, 4, 5, 8),  # 480 -> 50 Hz
+            "latent_dim": 512,
+            "num_quantizers": 12,
+            "codebook_size": 1024,
+            "disc_channels": 32,
+            "stft_disc_ffts": (512, 1024, 2048),
+            "mel_ffts": (512, 1024, 2048),
+            "mel_bins": 80,
         },
     }
 
@@ -202,9 +218,7 @@ class WaveformDecoder(nn.Module):
         super().__init__()
         top = c.width
         self.stem = CausalConv1d(c.latent_dim, top, 7)
-        self.blocks = nn.ModuleList(
-            DecoderBlock(top // 2**i, s) for i, s in enumerate(reversed(c.strides))
-        )
+        self.blocks = nn.ModuleList(DecoderBlock(top // 2**i, s) for i, s in enumerate(reversed(c.strides)))
         self.head = CausalConv1d(c.channels, 1, 7)
 
     def forward(self, z: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
@@ -247,7 +261,9 @@ class STFTDecoder(nn.Module):
     def __init__(self, c: SoundStreamConfig):
         super().__init__()
         self.hop = c.hop_length
-        self.register_buffer("window", torch.hann_window(2 * self.hop), persistent=False)  # periodic: halves sum to 1
+        self.register_buffer(
+            "window", torch.hann_window(2 * self.hop), persistent=False
+        )  # periodic: halves sum to 1
         self.stem = CausalConv1d(c.latent_dim, c.width, 7)
         self.units = nn.ModuleList(ResidualUnit(c.width, d) for d in (1, 3, 9))
         self.head = nn.Conv1d(c.width, 2 * (self.hop + 1), 1)
@@ -296,10 +312,16 @@ class SoundStream(Trainable, PretrainedMixin):
         # rank's vectors; the library fixes this when the quantizer is built, so build it in the group.
         self.synced_codebooks = _world_size() > 1
         self.quantizer = ResidualVQ(
-            dim=config.latent_dim, num_quantizers=config.num_quantizers, codebook_size=config.codebook_size,
-            decay=config.ema_decay, kmeans_init=True, kmeans_iters=config.kmeans_iters,
-            threshold_ema_dead_code=config.dead_code_threshold, quantize_dropout=config.quantizer_dropout,
-            commitment_weight=config.commitment_weight, sync_codebook=self.synced_codebooks,
+            dim=config.latent_dim,
+            num_quantizers=config.num_quantizers,
+            codebook_size=config.codebook_size,
+            decay=config.ema_decay,
+            kmeans_init=True,
+            kmeans_iters=config.kmeans_iters,
+            threshold_ema_dead_code=config.dead_code_threshold,
+            quantize_dropout=config.quantizer_dropout,
+            commitment_weight=config.commitment_weight,
+            sync_codebook=self.synced_codebooks,
         )
         self.discriminators = Discriminators(config)
 
@@ -379,7 +401,8 @@ class SoundStream(Trainable, PretrainedMixin):
             )
         if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
             raise CodecError(
-                f"codes must be in 0..{self.codebook_size - 1}; got values {int(codes.min())}..{int(codes.max())}"
+                f"codes must be in 0..{self.codebook_size - 1}; got values "
+                f"{int(codes.min())}..{int(codes.max())}"
             )
         return codes.to(self.device, torch.long)
 
@@ -447,8 +470,10 @@ class SoundStream(Trainable, PretrainedMixin):
         from musiclm.codec import losses
 
         if _world_size() > 1 and not self.synced_codebooks:
-            raise CodecError("this codec was built before the process group existed, so its codebooks would "
-                             "drift apart between ranks; build it after torch.distributed.init_process_group")
+            raise CodecError(
+                "this codec was built before the process group existed, so its codebooks would "
+                "drift apart between ranks; build it after torch.distributed.init_process_group"
+            )
         adversarial = step >= self.config.disc_start_step
         fakes: list[torch.Tensor] = []  # the generator's output of each micro-batch, in order
 
@@ -508,7 +533,14 @@ def train_defaults(preset: str) -> "Any":
     common = {"lr": 3e-4, "betas": (0.8, 0.99), "grad_clip": 10.0, "weight_decay": 0.0, "warmup_steps": 100}
     settings = {
         "tiny": {"steps": 50, "batch_size": 4, "log_every": 5, "ckpt_every": 25},
-        "small": {"steps": 24_000, "batch_size": 16, "lr": 6e-4, "log_every": 20, "ckpt_every": 500, "num_workers": 1},
+        "small": {
+            "steps": 24_000,
+            "batch_size": 16,
+            "lr": 6e-4,
+            "log_every": 20,
+            "ckpt_every": 500,
+            "num_workers": 1,
+        },
         "paper": {"steps": 500_000, "batch_size": 32, "log_every": 50, "ckpt_every": 5000, "lr": 1e-4},
     }
     if preset not in settings:

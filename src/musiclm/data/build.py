@@ -50,7 +50,9 @@ class BuildOptions:
     seed: int = 0
     clip_seconds: tuple[float, float] = (10.0, 30.0)
     melody_fraction: float = 0.3
-    minor_share: float = 0.5  # arrangements moved to the other mode so that minor is this share, whatever the corpus
+    minor_share: float = (
+        0.5  # arrangements moved to the other mode so that minor is this share, whatever the corpus
+    )
     collections: list[str] | None = None
     soundfonts: list[str] | None = None
     eval_every: int = 20  # of every 20 works, one goes to valid and one to test
@@ -72,7 +74,8 @@ MODE_DEGREES = {"minor": {4: 3, 9: 8}, "major": {3: 4, 8: 9, 10: 11}}
 
 
 def change_mode(notes: corpus.Notes, mode: str) -> corpus.Notes:
-    """The same work in ``mode``: its third and sixth (and, into major, seventh) degrees moved by a semitone."""
+    """The same work in ``mode``: its third and sixth (and, into major, seventh) degrees moved by a
+    semitone."""
     if mode == notes.mode:
         return notes
     shift = MODE_DEGREES[mode]
@@ -108,9 +111,13 @@ def plan_works(opts: BuildOptions) -> list[corpus.Work]:
     """All works in a seeded order that interleaves collections by their weights."""
     by_coll = corpus.list_works(opts.collections)
     if not any(by_coll.values()):
-        raise BuildError(f"no works found in collections {opts.collections}; choose from {list(corpus.BY_NAME)}")
+        raise BuildError(
+            f"no works found in collections {opts.collections}; choose from {list(corpus.BY_NAME)}"
+        )
     rng = np.random.default_rng(opts.seed)
-    queues = {name: [works[i] for i in rng.permutation(len(works))] for name, works in by_coll.items() if works}
+    queues = {
+        name: [works[i] for i in rng.permutation(len(works))] for name, works in by_coll.items() if works
+    }
     order: list[corpus.Work] = []
     while queues and (opts.max_works is None or len(order) < opts.max_works):
         names = list(queues)
@@ -124,7 +131,8 @@ def plan_works(opts: BuildOptions) -> list[corpus.Work]:
 
 def _fit_octave(notes: list[tuple[float, float, int]], program: int, octave_bias: int = 0) -> int:
     """Octave shift that puts the part's mean pitch inside the instrument's range, then ``octave_bias``
-    octaves further where the mean stays 6 semitones inside the range (so register varies within an instrument)."""
+    octaves further where the mean stays 6 semitones inside the range (so register varies within an
+    instrument)."""
     lo, hi = instruments.RANGE_OF.get(program, (36, 96))
     mean = float(np.mean([p for _, _, p in notes]))
     shift = 0
@@ -146,7 +154,8 @@ def _accompaniment(notes: corpus.Notes, shift: int) -> list[tuple[float, float, 
 
 
 def window_midi(parts, programs, start_q, end_q, spq, transpose, rng, bend_cents=0.0, octave_bias=0):
-    # note times are in seconds; the file's tempo meta stays MIDI's default 120 BPM (the clip's bpm is an attribute)
+    # note times are in seconds; the file's tempo meta stays MIDI's default 120 BPM (the clip's bpm is an
+    # attribute)
     pm = pretty_midi.PrettyMIDI()
     for part, program in zip(parts, programs):
         inst = pretty_midi.Instrument(program=program)
@@ -156,7 +165,9 @@ def window_midi(parts, programs, start_q, end_q, spq, transpose, rng, bend_cents
         for on, dur, pitch in part:  # sorted by onset
             if start_q <= on < end_q:
                 p = int(np.clip(pitch + transpose + octave, 0, 127))
-                note = pretty_midi.Note(velocity, p, (on - start_q) * spq, (min(on + dur, end_q) - start_q) * spq)
+                note = pretty_midi.Note(
+                    velocity, p, (on - start_q) * spq, (min(on + dur, end_q) - start_q) * spq
+                )
                 if p in sounding and sounding[p].end > note.start:
                     # same pitch re-struck while sounding (unison voices on one instrument): end the first
                     # note there, since overlapping note-ons of one key on one channel are ambiguous in MIDI
@@ -166,7 +177,10 @@ def window_midi(parts, programs, start_q, end_q, spq, transpose, rng, bend_cents
                 sounding[p] = note
                 inst.notes.append(note)
         end = (end_q - start_q) * spq  # release pedal and all notes at the clip's end
-        inst.control_changes += [pretty_midi.ControlChange(64, 0, end), pretty_midi.ControlChange(123, 0, end)]
+        inst.control_changes += [
+            pretty_midi.ControlChange(64, 0, end),
+            pretty_midi.ControlChange(123, 0, end),
+        ]
         if bend_cents:  # small detuning of a hummed line; default bend range is +-2 semitones
             inst.pitch_bends.append(pretty_midi.PitchBend(int(8191 * bend_cents / 200), 0.0))
         if inst.notes:
@@ -187,7 +201,13 @@ def render_work(job: dict[str, Any]) -> dict[str, Any]:
             return done
     rng = np.random.default_rng([opts.seed, index])
     split = split_of(index, opts.eval_every)
-    result: dict[str, Any] = {"index": index, "work_id": work.work_id, "split": split, "clips": [], "skipped": []}
+    result: dict[str, Any] = {
+        "index": index,
+        "work_id": work.work_id,
+        "split": split,
+        "clips": [],
+        "skipped": [],
+    }
     try:
         notes = corpus.parse_work(work)
     except Exception as err:  # music21 raises many kinds; any of them means "skip this work"
@@ -223,10 +243,18 @@ def render_work(job: dict[str, Any]) -> dict[str, Any]:
         group = f"{work.work_id}@{v}" if with_melody else None
         octave_bias = int(rng.choice([-1, 0, 0, 1]))
         base = {
-            "tonic": (notes.tonic_pc + transpose) % 12, "mode": notes.mode, "score_mode": score_mode, "score_bpm": notes.bpm,
+            "tonic": (notes.tonic_pc + transpose) % 12,
+            "mode": notes.mode,
+            "score_mode": score_mode,
+            "score_bpm": notes.bpm,
             "time_signature": notes.time_signature,
-            "collection": coll.name, "composer": coll.composer, "style": coll.style, "title": notes.title,
-            "transpose": transpose, "work_id": work.work_id, "melody_group": group,
+            "collection": coll.name,
+            "composer": coll.composer,
+            "style": coll.style,
+            "title": notes.title,
+            "transpose": transpose,
+            "work_id": work.work_id,
+            "melody_group": group,
         }
         renders = [(f"{index:06d}_{v}", parts, programs, lineup, bpm, 0.0, False)]
         if with_melody:
@@ -236,8 +264,19 @@ def render_work(job: dict[str, Any]) -> dict[str, Any]:
             renders.append((f"{index:06d}_{v}m", parts[:1], [timbre], "melody only", m_bpm, bend, True))
         for clip_id, r_parts, r_programs, r_lineup, r_bpm, bend, is_melody in renders:
             r_spq = 60.0 / r_bpm
-            # a hummed or whistled tune stays where a voice sings it (whistles above C6 are silent in TimGM6mb)
-            pm = window_midi(r_parts, r_programs, start_q, end_q, r_spq, transpose, rng, bend, 0 if is_melody else octave_bias)
+            # a hummed or whistled tune stays where a voice sings it (whistles above C6 are silent in
+            # TimGM6mb)
+            pm = window_midi(
+                r_parts,
+                r_programs,
+                start_q,
+                end_q,
+                r_spq,
+                transpose,
+                rng,
+                bend,
+                0 if is_melody else octave_bias,
+            )
             if not pm.instruments:
                 result["skipped"].append(["no notes in the window", clip_id])
                 continue
@@ -247,7 +286,13 @@ def render_work(job: dict[str, Any]) -> dict[str, Any]:
             midi_path.parent.mkdir(parents=True, exist_ok=True)
             wav_path.parent.mkdir(parents=True, exist_ok=True)
             pm.write(str(midi_path))
-            render_args = (soundfonts[sf_name][0], opts.sample_rate, gain, reverb, wav_path.with_suffix(".render.wav"))
+            render_args = (
+                soundfonts[sf_name][0],
+                opts.sample_rate,
+                gain,
+                reverb,
+                wav_path.with_suffix(".render.wav"),
+            )
             try:
                 try:
                     wav, clipped = render_midi(midi_path, *render_args, timeout=20 + pm.get_end_time())
@@ -291,11 +336,17 @@ def render_work(job: dict[str, Any]) -> dict[str, Any]:
             }
             names = [instruments.NAME_OF.get(p, instruments.gm_name(p).lower()) for p in used]
             captions = make_captions(attrs, names, rng, int(rng.integers(1, 4)))
-            result["clips"].append({
-                "path": f"clips/{clip_id}.wav", "duration": round(len(wav) / opts.sample_rate, 4),
-                "sample_rate": opts.sample_rate, "split": split, "captions": captions,
-                "attributes": attrs, "midi": f"midi/{clip_id}.mid",
-            })
+            result["clips"].append(
+                {
+                    "path": f"clips/{clip_id}.wav",
+                    "duration": round(len(wav) / opts.sample_rate, 4),
+                    "sample_rate": opts.sample_rate,
+                    "split": split,
+                    "captions": captions,
+                    "attributes": attrs,
+                    "midi": f"midi/{clip_id}.mid",
+                }
+            )
     return _finish(marker, result)
 
 
@@ -330,25 +381,37 @@ def build(opts: BuildOptions) -> Path:
     available_soundfonts(opts.soundfonts)  # fail early with the install command
     opts.out = Path(opts.out).resolve()
     opts.out.mkdir(parents=True, exist_ok=True)
-    for stale in [*opts.out.glob("clips/*.tmp.wav"), *opts.out.glob("clips/*.partial.wav"),
-                  *opts.out.glob("clips/*.render.wav")]:
+    for stale in [
+        *opts.out.glob("clips/*.tmp.wav"),
+        *opts.out.glob("clips/*.partial.wav"),
+        *opts.out.glob("clips/*.render.wav"),
+    ]:
         stale.unlink()  # left by an interrupted run; their works have no marker and are redone
     works = plan_works(opts)
     target = (opts.hours or float("inf")) * 3600
     results: list[dict] = []
     seconds, start = 0.0, time.time()
     chunk = max(4, 4 * opts.workers)  # decide "enough?" only between chunks, so the set is deterministic
-    bar = tqdm(total=None if opts.hours is None else round(target), unit="s audio", desc="rendering", dynamic_ncols=True)
+    bar = tqdm(
+        total=None if opts.hours is None else round(target),
+        unit="s audio",
+        desc="rendering",
+        dynamic_ncols=True,
+    )
     with _job_mapper(opts.workers) as map_jobs:
         for first in range(0, len(works), chunk):
             if seconds >= target:
                 break
-            jobs = [{"opts": opts, "work": w, "index": first + i} for i, w in enumerate(works[first : first + chunk])]
+            jobs = [
+                {"opts": opts, "work": w, "index": first + i}
+                for i, w in enumerate(works[first : first + chunk])
+            ]
             for res in map_jobs(render_work, jobs):
                 if opts.strict and res["skipped"]:
                     why, detail = res["skipped"][0]
-                    raise BuildError(f"work {res['work_id']}: {why} ({detail}); "
-                                     "without --strict it is skipped")
+                    raise BuildError(
+                        f"work {res['work_id']}: {why} ({detail}); without --strict it is skipped"
+                    )
                 results.append(res)
                 got = sum(c["duration"] for c in res["clips"])
                 seconds += got
@@ -378,9 +441,26 @@ def build(opts: BuildOptions) -> Path:
     return manifest
 
 
-COUNTED = ["split", "families", "instruments", "tempo_class", "key", "mode", "score_mode", "register", "articulation",
-           "time_signature", "voices",
-           "collection", "style", "soundfont", "lineup", "reverb", "is_melody", "caption_set"]
+COUNTED = [
+    "split",
+    "families",
+    "instruments",
+    "tempo_class",
+    "key",
+    "mode",
+    "score_mode",
+    "register",
+    "articulation",
+    "time_signature",
+    "voices",
+    "collection",
+    "style",
+    "soundfont",
+    "lineup",
+    "reverb",
+    "is_melody",
+    "caption_set",
+]
 
 
 def make_card(clips: list[Clip], results: list[dict], opts: BuildOptions, wall: float) -> dict[str, Any]:
@@ -393,14 +473,23 @@ def make_card(clips: list[Clip], results: list[dict], opts: BuildOptions, wall: 
     hours = Counter()
     for clip in clips:
         hours[clip.split] += (clip.duration or 0) / 3600
-    skipped = [{"work_id": r["work_id"], "reason": why, "detail": detail} for r in results for why, detail in r["skipped"]]
+    skipped = [
+        {"work_id": r["work_id"], "reason": why, "detail": detail}
+        for r in results
+        for why, detail in r["skipped"]
+    ]
     reasons = Counter(s["reason"] for s in skipped)
     return {
         "hours": round(sum(hours.values()), 4),
         "hours_per_split": {k: round(v, 4) for k, v in sorted(hours.items())},
         "clips": len(clips),
-        "works": {s: len({r["work_id"] for r in results if r["split"] == s and r["clips"]}) for s in ("train", "valid", "test")},
-        "melody_groups": len({c.attributes["melody_group"] for c in clips if c.attributes.get("melody_group")}),
+        "works": {
+            s: len({r["work_id"] for r in results if r["split"] == s and r["clips"]})
+            for s in ("train", "valid", "test")
+        },
+        "melody_groups": len(
+            {c.attributes["melody_group"] for c in clips if c.attributes.get("melody_group")}
+        ),
         "counts": {name: dict(counts[name].most_common()) for name in COUNTED},
         "licenses": sorted({c.attributes["license"] for c in clips}),
         "skipped": skipped,
@@ -418,7 +507,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         "from their known attributes. Validation/test captions use held-out templates and synonyms.",
         "",
         f"- hours: {card['hours']} ({', '.join(f'{k} {v}' for k, v in card['hours_per_split'].items())})",
-        f"- clips: {card['clips']}; works with clips: {card['works']}; melody groups: {card['melody_groups']}",
+        f"- clips: {card['clips']}; works with clips: {card['works']}; melody groups: "
+        f"{card['melody_groups']}",
         f"- build time: {card['build_seconds']} s (all runs of this folder)",
         "",
         "## Licenses",

@@ -97,15 +97,25 @@ MELODY_TEMPLATES = {
 # The sentence that names register, articulation and texture, added to a share of captions; its wording
 # differs between the two caption sets as the templates do.
 TEXTURE_SENTENCES = {
-    "train": ("The music is {adjectives}.", "The music has {texture}.", "The music is {adjectives}, with {texture}."),
-    "heldout": ("Overall it sounds {adjectives}.", "You hear {texture}.", "Overall it sounds {adjectives}, {texture}."),
+    "train": (
+        "The music is {adjectives}.",
+        "The music has {texture}.",
+        "The music is {adjectives}, with {texture}.",
+    ),
+    "heldout": (
+        "Overall it sounds {adjectives}.",
+        "You hear {texture}.",
+        "Overall it sounds {adjectives}, {texture}.",
+    ),
 }
 TEXTURE_SHARE = 0.6
 
 
 def texture_sentence(attrs: dict, words: dict, rng: np.random.Generator, which: str) -> str:
     """Register, articulation and number of voices in words, or "" when the clip is middling in all three."""
-    adjectives = [str(rng.choice(words[attrs[k]])) for k in ("register", "articulation") if attrs.get(k) in words]
+    adjectives = [
+        str(rng.choice(words[attrs[k]])) for k in ("register", "articulation") if attrs.get(k) in words
+    ]
     voices = attrs.get("voices", 0)
     density = "one line" if voices == 1 else "many voices" if voices >= 3 else None
     texture = str(rng.choice(words[density])) if density else ""

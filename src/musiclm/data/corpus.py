@@ -31,7 +31,14 @@ COLLECTIONS = [
     Collection("oneills1850", "oneills1850", (".abc",), "traditional", "irish folk dance", 0.2),
     Collection("ryans_mammoth", "ryansMammoth", (".abc",), "traditional", "fiddle tune", 0.1),
     Collection("bach", "bach", (".mxl",), "Johann Sebastian Bach", "chorale", 0.2),
-    Collection("palestrina", "palestrina", (".krn",), "Giovanni Pierluigi da Palestrina", "renaissance polyphony", 0.1),
+    Collection(
+        "palestrina",
+        "palestrina",
+        (".krn",),
+        "Giovanni Pierluigi da Palestrina",
+        "renaissance polyphony",
+        0.1,
+    ),
     Collection("monteverdi", "monteverdi", (".mxl",), "Claudio Monteverdi", "madrigal", 0.05),
     Collection("trecento", "trecento", (".mxl", ".xml"), "various", "medieval polyphony", 0.05),
 ]
@@ -46,7 +53,9 @@ class Work:
 
     @property
     def work_id(self) -> str:
-        return f"{self.collection}/{Path(self.path).stem}" + (f"#{self.number}" if self.number is not None else "")
+        return f"{self.collection}/{Path(self.path).stem}" + (
+            f"#{self.number}" if self.number is not None else ""
+        )
 
 
 @dataclasses.dataclass

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from musiclm.audio import audio_info, crop_or_pad, loudness_normalize, read_clip
@@ -46,10 +45,17 @@ class AudioCropDataset(Dataset):
         manifests = [Path(m) for m in manifests]
         if not manifests:
             raise ManifestError("AudioCropDataset needs at least one manifest")
-        if weights is not None and (len(weights) != len(manifests) or any(w < 0 for w in weights) or sum(weights) <= 0):
-            raise ValueError(f"weights must be {len(manifests)} non-negative numbers with a positive sum, got {list(weights)}")
+        if weights is not None and (
+            len(weights) != len(manifests) or any(w < 0 for w in weights) or sum(weights) <= 0
+        ):
+            raise ValueError(
+                f"weights must be {len(manifests)} non-negative numbers with a positive sum, got "
+                f"{list(weights)}"
+            )
         if crop_seconds <= 0 or sample_rate <= 0:
-            raise ValueError(f"crop_seconds and sample_rate must be positive, got {crop_seconds} and {sample_rate}")
+            raise ValueError(
+                f"crop_seconds and sample_rate must be positive, got {crop_seconds} and {sample_rate}"
+            )
         self.sample_rate, self.crop_seconds = sample_rate, crop_seconds
         self.length = int(round(crop_seconds * sample_rate))
         self.random_crop, self.with_text, self.gain_db = random_crop, with_text, gain_db
@@ -57,12 +63,15 @@ class AudioCropDataset(Dataset):
         self.groups: list[np.ndarray] = []  # clip indices of each manifest
         for manifest in manifests:
             clips = [
-                c for c in read_manifest(manifest, skip_bad=skip_bad)
+                c
+                for c in read_manifest(manifest, skip_bad=skip_bad)
                 if (split is None or c.split == split) and (c.captions or not with_text)
             ]
             if not clips:
                 what = f"split {split!r}" if split else "any split"
-                raise ManifestError(f"manifest {manifest} has no clips of {what}" + (" with captions" if with_text else ""))
+                raise ManifestError(
+                    f"manifest {manifest} has no clips of {what}" + (" with captions" if with_text else "")
+                )
             self.groups.append(np.arange(len(self.clips), len(self.clips) + len(clips)))
             self.clips += clips
         self.weights = None if weights is None else np.asarray(weights, dtype=float) / float(sum(weights))

@@ -28,14 +28,21 @@ def _sidecar(path: Path) -> tuple[list[str], dict]:
             meta = json.loads(js.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise IndexError_(f"sidecar {js} is not valid JSON ({err}); fix or remove it") from err
-        attrs = {k: meta[k] for k in ("genre", "moods", "bpm", "key", "title", "artist", "instrument") if meta.get(k)}
+        attrs = {
+            k: meta[k]
+            for k in ("genre", "moods", "bpm", "key", "title", "artist", "instrument")
+            if meta.get(k)
+        }
         captions = [meta["description"]] if meta.get("description") else []
         if not captions and attrs:  # compose a caption from the tags
             words = [str(attrs.get("genre", "music"))]
             if attrs.get("moods"):
                 moods = attrs["moods"] if isinstance(attrs["moods"], list) else [attrs["moods"]]
                 words.insert(0, ", ".join(map(str, moods)))
-            tail = [f"at {attrs['bpm']} BPM" if attrs.get("bpm") else "", f"in {attrs['key']}" if attrs.get("key") else ""]
+            tail = [
+                f"at {attrs['bpm']} BPM" if attrs.get("bpm") else "",
+                f"in {attrs['key']}" if attrs.get("key") else "",
+            ]
             text = " ".join(w for w in [*words, *tail] if w).strip()
             captions = [text[0].upper() + text[1:] + "."]
         return captions, attrs
@@ -59,8 +66,14 @@ def unusable(path: Path, info: sf._SoundFileInfo, min_seconds: float) -> str | N
     return "silent (every sample is 0)" if peak == 0 else None
 
 
-def index_folder(folder: Path, out: Path, split: str = "train", license: str | None = None,
-                 min_seconds: float = 0.5, strict: bool = False) -> tuple[list[Clip], str]:
+def index_folder(
+    folder: Path,
+    out: Path,
+    split: str = "train",
+    license: str | None = None,
+    min_seconds: float = 0.5,
+    strict: bool = False,
+) -> tuple[list[Clip], str]:
     """Every usable audio file under ``folder``. Unreadable, empty, NaN, silent or too-short files are
     skipped and listed in ``<manifest name>.skipped.jsonl`` (``strict``: the first one is an error);
     returns the clips and the summary of the skips ("" when none)."""
@@ -82,19 +95,30 @@ def index_folder(folder: Path, out: Path, split: str = "train", license: str | N
         attrs["collection"] = path.parent.name
         if license:
             attrs["license"] = license
-        clips.append(Clip(path=path.resolve(), duration=round(info.duration, 4), sample_rate=info.samplerate,
-                          captions=captions, split=split, attributes=attrs))
+        clips.append(
+            Clip(
+                path=path.resolve(),
+                duration=round(info.duration, 4),
+                sample_rate=info.samplerate,
+                captions=captions,
+                split=split,
+                attributes=attrs,
+            )
+        )
     summary = skips.finish()
     if not clips:
-        raise IndexError_(f"no usable audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) under {folder}"
-                          + (f"; {summary}" if summary else ""))
+        raise IndexError_(
+            f"no usable audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) under {folder}"
+            + (f"; {summary}" if summary else "")
+        )
     write_manifest(out, clips)
     return clips, summary
 
 
 def import_musiccaps(csv_path: Path, audio_dir: Path, out: Path) -> tuple[list[Clip], int]:
     """Rows of a MusicCaps-format CSV whose audio is local: ``<ytid>_<start>.*`` (the clip) or ``<ytid>.*``
-    (the whole recording, then ``offset`` = start_s). Returns the clips and the number of rows without audio."""
+    (the whole recording, then ``offset`` = start_s). Returns the clips and the number of rows without
+    audio."""
     csv_path, audio_dir = Path(csv_path), Path(audio_dir)
     if not csv_path.is_file():
         raise IndexError_(f"CSV {csv_path} not found")
@@ -106,7 +130,9 @@ def import_musiccaps(csv_path: Path, audio_dir: Path, out: Path) -> tuple[list[C
         reader = csv.DictReader(f)
         needed = {"ytid", "start_s", "end_s", "caption"}
         if not needed <= set(reader.fieldnames or []):
-            raise IndexError_(f"{csv_path} lacks the MusicCaps columns {sorted(needed - set(reader.fieldnames or []))}")
+            raise IndexError_(
+                f"{csv_path} lacks the MusicCaps columns {sorted(needed - set(reader.fieldnames or []))}"
+            )
         for row in reader:
             start, end = float(row["start_s"]), float(row["end_s"])
             clip_file = files.get(f"{row['ytid']}_{int(start)}")
@@ -121,9 +147,20 @@ def import_musiccaps(csv_path: Path, audio_dir: Path, out: Path) -> tuple[list[C
                 except (ValueError, SyntaxError):
                     attrs["aspects"] = row["aspect_list"]
             split = "test" if str(row.get("is_audioset_eval", "")).lower() == "true" else "train"
-            clips.append(Clip(path=(clip_file or whole).resolve(), duration=end - start, captions=[row["caption"]],
-                              split=split, attributes=attrs, offset=None if clip_file else start))
+            clips.append(
+                Clip(
+                    path=(clip_file or whole).resolve(),
+                    duration=end - start,
+                    captions=[row["caption"]],
+                    split=split,
+                    attributes=attrs,
+                    offset=None if clip_file else start,
+                )
+            )
     if not clips:
-        raise IndexError_(f"none of the {missing} rows of {csv_path} has audio in {audio_dir} (<ytid>.wav or <ytid>_<start>.wav)")
+        raise IndexError_(
+            f"none of the {missing} rows of {csv_path} has audio in {audio_dir} (<ytid>.wav or "
+            "<ytid>_<start>.wav)"
+        )
     write_manifest(out, clips)
     return clips, missing

@@ -8,22 +8,54 @@ import pretty_midi
 # family -> [(GM program, plain name, lowest comfortable MIDI pitch, highest)]
 FAMILIES: dict[str, list[tuple[int, str, int, int]]] = {
     "piano": [(0, "piano", 21, 108), (1, "bright piano", 21, 108), (4, "electric piano", 28, 103)],
-    "strings": [(40, "violin", 55, 100), (41, "viola", 48, 88), (42, "cello", 36, 76),
-                (43, "double bass", 28, 60), (48, "string ensemble", 28, 96), (45, "pizzicato strings", 28, 96),
-                (46, "harp", 24, 103)],
-    "brass": [(56, "trumpet", 55, 84), (60, "french horn", 41, 77), (57, "trombone", 40, 72),
-              (58, "tuba", 28, 58), (61, "brass section", 36, 84)],
-    "woodwinds": [(73, "flute", 60, 96), (68, "oboe", 58, 91), (71, "clarinet", 50, 91),
-                  (70, "bassoon", 34, 72), (72, "piccolo", 74, 108), (74, "recorder", 60, 96)],
-    "reed": [(21, "accordion", 53, 89), (22, "harmonica", 60, 84), (65, "alto saxophone", 49, 81),
-             (66, "tenor saxophone", 44, 76), (64, "soprano saxophone", 56, 88), (67, "baritone saxophone", 36, 69)],
+    "strings": [
+        (40, "violin", 55, 100),
+        (41, "viola", 48, 88),
+        (42, "cello", 36, 76),
+        (43, "double bass", 28, 60),
+        (48, "string ensemble", 28, 96),
+        (45, "pizzicato strings", 28, 96),
+        (46, "harp", 24, 103),
+    ],
+    "brass": [
+        (56, "trumpet", 55, 84),
+        (60, "french horn", 41, 77),
+        (57, "trombone", 40, 72),
+        (58, "tuba", 28, 58),
+        (61, "brass section", 36, 84),
+    ],
+    "woodwinds": [
+        (73, "flute", 60, 96),
+        (68, "oboe", 58, 91),
+        (71, "clarinet", 50, 91),
+        (70, "bassoon", 34, 72),
+        (72, "piccolo", 74, 108),
+        (74, "recorder", 60, 96),
+    ],
+    "reed": [
+        (21, "accordion", 53, 89),
+        (22, "harmonica", 60, 84),
+        (65, "alto saxophone", 49, 81),
+        (66, "tenor saxophone", 44, 76),
+        (64, "soprano saxophone", 56, 88),
+        (67, "baritone saxophone", 36, 69),
+    ],
     "guitar": [(24, "nylon guitar", 40, 84), (25, "steel guitar", 40, 84), (26, "jazz guitar", 40, 86)],
     "organ": [(19, "church organ", 24, 96), (16, "drawbar organ", 24, 96), (20, "reed organ", 36, 96)],
-    "mallets": [(11, "vibraphone", 53, 89), (12, "marimba", 45, 96), (13, "xylophone", 65, 108),
-                (8, "celesta", 60, 108)],
+    "mallets": [
+        (11, "vibraphone", 53, 89),
+        (12, "marimba", 45, 96),
+        (13, "xylophone", 65, 108),
+        (8, "celesta", 60, 108),
+    ],
     "voice": [(52, "choir", 40, 81), (53, "voice oohs", 40, 81)],
-    "synth": [(80, "square lead", 36, 96), (81, "sawtooth lead", 36, 96), (88, "new age pad", 36, 96),
-              (89, "warm pad", 36, 96), (62, "synth brass", 36, 84)],
+    "synth": [
+        (80, "square lead", 36, 96),
+        (81, "sawtooth lead", 36, 96),
+        (88, "new age pad", 36, 96),
+        (89, "warm pad", 36, 96),
+        (62, "synth brass", 36, 84),
+    ],
     "bass": [(32, "acoustic bass", 28, 60), (33, "electric bass", 28, 60)],
 }
 FAMILY_OF = {prog: fam for fam, items in FAMILIES.items() for prog, *_ in items}
@@ -67,5 +99,9 @@ def choose_instruments(n_parts: int, rng: np.random.Generator) -> tuple[list[int
         # spread the section over the parts by register: top part -> first instrument, bass -> last
         idx = np.linspace(0, len(section) - 1, n_parts).round().astype(int) if n_parts > 1 else [0]
         return [section[i] for i in idx], name
-    pool = [p for fam in ("strings", "brass", "woodwinds", "reed", "guitar", "mallets", "piano", "organ") for p, *_ in FAMILIES[fam]]
+    pool = [
+        p
+        for fam in ("strings", "brass", "woodwinds", "reed", "guitar", "mallets", "piano", "organ")
+        for p, *_ in FAMILIES[fam]
+    ]
     return [int(rng.choice(pool)) for _ in range(n_parts)], "mixed"

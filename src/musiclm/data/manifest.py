@@ -7,7 +7,8 @@ A line looks like::
      "attributes": {"families": ["strings", "reed"], "bpm": 130, "key": "G", "mode": "major", ...},
      "midi": "midi/000123.mid"}
 
-``offset`` (seconds) marks a clip that starts inside a longer file. Relative paths are relative to the manifest's folder. Only ``path`` is required: an audio-only
+``offset`` (seconds) marks a clip that starts inside a longer file. Relative paths are relative to the
+manifest's folder. Only ``path`` is required: an audio-only
 manifest of a user's music is a list of paths.
 """
 

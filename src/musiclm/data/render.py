@@ -9,9 +9,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-INSTALL = "sudo apt-get install -y fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small"
+INSTALL = (
+    "sudo apt-get install -y fluidsynth fluid-soundfont-gm timgm6mb-soundfont "
+    "musescore-general-soundfont-small"
+)
 
-# name -> (path, license, share of renders). MuseScore's .sf3 takes ~3 s to load per call, so it is drawn less.
+# name -> (path, license, share of renders). MuseScore's .sf3 takes ~3 s to load per call, so it is drawn
+# less.
 SOUNDFONTS = {
     "FluidR3_GM": ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "MIT", 0.45),
     "TimGM6mb": ("/usr/share/sounds/sf2/TimGM6mb.sf2", "GPL-2.0", 0.35),
@@ -39,10 +43,29 @@ def available_soundfonts(names: list[str] | None = None) -> dict[str, tuple[str,
 
 
 def render_midi(
-    midi: Path, soundfont: str, sample_rate: int, gain: float, reverb: bool, tmp_wav: Path, timeout: float = 120.0
+    midi: Path,
+    soundfont: str,
+    sample_rate: int,
+    gain: float,
+    reverb: bool,
+    tmp_wav: Path,
+    timeout: float = 120.0,
 ) -> tuple[np.ndarray, float]:
-    """Mono float32 audio and the share of clipped samples (FluidSynth writes stereo 16-bit; gain > ~0.5 clips)."""
-    cmd = ["fluidsynth", "-ni", "-q", "-g", f"{gain:.3f}", "-r", str(sample_rate), "-R", str(int(reverb)), "-C", "0"]
+    """Mono float32 audio and the share of clipped samples (FluidSynth writes stereo 16-bit; gain > ~0.5
+    clips)."""
+    cmd = [
+        "fluidsynth",
+        "-ni",
+        "-q",
+        "-g",
+        f"{gain:.3f}",
+        "-r",
+        str(sample_rate),
+        "-R",
+        str(int(reverb)),
+        "-C",
+        "0",
+    ]
     if reverb:
         cmd += ["-o", "synth.reverb.room-size=0.7", "-o", "synth.reverb.level=0.7"]
     cmd += ["-F", str(tmp_wav), soundfont, str(midi)]

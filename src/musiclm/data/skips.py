@@ -28,8 +28,11 @@ class SkipLog:
         self.path, self.strict = Path(path), strict
         self.earlier: list[dict] = []
         if resume and self.path.is_file():
-            self.earlier = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines()
-                            if line.strip()]
+            self.earlier = [
+                json.loads(line)
+                for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip()
+            ]
         self.entries: list[dict] = []
 
     def skip(self, item: object, reason: str) -> None:

@@ -29,6 +29,7 @@ def estimate_bpm(wav: torch.Tensor | np.ndarray, sample_rate: int) -> float:
 
 def tempo_matches(bpm_est: float, bpm_true: float, tolerance: float = 0.08) -> dict[str, bool]:
     """MIREX-style: ``acc1`` within 8 %, ``acc2`` also at double/half/triple/third (octave errors)."""
+
     def near(x: float) -> bool:
         return abs(x - bpm_true) <= tolerance * bpm_true
 
@@ -36,13 +37,18 @@ def tempo_matches(bpm_est: float, bpm_true: float, tolerance: float = 0.08) -> d
 
 
 def key_scores(wav: torch.Tensor | np.ndarray, sample_rate: int) -> np.ndarray:
-    """Correlation of the clip's mean chroma with the 24 rotated profiles: ``[2, 12]`` (major, minor) x tonic."""
+    """Correlation of the clip's mean chroma with the 24 rotated profiles: ``[2, 12]`` (major, minor) x
+    tonic."""
     y = np.asarray(wav, dtype=np.float32)
     chroma = librosa.feature.chroma_cqt(y=y, sr=sample_rate, hop_length=2048).mean(1)
     if not np.isfinite(chroma).all() or chroma.std() == 0:
         return np.zeros((2, 12))
-    return np.array([[np.corrcoef(chroma, np.roll(profile, tonic))[0, 1] for tonic in range(12)]
-                     for profile in KEY_PROFILES.numpy()])
+    return np.array(
+        [
+            [np.corrcoef(chroma, np.roll(profile, tonic))[0, 1] for tonic in range(12)]
+            for profile in KEY_PROFILES.numpy()
+        ]
+    )
 
 
 def estimate_key(wav: torch.Tensor | np.ndarray, sample_rate: int) -> tuple[str, str]:
@@ -57,7 +63,9 @@ def pitch_class(name: str) -> int:
     try:
         return librosa.note_to_midi(name.strip() + "4") % 12
     except librosa.util.exceptions.ParameterError as err:
-        raise ValueError(f"cannot read key name {name!r}: expected a note name such as 'D', 'Bb' or 'F#'") from err
+        raise ValueError(
+            f"cannot read key name {name!r}: expected a note name such as 'D', 'Bb' or 'F#'"
+        ) from err
 
 
 def key_matches(est: tuple[str, str], key: str | None, mode: str | None) -> dict[str, bool]:
@@ -96,7 +104,9 @@ def adherence(
             if attrs.get("tempo_class"):
                 row[beat] = float(tempo_class(bpm) == attrs["tempo_class"])
             if attrs.get("bpm"):
-                row.update({f"tempo_{k}": float(v) for k, v in tempo_matches(bpm, float(attrs["bpm"])).items()})
+                row.update(
+                    {f"tempo_{k}": float(v) for k, v in tempo_matches(bpm, float(attrs["bpm"])).items()}
+                )
         if attrs.get("mode") or attrs.get("key"):
             est = estimate_key(y, sample_rate)
             matches = key_matches(est, attrs.get("key"), attrs.get("mode"))
@@ -107,9 +117,14 @@ def adherence(
             cfg = classifier.config
             fams = [f for f in attrs.get("families", []) if f in cfg.families]
             if fams:  # recall of the asked-for families
-                row["family"] = float(np.mean([float(probs["family"][i, cfg.families.index(f)] > 0.5) for f in fams]))
-            for head, key, labels in (("style", "style", cfg.styles), ("tempo", "tempo_class", cfg.tempos),
-                                      ("mode", "mode", cfg.modes)):
+                row["family"] = float(
+                    np.mean([float(probs["family"][i, cfg.families.index(f)] > 0.5) for f in fams])
+                )
+            for head, key, labels in (
+                ("style", "style", cfg.styles),
+                ("tempo", "tempo_class", cfg.tempos),
+                ("mode", "mode", cfg.modes),
+            ):
                 if attrs.get(key) in labels:
                     row[key] = float(labels[int(probs[head][i].argmax())] == attrs[key])
         rows.append(row)

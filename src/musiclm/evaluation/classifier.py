@@ -21,19 +21,45 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from musiclm.audio import (MelSpectrogram, RhythmAndKey, crop_or_pad, loudness_normalize, random_crop, read_clip,
-                           resample)
+from musiclm.audio import (
+    MelSpectrogram,
+    RhythmAndKey,
+    crop_or_pad,
+    loudness_normalize,
+    random_crop,
+    read_clip,
+    resample,
+)
 from musiclm.config import Config
 from musiclm.data.manifest import Clip
 from musiclm.pretrained import PretrainedMixin
 from musiclm.training import Trainable
 
-FAMILIES = ["piano", "strings", "brass", "woodwinds", "reed", "guitar", "organ", "mallets", "voice", "synth", "bass",
-            "choir"]
+FAMILIES = [
+    "piano",
+    "strings",
+    "brass",
+    "woodwinds",
+    "reed",
+    "guitar",
+    "organ",
+    "mallets",
+    "voice",
+    "synth",
+    "bass",
+    "choir",
+]
 TEMPOS = ["slow", "medium", "fast"]
 MODES = ["major", "minor"]
-STYLES = ["folk song", "irish folk dance", "fiddle tune", "chorale", "renaissance polyphony", "madrigal",
-          "medieval polyphony"]
+STYLES = [
+    "folk song",
+    "irish folk dance",
+    "fiddle tune",
+    "chorale",
+    "renaissance polyphony",
+    "madrigal",
+    "medieval polyphony",
+]
 
 
 class ClassifierError(ValueError):
@@ -48,7 +74,9 @@ class ClassifierConfig(Config):
     channels: tuple[int, ...] = (32, 64, 128, 128)
     embed_dim: int = 128
     dropout: float = 0.2
-    rhythm_and_key: bool = False  # onset autocorrelation and key-profile features beside the CNN (see module doc)
+    rhythm_and_key: bool = (
+        False  # onset autocorrelation and key-profile features beside the CNN (see module doc)
+    )
     hidden: int = 0  # width of a hidden layer before the heads (0: heads on the embedding directly)
     time_pool: int = 1  # mel frames averaged before the CNN: 2 halves its cost (timbre needs no 50 Hz)
     families: list[str] = dataclasses.field(default_factory=lambda: list(FAMILIES))
@@ -57,10 +85,21 @@ class ClassifierConfig(Config):
     styles: list[str] = dataclasses.field(default_factory=lambda: list(STYLES))
     PRESETS = {
         "tiny": {"crop_seconds": 2.0, "n_mels": 32, "channels": (8, 16), "embed_dim": 16},
-        "small": {"n_mels": 80, "channels": (32, 64, 128, 256), "embed_dim": 192, "rhythm_and_key": True,
-                  "hidden": 256, "time_pool": 2},
-        "paper": {"n_mels": 128, "channels": (64, 128, 256, 256), "embed_dim": 256, "rhythm_and_key": True,
-                  "hidden": 512},
+        "small": {
+            "n_mels": 80,
+            "channels": (32, 64, 128, 256),
+            "embed_dim": 192,
+            "rhythm_and_key": True,
+            "hidden": 256,
+            "time_pool": 2,
+        },
+        "paper": {
+            "n_mels": 128,
+            "channels": (64, 128, 256, 256),
+            "embed_dim": 256,
+            "rhythm_and_key": True,
+            "hidden": 512,
+        },
     }
 
     @property
@@ -72,10 +111,26 @@ class ClassifierConfig(Config):
 # What `musiclm train classifier` trains with per preset (TrainConfig fields), before --set changes.
 TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "tiny": {"steps": 300, "batch_size": 8, "lr": 1e-3, "warmup_steps": 20, "ckpt_every": 100},
-    "small": {"steps": 4000, "batch_size": 32, "lr": 1e-3, "warmup_steps": 200, "ema_decay": 0.998,
-              "ckpt_every": 250, "val_every": 500, "val_batches": 8},
-    "paper": {"steps": 20000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 500, "ema_decay": 0.999,
-              "ckpt_every": 1000, "val_every": 1000, "val_batches": 16},
+    "small": {
+        "steps": 4000,
+        "batch_size": 32,
+        "lr": 1e-3,
+        "warmup_steps": 200,
+        "ema_decay": 0.998,
+        "ckpt_every": 250,
+        "val_every": 500,
+        "val_batches": 8,
+    },
+    "paper": {
+        "steps": 20000,
+        "batch_size": 64,
+        "lr": 1e-3,
+        "warmup_steps": 500,
+        "ema_decay": 0.999,
+        "ckpt_every": 1000,
+        "val_every": 1000,
+        "val_batches": 16,
+    },
 }
 
 
@@ -86,8 +141,9 @@ class EvalClassifier(Trainable, PretrainedMixin):
     def __init__(self, config: ClassifierConfig):
         super().__init__()
         self.config = config
-        self.mel = MelSpectrogram(config.sample_rate, n_fft=1024, hop_length=config.sample_rate // 50,
-                                  n_mels=config.n_mels)
+        self.mel = MelSpectrogram(
+            config.sample_rate, n_fft=1024, hop_length=config.sample_rate // 50, n_mels=config.n_mels
+        )
         layers, c_in = [], 1
         for c in config.channels:
             # pool frequency only, so a frame sequence (for FAD) survives at 50/4 ... frames per second
@@ -100,10 +156,14 @@ class EvalClassifier(Trainable, PretrainedMixin):
         if config.rhythm_and_key:
             self.rhythm_and_key = RhythmAndKey(config.sample_rate, frame_rate=50.0)
             width += self.rhythm_and_key.dim
-        self.mlp = nn.Sequential(nn.Linear(width, config.hidden), nn.GELU(), nn.Dropout(config.dropout)) \
-            if config.hidden else nn.Identity()
-        self.heads = nn.ModuleDict({name: nn.Linear(config.hidden or width, len(labels))
-                                    for name, labels in config.heads.items()})
+        self.mlp = (
+            nn.Sequential(nn.Linear(width, config.hidden), nn.GELU(), nn.Dropout(config.dropout))
+            if config.hidden
+            else nn.Identity()
+        )
+        self.heads = nn.ModuleDict(
+            {name: nn.Linear(config.hidden or width, len(labels)) for name, labels in config.heads.items()}
+        )
 
     def frames(self, wav: torch.Tensor) -> torch.Tensor:
         """``[B, T]`` -> frame embeddings ``[B, F, D]`` (the FAD embedding)."""
@@ -161,6 +221,7 @@ class EvalClassifier(Trainable, PretrainedMixin):
 
 def labels_from_clips(clips: Sequence[Clip]) -> dict[str, list[str]]:
     """The label sets that occur in a manifest (config overrides for a classifier trained on it)."""
+
     def seen(key: str) -> list[str]:
         values = set()
         for c in clips:
@@ -220,14 +281,22 @@ class Augment:
 
 
 class ClassifierDataset(torch.utils.data.Dataset):
-    """Crops of manifest clips with their attribute labels (engine convention: keys, not indices): random crops
+    """Crops of manifest clips with their attribute labels (engine convention: keys, not indices): random
+    crops
     (changed by ``augment`` when given) for training, centre crops otherwise."""
 
-    def __init__(self, clips: Sequence[Clip], config: ClassifierConfig, random: bool = True,
-                 augment: Augment | None = None):
+    def __init__(
+        self,
+        clips: Sequence[Clip],
+        config: ClassifierConfig,
+        random: bool = True,
+        augment: Augment | None = None,
+    ):
         clips = [c for c in clips if c.attributes]
         if not clips:
-            raise ClassifierError("no clip has attributes: train the classifier on a rendered dataset manifest")
+            raise ClassifierError(
+                "no clip has attributes: train the classifier on a rendered dataset manifest"
+            )
         self.clips, self.config, self.random, self.augment = list(clips), config, random, augment
 
     def __len__(self) -> int:

@@ -57,10 +57,14 @@ def conditioning_nll(model: StageLM, data: StageDataset, clips: int) -> dict[str
     shift = round(SHIFT_SECONDS * c.semantic_rate)
     usable = [clip for clip in data.clips if clip["semantic"].shape[-1] >= data.sem_frames + shift][:clips]
     if len(usable) < 2:
-        raise ValueError(f"the {c.stage} stage needs held-out clips of at least {c.window_seconds + SHIFT_SECONDS:.1f} s "
-                         f"for this diagnostic; {len(usable)} of {len(data.clips)} are (tokenize more held-out clips)")
+        raise ValueError(
+            f"the {c.stage} stage needs held-out clips of at least {c.window_seconds + SHIFT_SECONDS:.1f} s "
+            f"for this diagnostic; {len(usable)} of {len(data.clips)} are (tokenize more held-out clips)"
+        )
     n = len(usable)
-    other = [usable[(i + n // 2) % n] for i in range(n)]  # far in manifest order: not a variant of the same work
+    other = [
+        usable[(i + n // 2) % n] for i in range(n)
+    ]  # far in manifest order: not a variant of the same work
     own = [data.audio_tokens(clip, 0.0) for clip in usable]
     rows: dict[str, list[dict[str, torch.Tensor]]] = {"own_audio": [], "other_audio": [], "null": []}
     for i, clip in enumerate(usable):
@@ -72,8 +76,11 @@ def conditioning_nll(model: StageLM, data: StageDataset, clips: int) -> dict[str
     if model.droppable:
         captioned = [i for i, clip in enumerate(usable) if "text" in clip]
         if captioned:  # every caption of each captioned clip, against the same clips' audio and NULL rows
-            text = [data.window(usable[i], 0, usable[i]["text"][j][None])
-                    for i in captioned for j in range(usable[i]["text"].shape[0])]
+            text = [
+                data.window(usable[i], 0, usable[i]["text"][j][None])
+                for i in captioned
+                for j in range(usable[i]["text"].shape[0])
+            ]
             out["text_clips"] = len(captioned)
             out["nll_text"] = mean_nll(model, text)
             out["nll_null_captioned"] = mean_nll(model, [rows["null"][i] for i in captioned])
@@ -85,10 +92,14 @@ def conditioning_nll(model: StageLM, data: StageDataset, clips: int) -> dict[str
     else:
         out["nll_own"] = mean_nll(model, rows["own_audio"])
     if c.stage == "coarse":
-        shifted = [data.window(clip, 0, own[i], semantic=clip["semantic"][shift : shift + data.sem_frames])
-                   for i, clip in enumerate(usable)]
-        swapped = [data.window(clip, 0, own[i], semantic=other[i]["semantic"][: data.sem_frames])
-                   for i, clip in enumerate(usable)]
+        shifted = [
+            data.window(clip, 0, own[i], semantic=clip["semantic"][shift : shift + data.sem_frames])
+            for i, clip in enumerate(usable)
+        ]
+        swapped = [
+            data.window(clip, 0, own[i], semantic=other[i]["semantic"][: data.sem_frames])
+            for i, clip in enumerate(usable)
+        ]
         base = out["nll_own_audio"]
         out["cost_shift_semantic"] = mean_nll(model, shifted) - base
         out["cost_other_semantic"] = mean_nll(model, swapped) - base
@@ -102,10 +113,18 @@ def onset_rate(wav: torch.Tensor, sample_rate: int) -> float:
 
 
 @torch.no_grad()
-def real_semantic(pipeline: MusicLM, data: StageDataset, shards: Sequence[dict[str, torch.Tensor]],
-                  paths: Sequence[str], clips: int, seconds: float, seed: int = 0) -> dict[str, Any]:
-    """Decode real semantic tokens of held-out clips (``shards``, their audio ``paths``) through coarse + fine +
-    codec (see the module doc); ``data`` is the coarse stage's dataset (which MuLan window a clip's start has)."""
+def real_semantic(
+    pipeline: MusicLM,
+    data: StageDataset,
+    shards: Sequence[dict[str, torch.Tensor]],
+    paths: Sequence[str],
+    clips: int,
+    seconds: float,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Decode real semantic tokens of held-out clips (``shards``, their audio ``paths``) through coarse +
+    fine + codec (see the module doc); ``data`` is the coarse stage's dataset (which MuLan window a clip's
+    start has)."""
     coarse, fine, codec = pipeline.stages.coarse, pipeline.stages.fine, pipeline.codec
     sem_frames, ac_frames = round(seconds * coarse.config.semantic_rate), round(seconds * coarse.frame_rate)
     chosen = [(clip, path) for clip, path in zip(shards, paths) if clip["semantic"].shape[-1] >= sem_frames]
@@ -119,12 +138,23 @@ def real_semantic(pipeline: MusicLM, data: StageDataset, shards: Sequence[dict[s
         semantic = clip["semantic"][None, :sem_frames]
         mulan = data.audio_tokens(clip, 0.0)
         coarse_codes = generate_stage(
-            coarse, lambda s, n, e: coarse.condition(mulan=mulan, semantic=semantic[:, s // 2 : (e + 1) // 2]),
-            ac_frames, 1, Sampling(PAPER_TEMPERATURES[1]), generator=g,
-            aligned=lambda s, e: coarse.aligned(s, e, semantic=semantic))
+            coarse,
+            lambda s, n, e: coarse.condition(mulan=mulan, semantic=semantic[:, s // 2 : (e + 1) // 2]),
+            ac_frames,
+            1,
+            Sampling(PAPER_TEMPERATURES[1]),
+            generator=g,
+            aligned=lambda s, e: coarse.aligned(s, e, semantic=semantic),
+        )
         fine_codes = generate_stage(
-            fine, lambda s, n, e: fine.condition(coarse=coarse_codes[..., s:e]), ac_frames, 1,
-            Sampling(PAPER_TEMPERATURES[2]), generator=g, aligned=lambda s, e: fine.aligned(s, e, coarse=coarse_codes))
+            fine,
+            lambda s, n, e: fine.condition(coarse=coarse_codes[..., s:e]),
+            ac_frames,
+            1,
+            Sampling(PAPER_TEMPERATURES[2]),
+            generator=g,
+            aligned=lambda s, e: fine.aligned(s, e, coarse=coarse_codes),
+        )
         generated = codec.decode(torch.cat([coarse_codes, fine_codes], dim=1))[0]
         real = load_audio(path, codec.sample_rate)[: generated.shape[-1]]
         rates.append((onset_rate(generated, codec.sample_rate), onset_rate(real, codec.sample_rate)))
@@ -132,10 +162,23 @@ def real_semantic(pipeline: MusicLM, data: StageDataset, shards: Sequence[dict[s
         length = min(real.shape[-1], generated.shape[-1])
         decodes = {
             "real_coarse": codec.decode(real_codes[:, :qc]),
-            "real_coarse_fine_stage": codec.decode(torch.cat([real_codes[:, :qc], generate_stage(
-                fine, lambda s, n, e: fine.condition(coarse=real_codes[:, :qc, s:e]), ac_frames, 1,
-                Sampling(PAPER_TEMPERATURES[2]), generator=g,
-                aligned=lambda s, e: fine.aligned(s, e, coarse=real_codes[:, :qc]))], dim=1)),
+            "real_coarse_fine_stage": codec.decode(
+                torch.cat(
+                    [
+                        real_codes[:, :qc],
+                        generate_stage(
+                            fine,
+                            lambda s, n, e: fine.condition(coarse=real_codes[:, :qc, s:e]),
+                            ac_frames,
+                            1,
+                            Sampling(PAPER_TEMPERATURES[2]),
+                            generator=g,
+                            aligned=lambda s, e: fine.aligned(s, e, coarse=real_codes[:, :qc]),
+                        ),
+                    ],
+                    dim=1,
+                )
+            ),
             "real_all_levels": codec.decode(real_codes),
         }
         for name, wav in decodes.items():
@@ -145,8 +188,11 @@ def real_semantic(pipeline: MusicLM, data: StageDataset, shards: Sequence[dict[s
     varied = len(rates) > 2 and generated_rates.std() > 0 and real_rates.std() > 0
     corr = float(np.corrcoef(generated_rates, real_rates)[0, 1]) if varied else float("nan")
     return {
-        "clips": len(rates), "seconds": seconds,
-        "onset_rate_generated": float(generated_rates.mean()), "onset_rate_real": float(real_rates.mean()),
-        "onset_rate_ratio_mean": float(ratio.mean()), "onset_rate_correlation": corr,
+        "clips": len(rates),
+        "seconds": seconds,
+        "onset_rate_generated": float(generated_rates.mean()),
+        "onset_rate_real": float(real_rates.mean()),
+        "onset_rate_ratio_mean": float(ratio.mean()),
+        "onset_rate_correlation": corr,
         **{f"mel_distance_{k}": float(np.mean(v)) for k, v in mel.items()},
     }

@@ -58,7 +58,11 @@ def fad(emb_a: np.ndarray, emb_b: np.ndarray) -> float:
 
 
 def fad_infinity(
-    emb_eval: np.ndarray, emb_ref: np.ndarray, sizes: Sequence[int] | None = None, trials: int = 5, seed: int = 0
+    emb_eval: np.ndarray,
+    emb_ref: np.ndarray,
+    sizes: Sequence[int] | None = None,
+    trials: int = 5,
+    seed: int = 0,
 ) -> dict[str, float]:
     """FAD is biased by sample size (~ a + b/N): fit FAD(N) on subsets of the evaluated frames and
     extrapolate to N -> inf. Returns ``{"fad_inf", "slope", "r2"}``."""
@@ -80,7 +84,11 @@ def fad_infinity(
     slope, intercept = np.polyfit(xs, ys, 1)
     pred = slope * np.asarray(xs) + intercept
     ss_tot = float(np.sum((np.asarray(ys) - np.mean(ys)) ** 2)) or 1.0
-    return {"fad_inf": float(intercept), "slope": float(slope), "r2": 1 - float(np.sum((ys - pred) ** 2)) / ss_tot}
+    return {
+        "fad_inf": float(intercept),
+        "slope": float(slope),
+        "r2": 1 - float(np.sum((ys - pred) ** 2)) / ss_tot,
+    }
 
 
 # ---------------------------------------------------------------- embedding functions for the parts

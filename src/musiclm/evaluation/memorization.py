@@ -33,20 +33,29 @@ def sinkhorn_cost(a_tokens: np.ndarray, b_tokens: np.ndarray, cost: np.ndarray, 
     return float(ot.sinkhorn2(ca / ca.sum(), cb / cb.sum(), cost[np.ix_(ua, ub)], reg, numItermax=2000))
 
 
-def match_rates(generated: torch.Tensor, target: torch.Tensor, centroids, tau: float = TAU) -> dict[str, float]:
+def match_rates(
+    generated: torch.Tensor, target: torch.Tensor, centroids, tau: float = TAU
+) -> dict[str, float]:
     """``generated``/``target`` ``[N, F]`` token continuations -> exact and approximate match rates."""
     if generated.shape != target.shape:
-        raise ValueError(f"generated {tuple(generated.shape)} and target {tuple(target.shape)} must have one shape")
+        raise ValueError(
+            f"generated {tuple(generated.shape)} and target {tuple(target.shape)} must have one shape"
+        )
     cost = ground_cost(centroids)
     exact = (generated == target).all(-1).numpy()
     costs = np.array([sinkhorn_cost(g.numpy(), t.numpy(), cost) for g, t in zip(generated, target)])
-    return {"exact_match": float(exact.mean()), "approx_match": float((costs < tau).mean()),
-            "ot_cost_mean": float(costs.mean()), "n": len(exact)}
+    return {
+        "exact_match": float(exact.mean()),
+        "approx_match": float((costs < tau).mean()),
+        "ot_cost_mean": float(costs.mean()),
+        "n": len(exact),
+    }
 
 
 @torch.no_grad()
-def greedy_continuations(pipeline, wavs: torch.Tensor, prompt_seconds: float, continue_seconds: float = 5.0
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+def greedy_continuations(
+    pipeline, wavs: torch.Tensor, prompt_seconds: float, continue_seconds: float = 5.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy semantic continuations of the clips ``[N, T]`` (at the pipeline's rate) after
     ``prompt_seconds``; returns ``(generated, target)`` tokens ``[N, F]`` of the ``continue_seconds``."""
     sem = pipeline.stages.semantic
@@ -58,14 +67,24 @@ def greedy_continuations(pipeline, wavs: torch.Tensor, prompt_seconds: float, co
     n_prompt = round(prompt_seconds * sem.frame_rate)
     n_total = n_prompt + round(continue_seconds * sem.frame_rate)
     if tokens.shape[1] < n_total:
-        raise ValueError(f"clips give {tokens.shape[1]} semantic frames; prompt + continuation needs {n_total}: "
-                         "use longer clips or shorter prompt_seconds/continue_seconds")
-    mulan = pipeline.mulan.quantize(pipeline.mulan.embed_audio(
-        resample(wavs, pipeline.sample_rate, pipeline.mulan.sample_rate)))
+        raise ValueError(
+            f"clips give {tokens.shape[1]} semantic frames; prompt + continuation needs {n_total}: "
+            "use longer clips or shorter prompt_seconds/continue_seconds"
+        )
+    mulan = pipeline.mulan.quantize(
+        pipeline.mulan.embed_audio(resample(wavs, pipeline.sample_rate, pipeline.mulan.sample_rate))
+    )
     melody = None
     if sem.config.melody_quantizers and pipeline.melody is not None:
-        melody = pipeline.melody.quantize(pipeline.melody.embed(
-            resample(wavs, pipeline.sample_rate, pipeline.melody.sample_rate)))[:, : sem.config.melody_windows]
-    out = generate_stage(sem, lambda s, n, e: sem.condition(mulan=mulan, melody=melody), n_total, len(wavs),
-                         Sampling(temperature=0.0), prompt=tokens[:, None, :n_prompt])[:, 0]
+        melody = pipeline.melody.quantize(
+            pipeline.melody.embed(resample(wavs, pipeline.sample_rate, pipeline.melody.sample_rate))
+        )[:, : sem.config.melody_windows]
+    out = generate_stage(
+        sem,
+        lambda s, n, e: sem.condition(mulan=mulan, melody=melody),
+        n_total,
+        len(wavs),
+        Sampling(temperature=0.0),
+        prompt=tokens[:, None, :n_prompt],
+    )[:, 0]
     return out[:, n_prompt:n_total], tokens[:, n_prompt:n_total]

@@ -40,12 +40,22 @@ from musiclm.evaluation.adherence import key_scores
 PAIRS_FILE = Path(__file__).with_name("pairs.jsonl")
 
 # kind -> the dataset attribute (musiclm.data.build) that the two prompts of a pair set apart
-KIND_ATTRIBUTE = {"tempo": "tempo_class", "mode": "mode", "register": "register",
-                  "articulation": "articulation", "density": "voices", "family": "families"}
+KIND_ATTRIBUTE = {
+    "tempo": "tempo_class",
+    "mode": "mode",
+    "register": "register",
+    "articulation": "articulation",
+    "density": "voices",
+    "family": "families",
+}
 COMPARED = ("tempo_class", "mode", "register", "articulation", "voices", "families", "style")
 # the ordered values of each kind's attribute: B must stand above A
-ORDER = {"tempo_class": ["slow", "medium", "fast"], "mode": ["minor", "major"],
-         "register": ["low", "middle", "high"], "articulation": ["sustained", "mixed", "plucked"]}
+ORDER = {
+    "tempo_class": ["slow", "medium", "fast"],
+    "mode": ["minor", "major"],
+    "register": ["low", "middle", "high"],
+    "articulation": ["sustained", "mixed", "plucked"],
+}
 # the kinds whose change of attribute is made by changing the instrument
 CHANGES_INSTRUMENT = {"articulation", "family"}
 
@@ -78,8 +88,10 @@ class Pair:
                 raise ValueError(f"attributes_{side} lacks {missing}")
         name = KIND_ATTRIBUTE[self.kind]
         if self.changed() != {name}:
-            raise ValueError(f"a {self.kind} pair must differ in {name} only; its sides differ in "
-                             f"{sorted(self.changed()) or 'nothing'}")
+            raise ValueError(
+                f"a {self.kind} pair must differ in {name} only; its sides differ in "
+                f"{sorted(self.changed()) or 'nothing'}"
+            )
         same_instruments = self.attributes_a["instruments"] == self.attributes_b["instruments"]
         if self.kind not in CHANGES_INSTRUMENT and not same_instruments:
             raise ValueError(f"a {self.kind} pair must keep the instruments; they differ")
@@ -109,8 +121,9 @@ def read_pairs(path: str | Path = PAIRS_FILE) -> list[Pair]:
             pair = Pair(**data)
             pair.check()
         except (ValueError, TypeError, KeyError) as err:
-            raise PairsError(f'{path}:{number}: {err} (each line: {{"kind", "a", "b", "attributes_a", '
-                             '"attributes_b"})') from err
+            raise PairsError(
+                f'{path}:{number}: {err} (each line: {{"kind", "a", "b", "attributes_a", "attributes_b"}})'
+            ) from err
         pairs.append(pair)
     if not pairs:
         raise PairsError(f"pairs file {path} has no pairs")
@@ -183,7 +196,10 @@ def simultaneous_pitches(y: np.ndarray, sr: int, floor_db: float = -30.0) -> flo
 
 
 DETECTORS: dict[str, Callable[[np.ndarray, int], float]] = {
-    "tempo": onset_rate, "mode": majorness, "register": pitch_height, "articulation": note_decay,
+    "tempo": onset_rate,
+    "mode": majorness,
+    "register": pitch_height,
+    "articulation": note_decay,
     "density": simultaneous_pitches,
 }
 
@@ -197,19 +213,27 @@ def family_detector(classifier, pair: Pair, wavs: Sequence[torch.Tensor], sample
     only_b = [f for f in pair.attributes_b["families"] if f not in pair.attributes_a["families"]]
     unknown = [f for f in only_a + only_b if f not in families]
     if unknown:
-        raise PairsError(f"the classifier has no head for the famil{'y' if len(unknown) == 1 else 'ies'} "
-                         f"{unknown} (it knows {families}); use a classifier trained on data with them")
+        raise PairsError(
+            f"the classifier has no head for the famil{'y' if len(unknown) == 1 else 'ies'} "
+            f"{unknown} (it knows {families}); use a classifier trained on data with them"
+        )
     length = min(w.shape[-1] for w in wavs)
     rate = classifier.config.sample_rate
     probs = classifier.predict(torch.stack([resample(w[:length].float(), sample_rate, rate) for w in wavs]))
-    mean = {side: probs["family"][:, [families.index(f) for f in names]].mean(1)
-            for side, names in (("a", only_a), ("b", only_b))}
+    mean = {
+        side: probs["family"][:, [families.index(f) for f in names]].mean(1)
+        for side, names in (("a", only_a), ("b", only_b))
+    }
     return (mean["b"] - mean["a"]).tolist()
 
 
 # ---------------------------------------------------------------- scoring
-def score_pairs(pairs: Sequence[Pair], audio: Sequence[tuple[torch.Tensor, torch.Tensor]], sample_rate: int,
-                classifier=None) -> list[dict[str, Any]]:
+def score_pairs(
+    pairs: Sequence[Pair],
+    audio: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    sample_rate: int,
+    classifier=None,
+) -> list[dict[str, Any]]:
     """Per pair: the detector's value on A and on B and whether it moved the asked way (B > A).
     Family pairs need ``classifier``; without one they are left out."""
     rows = []
@@ -222,8 +246,9 @@ def score_pairs(pairs: Sequence[Pair], audio: Sequence[tuple[torch.Tensor, torch
         else:
             detect = DETECTORS[pair.kind]
             value_a, value_b = (detect(w.detach().cpu().float().numpy(), sample_rate) for w in (wav_a, wav_b))
-        rows.append({"index": index, "kind": pair.kind, "a": value_a, "b": value_b,
-                     "moved": bool(value_b > value_a)})
+        rows.append(
+            {"index": index, "kind": pair.kind, "a": value_a, "b": value_b, "moved": bool(value_b > value_a)}
+        )
     return rows
 
 
@@ -245,8 +270,11 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         moved = [r["moved"] for r in rows if r["kind"] == kind]
         if moved:
             by_kind[kind] = {"share": float(np.mean(moved)), "n": len(moved)}
-    return {"share": float(np.mean([r["moved"] for r in rows])) if rows else float("nan"), "n": len(rows),
-            "by_kind": by_kind}
+    return {
+        "share": float(np.mean([r["moved"] for r in rows])) if rows else float("nan"),
+        "n": len(rows),
+        "by_kind": by_kind,
+    }
 
 
 # ---------------------------------------------------------------- audio of the pairs on disk
@@ -265,22 +293,32 @@ def _save_atomic(path: Path, wav: torch.Tensor | np.ndarray, sample_rate: int) -
     os.replace(tmp, path)
 
 
-def load_pair_audio(folder: str | Path, count: int, sample_rate: int, seconds: float
-                    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def load_pair_audio(
+    folder: str | Path, count: int, sample_rate: int, seconds: float
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``NNN-a.wav`` / ``NNN-b.wav`` for pairs ``0..count-1`` (the layout :func:`generate_pairs` writes)."""
     from musiclm.evaluation.suite import load_clip
 
     paths = [side_paths(folder, i) for i in range(count)]
     missing = [str(p) for pair in paths for p in pair if not p.is_file()]
     if missing:
-        raise PairsError(f"{len(missing)} pair audio file(s) missing in {folder}, e.g. {missing[0]}; a "
-                         "folder of pair audio holds NNN-a.wav and NNN-b.wav for each pair NNN of the pairs "
-                         "file")
+        raise PairsError(
+            f"{len(missing)} pair audio file(s) missing in {folder}, e.g. {missing[0]}; a "
+            "folder of pair audio holds NNN-a.wav and NNN-b.wav for each pair NNN of the pairs "
+            "file"
+        )
     return [(load_clip(a, sample_rate, seconds), load_clip(b, sample_rate, seconds)) for a, b in paths]
 
 
-def generate_pairs(pipeline, pairs: Sequence[Pair], out_dir: str | Path, seconds: float, seed: int = 0,
-                   batch_size: int = 4, **generate_kwargs) -> Path:
+def generate_pairs(
+    pipeline,
+    pairs: Sequence[Pair],
+    out_dir: str | Path,
+    seconds: float,
+    seed: int = 0,
+    batch_size: int = 4,
+    **generate_kwargs,
+) -> Path:
     """Generate both sides of every pair into ``out_dir`` (skipping pairs already there) and return it.
 
     The A sides of a batch of pairs are one call and their B sides another, with the same seed: sampling
@@ -352,15 +390,26 @@ def _choose_work(pair: Pair, rng: np.random.Generator, seconds: float, tries: in
         if len(notes.parts) >= voices and onsets:
             return notes, float(onsets[int(rng.integers(len(onsets)))])
     style = pair.attributes_a["style"]
-    raise PairsError(f"no work of style {style!r} among {tries} tried has {voices} parts and {span_q:.0f} "
-                     "quarters; give the pair another style")
+    raise PairsError(
+        f"no work of style {style!r} among {tries} tried has {voices} parts and {span_q:.0f} "
+        "quarters; give the pair another style"
+    )
 
 
-def _render_side(notes, attrs: dict, start_q: float, seconds: float, u: float, velocity_seed: list[int],
-                 soundfont: str, sample_rate: int, work_dir: Path) -> np.ndarray:
+def _render_side(
+    notes,
+    attrs: dict,
+    start_q: float,
+    seconds: float,
+    u: float,
+    velocity_seed: list[int],
+    soundfont: str,
+    sample_rate: int,
+    work_dir: Path,
+) -> np.ndarray:
     import pretty_midi
 
-    from musiclm.data.build import window_midi, change_mode
+    from musiclm.data.build import change_mode, window_midi
     from musiclm.data.render import RenderError, render_midi
 
     notes = change_mode(notes, attrs["mode"])
@@ -392,8 +441,14 @@ def _render_side(notes, attrs: dict, start_q: float, seconds: float, u: float, v
     return np.pad(wav[:length], (0, max(0, length - len(wav))))
 
 
-def render_reference_pairs(pairs: Sequence[Pair], out_dir: str | Path, seconds: float = 10.0, seed: int = 0,
-                           sample_rate: int = 24000, soundfonts: Sequence[str] = REFERENCE_FONTS) -> Path:
+def render_reference_pairs(
+    pairs: Sequence[Pair],
+    out_dir: str | Path,
+    seconds: float = 10.0,
+    seed: int = 0,
+    sample_rate: int = 24000,
+    soundfonts: Sequence[str] = REFERENCE_FONTS,
+) -> Path:
     """Render both sides of every pair from a music21 corpus work with the dataset builder's own parts:
     the same work, window, soundfont and velocities, only the pair's attribute changed (tempo band,
     mode, octave, program, number of parts). Writes ``NNN-a.wav`` / ``NNN-b.wav`` to ``out_dir``,
@@ -415,22 +470,32 @@ def render_reference_pairs(pairs: Sequence[Pair], out_dir: str | Path, seconds: 
             notes, start_q = _choose_work(pair, rng, seconds)
             u, font = float(rng.random()), fonts[names[int(rng.integers(len(names)))]][0]
             for attrs, path in zip((pair.attributes_a, pair.attributes_b), paths):
-                wav = _render_side(notes, attrs, start_q, seconds, u, [seed, index, 1], font, sample_rate,
-                                   Path(tmp))
+                wav = _render_side(
+                    notes, attrs, start_q, seconds, u, [seed, index, 1], font, sample_rate, Path(tmp)
+                )
                 _save_atomic(path, wav, sample_rate)
     return out_dir
 
 
 # ---------------------------------------------------------------- report
-def write_pairs_report(out_dir: str | Path, rows: dict[str, list[dict[str, Any]]], pairs: Sequence[Pair],
-                       info: dict[str, Any]) -> dict[str, Any]:
+def write_pairs_report(
+    out_dir: str | Path, rows: dict[str, list[dict[str, Any]]], pairs: Sequence[Pair], info: dict[str, Any]
+) -> dict[str, Any]:
     """``pairs.json`` (summaries, every pair's detector values per row) and ``pairs.md`` (the table)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries = {name: summarize(r) for name, r in rows.items()}
-    result = {"info": info, "rows": summaries,
-              "pairs": [{**p.to_json(), **{name: next((x for x in r if x["index"] == i), None)
-                                           for name, r in rows.items()}} for i, p in enumerate(pairs)]}
+    result = {
+        "info": info,
+        "rows": summaries,
+        "pairs": [
+            {
+                **p.to_json(),
+                **{name: next((x for x in r if x["index"] == i), None) for name, r in rows.items()},
+            }
+            for i, p in enumerate(pairs)
+        ],
+    }
     (out_dir / "pairs.json").write_text(json.dumps(result, indent=1) + "\n")
     kinds = [k for k in KIND_ATTRIBUTE if any(k in s["by_kind"] for s in summaries.values())]
 
@@ -438,15 +503,22 @@ def write_pairs_report(out_dir: str | Path, rows: dict[str, list[dict[str, Any]]
         got = summary if kind is None else summary["by_kind"].get(kind)
         return f"{got['share']:.0%} ({got['n']})" if got and got["n"] else "-"
 
-    lines = ["# Paired adherence", "",
-             "Share of pairs whose output moves the asked way (B's detector value above A's); n in brackets.",
-             "Detectors: tempo = onsets per second, mode = major minus minor key-profile fit, register = "
-             "salience-weighted pitch, articulation = decay after each attack (dB/s), "
-             "density = pitches at once, "
-             "family = classifier P(B) - P(A). Shuffled: A and B swapped at random (about 50 %).", "",
-             "| row | " + " | ".join(kinds) + " | all |", "|" + " --- |" * (len(kinds) + 2)]
-    lines += [f"| {name} | " + " | ".join(cell(s, k) for k in kinds) + f" | {cell(s, None)} |"
-              for name, s in summaries.items()]
+    lines = [
+        "# Paired adherence",
+        "",
+        "Share of pairs whose output moves the asked way (B's detector value above A's); n in brackets.",
+        "Detectors: tempo = onsets per second, mode = major minus minor key-profile fit, register = "
+        "salience-weighted pitch, articulation = decay after each attack (dB/s), "
+        "density = pitches at once, "
+        "family = classifier P(B) - P(A). Shuffled: A and B swapped at random (about 50 %).",
+        "",
+        "| row | " + " | ".join(kinds) + " | all |",
+        "|" + " --- |" * (len(kinds) + 2),
+    ]
+    lines += [
+        f"| {name} | " + " | ".join(cell(s, k) for k in kinds) + f" | {cell(s, None)} |"
+        for name, s in summaries.items()
+    ]
     lines += ["", *[f"- {k}: {v}" for k, v in info.items()]]
     (out_dir / "pairs.md").write_text("\n".join(lines) + "\n")
     return result

@@ -55,7 +55,11 @@ def read_prompts(path: str | Path) -> list[Prompt]:
             continue
         try:
             data = json.loads(line)
-            if not isinstance(data, dict) or not isinstance(data.get("text"), str) or not data["text"].strip():
+            if (
+                not isinstance(data, dict)
+                or not isinstance(data.get("text"), str)
+                or not data["text"].strip()
+            ):
                 raise ValueError('each line must be a JSON object with a non-empty "text"')
             unknown = set(data) - fields
             if unknown:
@@ -78,7 +82,9 @@ def read_prompts(path: str | Path) -> list[Prompt]:
 def write_prompts(path: str | Path, prompts: list[Prompt]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in prompts), encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in prompts), encoding="utf-8"
+    )
     return path
 
 
@@ -91,8 +97,15 @@ def prompts_from_manifest(clips: list[Clip], caption_set: str | None = "heldout"
             continue
         if caption_set is not None and clip.attributes.get("caption_set", caption_set) != caption_set:
             continue
-        out.append(Prompt(clip.captions[0], dict(clip.attributes), duration=clip.duration,
-                          reference=clip.path, reference_offset=clip.offset))
+        out.append(
+            Prompt(
+                clip.captions[0],
+                dict(clip.attributes),
+                duration=clip.duration,
+                reference=clip.path,
+                reference_offset=clip.offset,
+            )
+        )
     return out
 
 
@@ -116,8 +129,9 @@ def import_musiccaps(csv_path: str | Path, limit: int | None = None, eval_only: 
             except (ValueError, SyntaxError):
                 aspects = []
             attrs = {"aspects": aspects, "ytid": row.get("ytid")}
-            prompts.append(Prompt(row["caption"].strip(), attrs,
-                                  duration=float(row["end_s"]) - float(row["start_s"])))
+            prompts.append(
+                Prompt(row["caption"].strip(), attrs, duration=float(row["end_s"]) - float(row["start_s"]))
+            )
             if limit is not None and len(prompts) >= limit:
                 break
     return prompts

@@ -30,7 +30,9 @@ class Evaluators:
 
     conditioner: Any = None  # Conditioner protocol (MCC)
     classifier: Any = None  # EvalClassifier (KLD, family/style adherence, FAD embedding)
-    embedders: dict[str, tuple[EmbedFn, int]] = dataclasses.field(default_factory=dict)  # FAD: name -> (fn, rate)
+    embedders: dict[str, tuple[EmbedFn, int]] = dataclasses.field(
+        default_factory=dict
+    )  # FAD: name -> (fn, rate)
 
 
 def _at(wavs: list[torch.Tensor], rate: int, target: int) -> torch.Tensor:
@@ -39,8 +41,12 @@ def _at(wavs: list[torch.Tensor], rate: int, target: int) -> torch.Tensor:
 
 
 def evaluate_row(
-    wavs: list[torch.Tensor], prompts: list[Prompt], sample_rate: int, ev: Evaluators,
-    fad_reference: dict[str, np.ndarray], paired_reference: list[torch.Tensor] | None = None,
+    wavs: list[torch.Tensor],
+    prompts: list[Prompt],
+    sample_rate: int,
+    ev: Evaluators,
+    fad_reference: dict[str, np.ndarray],
+    paired_reference: list[torch.Tensor] | None = None,
     fad_inf: bool = True,
 ) -> dict[str, Any]:
     """Metrics of one row: ``wavs[i]`` is the audio for ``prompts[i]``; ``fad_reference`` holds the
@@ -60,16 +66,22 @@ def evaluate_row(
         timings[f"fad_{name}"] = time.perf_counter() - t0
     if ev.conditioner is not None:
         t0 = time.perf_counter()
-        scores = mcc_scores(ev.conditioner, [p.text for p in prompts],
-                            _at(wavs, sample_rate, ev.conditioner.sample_rate))
+        scores = mcc_scores(
+            ev.conditioner, [p.text for p in prompts], _at(wavs, sample_rate, ev.conditioner.sample_rate)
+        )
         out["mcc"] = float(scores.mean())
         timings["mcc"] = time.perf_counter() - t0
     if ev.classifier is not None and paired_reference is not None:
         t0 = time.perf_counter()
         rate = ev.classifier.config.sample_rate
         length = min(min(w.shape[-1] for w in wavs), min(w.shape[-1] for w in paired_reference))
-        out.update(kld(ev.classifier, _at([w[:length] for w in paired_reference], sample_rate, rate),
-                       _at([w[:length] for w in wavs], sample_rate, rate)))
+        out.update(
+            kld(
+                ev.classifier,
+                _at([w[:length] for w in paired_reference], sample_rate, rate),
+                _at([w[:length] for w in wavs], sample_rate, rate),
+            )
+        )
         timings["kld"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     rows = adh.adherence(wavs, sample_rate, [p.attributes for p in prompts], ev.classifier)
@@ -93,23 +105,34 @@ def evaluate_row(
     return out
 
 
-def fad_reference_embeddings(wavs: list[torch.Tensor], sample_rate: int, ev: Evaluators) -> dict[str, np.ndarray]:
-    return {name: frame_embeddings(fn, [resample(w, sample_rate, rate) for w in wavs])
-            for name, (fn, rate) in ev.embedders.items()}
+def fad_reference_embeddings(
+    wavs: list[torch.Tensor], sample_rate: int, ev: Evaluators
+) -> dict[str, np.ndarray]:
+    return {
+        name: frame_embeddings(fn, [resample(w, sample_rate, rate) for w in wavs])
+        for name, (fn, rate) in ev.embedders.items()
+    }
 
 
 def evaluate_rows(
-    rows: dict[str, list[torch.Tensor]], prompts: list[Prompt], sample_rate: int, ev: Evaluators,
-    fad_reference_wavs: list[torch.Tensor], paired_reference: list[torch.Tensor] | None = None,
+    rows: dict[str, list[torch.Tensor]],
+    prompts: list[Prompt],
+    sample_rate: int,
+    ev: Evaluators,
+    fad_reference_wavs: list[torch.Tensor],
+    paired_reference: list[torch.Tensor] | None = None,
     fad_inf: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """``{row name: metrics}`` for every row of audio aligned with ``prompts``."""
     reference = fad_reference_embeddings(fad_reference_wavs, sample_rate, ev)
-    return {name: evaluate_row(wavs, prompts, sample_rate, ev, reference, paired_reference, fad_inf)
-            for name, wavs in tqdm(rows.items(), desc="evaluating rows", unit="row")}
+    return {
+        name: evaluate_row(wavs, prompts, sample_rate, ev, reference, paired_reference, fad_inf)
+        for name, wavs in tqdm(rows.items(), desc="evaluating rows", unit="row")
+    }
 
 
-# ---------------------------------------------------------------- the whole evaluation, as `musiclm eval` runs it
+# ---------------------------------------------------------------- the whole evaluation, as `musiclm eval`
+# runs it
 class EvalError(ValueError):
     """Inputs of an evaluation that do not fit together."""
 
@@ -138,20 +161,24 @@ def usable_clip(clip, sample_rate: int, seconds: float, skips: SkipLog) -> torch
     return wav
 
 
-def generate_audio(pipeline, prompts: list[Prompt], seconds: float, seed: int = 0, batch_size: int = 4,
-                   **generate_kwargs) -> list[torch.Tensor]:
+def generate_audio(
+    pipeline, prompts: list[Prompt], seconds: float, seed: int = 0, batch_size: int = 4, **generate_kwargs
+) -> list[torch.Tensor]:
     """One clip per prompt from a MusicLM pipeline (melody prompts one at a time, the rest in batches)."""
     out: list[torch.Tensor | None] = [None] * len(prompts)
     plain = [i for i, p in enumerate(prompts) if p.melody is None]
     for start in tqdm(range(0, len(plain), batch_size), desc="generating", unit="batch"):
         idx = plain[start : start + batch_size]
-        wavs = pipeline.generate([prompts[i].text for i in idx], duration=seconds, seed=seed + start,
-                                 **generate_kwargs)
+        wavs = pipeline.generate(
+            [prompts[i].text for i in idx], duration=seconds, seed=seed + start, **generate_kwargs
+        )
         for i, w in zip(idx, wavs):
             out[i] = w
     for i, p in enumerate(prompts):
         if p.melody is not None:
-            out[i] = pipeline.generate([p.text], duration=seconds, melody=p.melody, seed=seed + i, **generate_kwargs)[0]
+            out[i] = pipeline.generate(
+                [p.text], duration=seconds, melody=p.melody, seed=seed + i, **generate_kwargs
+            )[0]
     length = round(seconds * pipeline.sample_rate)
     from musiclm.audio import crop_or_pad
 
@@ -166,8 +193,10 @@ def given_audio_paths(source, prompts: list[Prompt]) -> list:
     if source is None:
         paths = [p.audio for p in prompts]
         if any(p is None for p in paths):
-            raise EvalError("no audio to evaluate: pass --checkpoint (generate), --audio, or give every prompt "
-                            'an "audio" field')
+            raise EvalError(
+                "no audio to evaluate: pass --checkpoint (generate), --audio, or give every prompt "
+                'an "audio" field'
+            )
         return paths
     source = Path(source)
     if source.is_dir():
@@ -175,8 +204,10 @@ def given_audio_paths(source, prompts: list[Prompt]) -> list:
     else:
         paths = read_manifest(source)
     if len(paths) != len(prompts):
-        raise EvalError(f"{source} holds {len(paths)} audio files but there are {len(prompts)} prompts; "
-                        "they pair up in order, so the counts must match")
+        raise EvalError(
+            f"{source} holds {len(paths)} audio files but there are {len(prompts)} prompts; "
+            "they pair up in order, so the counts must match"
+        )
     return paths
 
 
@@ -193,7 +224,8 @@ def spare_reference(prompts: list[Prompt], heldout: list, under_test: list = (),
             f"the FAD/KLD reference needs {minimum} held-out clips (split != 'train') that are not under "
             f"test, but {len(spare)} of the manifest's {len(heldout)} held-out clips are spare "
             f"({len(heldout) - len(spare)} are the prompts' references or the audio evaluated, or unusable): "
-            "evaluate fewer prompts (--limit), build more held-out data, or lower --reference-clips")
+            "evaluate fewer prompts (--limit), build more held-out data, or lower --reference-clips"
+        )
     return spare
 
 
@@ -208,16 +240,29 @@ def matched_references(prompts: list[Prompt], spare: list, seed: int = 0) -> lis
 
     def agreement(prompt: Prompt, clip) -> int:
         attrs = clip.attributes or {}
-        return sum(prompt.attributes.get(k) is not None and prompt.attributes.get(k) == attrs.get(k)
-                   for k in KLD_KEYS)
+        return sum(
+            prompt.attributes.get(k) is not None and prompt.attributes.get(k) == attrs.get(k)
+            for k in KLD_KEYS
+        )
 
     return [spare[max(order, key=lambda i: agreement(p, spare[i]))] for p in prompts]
 
 
 def run_evaluation(
-    prompts: list[Prompt], reference_clips: list, out_dir, ev: Evaluators, *, sample_rate: int,
-    seconds: float, generated: list[torch.Tensor | None], codec=None, seed: int = 0, fad_inf: bool = True,
-    extra_info: dict | None = None, under_test: list = (), reference_clips_min: int = 16,
+    prompts: list[Prompt],
+    reference_clips: list,
+    out_dir,
+    ev: Evaluators,
+    *,
+    sample_rate: int,
+    seconds: float,
+    generated: list[torch.Tensor | None],
+    codec=None,
+    seed: int = 0,
+    fad_inf: bool = True,
+    extra_info: dict | None = None,
+    under_test: list = (),
+    reference_clips_min: int = 16,
     skips: SkipLog | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Evaluate ``generated`` (one clip per prompt) with the reference rows and write the report.
@@ -233,8 +278,12 @@ def run_evaluation(
     t0 = time.perf_counter()
     skips = skips if skips is not None else SkipLog(Path(out_dir) / SKIPPED_FILE)
     if all(p.reference is not None for p in prompts):
-        paired = [usable_clip(Clip(p.reference, p.duration, offset=p.reference_offset), sample_rate, seconds,
-                              skips) if generated[i] is not None else None for i, p in enumerate(prompts)]
+        paired = [
+            usable_clip(Clip(p.reference, p.duration, offset=p.reference_offset), sample_rate, seconds, skips)
+            if generated[i] is not None
+            else None
+            for i, p in enumerate(prompts)
+        ]
     else:
         paired = None
     keep = [i for i, w in enumerate(generated) if w is not None and (paired is None or paired[i] is not None)]
@@ -251,15 +300,22 @@ def run_evaluation(
             spare.append(clip)
             fad_ref.append(wav)
     if len(fad_ref) < reference_clips_min:
-        raise EvalError(f"{len(fad_ref)} usable spare held-out clips, {reference_clips_min} needed (see {skips.path})")
+        raise EvalError(
+            f"{len(fad_ref)} usable spare held-out clips, {reference_clips_min} needed (see {skips.path})"
+        )
     rows: dict[str, list[torch.Tensor]] = {"generated": generated}
     if paired is not None:
         rows["ground truth"] = paired
         if codec is not None:
             with torch.no_grad():
                 rows["codec resynthesis"] = [
-                    resample(codec.decode(codec.encode(resample(w, sample_rate, codec.sample_rate)[None]))[0],
-                             codec.sample_rate, sample_rate)[: w.shape[-1]] for w in paired]
+                    resample(
+                        codec.decode(codec.encode(resample(w, sample_rate, codec.sample_rate)[None]))[0],
+                        codec.sample_rate,
+                        sample_rate,
+                    )[: w.shape[-1]]
+                    for w in paired
+                ]
     kld_ref = None
     if all(any(p.attributes.get(k) for k in KLD_KEYS) for p in prompts):
         loaded = {id(clip): wav for clip, wav in zip(spare, fad_ref)}
@@ -274,13 +330,21 @@ def run_evaluation(
     if floor:
         rows["random training"] = [floor[i % len(floor)] for i in range(len(prompts))]
     metrics = evaluate_rows(rows, prompts, sample_rate, ev, fad_ref, kld_ref, fad_inf)
-    info = {"prompts": len(prompts), "seconds_per_clip": seconds, "sample_rate": sample_rate,
-            "fad_reference_clips": len(fad_ref),
-            "kld_reference": "best-matching spare held-out clip" if kld_ref else None,
-            "fad_embeddings": list(ev.embedders), "skipped_inputs": len(skips.entries),
-            "evaluation_wall_s": round(time.perf_counter() - t0, 1), **(extra_info or {})}
+    info = {
+        "prompts": len(prompts),
+        "seconds_per_clip": seconds,
+        "sample_rate": sample_rate,
+        "fad_reference_clips": len(fad_ref),
+        "kld_reference": "best-matching spare held-out clip" if kld_ref else None,
+        "fad_embeddings": list(ev.embedders),
+        "skipped_inputs": len(skips.entries),
+        "evaluation_wall_s": round(time.perf_counter() - t0, 1),
+        **(extra_info or {}),
+    }
     samples = {f"{name} 0: {prompts[0].text[:80]}": wavs[0] for name, wavs in rows.items()}
-    samples.update({f"generated {i}: {prompts[i].text[:80]}": generated[i] for i in range(1, min(3, len(prompts)))})
+    samples.update(
+        {f"generated {i}: {prompts[i].text[:80]}": generated[i] for i in range(1, min(3, len(prompts)))}
+    )
     write_report(out_dir, metrics, info, samples, sample_rate)
     summary = skips.finish()
     if summary:

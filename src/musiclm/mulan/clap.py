@@ -31,7 +31,11 @@ class ClapAdapterConfig(Config):
     stride_seconds: float = 1.0
     num_quantizers: int = 12
     codebook_size: int = 1024
-    PRESETS = {"tiny": {"num_quantizers": 4, "codebook_size": 16}, "small": {"codebook_size": 256}, "paper": {}}
+    PRESETS = {
+        "tiny": {"num_quantizers": 4, "codebook_size": 16},
+        "small": {"codebook_size": 256},
+        "paper": {},
+    }
 
 
 class ClapConditioner(nn.Module, PretrainedMixin):
@@ -49,14 +53,20 @@ class ClapConditioner(nn.Module, PretrainedMixin):
         self.config = config
         path = Path(config.hf_model)
         has_weights = not path.is_dir() or any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
-        self.clap = ClapModel.from_pretrained(config.hf_model) if has_weights else ClapModel(ClapConfig.from_pretrained(path))
+        self.clap = (
+            ClapModel.from_pretrained(config.hf_model)
+            if has_weights
+            else ClapModel(ClapConfig.from_pretrained(path))
+        )
         self.features = ClapFeatureExtractor.from_pretrained(config.hf_model)
         self.tokenizer = AutoTokenizer.from_pretrained(config.hf_model)
         self.sample_rate = self.features.sampling_rate
         self.embed_dim = self.clap.config.projection_dim
         self.num_quantizers, self.codebook_size = config.num_quantizers, config.codebook_size
         self.rvq = ResidualKMeans(self.embed_dim, config.num_quantizers, config.codebook_size)
-        self.max_text_tokens = min(self.tokenizer.model_max_length, self.clap.config.text_config.max_position_embeddings - 2)
+        self.max_text_tokens = min(
+            self.tokenizer.model_max_length, self.clap.config.text_config.max_position_embeddings - 2
+        )
 
     @classmethod
     def from_hf(cls, hf_model: str | Path, **overrides) -> "ClapConditioner":
@@ -72,11 +82,14 @@ class ClapConditioner(nn.Module, PretrainedMixin):
 
     @staticmethod
     def _pooled(out) -> torch.Tensor:
-        return out.pooler_output if hasattr(out, "pooler_output") else out  # transformers 5 returns an output object
+        return (
+            out.pooler_output if hasattr(out, "pooler_output") else out
+        )  # transformers 5 returns an output object
 
     @torch.no_grad()
     def embed_audio(self, wav: torch.Tensor) -> torch.Tensor:
-        """``[B, T]`` at ``sample_rate`` -> ``[B, D]``; windows every ``stride_seconds``, averaged; short audio padded."""
+        """``[B, T]`` at ``sample_rate`` -> ``[B, D]``; windows every ``stride_seconds``, averaged; short
+        audio padded."""
         if wav.ndim == 1:
             wav = wav[None]
         win = round(self.config.window_seconds * self.sample_rate)
@@ -86,8 +99,14 @@ class ClapConditioner(nn.Module, PretrainedMixin):
         if starts[-1] + win < wav.shape[-1]:
             starts.append(wav.shape[-1] - win)
         chunks = [wav[b, s : s + win].numpy() for b in range(len(wav)) for s in starts]
-        inputs = self.features(chunks, sampling_rate=self.sample_rate, return_tensors="pt", truncation="rand_trunc",
-                               padding="repeatpad", max_length=win)
+        inputs = self.features(
+            chunks,
+            sampling_rate=self.sample_rate,
+            return_tensors="pt",
+            truncation="rand_trunc",
+            padding="repeatpad",
+            max_length=win,
+        )
         features = inputs["input_features"].to(self.device)  # the extractor works in numpy, on the CPU
         emb = F.normalize(self._pooled(self.clap.get_audio_features(input_features=features)), dim=-1)
         return F.normalize(emb.unflatten(0, (len(wav), len(starts))).mean(1), dim=-1)
@@ -96,11 +115,16 @@ class ClapConditioner(nn.Module, PretrainedMixin):
     def embed_text(self, texts: list[str]) -> torch.Tensor:
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"text #{i} is empty or only whitespace ({text!r}): describe the music in words")
-        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_text_tokens,
-                               return_tensors="pt")
-        out = self.clap.get_text_features(input_ids=batch["input_ids"].to(self.device),
-                                          attention_mask=batch["attention_mask"].to(self.device))
+                raise ValueError(
+                    f"text #{i} is empty or only whitespace ({text!r}): describe the music in words"
+                )
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
+        )
+        out = self.clap.get_text_features(
+            input_ids=batch["input_ids"].to(self.device),
+            attention_mask=batch["attention_mask"].to(self.device),
+        )
         return F.normalize(self._pooled(out), dim=-1)
 
     def quantize(self, embedding: torch.Tensor) -> torch.Tensor:
@@ -113,7 +137,8 @@ class ClapConditioner(nn.Module, PretrainedMixin):
         return self.rvq.fit(audio_embeddings)
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
-        """Weights (CLAP + codebooks) in ``model.safetensors``; CLAP's config, tokenizer and features in ``clap/``."""
+        """Weights (CLAP + codebooks) in ``model.safetensors``; CLAP's config, tokenizer and features in
+        ``clap/``."""
         directory = super().save_pretrained(directory, dtype)
         self.clap.config.save_pretrained(directory / "clap")
         self.features.save_pretrained(directory / "clap")
@@ -121,7 +146,9 @@ class ClapConditioner(nn.Module, PretrainedMixin):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "ClapConditioner":
+    def from_pretrained(
+        cls, directory: str | Path, map_location: str | torch.device = "cpu"
+    ) -> "ClapConditioner":
         directory = Path(directory)
         config = cls.read_config(directory).replace(hf_model=str(directory / "clap"))
         model = cls(config)
@@ -133,15 +160,36 @@ def tiny_clap_folder(directory: str | Path, tokenizer_from: str) -> Path:
     """Write a tiny, randomly initialised HF CLAP folder (for tests and demos; no download needed).
 
     The text side borrows a local tokenizer (e.g. MuLan's MiniLM folder): CLAP only needs token ids."""
-    from transformers import (AutoTokenizer, ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel,
-                              ClapTextConfig)
+    from transformers import (
+        AutoTokenizer,
+        ClapAudioConfig,
+        ClapConfig,
+        ClapFeatureExtractor,
+        ClapModel,
+        ClapTextConfig,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
-    audio = ClapAudioConfig(num_mel_bins=64, spec_size=256, window_size=8, hidden_size=32, patch_embeds_hidden_size=16,
-                            depths=(1, 1), num_attention_heads=(2, 2), projection_dim=16)
-    text = ClapTextConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                          intermediate_size=64, projection_dim=16, max_position_embeddings=66,
-                          pad_token_id=tokenizer.pad_token_id)
+    audio = ClapAudioConfig(
+        num_mel_bins=64,
+        spec_size=256,
+        window_size=8,
+        hidden_size=32,
+        patch_embeds_hidden_size=16,
+        depths=(1, 1),
+        num_attention_heads=(2, 2),
+        projection_dim=16,
+    )
+    text = ClapTextConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        projection_dim=16,
+        max_position_embeddings=66,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     model = ClapModel(ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=16))
     directory = Path(directory)

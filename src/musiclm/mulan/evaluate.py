@@ -30,7 +30,9 @@ FAMILY_TEMPLATES = {"train": "music played on {}", "heldout": "a recording featu
 def held_out_clips(manifests: list[Path], split: str) -> list[Clip]:
     clips = [c for m in manifests for c in read_manifest(m) if c.split == split]
     if not clips:
-        raise ValueError(f"no clips of split {split!r} in {[str(m) for m in manifests]}; try --split valid or test")
+        raise ValueError(
+            f"no clips of split {split!r} in {[str(m) for m in manifests]}; try --split valid or test"
+        )
     return clips
 
 
@@ -67,7 +69,9 @@ def _prompts(attribute: str, label: str, wording: str) -> list[str]:
 
 
 @torch.no_grad()
-def zero_shot(model: Any, audio: torch.Tensor, clips: list[Clip], wording: str) -> dict[str, dict[str, float]]:
+def zero_shot(
+    model: Any, audio: torch.Tensor, clips: list[Clip], wording: str
+) -> dict[str, dict[str, float]]:
     results = {}
     for attribute in ("families", "tempo_class", "mode", "style"):
         truths = [clip_attr(c, attribute) for c in clips]
@@ -75,8 +79,12 @@ def zero_shot(model: Any, audio: torch.Tensor, clips: list[Clip], wording: str) 
         labels = sorted(set().union(*truths))
         if len(labels) < 2:
             continue
-        prompts = torch.stack([F.normalize(model.embed_text(_prompts(attribute, lab, wording)).mean(0), dim=-1)
-                               for lab in labels])
+        prompts = torch.stack(
+            [
+                F.normalize(model.embed_text(_prompts(attribute, lab, wording)).mean(0), dim=-1)
+                for lab in labels
+            ]
+        )
         pred = (audio @ prompts.cpu().T).argmax(1)
         keep = [i for i, t in enumerate(truths) if t]
         correct = [labels[int(pred[i])] in truths[i] for i in keep]
@@ -99,10 +107,14 @@ def quantization_cosine(model: Any, embeddings: torch.Tensor) -> dict[str, float
 
 
 @torch.no_grad()
-def evaluate_mulan(model: Any, manifests: list[Path], split: str = "test", max_seconds: float = 30.0) -> dict[str, Any]:
+def evaluate_mulan(
+    model: Any, manifests: list[Path], split: str = "test", max_seconds: float = 30.0
+) -> dict[str, Any]:
     clips = [c for c in held_out_clips(manifests, split) if c.captions]
     audio = embed_clips(model, clips, max_seconds)
-    text = torch.cat([model.embed_text([c.captions[0]]).cpu() for c in tqdm(clips, desc="embed text", leave=False)])
+    text = torch.cat(
+        [model.embed_text([c.captions[0]]).cpu() for c in tqdm(clips, desc="embed text", leave=False)]
+    )
     result: dict[str, Any] = {
         "split": split,
         "clips": len(clips),
@@ -118,8 +130,9 @@ def evaluate_mulan(model: Any, manifests: list[Path], split: str = "test", max_s
 
 
 @torch.no_grad()
-def evaluate_melody(embedder: Any, manifests: list[Path], split: str = "test", seconds: float = 12.0,
-                    seed: int = 0) -> dict[str, Any]:
+def evaluate_melody(
+    embedder: Any, manifests: list[Path], split: str = "test", seconds: float = 12.0, seed: int = 0
+) -> dict[str, Any]:
     """Each hummed clip is a query; the candidates are the arrangements of every held-out melody group.
     A clip's embedding is the mean of its window embeddings over its first ``seconds``."""
     clips = held_out_clips(manifests, split)
@@ -131,7 +144,10 @@ def evaluate_melody(embedder: Any, manifests: list[Path], split: str = "test", s
             (hummed if clip_attr(c, "is_melody") else arranged).setdefault(group, c)
     groups = sorted(set(hummed) & set(arranged), key=str)
     if len(groups) < 2:
-        raise ValueError(f"split {split!r} has {len(groups)} melody group(s) with both a hummed and an arranged clip; need 2+")
+        raise ValueError(
+            f"split {split!r} has {len(groups)} melody group(s) with both a hummed and an arranged clip; "
+            "need 2+"
+        )
 
     def embed(c: Clip) -> torch.Tensor:
         wav = read_clip(c, embedder.sample_rate, seconds=seconds)
@@ -148,5 +164,11 @@ def evaluate_melody(embedder: Any, manifests: list[Path], split: str = "test", s
     for i in range(len(groups)):
         others = rng.choice([j for j in range(len(groups)) if j != i], n - 1, replace=False)
         hits.append(bool(sims[i, i] > sims[i, others].max()))
-    return {"split": split, "groups": len(groups), f"accuracy_among_{n}": float(np.mean(hits)), "chance": 1 / n,
-            f"accuracy_among_all_{len(groups)}": full["R@1"], "median_rank": full["median_rank"]}
+    return {
+        "split": split,
+        "groups": len(groups),
+        f"accuracy_among_{n}": float(np.mean(hits)),
+        "chance": 1 / n,
+        f"accuracy_among_all_{len(groups)}": full["R@1"],
+        "median_rank": full["median_rank"],
+    }

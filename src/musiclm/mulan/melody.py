@@ -46,18 +46,42 @@ class MelodyConfig(Config):
 
     # The paper's 6 heads do not divide d=512 in a standard attention layer; the paper preset uses 8.
     PRESETS = {
-        "tiny": {"n_mels": 32, "dim": 32, "layers": 1, "heads": 2, "ff": 64, "embed_dim": 32,
-                 "num_quantizers": 4, "codebook_size": 16},
+        "tiny": {
+            "n_mels": 32,
+            "dim": 32,
+            "layers": 1,
+            "heads": 2,
+            "ff": 64,
+            "embed_dim": 32,
+            "num_quantizers": 4,
+            "codebook_size": 16,
+        },
         "small": {"dim": 128, "layers": 2, "heads": 4, "ff": 256, "num_quantizers": 24, "codebook_size": 128},
-        "paper": {"n_mels": 128, "dim": 512, "layers": 12, "heads": 8, "ff": 1024, "embed_dim": 192,
-                  "num_quantizers": 24, "codebook_size": 512},
+        "paper": {
+            "n_mels": 128,
+            "dim": 512,
+            "layers": 12,
+            "heads": 8,
+            "ff": 1024,
+            "embed_dim": 192,
+            "num_quantizers": 24,
+            "codebook_size": 512,
+        },
     }
 
 
 TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "tiny": {"steps": 20, "batch_size": 8, "lr": 1e-3, "warmup_steps": 2, "log_every": 5, "ckpt_every": 1000},
-    "small": {"steps": 1500, "batch_size": 32, "lr": 5e-4, "warmup_steps": 100, "log_every": 10,
-              "ckpt_every": 100, "val_every": 250, "val_batches": 4},
+    "small": {
+        "steps": 1500,
+        "batch_size": 32,
+        "lr": 5e-4,
+        "warmup_steps": 100,
+        "log_every": 10,
+        "ckpt_every": 100,
+        "val_every": 250,
+        "val_batches": 4,
+    },
     "paper": {"steps": 100_000, "batch_size": 256, "lr": 1e-4, "warmup_steps": 2000, "ckpt_every": 2000},
 }
 
@@ -74,14 +98,22 @@ class MelodyEmbedder(Trainable, PretrainedMixin):
         self.sample_rate, self.embed_dim = config.sample_rate, config.embed_dim
         self.num_quantizers, self.codebook_size = config.num_quantizers, config.codebook_size
         self.window_seconds, self.hop_seconds = config.window_seconds, config.hop_seconds
-        self.mel = MelSpectrogram(config.sample_rate, config.n_fft, config.hop_length, config.n_mels,
-                                  f_max=config.f_max)
+        self.mel = MelSpectrogram(
+            config.sample_rate, config.n_fft, config.hop_length, config.n_mels, f_max=config.f_max
+        )
         frames = round(config.window_seconds * config.sample_rate / config.hop_length) + 1
         self.num_patches = -(-frames // config.patch_frames)
         self.patch = nn.Linear(config.n_mels * config.patch_frames, config.dim)
         self.pos = nn.Parameter(torch.randn(self.num_patches, config.dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(config.dim, config.heads, config.ff, config.dropout, batch_first=True,
-                                           norm_first=True, activation="gelu")
+        layer = nn.TransformerEncoderLayer(
+            config.dim,
+            config.heads,
+            config.ff,
+            config.dropout,
+            batch_first=True,
+            norm_first=True,
+            activation="gelu",
+        )
         self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(config.dim)
         self.head = nn.Linear(config.dim, config.embed_dim)
@@ -106,7 +138,8 @@ class MelodyEmbedder(Trainable, PretrainedMixin):
     def encode_windows(self, chunks: torch.Tensor) -> torch.Tensor:
         """``[N, window]`` -> ``[N, D]`` unit norm."""
         mel = self.mel(chunks)  # [N, n_mels, F]
-        # Per-window mean removal: loudness and the overall spectral tilt of an instrument say nothing of the tune.
+        # Per-window mean removal: loudness and the overall spectral tilt of an instrument say nothing of the
+        # tune.
         mel = mel - mel.mean(dim=(1, 2), keepdim=True)
         pad = self.num_patches * self.config.patch_frames - mel.shape[-1]
         mel = F.pad(mel, (0, pad))
@@ -146,7 +179,9 @@ def semi_hard_triplet_loss(emb: torch.Tensor, labels: torch.Tensor, margin: floa
     eye = torch.eye(len(emb), dtype=torch.bool, device=emb.device)
     pos_mask, neg_mask = same & ~eye, ~same
     if not pos_mask.any() or not neg_mask.any():
-        raise ValueError("a triplet batch needs at least one positive pair and one negative; use batch >= 2 pairs")
+        raise ValueError(
+            "a triplet batch needs at least one positive pair and one negative; use batch >= 2 pairs"
+        )
     d_ap = dist[:, :, None]  # [a, p, 1]
     d_an = dist[:, None, :]  # [a, 1, n]
     semi = neg_mask[:, None, :] & (d_an > d_ap)
@@ -183,10 +218,13 @@ class MelodyPairs(torch.utils.data.Dataset):
             group = clip_attr(clip, "melody_group")
             if group is not None:
                 groups.setdefault(group, []).append(i)
-        self.groups = [members for _, members in sorted(groups.items(), key=lambda kv: str(kv[0])) if len(members) > 1]
+        self.groups = [
+            members for _, members in sorted(groups.items(), key=lambda kv: str(kv[0])) if len(members) > 1
+        ]
         if len(self.groups) < 2:  # a triplet needs a negative: a pair of another melody
             raise ValueError(
-                f"{len(self.groups)} melody pair(s): the triplet loss needs clips of at least 2 melody_groups "
+                f"{len(self.groups)} melody pair(s): the triplet loss needs clips of at least 2 "
+                "melody_groups "
                 "(a hummed melody and its arrangement); build the dataset with melody pairs enabled"
             )
 
@@ -210,5 +248,8 @@ class MelodyPairs(torch.utils.data.Dataset):
         else:
             a, p = (int(i) for i in rng.choice(members, 2, replace=False))
         position = float(rng.random())
-        return {"anchor": self._crop(self.clips[a], position), "positive": self._crop(self.clips[p], position),
-                "group": torch.tensor(index)}
+        return {
+            "anchor": self._crop(self.clips[a], position),
+            "positive": self._crop(self.clips[p], position),
+            "group": torch.tensor(index),
+        }

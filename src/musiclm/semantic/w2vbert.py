@@ -44,18 +44,53 @@ class W2VBertConfig(Config):
     diversity_weight: float = 0.1
     mlm_weight: float = 1.0
     temperature: float = 0.1  # InfoNCE cosine temperature
-    code_tau: tuple[float, float, float] = (2.0, 0.5, 0.999995)  # softmax temperature of the codebook gradient: start, floor, decay per step
+    code_tau: tuple[float, float, float] = (
+        2.0,
+        0.5,
+        0.999995,
+    )  # softmax temperature of the codebook gradient: start, floor, decay per step
 
     PRESETS = {
-        "tiny": {"dim": 32, "heads": 2, "ff_mult": 2, "conv_kernel": 5, "contrastive_layers": 1,
-                 "mlm_layers": 2, "codebook_size": 32, "codebook_dim": 16, "num_distractors": 10,
-                 "mask_prob": 0.2, "mask_span": 3, "n_mels": 40},
-        "small": {"dim": 192, "heads": 4, "ff_mult": 4, "conv_kernel": 15, "contrastive_layers": 3,
-                  "mlm_layers": 4, "codebook_size": 256, "codebook_dim": 128, "num_distractors": 30,
-                  "mask_prob": 0.1, "mask_span": 5, "code_tau": (2.0, 0.5, 0.997)},
+        "tiny": {
+            "dim": 32,
+            "heads": 2,
+            "ff_mult": 2,
+            "conv_kernel": 5,
+            "contrastive_layers": 1,
+            "mlm_layers": 2,
+            "codebook_size": 32,
+            "codebook_dim": 16,
+            "num_distractors": 10,
+            "mask_prob": 0.2,
+            "mask_span": 3,
+            "n_mels": 40,
+        },
+        "small": {
+            "dim": 192,
+            "heads": 4,
+            "ff_mult": 4,
+            "conv_kernel": 15,
+            "contrastive_layers": 3,
+            "mlm_layers": 4,
+            "codebook_size": 256,
+            "codebook_dim": 128,
+            "num_distractors": 30,
+            "mask_prob": 0.1,
+            "mask_span": 5,
+            "code_tau": (2.0, 0.5, 0.997),
+        },
         # w2v-BERT XL: 24 Conformer layers of width 1024 (12 contrastive + 12 MLM), ~600M parameters.
-        "paper": {"dim": 1024, "heads": 8, "ff_mult": 4, "conv_kernel": 5, "contrastive_layers": 12,
-                  "mlm_layers": 12, "codebook_size": 1024, "codebook_dim": 768, "num_distractors": 100},
+        "paper": {
+            "dim": 1024,
+            "heads": 8,
+            "ff_mult": 4,
+            "conv_kernel": 5,
+            "contrastive_layers": 12,
+            "mlm_layers": 12,
+            "codebook_size": 1024,
+            "codebook_dim": 768,
+            "num_distractors": 100,
+        },
     }
 
     @property
@@ -69,8 +104,14 @@ class W2VBertConfig(Config):
 
 class FeedForward(nn.Sequential):
     def __init__(self, dim: int, mult: int, dropout: float):
-        super().__init__(nn.LayerNorm(dim), nn.Linear(dim, dim * mult), nn.SiLU(), nn.Dropout(dropout),
-                         nn.Linear(dim * mult, dim), nn.Dropout(dropout))
+        super().__init__(
+            nn.LayerNorm(dim),
+            nn.Linear(dim, dim * mult),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Linear(dim * mult, dim),
+            nn.Dropout(dropout),
+        )
 
 
 class ConvModule(nn.Module):
@@ -118,8 +159,10 @@ class FeatureEncoder(nn.Module):
         super().__init__()
         self.mel = MelSpectrogram(cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.n_mels)
         self.convs = nn.Sequential(
-            nn.Conv2d(1, 32, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(1, 32, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv2d(32, 32, 3, stride=2, padding=1),
+            nn.GELU(),
         )
         self.proj = nn.Linear(32 * math.ceil(math.ceil(cfg.n_mels / 2) / 2), cfg.dim)
         self.norm = nn.LayerNorm(cfg.dim)
@@ -132,7 +175,8 @@ class FeatureEncoder(nn.Module):
 
 
 class CodebookQuantizer(nn.Module):
-    """The learned codebook of the contrastive targets (as wav2vec 2.0's, without the Gumbel noise): one code per frame."""
+    """The learned codebook of the contrastive targets (as wav2vec 2.0's, without the Gumbel noise): one code
+    per frame."""
 
     def __init__(self, dim: int, codebook_size: int, codebook_dim: int):
         super().__init__()
@@ -195,7 +239,8 @@ class W2VBert(Trainable, PretrainedMixin):
         if frames < 1:
             raise ValueError(
                 f"audio of {wav.shape[-1]} samples gives no {self.frame_rate:g} Hz token frame "
-                f"(one frame is {self.config.samples_per_frame} samples at {self.sample_rate} Hz): give longer audio"
+                f"(one frame is {self.config.samples_per_frame} samples at {self.sample_rate} Hz): give "
+                "longer audio"
             )
         wav = F.pad(wav, (0, max(0, frames * self.config.samples_per_frame - wav.shape[-1])))
         return self.encoder(wav, frames)
@@ -208,7 +253,9 @@ class W2VBert(Trainable, PretrainedMixin):
         x = self._encode(wav)
         states = [x]
         x = x + self.pos_conv(x.transpose(1, 2)).transpose(1, 2)
-        for block in [*self.contrastive, *self.mlm][: num_layers if num_layers is not None else self.num_layers]:
+        for block in [*self.contrastive, *self.mlm][
+            : num_layers if num_layers is not None else self.num_layers
+        ]:
             x = block(x)
             states.append(x)
         return states
@@ -222,7 +269,8 @@ class W2VBert(Trainable, PretrainedMixin):
         return spans[:, 0].bool()
 
     def _distractors(self, mask: torch.Tensor) -> torch.Tensor:
-        """For each masked frame, indices (into the flattened masked frames) of K other masked frames of the same clip."""
+        """For each masked frame, indices (into the flattened masked frames) of K other masked frames of the
+        same clip."""
         k = self.config.num_distractors
         counts = mask.sum(1)
         offsets = torch.cumsum(counts, 0) - counts
@@ -263,8 +311,13 @@ class W2VBert(Trainable, PretrainedMixin):
         logits = self.mlm_head(x[mask]).float()
         mlm = F.cross_entropy(logits, ids)
         loss = contrastive + cfg.diversity_weight * diversity + cfg.mlm_weight * mlm
-        return {"loss": loss, "contrastive": contrastive.detach(), "mlm": mlm.detach(),
-                "diversity": diversity.detach(), "mlm_acc": (logits.argmax(-1) == ids).float().mean()}
+        return {
+            "loss": loss,
+            "contrastive": contrastive.detach(),
+            "mlm": mlm.detach(),
+            "diversity": diversity.detach(),
+            "mlm_acc": (logits.argmax(-1) == ids).float().mean(),
+        }
 
     # The feature-backbone interface of musiclm.semantic.tokenizer (shared with the HF adapters).
     @property
@@ -272,7 +325,8 @@ class W2VBert(Trainable, PretrainedMixin):
         return self.config.dim
 
     def layer_features(self, wav: torch.Tensor, layer: int) -> torch.Tensor:
-        """``[B, T]`` -> ``[B, F, dim]`` at 25 Hz: the output of Conformer block ``layer`` (0: the encoder)."""
+        """``[B, T]`` -> ``[B, F, dim]`` at 25 Hz: the output of Conformer block ``layer`` (0: the
+        encoder)."""
         if not 0 <= layer <= self.num_layers:
             raise ValueError(f"layer {layer} out of range: this w2v-BERT has layers 0..{self.num_layers}")
         return self.hidden_states(wav, layer)[layer]

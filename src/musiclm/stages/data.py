@@ -16,7 +16,9 @@ from musiclm.stages.tokenize import META_FILE
 def read_meta(directory: str | Path) -> dict:
     path = Path(directory) / META_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {directory} is not a token folder written by `musiclm tokenize`")
+        raise FileNotFoundError(
+            f"{path} not found: {directory} is not a token folder written by `musiclm tokenize`"
+        )
     return json.loads(path.read_text())
 
 
@@ -30,7 +32,8 @@ def shard_paths(directory: str | Path) -> list[str]:
 
 
 def load_shards(directory: str | Path) -> list[dict[str, torch.Tensor]]:
-    """Every clip of every shard in ``directory``: ``[{"semantic", "acoustic", "mulan", ["text"], ["melody"]}, ...]``
+    """Every clip of every shard in ``directory``: ``[{"semantic", "acoustic", "mulan", ["text"], ["melody"]},
+    ...]``
     (``mulan [Wm, Qm]``: shards of older versions held one row per clip, ``[Qm]``, read as ``[1, Qm]``)."""
     shards = sorted(Path(directory).glob("shard-*.safetensors"))
     if not shards:
@@ -57,8 +60,14 @@ class StageDataset(torch.utils.data.Dataset):
     ``config.text_share`` of the windows of captioned clips, the text tokens of one of its captions.
     """
 
-    def __init__(self, clips: list[dict[str, torch.Tensor]], model: StageLM, melody_hop: float = 3.0,
-                 mulan_hop: float = 2.0, mulan_window: float = 10.0):
+    def __init__(
+        self,
+        clips: list[dict[str, torch.Tensor]],
+        model: StageLM,
+        melody_hop: float = 3.0,
+        mulan_hop: float = 2.0,
+        mulan_window: float = 10.0,
+    ):
         c = model.config
         self.model, self.melody_hop = model, melody_hop
         self.mulan_hop, self.mulan_window = mulan_hop, mulan_window
@@ -66,8 +75,10 @@ class StageDataset(torch.utils.data.Dataset):
         self.ac_frames = round(c.window_seconds * c.acoustic_rate)
         needs_melody = c.stage == "semantic" and c.melody_quantizers > 0
         self.clips = [
-            clip for clip in clips
-            if clip["semantic"].shape[-1] >= self.sem_frames and clip["acoustic"].shape[-1] >= self.ac_frames
+            clip
+            for clip in clips
+            if clip["semantic"].shape[-1] >= self.sem_frames
+            and clip["acoustic"].shape[-1] >= self.ac_frames
             and (not needs_melody or "melody" in clip)
         ]
         if not self.clips:
@@ -97,16 +108,25 @@ class StageDataset(torch.utils.data.Dataset):
             mulan = self.audio_tokens(clip, start / c.semantic_rate)
         return self.window(clip, start, mulan)
 
-    def window(self, clip: dict[str, torch.Tensor], start: int, mulan: torch.Tensor,
-               semantic: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The item of the window from semantic frame ``start`` (both streams align), conditioned on MuLan tokens
+    def window(
+        self,
+        clip: dict[str, torch.Tensor],
+        start: int,
+        mulan: torch.Tensor,
+        semantic: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The item of the window from semantic frame ``start`` (both streams align), conditioned on MuLan
+        tokens
         ``mulan [1, Qm]``; ``semantic [Fs]`` stands in for the clip's own S of the window when given."""
         c, model = self.model.config, self.model
         a0 = round(start * c.acoustic_rate / c.semantic_rate)
         if semantic is None:
             semantic = clip["semantic"][start : start + self.sem_frames]
         acoustic = clip["acoustic"][:, a0 : a0 + self.ac_frames]
-        coarse, fine = acoustic[: c.coarse_quantizers], acoustic[c.coarse_quantizers : c.coarse_quantizers + c.fine_quantizers]
+        coarse, fine = (
+            acoustic[: c.coarse_quantizers],
+            acoustic[c.coarse_quantizers : c.coarse_quantizers + c.fine_quantizers],
+        )
         if c.stage == "semantic":
             melody = None
             if c.melody_quantizers:

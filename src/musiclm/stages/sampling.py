@@ -70,7 +70,8 @@ def generate_stage(
     """Sample ``num_frames`` frames of the stage's targets; returns codes ``[B, L, num_frames]``.
 
     ``condition(start, new, end)`` gives the conditioning prefix ``[B, P]`` of the window of frames
-    ``start..end`` (the stage's own frame rate) whose frames from ``new`` on are to be generated. ``prompt`` ``[B, L, F0]`` are known first frames
+    ``start..end`` (the stage's own frame rate) whose frames from ``new`` on are to be generated. ``prompt``
+    ``[B, L, F0]`` are known first frames
     (continuation); they are kept in the output. ``use_cache=False`` re-encodes the whole window for
     every token (for tests and benchmarks of the cache). An interleaved stage needs ``aligned(start, end)``:
     its given ids ``[B, end - start, given]`` of frames ``start..end`` (:meth:`StageLM.aligned`).

@@ -84,14 +84,40 @@ class StageConfig(Config):
     melody_dropout: float = 0.5
 
     PRESETS = {
-        "tiny": {"dim": 64, "layers": 2, "heads": 4, "ff": 128, "dropout": 0.0, "rel_max_distance": 128,
-                 "window_seconds": 2.0, "prefix_seconds": 1.0, "layout": "interleaved"},
+        "tiny": {
+            "dim": 64,
+            "layers": 2,
+            "heads": 4,
+            "ff": 128,
+            "dropout": 0.0,
+            "rel_max_distance": 128,
+            "window_seconds": 2.0,
+            "prefix_seconds": 1.0,
+            "layout": "interleaved",
+        },
         # sized for 2 CPU cores: decoding one token reads every weight, and at d=256 / 4 layers the
         # weights no longer fit the caches (10 s with guidance took 18 s; at this size 8.6 s)
-        "small": {"dim": 192, "layers": 3, "heads": 4, "ff": 576, "dropout": 0.1,
-                  "window_seconds": 5.0, "prefix_seconds": 2.5, "layout": "interleaved", "mulan_levels": 1},
-        "paper": {"dim": 1024, "layers": 24, "heads": 16, "ff": 4096, "dropout": 0.1, "rel_max_distance": 1024,
-                  "window_seconds": 30.0, "prefix_seconds": 15.0},
+        "small": {
+            "dim": 192,
+            "layers": 3,
+            "heads": 4,
+            "ff": 576,
+            "dropout": 0.1,
+            "window_seconds": 5.0,
+            "prefix_seconds": 2.5,
+            "layout": "interleaved",
+            "mulan_levels": 1,
+        },
+        "paper": {
+            "dim": 1024,
+            "layers": 24,
+            "heads": 16,
+            "ff": 4096,
+            "dropout": 0.1,
+            "rel_max_distance": 1024,
+            "window_seconds": 30.0,
+            "prefix_seconds": 15.0,
+        },
     }
     # The paper's crops differ per stage (30 / 10 / 3 s); `for_stage` applies them scaled to the preset.
     WINDOW_SCALE = {"semantic": 1.0, "coarse": 1 / 3, "fine": 1 / 10}
@@ -118,11 +144,14 @@ class StageConfig(Config):
         if self.layout not in LAYOUTS:
             raise ConfigError(f"unknown layout {self.layout!r}; choose one of {LAYOUTS}")
         if self.mulan_levels is not None and not 1 <= self.mulan_levels <= self.mulan_quantizers:
-            raise ConfigError(f"mulan_levels must be in 1..{self.mulan_quantizers} (mulan_quantizers), "
-                              f"got {self.mulan_levels}")
+            raise ConfigError(
+                f"mulan_levels must be in 1..{self.mulan_quantizers} (mulan_quantizers), "
+                f"got {self.mulan_levels}"
+            )
         if not 0 <= self.prefix_seconds < self.window_seconds:
             raise ConfigError(
-                f"prefix_seconds {self.prefix_seconds} must be >= 0 and below window_seconds {self.window_seconds}"
+                f"prefix_seconds {self.prefix_seconds} must be >= 0 and below window_seconds "
+                f"{self.window_seconds}"
             )
 
 
@@ -145,7 +174,10 @@ class StageLM(Trainable, PretrainedMixin):
             sizes["semantic"] = c.semantic_vocab
             sizes["coarse"] = c.coarse_quantizers * c.codebook_size
         else:
-            sizes = {"coarse": c.coarse_quantizers * c.codebook_size, "fine": c.fine_quantizers * c.codebook_size}
+            sizes = {
+                "coarse": c.coarse_quantizers * c.codebook_size,
+                "fine": c.fine_quantizers * c.codebook_size,
+            }
         self.offsets, start = {}, 2
         for name, size in sizes.items():
             self.offsets[name] = start
@@ -156,10 +188,18 @@ class StageLM(Trainable, PretrainedMixin):
         self.frame_rate = c.semantic_rate if c.stage == "semantic" else c.acoustic_rate
         # tokens of the aligned stream in front of each target frame (interleaved layout)
         self.given = {"semantic": 0, "coarse": 1, "fine": c.coarse_quantizers}[c.stage] * self.interleaved
-        self.transformer = Transformer(TransformerSpec(
-            vocab_size=start, dim=c.dim, layers=c.layers, heads=c.heads, ff=c.ff, dropout=c.dropout,
-            rel_buckets=c.rel_buckets, rel_max_distance=c.rel_max_distance,
-        ))
+        self.transformer = Transformer(
+            TransformerSpec(
+                vocab_size=start,
+                dim=c.dim,
+                layers=c.layers,
+                heads=c.heads,
+                ff=c.ff,
+                dropout=c.dropout,
+                rel_buckets=c.rel_buckets,
+                rel_max_distance=c.rel_max_distance,
+            )
+        )
         self.heads = nn.Parameter(torch.randn(self.levels, self.codebook, c.dim) * 0.02)
 
     # ------------------------------------------------------------ layout
@@ -190,8 +230,13 @@ class StageLM(Trainable, PretrainedMixin):
         levels = torch.arange(codes.shape[1], device=codes.device)[None, :, None] * size
         return (codes + levels + self.offsets[name]).transpose(1, 2).reshape(codes.shape[0], -1)
 
-    def condition(self, mulan: torch.Tensor | None = None, melody: torch.Tensor | None = None,
-                  semantic: torch.Tensor | None = None, coarse: torch.Tensor | None = None) -> torch.Tensor:
+    def condition(
+        self,
+        mulan: torch.Tensor | None = None,
+        melody: torch.Tensor | None = None,
+        semantic: torch.Tensor | None = None,
+        coarse: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The conditioning prefix (ending in SEP) for one window.
 
         mulan ``[B, Qm]``; melody ``[B, W, Qmel]`` (semantic stage, when it has melody tokens);
@@ -201,15 +246,25 @@ class StageLM(Trainable, PretrainedMixin):
         if c.stage in ("semantic", "coarse"):
             _need(mulan, "mulan", c.stage)
             levels = self.mulan_levels
-            parts.append(_flat_conditioning(mulan[:, :levels], self.offsets["mulan"], c.mulan_codebook, levels))
+            parts.append(
+                _flat_conditioning(mulan[:, :levels], self.offsets["mulan"], c.mulan_codebook, levels)
+            )
         if c.stage == "semantic" and c.melody_quantizers and melody is None:
-            parts.append(torch.full((parts[0].shape[0], self.melody_positions), NULL, dtype=torch.long,
-                                    device=parts[0].device))
+            parts.append(
+                torch.full(
+                    (parts[0].shape[0], self.melody_positions), NULL, dtype=torch.long, device=parts[0].device
+                )
+            )
         elif c.stage == "semantic" and c.melody_quantizers:
             if melody.shape[1] != c.melody_windows:
-                raise ValueError(f"melody tokens have {melody.shape[1]} windows, the stage expects {c.melody_windows}")
-            parts.append(_flat_conditioning(melody.flatten(1, 2), self.offsets["melody"], c.melody_codebook,
-                                            c.melody_quantizers))
+                raise ValueError(
+                    f"melody tokens have {melody.shape[1]} windows, the stage expects {c.melody_windows}"
+                )
+            parts.append(
+                _flat_conditioning(
+                    melody.flatten(1, 2), self.offsets["melody"], c.melody_codebook, c.melody_quantizers
+                )
+            )
         if c.stage == "coarse" and not self.interleaved:
             _need(semantic, "semantic", c.stage)
             parts.append(semantic + self.offsets["semantic"])
@@ -223,8 +278,9 @@ class StageLM(Trainable, PretrainedMixin):
         parts.append(torch.full((batch, 1), SEP, dtype=torch.long, device=parts[0].device))
         return torch.cat(parts, dim=1)
 
-    def aligned(self, start: int, end: int, semantic: torch.Tensor | None = None,
-                coarse: torch.Tensor | None = None) -> torch.Tensor | None:
+    def aligned(
+        self, start: int, end: int, semantic: torch.Tensor | None = None, coarse: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
         """Given ids ``[B, end - start, given]`` in front of target frames ``start..end`` (interleaved layout;
         None otherwise). ``semantic [B, Fs]`` / ``coarse [B, Qc, Fa]`` are the streams from frame 0."""
         if not self.interleaved:
@@ -249,8 +305,9 @@ class StageLM(Trainable, PretrainedMixin):
         """How many leading prefix positions are text/melody conditioning (replaced by NULL to drop it)."""
         return 0 if self.config.stage == "fine" else self.mulan_levels + self.melody_positions
 
-    def drop_condition(self, prefix: torch.Tensor, drop: torch.Tensor | None = None,
-                       positions: slice | None = None) -> torch.Tensor:
+    def drop_condition(
+        self, prefix: torch.Tensor, drop: torch.Tensor | None = None, positions: slice | None = None
+    ) -> torch.Tensor:
         """Replace the text/melody part (or its ``positions``) of the rows where ``drop`` is True (all rows
         if None) by NULL."""
         out = prefix.clone()
@@ -267,22 +324,28 @@ class StageLM(Trainable, PretrainedMixin):
         return hidden @ self.heads[level].T
 
     def frames(self, codes: torch.Tensor, aligned: torch.Tensor | None = None) -> torch.Tensor:
-        """Input ids of whole target frames ``[B, F * (given + L)]``: each frame's given ids, then its targets."""
+        """Input ids of whole target frames ``[B, F * (given + L)]``: each frame's given ids, then its
+        targets."""
         targets = self.targets(codes)
         if not self.given:
             return targets
         b, frames = targets.shape[0], codes.shape[-1]
         if aligned is None or aligned.shape[1] != frames:
-            raise ValueError(f"an interleaved {self.config.stage} stage needs aligned ids for all {frames} frames")
+            raise ValueError(
+                f"an interleaved {self.config.stage} stage needs aligned ids for all {frames} frames"
+            )
         return torch.cat([aligned, targets.view(b, frames, self.levels)], dim=2).flatten(1)
 
-    def forward(self, prefix: torch.Tensor, codes: torch.Tensor, aligned: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, prefix: torch.Tensor, codes: torch.Tensor, aligned: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Teacher-forced logits ``[B, F, L, codebook]`` of target codes ``[B, L, F]`` given the prefix
         (and, interleaved, the aligned ids ``[B, F, given]``)."""
         ids = torch.cat([prefix, self.frames(codes, aligned)[:, :-1]], dim=1)
         hidden = self.transformer(ids)[:, prefix.shape[1] - 1 :]
         b, n, d = hidden.shape
-        # the state before each target: per frame, the positions from its last given id to its last target but one
+        # the state before each target: per frame, the positions from its last given id to its last target but
+        # one
         hidden = hidden.view(b, codes.shape[-1], self.given + self.levels, d)[:, :, self.given :]
         return torch.einsum("bfld,lcd->bflc", hidden, self.heads)
 
@@ -295,7 +358,9 @@ class StageLM(Trainable, PretrainedMixin):
             prefix = self.drop_condition(prefix, drop)
         if self.training and self.melody_positions and self.config.melody_dropout > 0:
             drop = torch.rand(prefix.shape[0], device=prefix.device) < self.config.melody_dropout
-            prefix = self.drop_condition(prefix, drop, slice(self.droppable - self.melody_positions, self.droppable))
+            prefix = self.drop_condition(
+                prefix, drop, slice(self.droppable - self.melody_positions, self.droppable)
+            )
         logits = self(prefix, codes, batch.get("aligned"))
         loss = F.cross_entropy(logits.flatten(0, 2), codes.transpose(1, 2).flatten())
         return {"loss": loss, "ppl": loss.detach().exp().clamp(max=math.exp(20))}
@@ -321,8 +386,15 @@ def count_parameters(config: StageConfig) -> int:
 # Training settings of each preset (TrainConfig fields); the command line can override any of them.
 TRAIN_DEFAULTS = {
     "tiny": {"steps": 300, "batch_size": 8, "lr": 1e-3, "warmup_steps": 20, "ckpt_every": 100},
-    # what the shipped small stages were trained with (semantic --steps 2000, fine --steps 1500; 0.35-1.07 CPU-h each)
+    # what the shipped small stages were trained with (semantic --steps 2000, fine --steps 1500; 0.35-1.07
+    # CPU-h each)
     "small": {"steps": 2500, "batch_size": 16, "lr": 1e-3, "warmup_steps": 200, "ema_decay": 0.998},
-    "paper": {"steps": 500000, "batch_size": 64, "lr": 1e-4, "warmup_steps": 5000, "ema_decay": 0.9999,
-              "ckpt_every": 5000},
+    "paper": {
+        "steps": 500000,
+        "batch_size": 64,
+        "lr": 1e-4,
+        "warmup_steps": 5000,
+        "ema_decay": 0.9999,
+        "ckpt_every": 5000,
+    },
 }

@@ -4,7 +4,8 @@ Each shard ``shard-NNNNN.safetensors`` holds, per clip ``i`` of the shard, ``i/a
 ``i/semantic [Fs]``, ``i/mulan [Wm, Qm]`` (MuLan *audio* tokens of windows every ``mulan_hop`` seconds: at
 training time the audio embedding of the window around a training crop stands in for the text),
 ``i/text [C, Qm]`` (MuLan *text* tokens of each of the clip's captions, when it has any: what inference
-feeds) and ``i/melody [W, Qmel]`` when a melody embedder is given; the clip paths are in the shard's metadata. ``meta.json`` holds the vocabularies and rates. Shard ``s``
+feeds) and ``i/melody [W, Qmel]`` when a melody embedder is given; the clip paths are in the shard's metadata.
+``meta.json`` holds the vocabularies and rates. Shard ``s``
 belongs to rank ``s % world_size`` under ``torchrun``; a shard that exists is done, so a killed job
 resumes where it stopped.
 """
@@ -28,8 +29,9 @@ META_FILE = "meta.json"
 MULAN_HOP = 2.0  # seconds between the MuLan windows of a clip
 
 
-def mulan_window_tokens(mulan: Conditioner, wav: torch.Tensor, hop: float = MULAN_HOP,
-                        device: str | torch.device = "cpu") -> torch.Tensor:
+def mulan_window_tokens(
+    mulan: Conditioner, wav: torch.Tensor, hop: float = MULAN_HOP, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """MuLan audio tokens ``[W, Qm]`` of windows every ``hop`` s of ``[T]`` audio at ``mulan.sample_rate``.
 
     Each window is prepared as MuLan's training crops are (its window length, zero-padded when the clip is
@@ -42,9 +44,15 @@ def mulan_window_tokens(mulan: Conditioner, wav: torch.Tensor, hop: float = MULA
     return mulan.quantize(mulan.embed_audio(windows.to(device))).cpu()
 
 
-def encode_aligned(wav: torch.Tensor, sample_rate: int, codec: AcousticCodec, semantic: SemanticTokenizer,
-                   device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """``[T]`` CPU audio at ``sample_rate`` -> semantic ``[Fs]`` and acoustic ``[Q, Fa]`` covering the same time."""
+def encode_aligned(
+    wav: torch.Tensor,
+    sample_rate: int,
+    codec: AcousticCodec,
+    semantic: SemanticTokenizer,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[T]`` CPU audio at ``sample_rate`` -> semantic ``[Fs]`` and acoustic ``[Q, Fa]`` covering the same
+    time."""
     acoustic = codec.encode(resample(wav, sample_rate, codec.sample_rate)[None].to(device))[0].cpu()
     tokens = semantic.tokenize(resample(wav, sample_rate, semantic.sample_rate)[None].to(device))[0].cpu()
     seconds = min(acoustic.shape[-1] / codec.frame_rate, tokens.shape[-1] / semantic.frame_rate)
@@ -53,25 +61,40 @@ def encode_aligned(wav: torch.Tensor, sample_rate: int, codec: AcousticCodec, se
     return tokens[: round(seconds * semantic.frame_rate)], acoustic[:, : round(seconds * codec.frame_rate)]
 
 
-def vocab_meta(codec: AcousticCodec, semantic: SemanticTokenizer, mulan: Conditioner,
-               melody: MelodyEmbedder | None) -> dict:
+def vocab_meta(
+    codec: AcousticCodec, semantic: SemanticTokenizer, mulan: Conditioner, melody: MelodyEmbedder | None
+) -> dict:
     return {
-        "num_quantizers": codec.num_quantizers, "codebook_size": codec.codebook_size,
-        "acoustic_rate": float(codec.frame_rate), "semantic_vocab": semantic.vocab_size,
-        "semantic_rate": float(semantic.frame_rate), "mulan_quantizers": mulan.num_quantizers,
+        "num_quantizers": codec.num_quantizers,
+        "codebook_size": codec.codebook_size,
+        "acoustic_rate": float(codec.frame_rate),
+        "semantic_vocab": semantic.vocab_size,
+        "semantic_rate": float(semantic.frame_rate),
+        "mulan_quantizers": mulan.num_quantizers,
         "mulan_codebook": mulan.codebook_size,
         "melody_quantizers": melody.num_quantizers if melody is not None else 0,
         "melody_codebook": melody.codebook_size if melody is not None else 512,
-        "melody_hop": melody.hop_seconds if melody is not None else 3.0, "mulan_hop": MULAN_HOP,
+        "melody_hop": melody.hop_seconds if melody is not None else 3.0,
+        "mulan_hop": MULAN_HOP,
         "mulan_window": mulan.window_seconds,
     }
 
 
 @torch.no_grad()
-def tokenize_clips(clips: list[Clip], out: str | Path, codec: AcousticCodec, semantic: SemanticTokenizer,
-                   mulan: Conditioner, melody: MelodyEmbedder | None = None, shard_size: int = 64,
-                   rank: int | None = None, world_size: int | None = None, progress: bool = True,
-                   device: str | torch.device = "cpu", strict: bool = False) -> list[Path]:
+def tokenize_clips(
+    clips: list[Clip],
+    out: str | Path,
+    codec: AcousticCodec,
+    semantic: SemanticTokenizer,
+    mulan: Conditioner,
+    melody: MelodyEmbedder | None = None,
+    shard_size: int = 64,
+    rank: int | None = None,
+    world_size: int | None = None,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+    strict: bool = False,
+) -> list[Path]:
     """Write this rank's shards (skipping finished ones); returns the shard paths written or found.
 
     A clip that cannot be used (unreadable, silent, too short) is skipped and its reason kept in
@@ -91,11 +114,15 @@ def tokenize_clips(clips: list[Clip], out: str | Path, codec: AcousticCodec, sem
     done = [_shard_path(out, s) for s in shards]
     skipped = SKIPPED_FILE if world_size == 1 else f"skipped-rank{rank}.jsonl"
     skips = SkipLog(out / skipped, strict, resume=True)
-    with tqdm(total=sum(len(clips[s * shard_size:(s + 1) * shard_size]) for s in todo), unit="clip",
-              desc=f"tokenize (rank {rank})", disable=not progress) as bar:
+    with tqdm(
+        total=sum(len(clips[s * shard_size : (s + 1) * shard_size]) for s in todo),
+        unit="clip",
+        desc=f"tokenize (rank {rank})",
+        disable=not progress,
+    ) as bar:
         for s in todo:
             tensors, paths = {}, []
-            for clip in clips[s * shard_size:(s + 1) * shard_size]:
+            for clip in clips[s * shard_size : (s + 1) * shard_size]:
                 bar.update(1)
                 i = len(paths)
                 try:
@@ -103,7 +130,8 @@ def tokenize_clips(clips: list[Clip], out: str | Path, codec: AcousticCodec, sem
                     if wav.shape[-1] < codec.sample_rate / semantic.frame_rate * 2:
                         raise AudioError("shorter than two semantic frames")
                     tensors[f"{i}/semantic"], tensors[f"{i}/acoustic"] = encode_aligned(
-                        wav, codec.sample_rate, codec, semantic, device)
+                        wav, codec.sample_rate, codec, semantic, device
+                    )
                     mulan_wav = read_clip(clip, mulan.sample_rate)
                     tensors[f"{i}/mulan"] = mulan_window_tokens(mulan, mulan_wav, device=device)
                     if clip.captions:
@@ -111,8 +139,9 @@ def tokenize_clips(clips: list[Clip], out: str | Path, codec: AcousticCodec, sem
                     if melody is not None:
                         mel_wav = resample(wav, codec.sample_rate, melody.sample_rate)
                         if mel_wav.shape[-1] >= melody.window_seconds * melody.sample_rate:
-                            tensors[f"{i}/melody"] = melody.quantize(
-                                melody.embed(mel_wav[None].to(device)))[0].cpu()
+                            tensors[f"{i}/melody"] = melody.quantize(melody.embed(mel_wav[None].to(device)))[
+                                0
+                            ].cpu()
                 except AudioError as err:  # unreadable, NaN, short, silent (the tokenizer refuses it)
                     skips.skip(clip.path, str(err))
                     for key in [k for k in tensors if k.startswith(f"{i}/")]:

@@ -1,7 +1,9 @@
 """The one causal decoder Transformer behind all three MusicLM stages.
 
-Pre-norm blocks (LayerNorm without bias: one fused CPU kernel, where RMSNorm is five), PyTorch ``scaled_dot_product_attention``, T5-style relative position bias
-shared by all layers (as in the paper, which follows AudioLM/T5), gated-GELU feed-forward (T5 v1.1, tanh GELU as there: 5x cheaper than erf on CPU;
+Pre-norm blocks (LayerNorm without bias: one fused CPU kernel, where RMSNorm is five), PyTorch
+``scaled_dot_product_attention``, T5-style relative position bias
+shared by all layers (as in the paper, which follows AudioLM/T5), gated-GELU feed-forward (T5 v1.1, tanh GELU
+as there: 5x cheaper than erf on CPU;
 with d=1024, FF 4096 and 24 layers it gives the paper's ~430M parameters per stage), dropout, and a
 preallocated KV cache so that decoding a token costs one position's work, not the whole prefix's.
 Relative positions make sliding windows natural: a window re-encoded at a new offset sees the same
@@ -33,9 +35,14 @@ class TransformerSpec:
 def relative_bucket(distance: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:
     """Causal T5 buckets of ``distance = query - key >= 0``: exact when near, log-spaced when far."""
     exact = num_buckets // 2
-    far = exact + (
-        torch.log(distance.float().clamp(min=1) / exact) / math.log(max_distance / exact) * (num_buckets - exact)
-    ).long()
+    far = (
+        exact
+        + (
+            torch.log(distance.float().clamp(min=1) / exact)
+            / math.log(max_distance / exact)
+            * (num_buckets - exact)
+        ).long()
+    )
     return torch.where(distance < exact, distance, far.clamp(max=num_buckets - 1))
 
 
@@ -66,7 +73,9 @@ class RelativeBias(nn.Module):
             return table[:, :, :, table.shape[-1] - k_len :]
         q = torch.arange(offset, offset + q_len, device=self.embedding.weight.device)
         distance = q[:, None] - torch.arange(k_len, device=q.device)[None, :]
-        bias = self.embedding(relative_bucket(distance.clamp(min=0), self.spec.rel_buckets, self.spec.rel_max_distance))
+        bias = self.embedding(
+            relative_bucket(distance.clamp(min=0), self.spec.rel_buckets, self.spec.rel_max_distance)
+        )
         bias = bias.permute(2, 0, 1).unsqueeze(0)
         return bias.masked_fill(distance < 0, float("-inf"))
 
@@ -75,7 +84,9 @@ class RelativeBias(nn.Module):
             size = max(length, 2 * (self._table.shape[-1] if self._table is not None else 256))
             distance = torch.arange(size - 1, -1, -1, device=self.embedding.weight.device)
             with torch.no_grad():
-                bias = self.embedding(relative_bucket(distance, self.spec.rel_buckets, self.spec.rel_max_distance))
+                bias = self.embedding(
+                    relative_bucket(distance, self.spec.rel_buckets, self.spec.rel_max_distance)
+                )
             self._table = bias.T[None, :, None, :].contiguous()
         return self._table
 

@@ -61,7 +61,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             if intact is not None
             else f"no earlier checkpoint loads ({len(earlier)} tried): delete {path.name} to start over"
         )
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({_first_line(err)}); {hint}") from err
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt ({_first_line(err)}); {hint}"
+        ) from err
     return state
 
 

@@ -51,7 +51,6 @@ from musiclm.training.distributed import (
     setup,
 )
 
-
 RUN_FILE = "run.json"
 
 
@@ -160,7 +159,8 @@ class Trainer:
         self.groups = model.optimizer_groups()
         self.optimizers = {name: self._make_optimizer(spec) for name, spec in self.groups.items()}
         self.schedulers = {
-            name: torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor) for name, opt in self.optimizers.items()
+            name: torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
+            for name, opt in self.optimizers.items()
         }
         self.ema = (
             AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
@@ -172,11 +172,18 @@ class Trainer:
         self._resume()
         if self.dist.is_main:  # the run is reproducible from its folder: the model's and training's settings
             model_config = getattr(model, "config", None)
-            (self.out_dir / RUN_FILE).write_text(json.dumps({
-                "model_type": getattr(model, "model_type", type(model).__name__),
-                "model": model_config.to_dict() if isinstance(model_config, Config) else None,
-                "train": config.to_dict(),
-            }, indent=2, default=str) + "\n")
+            (self.out_dir / RUN_FILE).write_text(
+                json.dumps(
+                    {
+                        "model_type": getattr(model, "model_type", type(model).__name__),
+                        "model": model_config.to_dict() if isinstance(model_config, Config) else None,
+                        "train": config.to_dict(),
+                    },
+                    indent=2,
+                    default=str,
+                )
+                + "\n"
+            )
         runner = _StepRunner(model)
         self.runner: nn.Module = (
             DistributedDataParallel(
@@ -194,8 +201,11 @@ class Trainer:
         batches = self._train_batches()
         writer = self._writer()
         bar = tqdm(
-            total=cfg.steps, initial=self.step, desc=f"train {type(self.model).__name__}",
-            disable=not (cfg.progress and self.dist.is_main), dynamic_ncols=True,
+            total=cfg.steps,
+            initial=self.step,
+            desc=f"train {type(self.model).__name__}",
+            disable=not (cfg.progress and self.dist.is_main),
+            dynamic_ncols=True,
         )
         self.model.train()
         while self.step < cfg.steps:
@@ -236,7 +246,10 @@ class Trainer:
         model.eval()
         indices = list(range(self.dist.rank, len(self.val_data), self.dist.world_size))  # type: ignore[arg-type]
         loader = DataLoader(
-            self.val_data, batch_size=self.micro_batch, sampler=indices, collate_fn=self.collate_fn,
+            self.val_data,
+            batch_size=self.micro_batch,
+            sampler=indices,
+            collate_fn=self.collate_fn,
             num_workers=self.config.num_workers,
         )
         totals: dict[str, float] = {}
@@ -275,7 +288,9 @@ class Trainer:
             "rng": gathered,
             "samples_seen": self.step * self.config.batch_size,
         }
-        return save_checkpoint(state, checkpoint_path(self.ckpt_dir, self.step), keep=self.config.keep_checkpoints)
+        return save_checkpoint(
+            state, checkpoint_path(self.ckpt_dir, self.step), keep=self.config.keep_checkpoints
+        )
 
     # --------------------------------------------------------------- private
     def _optimizer_step(self, micro_batches: list[Any]) -> dict[str, float]:
@@ -345,12 +360,19 @@ class Trainer:
 
     def _train_batches(self) -> Iterator[Any]:
         sampler = StreamSampler(
-            len(self.train_data), self.config.seed, self.dist.rank, self.dist.world_size,  # type: ignore[arg-type]
+            len(self.train_data),
+            self.config.seed,
+            self.dist.rank,
+            self.dist.world_size,  # type: ignore[arg-type]
             start=self.step * self.config.batch_size,
         )
         loader = DataLoader(
-            self.train_data, batch_size=self.micro_batch, sampler=sampler, collate_fn=self.collate_fn,
-            num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda",
+            self.train_data,
+            batch_size=self.micro_batch,
+            sampler=sampler,
+            collate_fn=self.collate_fn,
+            num_workers=self.config.num_workers,
+            pin_memory=self.device.type == "cuda",
             persistent_workers=self.config.num_workers > 0,
         )
         return iter(loader)
@@ -359,16 +381,21 @@ class Trainer:
         model_type = getattr(self.model, "model_type", None)
         config = folder / "config.json"
         if not config.is_file():
-            raise TrainingError(f"init {folder} is not a model folder (no config.json); give a folder written by "
-                                "save_pretrained, e.g. checkpoints/musiclm_small/coarse_stage")
+            raise TrainingError(
+                f"init {folder} is not a model folder (no config.json); give a folder written by "
+                "save_pretrained, e.g. checkpoints/musiclm_small/coarse_stage"
+            )
         found = json.loads(config.read_text()).get("model_type")
         if model_type is not None and found != model_type:
-            raise TrainingError(f"init {folder} holds a {found!r} model; this run trains a {model_type!r} model")
+            raise TrainingError(
+                f"init {folder} holds a {found!r} model; this run trains a {model_type!r} model"
+            )
         try:
             load_weights(self.model, folder / WEIGHTS_NAME, self.device)
         except ConfigError as err:
-            raise TrainingError(f"cannot start from {folder}: {err}; train from scratch or pick a part with "
-                                "the same config") from err
+            raise TrainingError(
+                f"cannot start from {folder}: {err}; train from scratch or pick a part with the same config"
+            ) from err
         if self.ema is not None:
             self.ema.module.load_state_dict(self.model.state_dict())
         if self.dist.is_main:
@@ -461,7 +488,9 @@ def _check_writable(out_dir: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise TrainingError(f"output directory {out_dir} is not writable ({err.strerror}); choose another --out") from err
+        raise TrainingError(
+            f"output directory {out_dir} is not writable ({err.strerror}); choose another --out"
+        ) from err
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
