@@ -1,5 +1,5 @@
 # The commands of the README: `make demo` (the main job), `make serve` (the web page) and `make test`.
-.PHONY: setup demo serve test bench clean
+.PHONY: setup demo serve test lint bench clean
 HOST ?= 127.0.0.1
 PORT ?= 7860
 
