@@ -280,20 +280,13 @@ def write_shard(path, clips):
     save_file(tensors, str(path))
 
 
-def test_trained_stage_reproduces_a_repetitive_token_set(tmp_path):
-    """Two 2 s clips with their own repeating patterns and MuLan tokens: after training with the
-    shared engine, greedy decoding from each clip's MuLan tokens gives back that clip exactly."""
-    patterns = [torch.tensor([3, 7, 7, 1, 12]).repeat(10), torch.tensor([5, 5, 9, 0]).repeat(13)[:50]]
-    mulans = [torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])]
-    clips = [
-        {"semantic": p, "acoustic": torch.zeros(5, 100, dtype=torch.long), "mulan": m}
-        for p, m in zip(patterns, mulans)
-    ]
+def train_on_clips(tmp_path, clips: list[dict], name: str, steps: int) -> tuple[Trainer, StageDataset]:
+    """A tiny ``name`` stage trained with the shared engine (no conditioning dropout) on ``clips``' shard."""
     write_shard(tmp_path / "shard-00000.safetensors", clips)
-    model = stage("semantic", cond_dropout=0.0).train()
+    model = stage(name, cond_dropout=0.0).train()
     data = StageDataset(load_shards(tmp_path), model)
     config = TrainConfig(
-        steps=150,
+        steps=steps,
         batch_size=8,
         lr=3e-3,
         warmup_steps=10,
@@ -303,7 +296,21 @@ def test_trained_stage_reproduces_a_repetitive_token_set(tmp_path):
         device="cpu",
     )
     trainer = Trainer(model, data, config, tmp_path / "run")
-    trained = trainer.fit().eval()
+    trainer.fit()
+    return trainer, data
+
+
+def test_trained_stage_reproduces_a_repetitive_token_set(tmp_path):
+    """Two 2 s clips with their own repeating patterns and MuLan tokens: after training with the
+    shared engine, greedy decoding from each clip's MuLan tokens gives back that clip exactly."""
+    patterns = [torch.tensor([3, 7, 7, 1, 12]).repeat(10), torch.tensor([5, 5, 9, 0]).repeat(13)[:50]]
+    mulans = [torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])]
+    clips = [
+        {"semantic": p, "acoustic": torch.zeros(5, 100, dtype=torch.long), "mulan": m}
+        for p, m in zip(patterns, mulans)
+    ]
+    trainer, _ = train_on_clips(tmp_path, clips, "semantic", steps=150)
+    trained = trainer.model.eval()
     assert trainer.history[-1]["loss"] < 0.05 < trainer.history[0]["loss"]
     for pattern, mulan in zip(patterns, mulans):
         out = generate_stage(
@@ -390,20 +397,7 @@ def test_interleaved_coarse_stage_learns_to_follow_its_semantic_tokens_in_time(t
             [per_frame, (per_frame + 3) % 24, *torch.randint(0, 24, (3, 200), generator=g)]
         )
         clips.append({"semantic": semantic, "acoustic": acoustic, "mulan": torch.tensor([i % 16, 2, 3])})
-    write_shard(tmp_path / "shard-00000.safetensors", clips)
-    model = stage("coarse", cond_dropout=0.0).train()
-    data = StageDataset(load_shards(tmp_path), model)
-    config = TrainConfig(
-        steps=120,
-        batch_size=8,
-        lr=3e-3,
-        warmup_steps=10,
-        log_every=20,
-        ckpt_every=1000,
-        progress=False,
-        device="cpu",
-    )
-    trained = Trainer(model, data, config, tmp_path / "run").fit().eval()
-    figures = conditioning_nll(trained, data, clips=8)
+    trainer, data = train_on_clips(tmp_path, clips, "coarse", steps=120)
+    figures = conditioning_nll(trainer.model.eval(), data, clips=8)
     assert figures["nll_own_audio"] < 0.5  # both levels follow S: near-certain once S is heard at its time
     assert figures["cost_shift_semantic"] > 1.0 and figures["cost_other_semantic"] > 1.0
