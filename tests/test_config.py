@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import pytest
 import torch
@@ -131,3 +132,24 @@ def test_config_show_resolves_every_part_with_set_changes():
     )  # the valid ones named
     result = runner.invoke(app, ["train", "all", "--data", "x.jsonl", "--out", "o", "--set", "model.dim=3"])
     assert result.exit_code != 0 and "PART.model.FIELD" in result.output
+
+
+def test_importing_the_library_leaves_the_process_alone():
+    """No environment or logging changes on import; offline mode is the CLI's default, not the package's."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, logging, json; before = dict(os.environ); "
+        "level = logging.getLogger('vector_quantize_pytorch').level; "
+        "import musiclm.pipeline, musiclm.mulan.model, musiclm.mulan.clap, musiclm.codec.soundstream; "
+        "import musiclm.web; "
+        "from musiclm.mulan.model import resolve_text_model; "
+        "print(json.dumps([sorted(k for k in os.environ if os.environ.get(k) != before.get(k)), "
+        "logging.getLogger('vector_quantize_pytorch').level == level, resolve_text_model('someone/a-model')]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    changed, logging_untouched, resolved = json.loads(out.stdout.strip().splitlines()[-1])
+    assert changed == [] and logging_untouched
+    assert resolved == "someone/a-model"  # a hub name goes to the HF loaders as given, no local fallback

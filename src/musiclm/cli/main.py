@@ -51,6 +51,9 @@ def _raised_on_purpose(err: BaseException) -> bool:
 
 
 def main() -> None:
+    # The command works offline by default (every default part ships in the repository or a package); a user
+    # who can reach a model hub sets HF_HUB_OFFLINE=0. The library itself leaves the environment alone.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         app()
     except Exception as err:

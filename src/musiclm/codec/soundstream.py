@@ -32,14 +32,17 @@ from musiclm.pretrained import PretrainedMixin
 from musiclm.training import Trainable
 from musiclm.training.engine import GroupUpdate
 
-# vector-quantize-pytorch logs a warning whenever k-means sees fewer vectors than codes (tiny batches)
-logging.getLogger("vector_quantize_pytorch").setLevel(logging.ERROR)
-try:  # it logs through loguru when that is installed
-    from loguru import logger as _loguru
 
-    _loguru.disable("vector_quantize_pytorch")
-except ImportError:  # pragma: no cover
-    pass
+def _quiet_vector_quantize() -> None:
+    """vector-quantize-pytorch logs a warning whenever k-means sees fewer vectors than codes (tiny batches):
+    silenced when a codec is built, not on import."""
+    logging.getLogger("vector_quantize_pytorch").setLevel(logging.ERROR)
+    try:  # it logs through loguru when that is installed
+        from loguru import logger
+
+        logger.disable("vector_quantize_pytorch")
+    except ImportError:  # pragma: no cover
+        pass
 
 
 class CodecError(ValueError):
@@ -302,6 +305,7 @@ class SoundStream(Trainable, PretrainedMixin):
         super().__init__()
         from vector_quantize_pytorch import ResidualVQ
 
+        _quiet_vector_quantize()
         from musiclm.codec.discriminators import Discriminators
 
         self.config = config

