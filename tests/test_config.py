@@ -146,7 +146,8 @@ def test_importing_the_library_leaves_the_process_alone():
         "import musiclm.web; "
         "from musiclm.mulan.model import resolve_text_model; "
         "print(json.dumps([sorted(k for k in os.environ if os.environ.get(k) != before.get(k)), "
-        "logging.getLogger('vector_quantize_pytorch').level == level, resolve_text_model('someone/a-model')]))"
+        "logging.getLogger('vector_quantize_pytorch').level == level, "
+        "resolve_text_model('someone/a-model')]))"
     )
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
