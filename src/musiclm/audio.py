@@ -163,6 +163,17 @@ def crop_or_pad(wav: torch.Tensor, length: int, offset: int = 0) -> torch.Tensor
     return nn.functional.pad(piece, (0, missing)) if missing > 0 else piece
 
 
+def sliding_windows(wav: torch.Tensor, length: int, hop: int) -> torch.Tensor:
+    """``[B, T]`` -> ``[B, W, length]``: windows every ``hop`` samples. Audio shorter than one window is
+    zero-padded to it, and a last partial hop is covered by a window ending at the audio's end, so every
+    sample is in a window (MuLan's and CLAP's embeddings average over these; FAD takes them as frames)."""
+    wav = crop_or_pad(wav, max(length, wav.shape[-1]))
+    starts = list(range(0, wav.shape[-1] - length + 1, hop))
+    if starts[-1] + length < wav.shape[-1]:
+        starts.append(wav.shape[-1] - length)
+    return torch.stack([wav[:, s : s + length] for s in starts], 1)
+
+
 def random_crop(wav: torch.Tensor, length: int, rng: np.random.Generator) -> torch.Tensor:
     """A uniformly placed crop of ``length`` samples (padded if the clip is shorter)."""
     slack = wav.shape[-1] - length

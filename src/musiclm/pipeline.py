@@ -81,9 +81,7 @@ def generate_tokens(
     def melody_at(start: int) -> torch.Tensor | None:
         if melody is None:  # a melody-conditioned stage then sees NULL melody tokens
             return None
-        first = min(round(start / sem.frame_rate / melody_hop), melody.shape[1] - 1)
-        index = torch.arange(first, first + sem.config.melody_windows).clamp(max=melody.shape[1] - 1)
-        return melody[:, index]
+        return sem.melody_windows(melody, start, melody_hop)
 
     def bar(name: str, total: int):
         return tqdm(total=total, desc=f"{name} stage", unit="frame", disable=not progress, leave=False)

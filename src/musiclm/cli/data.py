@@ -74,13 +74,13 @@ def index_cmd(
 ) -> None:
     """Index a folder of your own audio; captions come from sidecar .json/.txt files when present.
     Unreadable, empty, silent or too-short files are skipped and listed in OUT-NAME.skipped.jsonl."""
-    from musiclm.data.index import IndexError_, index_folder
+    from musiclm.data.index import IndexingError, index_folder
 
     try:
         clips, skipped = index_folder(
             folder, out, split=split, license=license, min_seconds=min_seconds, strict=strict
         )
-    except IndexError_ as err:
+    except IndexingError as err:
         raise typer.BadParameter(str(err)) from err
     captioned = sum(bool(c.captions) for c in clips)
     typer.echo(
@@ -101,10 +101,10 @@ def musiccaps_cmd(
     out: Annotated[Path, typer.Option("--out", help="Manifest to write.")],
 ) -> None:
     """Import a MusicCaps-format CSV whose rows point at local audio files."""
-    from musiclm.data.index import IndexError_, import_musiccaps
+    from musiclm.data.index import IndexingError, import_musiccaps
 
     try:
         clips, missing = import_musiccaps(csv, audio_dir, out)
-    except IndexError_ as err:
+    except IndexingError as err:
         raise typer.BadParameter(str(err)) from err
     typer.echo(f"wrote {out}: {len(clips)} rows with local audio, {missing} rows without")

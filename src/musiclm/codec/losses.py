@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from musiclm.audio import MelSpectrogram
+
 if TYPE_CHECKING:
     from musiclm.codec.soundstream import SoundStreamConfig
 
@@ -19,8 +21,6 @@ class MultiScaleMelLoss(nn.Module):
 
     def __init__(self, config: "SoundStreamConfig"):
         super().__init__()
-        from musiclm.audio import MelSpectrogram
-
         self.scales = nn.ModuleList(
             # small FFTs get fewer bands: 64 mel bands over 129 bins would leave some empty
             MelSpectrogram(

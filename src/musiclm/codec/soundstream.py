@@ -16,6 +16,7 @@ the same codes and audio as a whole file.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 from collections.abc import Iterable, Iterator
@@ -27,6 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from musiclm.audio import check_finite
+from musiclm.codec import losses
+from musiclm.codec.discriminators import Discriminators
 from musiclm.config import Config, ConfigError
 from musiclm.pretrained import PretrainedMixin
 from musiclm.training import Trainable
@@ -306,7 +309,6 @@ class SoundStream(Trainable, PretrainedMixin):
         from vector_quantize_pytorch import ResidualVQ
 
         _quiet_vector_quantize()
-        from musiclm.codec.discriminators import Discriminators
 
         self.config = config
         stft = config.frontend == "stft"
@@ -471,8 +473,6 @@ class SoundStream(Trainable, PretrainedMixin):
         discriminators then learn from those same outputs, detached. (DAC and AudioCraft update the
         discriminators first; under gradient accumulation that would keep every micro-batch's generator
         graph alive until the generator's update, or run the generator twice.)"""
-        from musiclm.codec import losses
-
         if _world_size() > 1 and not self.synced_codebooks:
             raise CodecError(
                 "this codec was built before the process group existed, so its codebooks would "
@@ -485,7 +485,7 @@ class SoundStream(Trainable, PretrainedMixin):
             wav = self._whole_frames(batch)
             fake, _, commit = self(wav)
             fakes.append(fake.detach())
-            mel = losses.mel_loss(self._mel_loss_fn(), fake, wav)
+            mel = losses.mel_loss(self._mel_loss, fake, wav)
             out = {"mel": mel, "commit": commit}
             total = self.config.mel_weight * mel + commit
             if adversarial:
@@ -512,18 +512,15 @@ class SoundStream(Trainable, PretrainedMixin):
         return wav[..., : wav.shape[-1] - wav.shape[-1] % self.hop_length]
 
     def validation_step(self, batch: Any) -> dict[str, torch.Tensor]:
-        from musiclm.codec import losses
-
         wav = self._whole_frames(batch)
         fake = self.decode(self.encode(wav))
-        return {"loss": losses.mel_loss(self._mel_loss_fn(), fake, wav)}
+        return {"loss": losses.mel_loss(self._mel_loss, fake, wav)}
 
-    def _mel_loss_fn(self) -> nn.Module:
-        if not hasattr(self, "_mel_fn"):  # built lazily so it is neither saved nor moved by hand
-            from musiclm.codec.losses import MultiScaleMelLoss
-
-            object.__setattr__(self, "_mel_fn", MultiScaleMelLoss(self.config))
-        return self._mel_fn  # type: ignore[attr-defined]
+    @functools.cached_property
+    def _mel_loss(self) -> nn.Module:
+        """Built on first use; a cached property lives outside nn.Module's registry, so the loss's filterbanks
+        are not saved with the codec's weights."""
+        return losses.MultiScaleMelLoss(self.config)
 
 
 def _world_size() -> int:

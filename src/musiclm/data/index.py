@@ -16,7 +16,7 @@ from musiclm.data.skips import SkipLog
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus"}
 
 
-class IndexError_(ValueError):
+class IndexingError(ValueError):
     """A folder or CSV that cannot be indexed (the name avoids shadowing the builtin IndexError)."""
 
 
@@ -27,7 +27,7 @@ def _sidecar(path: Path) -> tuple[list[str], dict]:
         try:
             meta = json.loads(js.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
-            raise IndexError_(f"sidecar {js} is not valid JSON ({err}); fix or remove it") from err
+            raise IndexingError(f"sidecar {js} is not valid JSON ({err}); fix or remove it") from err
         attrs = {
             k: meta[k]
             for k in ("genre", "moods", "bpm", "key", "title", "artist", "instrument")
@@ -79,7 +79,7 @@ def index_folder(
     returns the clips and the summary of the skips ("" when none)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise IndexError_(f"{folder} is not a folder; pass the folder that holds your audio files")
+        raise IndexingError(f"{folder} is not a folder; pass the folder that holds your audio files")
     clips = []
     skips = SkipLog(Path(out).with_name(Path(out).stem + ".skipped.jsonl"), strict)
     for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
@@ -107,7 +107,7 @@ def index_folder(
         )
     summary = skips.finish()
     if not clips:
-        raise IndexError_(
+        raise IndexingError(
             f"no usable audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) under {folder}"
             + (f"; {summary}" if summary else "")
         )
@@ -121,16 +121,16 @@ def import_musiccaps(csv_path: Path, audio_dir: Path, out: Path) -> tuple[list[C
     audio."""
     csv_path, audio_dir = Path(csv_path), Path(audio_dir)
     if not csv_path.is_file():
-        raise IndexError_(f"CSV {csv_path} not found")
+        raise IndexingError(f"CSV {csv_path} not found")
     if not audio_dir.is_dir():
-        raise IndexError_(f"audio folder {audio_dir} not found")
+        raise IndexingError(f"audio folder {audio_dir} not found")
     files = {p.stem: p for p in audio_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES}
     clips, missing = [], 0
     with open(csv_path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         needed = {"ytid", "start_s", "end_s", "caption"}
         if not needed <= set(reader.fieldnames or []):
-            raise IndexError_(
+            raise IndexingError(
                 f"{csv_path} lacks the MusicCaps columns {sorted(needed - set(reader.fieldnames or []))}"
             )
         for row in reader:
@@ -158,7 +158,7 @@ def import_musiccaps(csv_path: Path, audio_dir: Path, out: Path) -> tuple[list[C
                 )
             )
     if not clips:
-        raise IndexError_(
+        raise IndexingError(
             f"none of the {missing} rows of {csv_path} has audio in {audio_dir} (<ytid>.wav or "
             "<ytid>_<start>.wav)"
         )

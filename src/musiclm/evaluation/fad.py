@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from scipy import linalg
 
+from musiclm.audio import sliding_windows
+
 EmbedFn = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -97,11 +99,8 @@ def conditioner_embedder(conditioner, window_seconds: float = 10.0, hop_seconds:
     sr = conditioner.sample_rate
 
     def embed(wav: torch.Tensor) -> torch.Tensor:
-        win = min(round(window_seconds * sr), wav.shape[-1])
-        hop = round(hop_seconds * sr)
-        frames = wav.unfold(-1, win, hop)  # [B, W, win]
-        b, w, _ = frames.shape
-        return conditioner.embed_audio(frames.reshape(b * w, win)).reshape(b, w, -1)
+        frames = sliding_windows(wav, round(window_seconds * sr), round(hop_seconds * sr))  # [B, W, win]
+        return conditioner.embed_audio(frames.flatten(0, 1)).unflatten(0, frames.shape[:2])
 
     return embed
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from musiclm.audio import crop_or_pad
+from musiclm.audio import sliding_windows
 from musiclm.config import Config
 from musiclm.mulan.quantizer import ResidualKMeans
 from musiclm.pretrained import PretrainedMixin, load_weights
@@ -90,12 +90,10 @@ class ClapConditioner(nn.Module, PretrainedMixin):
         if wav.ndim == 1:
             wav = wav[None]
         win = round(self.config.window_seconds * self.sample_rate)
-        wav = crop_or_pad(wav.float().cpu(), max(win, wav.shape[-1]))
-        stride = round(self.config.stride_seconds * self.sample_rate)
-        starts = list(range(0, wav.shape[-1] - win + 1, stride))
-        if starts[-1] + win < wav.shape[-1]:
-            starts.append(wav.shape[-1] - win)
-        chunks = [wav[b, s : s + win].numpy() for b in range(len(wav)) for s in starts]
+        windows = sliding_windows(
+            wav.float().cpu(), win, round(self.config.stride_seconds * self.sample_rate)
+        )
+        chunks = [chunk.numpy() for chunk in windows.flatten(0, 1)]
         inputs = self.features(
             chunks,
             sampling_rate=self.sample_rate,
@@ -106,7 +104,7 @@ class ClapConditioner(nn.Module, PretrainedMixin):
         )
         features = inputs["input_features"].to(self.device)  # the extractor works in numpy, on the CPU
         emb = F.normalize(self._pooled(self.clap.get_audio_features(input_features=features)), dim=-1)
-        return F.normalize(emb.unflatten(0, (len(wav), len(starts))).mean(1), dim=-1)
+        return F.normalize(emb.unflatten(0, windows.shape[:2]).mean(1), dim=-1)
 
     @torch.no_grad()
     def embed_text(self, texts: list[str]) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from musiclm.audio import MelSpectrogram, RhythmAndKey, crop_or_pad
+from musiclm.audio import MelSpectrogram, RhythmAndKey, sliding_windows
 from musiclm.config import Config
 from musiclm.mulan.quantizer import ResidualKMeans
 from musiclm.pretrained import PretrainedMixin
@@ -231,13 +231,7 @@ class MuLan(Trainable, PretrainedMixin):
             wav = wav[None]
         if wav.ndim != 2 or wav.shape[-1] == 0:
             raise ValueError(f"expected audio of shape [B, T] with T > 0, got {tuple(wav.shape)}")
-        win = self.window_samples
-        wav = crop_or_pad(wav, max(win, wav.shape[-1]))
-        stride = round(self.config.stride_seconds * self.sample_rate)
-        starts = list(range(0, wav.shape[-1] - win + 1, stride))
-        if starts[-1] + win < wav.shape[-1]:
-            starts.append(wav.shape[-1] - win)
-        return torch.stack([wav[:, s : s + win] for s in starts], 1)
+        return sliding_windows(wav, self.window_samples, round(self.config.stride_seconds * self.sample_rate))
 
     def audio_features(self, wav: torch.Tensor) -> torch.Tensor:
         """Unnormalized ``[B, D]``: projected window features, averaged over windows."""

@@ -130,9 +130,7 @@ class StageDataset(torch.utils.data.Dataset):
         if c.stage == "semantic":
             melody = None
             if c.melody_quantizers:
-                first = min(round(start / c.semantic_rate / self.melody_hop), clip["melody"].shape[0] - 1)
-                index = torch.arange(first, first + c.melody_windows).clamp(max=clip["melody"].shape[0] - 1)
-                melody = clip["melody"][index][None]
+                melody = model.melody_windows(clip["melody"][None], start, self.melody_hop)
             prefix, codes = model.condition(mulan=mulan, melody=melody), semantic[None]
         elif c.stage == "coarse":
             prefix, codes = model.condition(mulan=mulan, semantic=semantic[None]), coarse

@@ -294,6 +294,13 @@ class StageLM(Trainable, PretrainedMixin):
         ids = self._levels("coarse", coarse[..., start:end], self.config.codebook_size)
         return ids.view(ids.shape[0], end - start, self.given)
 
+    def melody_windows(self, melody: torch.Tensor, start: int, hop_seconds: float) -> torch.Tensor:
+        """Melody tokens ``[B, Wm, Q]`` of windows every ``hop_seconds`` -> the ``melody_windows`` of them
+        from the one at semantic frame ``start`` on (the last one repeated past the melody's end)."""
+        first = min(round(start / self.config.semantic_rate / hop_seconds), melody.shape[1] - 1)
+        index = torch.arange(first, first + self.config.melody_windows, device=melody.device)
+        return melody[:, index.clamp(max=melody.shape[1] - 1)]
+
     @property
     def melody_positions(self) -> int:
         """Prefix positions of melody tokens (they follow the MuLan tokens)."""
