@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import torch
+
 from musiclm.audio import AudioError
 from musiclm.cli.main import _raised_on_purpose
 
@@ -44,3 +46,27 @@ def test_only_errors_raised_on_purpose_lose_their_traceback():
     assert _raised_on_purpose(raise_here(AudioError("unreadable")))  # musiclm's own error class
     assert not _raised_on_purpose(raise_here(ValueError("raised outside musiclm")))
     assert not _raised_on_purpose(raise_here(ZeroDivisionError()))
+
+
+def test_commands_that_take_a_part_default_to_the_shipped_models(tmp_path):
+    from typer.testing import CliRunner
+
+    from musiclm.audio import save_audio
+    from musiclm.cli.main import app
+    from musiclm.data.manifest import Clip, write_manifest
+    from musiclm.pipeline import MusicLM
+    from musiclm.stages.data import read_meta
+    from musiclm.stages.tokenize import vocab_meta
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["mulan", "embed", "--text", "a fast fiddle tune"])
+    assert result.exit_code == 0 and "tokens" in result.output.lower(), result.output
+    t = torch.arange(48000) / 16000
+    clip = save_audio(tmp_path / "tone.wav", 0.2 * torch.sin(2 * torch.pi * 330 * t), 16000)
+    write_manifest(tmp_path / "m.jsonl", [Clip(path=clip, split="train")])
+    result = runner.invoke(
+        app, ["tokenize", "--data", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "tok")]
+    )
+    assert result.exit_code == 0, result.output
+    shipped = MusicLM.from_pretrained()
+    assert read_meta(tmp_path / "tok") == vocab_meta(shipped.codec, shipped.semantic, shipped.mulan, None)

@@ -129,8 +129,13 @@ def train_melody(
 @mulan_app.command("eval")
 def evaluate(
     data: Manifests,
-    model: Annotated[Path | None, typer.Option(help="Saved MuLan (or CLAP conditioner) folder.")] = None,
-    melody: Annotated[Path | None, typer.Option(help="Saved melody embedder folder.")] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Saved MuLan (or CLAP conditioner) folder (default: the shipped model's)."),
+    ] = None,
+    melody: Annotated[
+        Path | None, typer.Option(help="Saved melody embedder folder (default: the shipped model's).")
+    ] = None,
     split: Annotated[str, typer.Option(help="Held-out split to evaluate on.")] = "test",
     max_seconds: Annotated[
         float, typer.Option(help="Seconds of each clip embedded (windows averaged).")
@@ -143,8 +148,10 @@ def evaluate(
     from musiclm.mulan.evaluate import evaluate_melody, evaluate_mulan
     from musiclm.training.distributed import pick_device
 
-    if model is None and melody is None:
-        raise typer.BadParameter("give --model and/or --melody")
+    if model is None and melody is None:  # the shipped model's conditioner and melody embedder
+        from musiclm.pipeline import SHIPPED_MODEL
+
+        model, melody = SHIPPED_MODEL / "mulan", SHIPPED_MODEL / "melody"
     results = {}
     device = pick_device(device)
     if model is not None:
@@ -160,7 +167,12 @@ def evaluate(
 
 @mulan_app.command("embed")
 def embed(
-    model: Annotated[Path, typer.Option(help="Saved MuLan, CLAP conditioner or melody embedder folder.")],
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="Saved MuLan, CLAP conditioner or melody embedder folder (default: the shipped MuLan)."
+        ),
+    ] = None,
     audio: Annotated[list[Path] | None, typer.Option(help="Audio file(s) to embed (repeatable).")] = None,
     text: Annotated[list[str] | None, typer.Option(help="Text(s) to embed (repeatable).")] = None,
     out: Annotated[
@@ -174,9 +186,10 @@ def embed(
 
     from musiclm.audio import load_audio
     from musiclm.interfaces import load_component
+    from musiclm.pipeline import SHIPPED_MODEL
     from musiclm.training.distributed import pick_device
 
-    part = load_component(model, pick_device(device))
+    part = load_component(model or SHIPPED_MODEL / "mulan", pick_device(device))
     tensors: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         if audio:

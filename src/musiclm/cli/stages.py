@@ -24,16 +24,21 @@ from musiclm.cli.common import (
 )
 
 Part = Annotated[Path, typer.Option(help="Folder of a saved part (save_pretrained).")]
+ShippedPart = Annotated[
+    Path | None, typer.Option(help="Folder of a saved part (default: the shipped model's).")
+]
 
 
 @app.command()
 def tokenize(
-    codec: Part,
-    semantic: Part,
-    mulan: Part,
     data: Manifests,
     out: OutDir,
-    melody: Annotated[Path | None, typer.Option(help="Melody embedder folder (melody tokens).")] = None,
+    codec: ShippedPart = None,
+    semantic: ShippedPart = None,
+    mulan: ShippedPart = None,
+    melody: Annotated[
+        Path | None, typer.Option(help="Melody embedder folder (melody tokens; default: none).")
+    ] = None,
     shard_size: Annotated[int, typer.Option(help="Clips per shard file.")] = 64,
     split: Annotated[
         str,
@@ -62,9 +67,13 @@ def tokenize(
     ]
     if not clips:
         raise typer.BadParameter(f"no clips of split {split!r} in {[str(m) for m in data]}")
+    from musiclm.pipeline import SHIPPED_MODEL
+
+    folders = {"codec": codec, "semantic": semantic, "mulan": mulan}
+    folders = {name: path or SHIPPED_MODEL / name for name, path in folders.items()}
     parts = {
         name: load_component(path, device)
-        for name, path in (("codec", codec), ("semantic", semantic), ("mulan", mulan), ("melody", melody))
+        for name, path in {**folders, "melody": melody}.items()
         if path is not None
     }
     shards = tokenize_clips(

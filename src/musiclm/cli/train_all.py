@@ -212,11 +212,11 @@ def train_all(
         (
             "tokens",
             lambda: stages.tokenize(
-                parts / "codec",
-                parts / "semantic",
-                parts / "mulan",
                 data,
                 parts / "tokens",
+                codec=parts / "codec",
+                semantic=parts / "semantic",
+                mulan=parts / "mulan",
                 melody=melody_dir,
                 device=device,
             ),
