@@ -401,3 +401,17 @@ def test_interleaved_coarse_stage_learns_to_follow_its_semantic_tokens_in_time(t
     figures = conditioning_nll(trainer.model.eval(), data, clips=8)
     assert figures["nll_own_audio"] < 0.5  # both levels follow S: near-certain once S is heard at its time
     assert figures["cost_shift_semantic"] > 1.0 and figures["cost_other_semantic"] > 1.0
+
+
+def test_cpu_speed_choices_are_settings_whose_paper_values_are_t5s():
+    paper, small = StageConfig.for_stage("coarse", "paper"), StageConfig.for_stage("coarse", "small")
+    assert (paper.norm, paper.attention_dropout) == ("rmsnorm", 0.1)
+    assert (small.norm, small.attention_dropout) == ("layernorm", 0.0)
+    rms = stage("semantic", norm="rmsnorm", attention_dropout=0.5)
+    assert isinstance(rms.transformer.norm, torch.nn.RMSNorm)
+    ids = torch.randint(2, rms.transformer.spec.vocab_size, (2, 30))
+    assert torch.equal(rms.transformer(ids), rms.transformer(ids))  # eval: no attention dropout
+    rms.train()
+    assert not torch.allclose(rms.transformer(ids), rms.transformer(ids))
+    with pytest.raises(ConfigError, match="unknown norm"):
+        StageConfig.preset("tiny", norm="batchnorm")

@@ -37,7 +37,7 @@ from torch import nn
 
 from musiclm.config import Config, ConfigError
 from musiclm.pretrained import PretrainedMixin
-from musiclm.stages.transformer import Transformer, TransformerSpec
+from musiclm.stages.transformer import NORMS, Transformer, TransformerSpec
 from musiclm.training import Trainable
 
 STAGES = ("semantic", "coarse", "fine")
@@ -56,6 +56,9 @@ class StageConfig(Config):
     dropout: float = 0.1
     rel_buckets: int = 32
     rel_max_distance: int = 256
+    # CPU-speed choices whose paper values are T5's (see stages/transformer.py)
+    attention_dropout: float = 0.0
+    norm: str = "layernorm"
     layout: str = "prefix"  # where the time-aligned stream goes: "prefix" (the paper's) or "interleaved"
     # MuLan RVQ levels that condition the stage (None: all). The deep levels of one clip's audio tokens
     # name the clip more than describe it, and a caption's text tokens share almost none of them.
@@ -114,6 +117,8 @@ class StageConfig(Config):
             "heads": 16,
             "ff": 4096,
             "dropout": 0.1,
+            "attention_dropout": 0.1,
+            "norm": "rmsnorm",
             "rel_max_distance": 1024,
             "window_seconds": 30.0,
             "prefix_seconds": 15.0,
@@ -141,6 +146,8 @@ class StageConfig(Config):
             raise ConfigError(f"unknown stage {self.stage!r}; choose one of {STAGES}")
         if self.dim % self.heads:
             raise ConfigError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if self.norm not in NORMS:
+            raise ConfigError(f"unknown norm {self.norm!r}; choose one of {NORMS}")
         if self.layout not in LAYOUTS:
             raise ConfigError(f"unknown layout {self.layout!r}; choose one of {LAYOUTS}")
         if self.mulan_levels is not None and not 1 <= self.mulan_levels <= self.mulan_quantizers:
@@ -198,6 +205,8 @@ class StageLM(Trainable, PretrainedMixin):
                 dropout=c.dropout,
                 rel_buckets=c.rel_buckets,
                 rel_max_distance=c.rel_max_distance,
+                attention_dropout=c.attention_dropout,
+                norm=c.norm,
             )
         )
         self.heads = nn.Parameter(torch.randn(self.levels, self.codebook, c.dim) * 0.02)

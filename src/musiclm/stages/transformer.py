@@ -1,13 +1,13 @@
 """The one causal decoder Transformer behind all three MusicLM stages.
 
-Pre-norm blocks (LayerNorm without bias: one fused CPU kernel, where RMSNorm is five), PyTorch
-``scaled_dot_product_attention``, T5-style relative position bias
-shared by all layers (as in the paper, which follows AudioLM/T5), gated-GELU feed-forward (T5 v1.1, tanh GELU
-as there: 5x cheaper than erf on CPU;
-with d=1024, FF 4096 and 24 layers it gives the paper's ~430M parameters per stage), dropout, and a
+Pre-norm blocks, PyTorch ``scaled_dot_product_attention``, T5-style relative position bias shared by all
+layers (as in the paper, which follows AudioLM/T5), gated-GELU feed-forward (T5 v1.1's, with its tanh
+GELU: with d=1024, FF 4096 and 24 layers it gives the paper's ~430M parameters per stage), dropout, and a
 preallocated KV cache so that decoding a token costs one position's work, not the whole prefix's.
 Relative positions make sliding windows natural: a window re-encoded at a new offset sees the same
-biases.
+biases. Two choices made for CPU speed are settings whose ``paper`` values are T5's: the norm (``rmsnorm``
+as T5; ``layernorm`` without bias, one fused CPU kernel where RMSNorm is five) and dropout on the
+attention probabilities (drawing a [B, H, T, T] mask was a quarter of a fine-stage training step on CPU).
 """
 
 from __future__ import annotations
@@ -30,6 +30,17 @@ class TransformerSpec:
     dropout: float = 0.1
     rel_buckets: int = 32
     rel_max_distance: int = 256
+    attention_dropout: float = 0.0
+    norm: str = "layernorm"  # "layernorm" (no bias) or "rmsnorm"
+
+
+def make_norm(spec: TransformerSpec) -> nn.Module:
+    if spec.norm not in NORMS:
+        raise ValueError(f"unknown norm {spec.norm!r}; choose one of {NORMS}")
+    return nn.RMSNorm(spec.dim) if spec.norm == "rmsnorm" else nn.LayerNorm(spec.dim, bias=False)
+
+
+NORMS = ("layernorm", "rmsnorm")
 
 
 def relative_bucket(distance: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:
@@ -99,7 +110,8 @@ class Block(nn.Module):
     def __init__(self, spec: TransformerSpec):
         super().__init__()
         self.heads = spec.heads
-        self.norm1, self.norm2 = nn.LayerNorm(spec.dim, bias=False), nn.LayerNorm(spec.dim, bias=False)
+        self.norm1, self.norm2 = make_norm(spec), make_norm(spec)
+        self.attention_dropout = spec.attention_dropout
         self.qkv = nn.Linear(spec.dim, 3 * spec.dim, bias=False)
         self.proj = nn.Linear(spec.dim, spec.dim, bias=False)
         self.ff_in = nn.Linear(spec.dim, 2 * spec.ff, bias=False)
@@ -114,9 +126,8 @@ class Block(nn.Module):
             cache.keys[layer][:, :, start : start + t] = k
             cache.values[layer][:, :, start : start + t] = v
             k, v = cache.keys[layer][:, :, : start + t], cache.values[layer][:, :, : start + t]
-        # no dropout on the attention probabilities: drawing a [B, H, T, T] mask was a quarter of a
-        # training step of the fine stage on CPU; the residual and feed-forward dropout remain
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        dropout = self.attention_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
         x = x + self.drop(self.proj(y.transpose(1, 2).reshape(b, t, d)))
         a, g = self.ff_in(self.norm2(x)).chunk(2, dim=-1)
         return x + self.drop(self.ff_out(self.drop(F.gelu(a, approximate="tanh") * g)))
@@ -131,7 +142,7 @@ class Transformer(nn.Module):
         self.embed = nn.Embedding(spec.vocab_size, spec.dim)
         self.rel_bias = RelativeBias(spec)
         self.blocks = nn.ModuleList(Block(spec) for _ in range(spec.layers))
-        self.norm = nn.LayerNorm(spec.dim, bias=False)
+        self.norm = make_norm(spec)
         self.drop = nn.Dropout(spec.dropout)
         self.apply(_init)
         for block in self.blocks:  # GPT-2: scale residual projections by depth
