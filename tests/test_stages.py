@@ -318,7 +318,7 @@ def test_trained_stage_reproduces_a_repetitive_token_set(tmp_path):
         )
         assert out[0, 0].equal(pattern)
     reloaded = StageLM.from_pretrained(tmp_path / "run")  # the engine exported it
-    torch.testing.assert_close(reloaded.heads, trained.heads)
+    torch.testing.assert_close(reloaded.output_heads, trained.output_heads)
 
 
 def test_dataset_windows_for_every_stage(tmp_path):

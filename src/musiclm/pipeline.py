@@ -275,7 +275,7 @@ class MusicLM:
     @property
     def device(self) -> torch.device:
         """Where generation runs: the stages' device (inputs are moved there)."""
-        return self.stages.semantic.heads.device
+        return self.stages.semantic.output_heads.device
 
     # ------------------------------------------------------------ generation
     @property

@@ -93,6 +93,9 @@ def load_weights(model: torch.nn.Module, path: Path, map_location: str | torch.d
 def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     expected = model.state_dict()
     state = dict(state)
+    for old, new in getattr(model, "renamed_keys", {}).items():  # weights saved under a former name
+        if old in state and new not in state:
+            state[new] = state.pop(old)
     rebuilt = getattr(model, "rebuilt_prefixes", tuple)()
     state.update({k: v for k, v in expected.items() if k.startswith(rebuilt) and k not in state})
     for group in _tied_groups(expected):  # tied weights are stored once; give every alias its tensor

@@ -77,7 +77,7 @@ def generate_stage(
     its given ids ``[B, end - start, given]`` of frames ``start..end`` (:meth:`StageLM.aligned`).
     """
     levels, window, keep = model.levels, model.window_frames, model.prefix_frames
-    device = model.heads.device
+    device = model.output_heads.device
     out = torch.zeros(batch, levels, num_frames, dtype=torch.long, device=device)
     have = 0
     if prompt is not None:

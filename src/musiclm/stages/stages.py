@@ -167,6 +167,7 @@ class StageLM(Trainable, PretrainedMixin):
 
     config_class = StageConfig
     model_type = "musiclm_stage"
+    renamed_keys = {"heads": "output_heads"}  # folders saved before the rename still load
 
     def __init__(self, config: StageConfig):
         super().__init__()
@@ -209,7 +210,7 @@ class StageLM(Trainable, PretrainedMixin):
                 norm=c.norm,
             )
         )
-        self.heads = nn.Parameter(torch.randn(self.levels, self.codebook, c.dim) * 0.02)
+        self.output_heads = nn.Parameter(torch.randn(self.levels, self.codebook, c.dim) * 0.02)
 
     # ------------------------------------------------------------ layout
     @property
@@ -337,7 +338,7 @@ class StageLM(Trainable, PretrainedMixin):
 
     # ------------------------------------------------------------ network
     def level_logits(self, hidden: torch.Tensor, level: int) -> torch.Tensor:
-        return hidden @ self.heads[level].T
+        return hidden @ self.output_heads[level].T
 
     def frames(self, codes: torch.Tensor, aligned: torch.Tensor | None = None) -> torch.Tensor:
         """Input ids of whole target frames ``[B, F * (given + L)]``: each frame's given ids, then its
@@ -363,7 +364,7 @@ class StageLM(Trainable, PretrainedMixin):
         # the state before each target: per frame, the positions from its last given id to its last target but
         # one
         hidden = hidden.view(b, codes.shape[-1], self.given + self.levels, d)[:, :, self.given :]
-        return torch.einsum("bfld,lcd->bflc", hidden, self.heads)
+        return torch.einsum("bfld,lcd->bflc", hidden, self.output_heads)
 
     def training_step(self, batch: dict, *, step: int, group: str) -> dict[str, torch.Tensor]:
         """``batch``: conditioning prefix ``[B, P]`` and target codes ``[B, L, F]`` of one window (and
