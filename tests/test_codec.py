@@ -9,8 +9,9 @@ from typer.testing import CliRunner
 
 from musiclm.codec import evaluate as ev
 from musiclm.codec.encodec import HFCodec
-from musiclm.codec.soundstream import CodecError, SoundStream, SoundStreamConfig, train_defaults
+from musiclm.codec.soundstream import TRAIN_DEFAULTS, CodecError, SoundStream, SoundStreamConfig
 from musiclm.interfaces import AcousticCodec, load_component
+from musiclm.training import TrainConfig
 
 SR = 16000
 
@@ -108,7 +109,9 @@ def test_training_lowers_loss_and_round_trips(tmp_path):
     torch.manual_seed(0)
     model = SoundStream(SoundStreamConfig.preset("tiny", disc_start_step=0))
     disc_before = [p.detach().clone() for p in model.discriminators.parameters()]
-    config = train_defaults("tiny").replace(steps=24, lr=3e-3, log_every=1, progress=False, ckpt_every=12)
+    config = TrainConfig.from_dict(TRAIN_DEFAULTS["tiny"]).replace(
+        steps=24, lr=3e-3, log_every=1, progress=False, ckpt_every=12
+    )
     trainer = Trainer(model, Tones(), config, tmp_path)
     trainer.fit()
     mels = [h["generator/mel"] for h in trainer.history if "generator/mel" in h]

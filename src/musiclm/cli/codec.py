@@ -75,17 +75,19 @@ def train_codec(
     """Train SoundStream (generator + discriminators) on audio manifests with the shared engine; resumable."""
     from musiclm.codec.soundstream import (
         CROP_SECONDS,
+        TRAIN_DEFAULTS,
         TRAIN_GAIN_DB,
         SoundStream,
         SoundStreamConfig,
-        train_defaults,
     )
     from musiclm.data.datasets import AudioCropDataset
-    from musiclm.training import Trainer, seed_everything
+    from musiclm.training import TrainConfig, Trainer, seed_everything
     from musiclm.training.distributed import setup
 
     config = model_config(SoundStreamConfig, preset, overrides)
-    cfg = train_config(train_defaults(preset), steps, batch_size, lr, device, overrides)
+    cfg = train_config(
+        TrainConfig.from_dict(TRAIN_DEFAULTS[preset]), steps, batch_size, lr, device, overrides
+    )
     crop = crop_seconds or CROP_SECONDS[preset]
     try:
         dataset = AudioCropDataset(

@@ -22,12 +22,12 @@ def resolve(part: str, preset: str, overrides: list[str] | None = None) -> dict:
     from musiclm.training import TrainConfig
 
     if part == "codec":
-        from musiclm.codec.soundstream import SoundStreamConfig, train_defaults
+        from musiclm.codec.soundstream import TRAIN_DEFAULTS, SoundStreamConfig
 
-        model, defaults = model_config(SoundStreamConfig, preset, overrides), train_defaults(preset)
+        model = model_config(SoundStreamConfig, preset, overrides)
+        defaults = TrainConfig.from_dict(TRAIN_DEFAULTS[preset])
     elif part == "w2vbert":
-        from musiclm.cli.semantic import TRAIN_DEFAULTS
-        from musiclm.semantic.w2vbert import W2VBertConfig
+        from musiclm.semantic.w2vbert import TRAIN_DEFAULTS, W2VBertConfig
 
         model, defaults = (
             model_config(W2VBertConfig, preset, overrides),

@@ -27,11 +27,6 @@ semantic_app = typer.Typer(
 app.add_typer(semantic_app, name="semantic")
 
 # The engine's settings per preset: tiny for smoke runs, small for one CPU machine.
-TRAIN_DEFAULTS = {
-    "tiny": {"steps": 50, "batch_size": 4, "lr": 1e-3, "warmup_steps": 5, "log_every": 5, "ckpt_every": 25},
-    "small": {"steps": 2000, "batch_size": 8, "lr": 5e-4, "warmup_steps": 200, "ckpt_every": 100},
-    "paper": {"steps": 400_000, "batch_size": 256, "lr": 2e-3, "warmup_steps": 25_000, "ckpt_every": 5000},
-}
 CropSeconds = Annotated[float, typer.Option(help="Seconds of audio per training crop (the paper: 30).")]
 
 
@@ -49,7 +44,7 @@ def train_semantic(
 ) -> None:
     """Train w2v-BERT (contrastive + MLM, self-supervised on audio alone) with the shared engine."""
     from musiclm.data.datasets import AudioCropDataset
-    from musiclm.semantic.w2vbert import W2VBert, W2VBertConfig
+    from musiclm.semantic.w2vbert import TRAIN_DEFAULTS, W2VBert, W2VBertConfig
     from musiclm.training import TrainConfig, Trainer
 
     model = W2VBert(model_config(W2VBertConfig, preset, overrides))

@@ -146,8 +146,9 @@ def train_all(
     def steps_of(defaults: dict) -> int | None:
         return None if steps_scale == 1.0 else max(1, round(defaults["steps"] * steps_scale))
 
-    from musiclm.codec.soundstream import train_defaults as codec_defaults
+    from musiclm.codec.soundstream import TRAIN_DEFAULTS as CODEC_DEFAULTS
     from musiclm.mulan.model import TRAIN_DEFAULTS as MULAN_DEFAULTS
+    from musiclm.semantic.w2vbert import TRAIN_DEFAULTS as W2VBERT_DEFAULTS
     from musiclm.stages.stages import TRAIN_DEFAULTS as STAGE_DEFAULTS
 
     plan: list[tuple[str, Callable[[], None]]] = [
@@ -157,7 +158,7 @@ def train_all(
                 data,
                 parts / "codec",
                 preset,
-                steps=steps_of(codec_defaults(preset).to_dict()),
+                steps=steps_of(CODEC_DEFAULTS[preset]),
                 device=device,
                 overrides=per_part["codec"],
             ),
@@ -168,7 +169,7 @@ def train_all(
                 data,
                 parts / "w2vbert",
                 preset,
-                steps=steps_of(semantic.TRAIN_DEFAULTS[preset]),
+                steps=steps_of(W2VBERT_DEFAULTS[preset]),
                 device=device,
                 overrides=per_part["w2vbert"],
             ),

@@ -527,12 +527,17 @@ def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def train_defaults(preset: str) -> "Any":
-    """The engine settings each preset trains with (``musiclm train codec`` starts from these)."""
-    from musiclm.training import TrainConfig
-
-    common = {"lr": 3e-4, "betas": (0.8, 0.99), "grad_clip": 10.0, "weight_decay": 0.0, "warmup_steps": 100}
-    settings = {
+# What `musiclm train codec` trains with per preset (TrainConfig fields), before --set changes.
+_TRAIN_COMMON = {
+    "lr": 3e-4,
+    "betas": (0.8, 0.99),
+    "grad_clip": 10.0,
+    "weight_decay": 0.0,
+    "warmup_steps": 100,
+}
+TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    name: {**_TRAIN_COMMON, **settings}
+    for name, settings in {
         "tiny": {"steps": 50, "batch_size": 4, "log_every": 5, "ckpt_every": 25},
         "small": {
             "steps": 24_000,
@@ -543,12 +548,8 @@ def train_defaults(preset: str) -> "Any":
             "num_workers": 1,
         },
         "paper": {"steps": 500_000, "batch_size": 32, "log_every": 50, "ckpt_every": 5000, "lr": 1e-4},
-    }
-    if preset not in settings:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(settings)}")
-    return TrainConfig.from_dict({**common, **settings[preset]})
-
-
+    }.items()
+}
 CROP_SECONDS = {"tiny": 0.5, "small": 0.5, "paper": 1.0}
 # crops are loudness-normalised (-20 LUFS), then scaled by a random gain in this range: the rendered
 # dataset sits at -30 to -42 LUFS and a codec that only saw -20 LUFS coded it badly

@@ -22,6 +22,13 @@ from musiclm.config import Config
 from musiclm.pretrained import PretrainedMixin
 from musiclm.training import Trainable
 
+# What `musiclm train semantic` trains with per preset (TrainConfig fields), before --set changes.
+TRAIN_DEFAULTS = {
+    "tiny": {"steps": 50, "batch_size": 4, "lr": 1e-3, "warmup_steps": 5, "log_every": 5, "ckpt_every": 25},
+    "small": {"steps": 2000, "batch_size": 8, "lr": 5e-4, "warmup_steps": 200, "ckpt_every": 100},
+    "paper": {"steps": 400_000, "batch_size": 256, "lr": 2e-3, "warmup_steps": 25_000, "ckpt_every": 5000},
+}
+
 
 @dataclasses.dataclass
 class W2VBertConfig(Config):
