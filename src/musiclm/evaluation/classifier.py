@@ -317,24 +317,47 @@ class ClassifierDataset(torch.utils.data.Dataset):
         return {"wav": wav, **encode_labels(clip.attributes, self.config)}
 
 
-def accuracy(model: EvalClassifier, clips: Sequence[Clip], batch_size: int = 16) -> dict[str, float]:
-    """Held-out accuracy per head on centre crops (family: every family right; ``family_f1`` per label)."""
-    data = ClassifierDataset(clips, model.config, random=False)
+def accuracy(model: EvalClassifier, clips: Sequence[Clip], batch_size: int = 16) -> dict[str, Any]:
+    """Held-out figures on centre crops: accuracy per head (family: the exact set), family micro-F1 and F1 per
+    family, and confusion tables (``confusion_HEAD[true][predicted]`` counts) of the single-label heads."""
+    config = model.config
+    data = ClassifierDataset(clips, config, random=False)
     hits: dict[str, list] = {"family": [], "tempo": [], "mode": [], "style": []}
-    tp = fp = fn = 0.0
+    counts = {
+        "tp": torch.zeros(len(config.families)),
+        "fp": torch.zeros(len(config.families)),
+        "fn": torch.zeros(len(config.families)),
+    }
+    heads = ("tempo", "mode", "style")
+    confusion = {
+        head: torch.zeros(len(config.heads[head]), len(config.heads[head]), dtype=torch.long)
+        for head in heads
+    }
     for i in range(0, len(data), batch_size):
         items = [data[j] for j in range(i, min(i + batch_size, len(data)))]
         batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
         probs = model.predict(batch["wav"])
-        pred_f = (probs["family"] > 0.5).float()
-        hits["family"] += (pred_f == batch["family"]).all(-1).tolist()
-        tp += float((pred_f * batch["family"]).sum())
-        fp += float((pred_f * (1 - batch["family"])).sum())
-        fn += float(((1 - pred_f) * batch["family"]).sum())
-        for head in ("tempo", "mode", "style"):
+        pred_f, true_f = (probs["family"] > 0.5).float(), batch["family"]
+        hits["family"] += (pred_f == true_f).all(-1).tolist()
+        counts["tp"] += (pred_f * true_f).sum(0)
+        counts["fp"] += (pred_f * (1 - true_f)).sum(0)
+        counts["fn"] += ((1 - pred_f) * true_f).sum(0)
+        for head in heads:
             known = batch[head] >= 0
-            hits[head] += (probs[head].argmax(-1) == batch[head])[known].tolist()
-    out = {k: float(np.mean(v)) if v else float("nan") for k, v in hits.items()}
+            predicted = probs[head].argmax(-1)
+            hits[head] += (predicted == batch[head])[known].tolist()
+            for t, p in zip(batch[head][known].tolist(), predicted[known].tolist()):
+                confusion[head][t, p] += 1
+    out: dict[str, Any] = {k: float(np.mean(v)) if v else float("nan") for k, v in hits.items()}
+    tp, fp, fn = (float(counts[k].sum()) for k in ("tp", "fp", "fn"))
     out["family_f1"] = 2 * tp / max(2 * tp + fp + fn, 1.0)
+    per_family = 2 * counts["tp"] / (2 * counts["tp"] + counts["fp"] + counts["fn"]).clamp(min=1.0)
+    out["family_f1_per_family"] = {f: round(float(v), 4) for f, v in zip(config.families, per_family)}
+    out["family_support"] = {f: int(v) for f, v in zip(config.families, counts["tp"] + counts["fn"])}
+    for head in heads:
+        labels = config.heads[head]
+        out[f"confusion_{head}"] = {
+            t: {p: int(confusion[head][i, j]) for j, p in enumerate(labels)} for i, t in enumerate(labels)
+        }
     out["n"] = len(data)
     return out
