@@ -247,7 +247,9 @@ def test_classifier_trains_and_eval_runs_end_to_end(tiny_dataset, tiny_pipeline,
     assert np.mean(losses[-15:]) < np.mean(losses[:15]) - 0.2  # single batches of 8 are noisy: compare means
     acc = json.loads((clf_dir / "heldout_accuracy.json").read_text())
     assert set(acc) >= {"family", "tempo", "mode", "style", "family_f1_per_family"} and acc["n"] > 0
-    assert sum(sum(row.values()) for row in acc["confusion_style"].values()) == acc["n"]  # every clip counted once
+    assert (
+        sum(sum(row.values()) for row in acc["confusion_style"].values()) == acc["n"]
+    )  # every clip counted once
     assert isinstance(EvalClassifier.from_pretrained(clf_dir), EvalClassifier)
 
     pfile = tmp_path / "prompts.jsonl"
