@@ -472,6 +472,8 @@ def test_eval_skips_unusable_reference_clips(capsys, monkeypatch, tmp_path, zoo)
         "--seconds",
         "1",
         "--no-fad-inf",
+        "--reference-clips",
+        "2",  # the tiny manifest holds 5 held-out clips, 2 of them unusable
     ]
     code, text = cli(capsys, monkeypatch, *args, "--out", tmp_path / "e")
     assert code == 0 and "skipped 2 input(s)" in text, text

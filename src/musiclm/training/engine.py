@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import random
 import time
 import warnings
@@ -484,7 +485,7 @@ class Trainer:
 def _check_writable(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
+        probe = out_dir / f".write-test-{os.getpid()}"  # one per process: DDP ranks probe the same folder
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
