@@ -233,9 +233,8 @@ KEY_PROFILES = torch.tensor(
 
 
 class RhythmAndKey(nn.Module):
-    """Tempo and key evidence that a CNN pooling log-mel over time misses: its receptive field is shorter than
-    a
-    slow beat, and mel bands cannot tell a minor third from a major one below 1 kHz.
+    """Tempo and key evidence that a CNN pooling log-mel over time misses: its receptive field is shorter
+    than a slow beat, and mel bands cannot tell a minor third from a major one below 1 kHz.
 
     ``forward(wav [B, T], mel [B, M, F])`` -> ``[B, dim]``: the autocorrelation of the spectral-flux onset
     envelope of ``mel`` (at ``frame_rate``) over lags of 0.1-2 s, then the correlations of the mean chroma

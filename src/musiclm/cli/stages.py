@@ -117,7 +117,7 @@ def train_stage(
 ) -> None:
     """Train one token stage from token shards with the shared engine."""
     from musiclm.config import ConfigError
-    from musiclm.stages.data import StageDataset, load_shards, read_meta
+    from musiclm.stages.data import StageDataset, dataset_options, load_shards, read_meta
     from musiclm.stages.stages import TRAIN_DEFAULTS, StageConfig, StageLM
     from musiclm.training import TrainConfig, Trainer
 
@@ -157,11 +157,7 @@ def train_stage(
         raise typer.BadParameter(str(err)) from err
     defaults = TrainConfig.from_dict(TRAIN_DEFAULTS.get(preset, {}))
     model = StageLM(config)
-    hops = {
-        "melody_hop": meta["melody_hop"],
-        "mulan_hop": meta.get("mulan_hop", 2.0),
-        "mulan_window": meta.get("mulan_window", 10.0),
-    }
+    hops = dataset_options(meta)
     data, val_data = (
         StageDataset(load_shards(t), model, **hops) if t else None for t in (tokens, val_tokens)
     )
@@ -361,7 +357,7 @@ def eval_stage(
     from musiclm.evaluation import diagnostics
     from musiclm.interfaces import load_component
     from musiclm.pipeline import SHIPPED_MODEL, MusicLM, StageSet
-    from musiclm.stages.data import StageDataset, load_shards, read_meta, shard_paths
+    from musiclm.stages.data import StageDataset, dataset_options, load_shards, read_meta, shard_paths
     from musiclm.stages.tokenize import vocab_meta
 
     pipeline = MusicLM.from_pretrained(checkpoint or SHIPPED_MODEL)
@@ -388,11 +384,7 @@ def eval_stage(
             "differ); tokenize the held-out clips with the pipeline's codec, semantic and MuLan"
         )
     shards, paths = load_shards(tokens), shard_paths(tokens)
-    hops = {
-        "melody_hop": meta["melody_hop"],
-        "mulan_hop": meta.get("mulan_hop", 2.0),
-        "mulan_window": meta.get("mulan_window", 10.0),
-    }
+    hops = dataset_options(meta)
     report: dict = {"tokens": str(tokens), "stages": {}}
     with torch.inference_mode():
         for name in ("semantic", "coarse", "fine"):

@@ -282,8 +282,7 @@ class Augment:
 
 class ClassifierDataset(torch.utils.data.Dataset):
     """Crops of manifest clips with their attribute labels (engine convention: keys, not indices): random
-    crops
-    (changed by ``augment`` when given) for training, centre crops otherwise."""
+    crops (changed by ``augment`` when given) for training, centre crops otherwise."""
 
     def __init__(
         self,

@@ -32,9 +32,9 @@ def shard_paths(directory: str | Path) -> list[str]:
 
 
 def load_shards(directory: str | Path) -> list[dict[str, torch.Tensor]]:
-    """Every clip of every shard in ``directory``: ``[{"semantic", "acoustic", "mulan", ["text"], ["melody"]},
-    ...]``
-    (``mulan [Wm, Qm]``: shards of older versions held one row per clip, ``[Qm]``, read as ``[1, Qm]``)."""
+    """Every clip of every shard in ``directory``: ``[{"semantic", "acoustic", "mulan", ["text"],
+    ["melody"]}, ...]`` (``mulan [Wm, Qm]``: shards of older versions held one row per clip, ``[Qm]``, read
+    as ``[1, Qm]``)."""
     shards = sorted(Path(directory).glob("shard-*.safetensors"))
     if not shards:
         raise FileNotFoundError(f"no shard-*.safetensors in {directory}; run `musiclm tokenize` first")
@@ -49,6 +49,16 @@ def load_shards(directory: str | Path) -> list[dict[str, torch.Tensor]]:
     for clip in clips:
         clip["mulan"] = clip["mulan"].reshape(-1, clip["mulan"].shape[-1])
     return clips
+
+
+def dataset_options(meta: dict) -> dict:
+    """The StageDataset settings a token folder's ``meta.json`` fixes (folders of older versions lack the
+    MuLan window settings: they stored one MuLan row per clip)."""
+    return {
+        "melody_hop": meta["melody_hop"],
+        "mulan_hop": meta.get("mulan_hop", 2.0),
+        "mulan_window": meta.get("mulan_window", 10.0),
+    }
 
 
 class StageDataset(torch.utils.data.Dataset):
@@ -115,9 +125,8 @@ class StageDataset(torch.utils.data.Dataset):
         mulan: torch.Tensor,
         semantic: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The item of the window from semantic frame ``start`` (both streams align), conditioned on MuLan
-        tokens
-        ``mulan [1, Qm]``; ``semantic [Fs]`` stands in for the clip's own S of the window when given."""
+        """The item of the window from semantic frame ``start`` (both streams align), conditioned on
+        MuLan tokens ``mulan [1, Qm]``; ``semantic [Fs]`` stands in for the clip's own S of the window."""
         c, model = self.model.config, self.model
         a0 = round(start * c.acoustic_rate / c.semantic_rate)
         if semantic is None:
