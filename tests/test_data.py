@@ -18,9 +18,16 @@ from musiclm.cli.main import app
 from musiclm.data import build as build_mod
 from musiclm.data import render
 from musiclm.data.build import BuildOptions, build
-from musiclm.data.captions import MELODY_TEMPLATES, STYLE_WORDS, TEMPLATES, WORDS, make_captions
+from musiclm.data.captions import (
+    MELODY_TEMPLATES,
+    STYLE_WORDS,
+    TEMPLATES,
+    WORDS,
+    counterfactual_caption,
+    make_captions,
+)
 from musiclm.data.datasets import AudioCropDataset
-from musiclm.data.instruments import MELODY_TIMBRES
+from musiclm.data.instruments import FAMILIES, MELODY_TIMBRES
 from musiclm.data.manifest import ManifestError, read_manifest
 
 KEYS = {
@@ -203,6 +210,37 @@ def test_missing_fluidsynth_or_soundfont_names_the_install(tmp_path, monkeypatch
     assert result.exit_code != 0 and "--hours must be positive" in result.output
 
 
+def test_counterfactual_captions_change_one_attribute():
+    attrs = dict(
+        is_melody=False,
+        tempo_class="slow",
+        mode="minor",
+        style="chorale",
+        programs=[40, 41, 42],
+        voices=3,
+        bpm=60,
+        key="D",
+        time_signature="3/4",
+        reverb=False,
+        caption_set="train",
+        register="middle",
+        articulation="sustained",
+    )
+    words = WORDS["train"]
+    seen = set()
+    for seed in range(60):
+        text = counterfactual_caption(attrs, np.random.default_rng(seed)).lower()
+        family_changed = not any(name in text for name in ("violin", "viola", "cello"))
+        for name in sorted((i[1] for items in FAMILIES.values() for i in items), key=len, reverse=True):
+            text = text.replace(name, "")  # "bright piano" is no mood word
+        tempo_changed = any(w in text for t in ("medium", "fast") for w in words[t])
+        mode_changed = any(w in text for w in words["major"]) or "d major" in text
+        assert tempo_changed + mode_changed + family_changed == 1, text
+        seen.add((tempo_changed, mode_changed, family_changed))
+    assert len(seen) == 3  # all three kinds occur
+    assert counterfactual_caption({"captions": "a real recording"}, np.random.default_rng(0)) is None
+
+
 def test_crop_dataset(tiny_dataset):
     ds = AudioCropDataset(tiny_dataset, sample_rate=16000, crop_seconds=2.5, with_text=True)
     assert all(c.split == "train" for c in ds.clips)
@@ -223,6 +261,11 @@ def test_crop_dataset(tiny_dataset):
     quieter = AudioCropDataset(tiny_dataset, sample_rate=16000, crop_seconds=2.5, gain_db=(-12.0, -6.0))
     gains = [float(quieter[k]["audio"].abs().max() / ds[k]["audio"].abs().max()) for k in range(4)]
     assert all(10 ** (-12 / 20) - 1e-6 <= g <= 10 ** (-6 / 20) + 1e-6 for g in gains) and len(set(gains)) > 1
+    hard = AudioCropDataset(tiny_dataset, 16000, 2.5, with_text=True, hard_negatives=True)
+    negatives = [hard[k] for k in range(8)]
+    assert all(n["negative_text"] not in hard.clips[n["clip"]].captions for n in negatives)
+    with pytest.raises(ValueError, match="with_text"):
+        AudioCropDataset(tiny_dataset, 16000, 2.5, hard_negatives=True)
     everything = AudioCropDataset(tiny_dataset, 24000, 1.0, split=None)
     assert len(everything) == len(read_manifest(tiny_dataset))
 

@@ -135,6 +135,19 @@ def test_mulan_trains_tokens_and_round_trips(tmp_path):
         )
 
 
+def test_hard_negative_texts_only_add_audio_to_text_terms():
+    model = MuLan(MuLanConfig.preset("tiny"))
+    audio = text = torch.eye(4, 8)  # each audio matches its own caption and is orthogonal to the rest
+    plain = model.contrastive_loss(audio, text)
+    assert "hard_acc" not in plain
+    # a negative identical to its true caption ties with it: the loss rises, hard accuracy is 0
+    tied = model.contrastive_loss(audio, torch.cat([text, text]))
+    assert tied["loss"] > plain["loss"] and tied["hard_acc"] == 0
+    # a negative pointing away from its audio is always beaten and costs almost nothing
+    away = model.contrastive_loss(audio, torch.cat([text, -audio]))
+    assert away["hard_acc"] == 1 and float(away["loss"] - plain["loss"]) < 1e-3
+
+
 def test_residual_kmeans_levels_reduce_error():
     torch.manual_seed(0)
     x = F.normalize(torch.randn(600, 16), dim=-1)

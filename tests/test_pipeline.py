@@ -18,7 +18,7 @@ from musiclm.codec.soundstream import SoundStream, SoundStreamConfig
 from musiclm.data.manifest import Clip, write_manifest
 from musiclm.mulan.melody import MelodyConfig, MelodyEmbedder
 from musiclm.mulan.model import MuLan, MuLanConfig
-from musiclm.pipeline import GenerationError, MusicLM, StageSet, stage_config, vocabularies
+from musiclm.pipeline import GenerationError, MusicLM, StageSet, generate_tokens, stage_config, vocabularies
 from musiclm.semantic.tokenizer import KMeansTokenizer
 from musiclm.semantic.w2vbert import W2VBert, W2VBertConfig
 from musiclm.stages import STAGES, StageLM
@@ -155,14 +155,30 @@ def test_shipped_model_generates_music_from_text():
 def test_missing_stage_and_mismatched_parts(folder, parts, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(folder, broken)
-    shutil.rmtree(broken / "fine_stage")
-    with pytest.raises(FileNotFoundError, match="fine_stage"):
+    shutil.rmtree(broken / "coarse_stage")
+    with pytest.raises(FileNotFoundError, match="coarse_stage"):
         MusicLM.from_pretrained(broken)
     codec, semantic, mulan, melody = parts
     other = vocabularies(codec, semantic, mulan, None, coarse_quantizers=2)
     stages = StageSet(*(StageLM(stage_config(s, "tiny", {**other, "semantic_vocab": 5})) for s in STAGES))
     with pytest.raises(GenerationError, match="semantic_vocab=5"):
         MusicLM(codec, semantic, mulan, stages, None)
+
+
+def test_pipeline_without_fine_stage_decodes_coarse_levels(folder, model, tmp_path):
+    coarse_only = tmp_path / "coarse_only"
+    shutil.copytree(folder, coarse_only)
+    shutil.rmtree(coarse_only / "fine_stage")
+    loaded = MusicLM.from_pretrained(coarse_only)
+    assert loaded.stages.fine is None and len(list(loaded.stages)) == 2
+    audio = loaded.generate(["a calm piano"], 1.0, seed=0)
+    assert audio.shape == model.generate(["a calm piano"], 1.0, seed=0).shape
+    mulan = [(0.0, loaded.mulan.quantize(loaded.mulan.embed_text(["a calm piano"])))]
+    tokens = generate_tokens(loaded.stages, mulan, 1.0, generator=torch.Generator().manual_seed(0))
+    assert set(tokens) == {"semantic", "coarse"}
+    assert torch.allclose(audio, loaded.codec.decode(tokens["coarse"]))  # the coarse levels alone, decoded
+    loaded.save_pretrained(tmp_path / "saved")
+    assert not (tmp_path / "saved" / "fine_stage").exists()
 
 
 def test_tokenize_job_resumes_and_splits_ranks(parts, tmp_path):

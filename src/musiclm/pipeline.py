@@ -1,7 +1,9 @@
 """Text in, music out: MuLan tokens -> semantic stage -> coarse stage -> fine stage -> codec decoder.
 
 A pipeline folder holds one sub-folder per part (``codec/``, ``semantic/``, ``mulan/``, optional
-``melody/``, ``semantic_stage/``, ``coarse_stage/``, ``fine_stage/``) and a ``pipeline.json``. Parts
+``melody/``, ``semantic_stage/``, ``coarse_stage/``, optional ``fine_stage/``) and a ``pipeline.json``.
+Without a fine stage the codec decodes the coarse levels alone (a lower bitrate): a small fine stage
+measured no better than that (``musiclm eval-stage``), and leaving it out saves a third of the time. Parts
 are used only through the protocols of :mod:`musiclm.interfaces` and loaded by their ``model_type``,
 so any codec / tokenizer / conditioner implementing them (ours or an HF adapter) can be assembled.
 
@@ -31,7 +33,13 @@ from musiclm.stages.tokenize import encode_aligned
 PIPELINE_FILE = "pipeline.json"
 # The trained small model committed with the repository (an editable install finds it here)
 SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "checkpoints" / "musiclm_small"
-PARTS = ("codec", "semantic", "mulan", "semantic_stage", "coarse_stage", "fine_stage")
+PARTS = (
+    "codec",
+    "semantic",
+    "mulan",
+    "semantic_stage",
+    "coarse_stage",
+)  # required; melody, fine_stage optional
 PAPER_TEMPERATURES = (1.0, 0.95, 0.4)  # semantic, coarse, fine
 MAX_DURATION = 300.0  # the paper generates clips of up to 5 minutes
 
@@ -44,7 +52,10 @@ class GenerationError(ValueError):
 class StageSet:
     semantic: StageLM
     coarse: StageLM
-    fine: StageLM
+    fine: StageLM | None = None  # None: decode the coarse levels alone
+
+    def __iter__(self):
+        return iter(s for s in (self.semantic, self.coarse, self.fine) if s is not None)
 
 
 def generate_tokens(
@@ -66,7 +77,8 @@ def generate_tokens(
     (one entry, or one per story segment); a window takes the tokens in force where its new part begins.
     ``melody``: melody tokens ``[B, W, Q]`` of windows every ``melody_hop`` seconds. Prompts
     (continuation): ``prompt_semantic [B, Fs]`` and ``prompt_acoustic [B, Q, Fa]``, kept in the output.
-    Returns ``semantic [B, Fs]``, ``coarse [B, Qc, Fa]``, ``fine [B, Qf, Fa]``.
+    Returns ``semantic [B, Fs]``, ``coarse [B, Qc, Fa]``, ``fine [B, Qf, Fa]`` (``fine`` only with a fine
+    stage).
     """
     sem, coarse, fine = stages.semantic, stages.coarse, stages.fine
     batch = mulan[0][1].shape[0]
@@ -115,6 +127,8 @@ def generate_tokens(
             use_cache=use_cache,
             aligned=lambda s, e: coarse.aligned(s, e, semantic=semantic),
         )
+    if fine is None:
+        return {"semantic": semantic, "coarse": coarse_codes}
     with bar("fine", n_ac) as b:
         fine_codes = generate_stage(
             fine,
@@ -184,7 +198,7 @@ class MusicLM:
                 "or retrain them"
             )
         expected = vocabularies(codec, semantic, mulan, melody, stages.coarse.config.coarse_quantizers)
-        for stage in (stages.semantic, stages.coarse, stages.fine):
+        for stage in stages:
             stage.eval()
             got = {k: getattr(stage.config, k) for k in expected}
             if stage.config.stage != "semantic":  # melody only conditions the semantic stage
@@ -219,10 +233,12 @@ class MusicLM:
         except json.JSONDecodeError as err:
             raise ConfigError(f"{directory / PIPELINE_FILE} is not valid JSON ({err}); restore it") from err
         parts = {p: load_component(directory / p, map_location) for p in PARTS}
-        melody = (
-            load_component(directory / "melody", map_location) if (directory / "melody").is_dir() else None
-        )
-        stages = StageSet(parts["semantic_stage"], parts["coarse_stage"], parts["fine_stage"])
+        optional = {
+            p: load_component(directory / p, map_location) if (directory / p).is_dir() else None
+            for p in ("melody", "fine_stage")
+        }
+        melody = optional["melody"]
+        stages = StageSet(parts["semantic_stage"], parts["coarse_stage"], optional["fine_stage"])
         return cls(
             parts["codec"],
             parts["semantic"],
@@ -259,15 +275,7 @@ class MusicLM:
     # ------------------------------------------------------------ placement
     def to(self, device: str | torch.device) -> MusicLM:
         """Move every part to ``device`` (as an HF pipeline does); returns the pipeline."""
-        for part in (
-            self.codec,
-            self.semantic,
-            self.mulan,
-            self.melody,
-            self.stages.semantic,
-            self.stages.coarse,
-            self.stages.fine,
-        ):
+        for part in (self.codec, self.semantic, self.mulan, self.melody, *self.stages):
             if part is not None:
                 part.to(device)
         return self
@@ -339,7 +347,8 @@ class MusicLM:
             generator=generator,
             progress=progress,
         )
-        return self.codec.decode(torch.cat([tokens["coarse"], tokens["fine"]], dim=1))
+        levels = [tokens["coarse"]] + ([tokens["fine"]] if "fine" in tokens else [])
+        return self.codec.decode(torch.cat(levels, dim=1))
 
     def _check_request(self, texts, duration: float, story) -> list[tuple[float, list[str]]]:
         """Everything that can be wrong with a request, raised before any work is done."""

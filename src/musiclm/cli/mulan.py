@@ -45,13 +45,19 @@ def _fit_rvq_and_save(trainer, embed, crops, points: int, out: Path, what: str) 
     barrier()
 
 
-def _valid_set(data: list[Path], sample_rate: int, seconds: float, with_text: bool):
+def _valid_set(data: list[Path], sample_rate: int, seconds: float, with_text: bool, hard_negatives=False):
     """Fixed middle crops of the 'valid' split, or None where the manifests have none."""
     from musiclm.data.datasets import AudioCropDataset
 
     try:
         return AudioCropDataset(
-            data, sample_rate, seconds, split="valid", random_crop=False, with_text=with_text
+            data,
+            sample_rate,
+            seconds,
+            split="valid",
+            random_crop=False,
+            with_text=with_text,
+            hard_negatives=hard_negatives,
         )
     except ValueError:
         return None
@@ -86,8 +92,15 @@ def train_mulan(
     config = model_config(MuLanConfig, preset, overrides, **changes)
     tc = train_config(TrainConfig.from_dict(TRAIN_DEFAULTS[preset]), steps, batch_size, lr, device, overrides)
     seed_everything(tc.seed)
-    train = AudioCropDataset(data, config.sample_rate, config.window_seconds, split="train", with_text=True)
-    val = _valid_set(data, config.sample_rate, config.window_seconds, with_text=True)
+    train = AudioCropDataset(
+        data,
+        config.sample_rate,
+        config.window_seconds,
+        split="train",
+        with_text=True,
+        hard_negatives=config.hard_negatives,
+    )
+    val = _valid_set(data, config.sample_rate, config.window_seconds, True, config.hard_negatives)
     trainer = Trainer(MuLan(config), train, tc, out, val_data=val)
     trainer.fit()
     _fit_rvq_and_save(trainer, lambda model: model.embed_audio, train, rvq_points, out, "MuLan")

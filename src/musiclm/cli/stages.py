@@ -175,7 +175,10 @@ def assemble(
     out: OutDir,
     semantic_stage: Part,
     coarse_stage: Part,
-    fine_stage: Part,
+    fine_stage: Annotated[
+        Path | None,
+        typer.Option(help="Fine stage folder (without one the codec decodes the coarse levels alone)."),
+    ] = None,
     melody: Annotated[Path | None, typer.Option(help="Melody embedder folder.")] = None,
     fp16: Annotated[bool, typer.Option(help="Store weights in float16 (half the size).")] = False,
 ) -> None:
@@ -185,7 +188,7 @@ def assemble(
     from musiclm.interfaces import load_component
     from musiclm.pipeline import MusicLM, StageSet
 
-    stages = StageSet(*(load_component(p) for p in (semantic_stage, coarse_stage, fine_stage)))
+    stages = StageSet(*(load_component(p) if p else None for p in (semantic_stage, coarse_stage, fine_stage)))
     model = MusicLM(
         load_component(codec),
         load_component(semantic),
@@ -388,7 +391,10 @@ def eval_stage(
     report: dict = {"tokens": str(tokens), "stages": {}}
     with torch.inference_mode():
         for name in ("semantic", "coarse", "fine"):
-            model = getattr(stages, name).eval()
+            model = getattr(stages, name)
+            if model is None:
+                continue
+            model.eval()
             data = StageDataset(shards, model, **hops)
             report["stages"][name] = {
                 "layout": model.config.layout,

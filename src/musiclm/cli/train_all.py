@@ -248,7 +248,7 @@ def train_all(
                 out / "pipeline",
                 parts / "semantic_stage",
                 parts / "coarse_stage",
-                parts / "fine_stage",
+                fine_stage=parts / "fine_stage",
                 melody=melody_dir,
             ),
         )

@@ -13,6 +13,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from musiclm.audio import audio_info, crop_or_pad, loudness_normalize, read_clip
+from musiclm.data.captions import counterfactual_caption
 from musiclm.data.manifest import Clip, ManifestError, read_manifest
 
 
@@ -26,6 +27,9 @@ class AudioCropDataset(Dataset):
     drawn with the key's rng; clips without captions are then left out. ``gain_db`` ``(low, high)``
     scales each loudness-normalised crop by a random gain in that range (dB), so that a model trained
     on it works at any level (a codec trained at one level alone failed on quieter files).
+    ``hard_negatives`` (with ``with_text``) adds ``negative_text``: the clip's caption with its tempo,
+    mode or instrument family changed (:func:`musiclm.data.captions.counterfactual_caption`), or, for a
+    clip without those attributes, another clip's caption.
     """
 
     def __init__(
@@ -39,7 +43,10 @@ class AudioCropDataset(Dataset):
         with_text: bool = False,
         skip_bad: bool = False,
         gain_db: tuple[float, float] | None = None,
+        hard_negatives: bool = False,
     ):
+        if hard_negatives and not with_text:
+            raise ValueError("hard_negatives needs with_text=True: they are captions")
         if isinstance(manifests, (str, Path)):
             manifests = [manifests]
         manifests = [Path(m) for m in manifests]
@@ -59,6 +66,7 @@ class AudioCropDataset(Dataset):
         self.sample_rate, self.crop_seconds = sample_rate, crop_seconds
         self.length = int(round(crop_seconds * sample_rate))
         self.random_crop, self.with_text, self.gain_db = random_crop, with_text, gain_db
+        self.hard_negatives = hard_negatives
         self.clips: list[Clip] = []
         self.groups: list[np.ndarray] = []  # clip indices of each manifest
         for manifest in manifests:
@@ -101,4 +109,10 @@ class AudioCropDataset(Dataset):
         item = {"audio": wav, "clip": index}
         if self.with_text:
             item["text"] = clip.captions[int(rng.integers(len(clip.captions)))]
+        if self.hard_negatives:
+            negative = counterfactual_caption(clip.attributes or {}, rng)
+            if negative is None:
+                other = self.clips[(index + 1 + int(rng.integers(len(self) - 1 or 1))) % len(self)]
+                negative = other.captions[int(rng.integers(len(other.captions)))]
+            item["negative_text"] = negative
         return item

@@ -133,7 +133,25 @@ def real_semantic(
         raise ValueError(f"no held-out clip is {seconds} s long; use --seconds below the clips' length")
     g = torch.Generator().manual_seed(seed)
     qc = coarse.levels
-    rates, mel = [], {"real_coarse": [], "real_coarse_fine_stage": [], "real_all_levels": []}
+
+    def with_fine(coarse_codes: torch.Tensor) -> torch.Tensor:
+        """The coarse codes and, with a fine stage, the fine codes it samples for them."""
+        if fine is None:
+            return coarse_codes
+        fine_codes = generate_stage(
+            fine,
+            lambda s, n, e: fine.condition(coarse=coarse_codes[..., s:e]),
+            ac_frames,
+            1,
+            Sampling(PAPER_TEMPERATURES[2]),
+            generator=g,
+            aligned=lambda s, e: fine.aligned(s, e, coarse=coarse_codes),
+        )
+        return torch.cat([coarse_codes, fine_codes], dim=1)
+
+    rates, mel = [], {"real_coarse": [], "real_all_levels": []}
+    if fine is not None:
+        mel["real_coarse_fine_stage"] = []
     for clip, path in tqdm(chosen, desc="real semantic -> coarse -> fine", unit="clip"):
         semantic = clip["semantic"][None, :sem_frames]
         mulan = data.audio_tokens(clip, 0.0)
@@ -146,41 +164,17 @@ def real_semantic(
             generator=g,
             aligned=lambda s, e: coarse.aligned(s, e, semantic=semantic),
         )
-        fine_codes = generate_stage(
-            fine,
-            lambda s, n, e: fine.condition(coarse=coarse_codes[..., s:e]),
-            ac_frames,
-            1,
-            Sampling(PAPER_TEMPERATURES[2]),
-            generator=g,
-            aligned=lambda s, e: fine.aligned(s, e, coarse=coarse_codes),
-        )
-        generated = codec.decode(torch.cat([coarse_codes, fine_codes], dim=1))[0]
+        generated = codec.decode(with_fine(coarse_codes))[0]
         real = load_audio(path, codec.sample_rate)[: generated.shape[-1]]
         rates.append((onset_rate(generated, codec.sample_rate), onset_rate(real, codec.sample_rate)))
         real_codes = clip["acoustic"][None, :, :ac_frames]
         length = min(real.shape[-1], generated.shape[-1])
         decodes = {
             "real_coarse": codec.decode(real_codes[:, :qc]),
-            "real_coarse_fine_stage": codec.decode(
-                torch.cat(
-                    [
-                        real_codes[:, :qc],
-                        generate_stage(
-                            fine,
-                            lambda s, n, e: fine.condition(coarse=real_codes[:, :qc, s:e]),
-                            ac_frames,
-                            1,
-                            Sampling(PAPER_TEMPERATURES[2]),
-                            generator=g,
-                            aligned=lambda s, e: fine.aligned(s, e, coarse=real_codes[:, :qc]),
-                        ),
-                    ],
-                    dim=1,
-                )
-            ),
             "real_all_levels": codec.decode(real_codes),
         }
+        if fine is not None:
+            decodes["real_coarse_fine_stage"] = codec.decode(with_fine(real_codes[:, :qc]))
         for name, wav in decodes.items():
             mel[name].append(mel_distance(wav[0, :length], real[:length], codec.sample_rate))
     generated_rates, real_rates = np.array(rates).T

@@ -72,6 +72,9 @@ class MuLanConfig(Config):
     # (musiclm.audio.RhythmAndKey):
     # a ResNet pooling log-mel hears timbre; tempo and mode it hardly heard (zero-shot 0.53 on both)
     rhythm_and_key: bool = False
+    # each training clip also brings its caption with the tempo, mode or family changed as one more
+    # negative text: in-batch negatives mostly differ in family, so tempo and mode went unlearnt
+    hard_negatives: bool = False
     num_quantizers: int = 12
     codebook_size: int = 1024
 
@@ -89,6 +92,7 @@ class MuLanConfig(Config):
             "num_quantizers": 12,
             "codebook_size": 256,
             "rhythm_and_key": True,
+            "hard_negatives": True,
         },
         "paper": {
             "n_mels": 128,
@@ -307,16 +311,22 @@ class MuLan(Trainable, PretrainedMixin):
 
     # --- training ----------------------------------------------------------------------------------
     def contrastive_loss(self, audio: torch.Tensor, text: torch.Tensor) -> dict[str, torch.Tensor]:
+        """InfoNCE both ways; ``text`` rows past ``len(audio)`` are extra negatives (no audio of theirs),
+        so they enter the audio->text direction only."""
         a, t = F.normalize(audio, dim=-1), F.normalize(text, dim=-1)
         scale = self.log_scale.clamp(max=torch.log(torch.tensor(100.0))).exp()
         logits = scale * a @ t.T
         target = torch.arange(len(a), device=a.device)
-        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, : len(a)].T, target)) / 2
         acc = (logits.argmax(1) == target).float().mean()
-        return {"loss": loss, "acc": acc, "temperature": 1 / scale.detach()}
+        out = {"loss": loss, "acc": acc, "temperature": 1 / scale.detach()}
+        if len(t) > len(a):  # how often the true caption beats its own changed copy
+            out["hard_acc"] = (logits.diagonal() > logits[:, len(a) :].diagonal()).float().mean()
+        return out
 
     def training_step(self, batch: dict[str, Any], *, step: int, group: str) -> dict[str, torch.Tensor]:
-        return self.contrastive_loss(self.audio_features(batch["audio"]), self.text_features(batch["text"]))
+        texts = list(batch["text"]) + list(batch.get("negative_text", []))
+        return self.contrastive_loss(self.audio_features(batch["audio"]), self.text_features(texts))
 
     def validation_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self.training_step(batch, step=0, group="model")
