@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 import musiclm.pipeline as pipeline
-from musiclm.audio import load_audio, loudness_normalize, save_audio
+from musiclm.audio import load_audio, loudness_normalize, resample, save_audio
 from musiclm.cli.main import app
 from musiclm.codec.soundstream import SoundStream, SoundStreamConfig
 from musiclm.data.manifest import Clip, write_manifest
@@ -21,7 +21,7 @@ from musiclm.mulan.model import MuLan, MuLanConfig
 from musiclm.pipeline import GenerationError, MusicLM, StageSet, generate_tokens, stage_config, vocabularies
 from musiclm.semantic.tokenizer import KMeansTokenizer
 from musiclm.semantic.w2vbert import W2VBert, W2VBertConfig
-from musiclm.stages import STAGES, StageLM
+from musiclm.stages import STAGES, StageLM, tokenize
 from musiclm.stages.data import StageDataset, load_shards, read_meta
 from musiclm.stages.tokenize import tokenize_clips
 
@@ -222,6 +222,67 @@ def test_tokenize_job_resumes_and_splits_ranks(parts, tmp_path):
         assert torch.isfinite(
             stage.training_step({k: v[None] for k, v in item.items()}, step=0, group="m")["loss"]
         )
+
+
+class LocalTokenizer:
+    """A semantic tokenizer whose tokens depend on their own frame's audio alone: windowed tokenization
+    must give exactly its whole-clip tokens (the window bookkeeping); w2v-BERT sees all of its input."""
+
+    sample_rate, frame_rate, vocab_size = SR, 25.0, 8
+
+    def __init__(self):
+        self.lengths = []
+
+    def tokenize(self, wav):
+        self.lengths.append(wav.shape[-1])
+        frames = round(self.frame_rate * wav.shape[-1] / self.sample_rate)
+        wav = torch.nn.functional.pad(wav, (0, frames * 640 - wav.shape[-1]))
+        return (wav.unflatten(-1, (frames, 640)).abs().mean(-1) * 40).long() % self.vocab_size
+
+
+def same_codes(streamed: torch.Tensor, whole: torch.Tensor) -> bool:
+    """The same shape and, but for a few frames at float-rounding ties, the same codes."""
+    return streamed.shape == whole.shape and (streamed == whole).all(0).float().mean() > 0.98
+
+
+def test_long_clips_are_tokenized_in_windows(parts, tmp_path):
+    """Over two windows, a clip goes through the parts a window at a time: the acoustic codes (streamed),
+    MuLan and melody tokens are the whole clip's; the semantic tokens are as many, the same for a tokenizer
+    of local features, and for w2v-BERT what each window with its context gives (not the whole clip's).
+
+    The streamed codec latents differ from the whole clip's by float rounding (~1e-6), which can move a code
+    at a near-tie between two codewords; this untrained codec's codebooks, k-means-initialised on the test
+    tone, have such ties (the shipped codec gave all 360,000 codes of a 10-minute file unchanged)."""
+    codec, semantic, mulan, melody = parts
+    wav = torch.cat([tone(2.32, 180.0 + 60 * i) for i in range(3)])  # 174 frames: 3 windows of 50, then 24
+    local = LocalTokenizer()
+    windowed = tokenize.semantic_windows(wav, local, "cpu", 2.0, context_seconds=0.5)
+    # each window with 12 frames (0.48 s) of context either side, so no call sees more than 74 frames
+    assert len(local.lengths) == 4 and max(local.lengths) == 74 * 640
+    assert windowed.equal(local.tokenize(wav[None])[0])
+    windowed = tokenize.semantic_windows(wav, semantic, "cpu", 2.0, context_seconds=0.5)
+    first = semantic.tokenize(wav[None, : 62 * 640])[0]  # the first window and its right context
+    assert windowed.shape == (174,) and windowed[:50].equal(first[:50])
+    streamed, whole = (
+        tokenize.encode_aligned(wav, SR, codec, semantic, window_seconds=w) for w in (2.0, None)
+    )
+    assert streamed[0].shape == whole[0].shape == (174,) and whole[1].shape == (codec.num_quantizers, 348)
+    assert same_codes(streamed[1], whole[1])
+    mulan_wav = resample(wav, SR, mulan.sample_rate)
+    assert tokenize.mulan_window_tokens(mulan, mulan_wav, batch=2).equal(
+        tokenize.mulan_window_tokens(mulan, mulan_wav)
+    )
+
+    clip = Clip(path=save_audio(tmp_path / "long.wav", wav, SR))
+    out = {}
+    for name, window in (("whole", None), ("windows", 2.0)):
+        tokenize.tokenize_clips([clip], tmp_path / name, *parts, progress=False, window_seconds=window)
+        out[name] = load_shards(tmp_path / name)[0]
+    assert same_codes(out["windows"]["acoustic"], out["whole"]["acoustic"])
+    for key in ("mulan", "melody"):
+        assert out["windows"][key].equal(out["whole"][key]), key
+    assert out["windows"]["semantic"].shape == out["whole"]["semantic"].shape
+    assert out["whole"]["melody"].shape[0] == 2  # tiny melody: 4 s windows every 3 s, one to a 2 s piece
 
 
 def test_cli_generate_and_train_stage(folder, tmp_path, parts):

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from musiclm.config import ConfigError
 from musiclm.pipeline import StageSet, generate_tokens
 from musiclm.stages import STAGES, Sampling, StageConfig, StageLM, count_parameters, generate_stage, sample
-from musiclm.stages.data import StageDataset, load_shards
+from musiclm.stages.data import StageDataset, TokenShards, load_shards
 from musiclm.stages.stages import NULL, SEP
 from musiclm.training import TrainConfig, Trainer
 
@@ -380,6 +380,49 @@ def test_dataset_conditions_on_the_nearest_mulan_window_or_a_caption(tmp_path):
         for k in range(20)
     }
     assert seen == {(9, 9, 9), (10, 10, 10)}
+
+
+def test_token_shards_are_read_lazily_in_their_stored_dtype(tmp_path):
+    """Clips come from the shard headers and files as the int32 they are stored in (an old-format MuLan
+    row ``[Qm]`` read as ``[1, Qm]``); StageDataset gives the same int64 items over them as over the
+    clips held in memory, in this process and in a forked DataLoader worker."""
+    g = torch.Generator().manual_seed(0)
+
+    def clip(seconds: int, mulan_rows: int | None, text: bool = False) -> dict[str, torch.Tensor]:
+        shape = (3,) if mulan_rows is None else (mulan_rows, 3)
+        clip = {
+            "semantic": torch.randint(0, 20, (25 * seconds,), generator=g),
+            "acoustic": torch.randint(0, 24, (5, 50 * seconds), generator=g),
+            "mulan": torch.randint(0, 16, shape, generator=g),
+        }
+        if text:
+            clip["text"] = torch.randint(0, 16, (2, 3), generator=g)
+        return clip
+
+    first, second = [clip(3, None), clip(1, 2)], [clip(12, 3, text=True)]
+    write_shard(tmp_path / "shard-00000.safetensors", first)
+    write_shard(tmp_path / "shard-00001.safetensors", second)
+    shards = load_shards(tmp_path)
+    assert isinstance(shards, TokenShards) and len(shards) == 3
+    for i, written in enumerate(first + second):
+        read = shards[i]
+        assert set(read) == set(written) and all(t.dtype == torch.int32 for t in read.values())
+        assert read["mulan"].equal(written["mulan"].reshape(-1, 3).int())
+        assert {k: tuple(v.shape) for k, v in read.items()} == shards.shapes[i]
+        assert all(read[k].equal(written[k].int()) for k in written if k != "mulan")
+    in_memory = [
+        {k: v.long().reshape(-1, 3) if k == "mulan" else v.long() for k, v in c.items()}
+        for c in first + second
+    ]
+    for name in STAGES:
+        model = stage(name, text_share=0.5)
+        lazy, eager = StageDataset(shards, model), StageDataset(in_memory, model)
+        assert len(lazy) == len(eager) == (2 if name == "semantic" else 3)  # the 1 s clip is shorter than 2 s
+        for key in range(12):
+            item = lazy[key]
+            assert all(v.dtype == torch.int64 and v.equal(eager[key][k]) for k, v in item.items())
+    worker = next(iter(torch.utils.data.DataLoader(lazy, batch_size=3, num_workers=1)))
+    assert all(worker[k].equal(torch.stack([lazy[i][k] for i in range(3)])) for k in worker)
 
 
 def test_interleaved_coarse_stage_learns_to_follow_its_semantic_tokens_in_time(tmp_path):

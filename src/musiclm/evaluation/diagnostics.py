@@ -17,6 +17,7 @@ all real levels (what the fine stage adds).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import islice
 from typing import Any
 
 import librosa
@@ -55,7 +56,10 @@ def conditioning_nll(model: StageLM, data: StageDataset, clips: int) -> dict[str
     """NLL of one window per clip (its start, plus 0.5 s room for the shift) under each conditioning."""
     c = model.config
     shift = round(SHIFT_SECONDS * c.semantic_rate)
-    usable = [clip for clip in data.clips if clip["semantic"].shape[-1] >= data.sem_frames + shift][:clips]
+    # a generator, so that no more clips than needed are read from the shards
+    usable = list(
+        islice((clip for clip in data.clips if clip["semantic"].shape[-1] >= data.sem_frames + shift), clips)
+    )
     if len(usable) < 2:
         raise ValueError(
             f"the {c.stage} stage needs held-out clips of at least {c.window_seconds + SHIFT_SECONDS:.1f} s "
@@ -127,8 +131,9 @@ def real_semantic(
     start has)."""
     coarse, fine, codec = pipeline.stages.coarse, pipeline.stages.fine, pipeline.codec
     sem_frames, ac_frames = round(seconds * coarse.config.semantic_rate), round(seconds * coarse.frame_rate)
-    chosen = [(clip, path) for clip, path in zip(shards, paths) if clip["semantic"].shape[-1] >= sem_frames]
-    chosen = chosen[:clips]
+    chosen = list(
+        islice(((c, p) for c, p in zip(shards, paths) if c["semantic"].shape[-1] >= sem_frames), clips)
+    )
     if not chosen:
         raise ValueError(f"no held-out clip is {seconds} s long; use --seconds below the clips' length")
     g = torch.Generator().manual_seed(seed)
@@ -153,7 +158,7 @@ def real_semantic(
     if fine is not None:
         mel["real_coarse_fine_stage"] = []
     for clip, path in tqdm(chosen, desc="real semantic -> coarse -> fine", unit="clip"):
-        semantic = clip["semantic"][None, :sem_frames]
+        semantic = clip["semantic"][None, :sem_frames].long()
         mulan = data.audio_tokens(clip, 0.0)
         coarse_codes = generate_stage(
             coarse,
@@ -167,7 +172,7 @@ def real_semantic(
         generated = codec.decode(with_fine(coarse_codes))[0]
         real = load_audio(path, codec.sample_rate)[: generated.shape[-1]]
         rates.append((onset_rate(generated, codec.sample_rate), onset_rate(real, codec.sample_rate)))
-        real_codes = clip["acoustic"][None, :, :ac_frames]
+        real_codes = clip["acoustic"][None, :, :ac_frames].long()
         length = min(real.shape[-1], generated.shape[-1])
         decodes = {
             "real_coarse": codec.decode(real_codes[:, :qc]),

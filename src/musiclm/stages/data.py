@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +16,8 @@ from safetensors import safe_open
 
 from musiclm.stages.stages import StageLM
 from musiclm.stages.tokenize import META_FILE
+
+OPEN_SHARDS = 32  # shard files a process keeps open between reads (a folder may hold thousands)
 
 
 def read_meta(directory: str | Path) -> dict:
@@ -31,24 +38,74 @@ def shard_paths(directory: str | Path) -> list[str]:
     return paths
 
 
-def load_shards(directory: str | Path) -> list[dict[str, torch.Tensor]]:
-    """Every clip of every shard in ``directory``: ``[{"semantic", "acoustic", "mulan", ["text"],
-    ["melody"]}, ...]`` (``mulan [Wm, Qm]``: shards of older versions held one row per clip, ``[Qm]``, read
-    as ``[1, Qm]``)."""
-    shards = sorted(Path(directory).glob("shard-*.safetensors"))
-    if not shards:
-        raise FileNotFoundError(f"no shard-*.safetensors in {directory}; run `musiclm tokenize` first")
-    clips: list[dict[str, torch.Tensor]] = []
-    for path in shards:
-        with safe_open(str(path), framework="pt") as f:
-            items: dict[str, dict[str, torch.Tensor]] = {}
-            for key in f.keys():
-                index, name = key.split("/")
-                items.setdefault(index, {})[name] = f.get_tensor(key).long()
-        clips.extend(items[k] for k in sorted(items, key=int))
-    for clip in clips:
-        clip["mulan"] = clip["mulan"].reshape(-1, clip["mulan"].shape[-1])
-    return clips
+class TokenShards(Sequence[dict[str, torch.Tensor]]):
+    """The clips of a token folder, read one at a time from the memory-mapped shards in their stored dtype.
+
+    ``shards[i]`` is clip ``i``'s ``{"semantic" [Fs], "acoustic" [Q, Fa], "mulan" [Wm, Qm], ["text"
+    [C, Qm]], ["melody" [W, Qmel]]}`` as int32 (the stored dtype: half of int64), read from its shard when
+    asked; ``shapes[i]`` gives the same shapes from the shard headers alone, which is what choosing clips
+    by length needs. Shards of older versions held one MuLan row per clip, ``[Qm]``: it reads as ``[1, Qm]``.
+
+    A process keeps up to ``OPEN_SHARDS`` shard files open and opens its own after a fork or when pickled
+    (DataLoader workers). Under ``torchrun`` every rank opens the whole folder, but that reads headers
+    only: the Trainer's sampler gives each rank its own items, so a rank reads just the clips it trains on.
+    """
+
+    def __init__(self, directory: str | Path):
+        files = sorted(Path(directory).glob("shard-*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"no shard-*.safetensors in {directory}; run `musiclm tokenize` first")
+        self.files = [str(path) for path in files]
+        self.clips: list[tuple[int, str]] = []  # (file, key prefix) of each clip
+        self.shapes: list[dict[str, tuple[int, ...]]] = []
+        for n, path in enumerate(self.files):
+            with safe_open(path, framework="pt") as f:
+                shapes: dict[str, dict[str, tuple[int, ...]]] = {}
+                for key in f.keys():
+                    index, name = key.split("/")
+                    shapes.setdefault(index, {})[name] = tuple(f.get_slice(key).get_shape())
+            for index in sorted(shapes, key=int):
+                mulan = shapes[index]["mulan"]
+                shapes[index]["mulan"] = (math.prod(mulan[:-1]), mulan[-1])
+                self.clips.append((n, index))
+                self.shapes.append(shapes[index])
+        self._open: OrderedDict = OrderedDict()
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        n, index = self.clips[i]
+        f = self._file(n)
+        clip = {name: f.get_tensor(f"{index}/{name}") for name in self.shapes[i]}
+        clip["mulan"] = clip["mulan"].reshape(self.shapes[i]["mulan"])
+        return clip
+
+    def select(self, indices: Sequence[int]) -> TokenShards:
+        """These clips only (a view on the same files)."""
+        picked = copy.copy(self)
+        picked.clips = [self.clips[i] for i in indices]
+        picked.shapes = [self.shapes[i] for i in indices]
+        picked._open = OrderedDict()
+        return picked
+
+    def _file(self, n: int):
+        if self._pid != os.getpid():  # a forked worker: the parent's handles are not its own
+            self._open, self._pid = OrderedDict(), os.getpid()
+        f = self._open.pop(n, None) or safe_open(self.files[n], framework="pt")
+        self._open[n] = f  # most recently used last
+        if len(self._open) > OPEN_SHARDS:
+            self._open.popitem(last=False)
+        return f
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_open": OrderedDict()}
+
+
+def load_shards(directory: str | Path) -> TokenShards:
+    """Every clip of every shard in ``directory``, read lazily (see :class:`TokenShards`)."""
+    return TokenShards(directory)
 
 
 def dataset_options(meta: dict) -> dict:
@@ -68,11 +125,13 @@ class StageDataset(torch.utils.data.Dataset):
     learns from is real). The window start is drawn from ``np.random.default_rng(key)``. The MuLan
     conditioning is the audio tokens of the MuLan window centred nearest the training window or, in
     ``config.text_share`` of the windows of captioned clips, the text tokens of one of its captions.
+    ``clips`` is best a :class:`TokenShards`: clips are then chosen from the shard headers and an item
+    reads its clip only, keeping it in the stored int32 until the window is cut (items are int64).
     """
 
     def __init__(
         self,
-        clips: list[dict[str, torch.Tensor]],
+        clips: TokenShards | Sequence[dict[str, torch.Tensor]],
         model: StageLM,
         melody_hop: float = 3.0,
         mulan_hop: float = 2.0,
@@ -84,13 +143,16 @@ class StageDataset(torch.utils.data.Dataset):
         self.sem_frames = round(c.window_seconds * c.semantic_rate)
         self.ac_frames = round(c.window_seconds * c.acoustic_rate)
         needs_melody = c.stage == "semantic" and c.melody_quantizers > 0
-        self.clips = [
-            clip
-            for clip in clips
-            if clip["semantic"].shape[-1] >= self.sem_frames
-            and clip["acoustic"].shape[-1] >= self.ac_frames
-            and (not needs_melody or "melody" in clip)
+        lazy = isinstance(clips, TokenShards)
+        shapes = clips.shapes if lazy else [{k: tuple(v.shape) for k, v in clip.items()} for clip in clips]
+        keep = [
+            i
+            for i, shape in enumerate(shapes)
+            if shape["semantic"][-1] >= self.sem_frames
+            and shape["acoustic"][-1] >= self.ac_frames
+            and (not needs_melody or "melody" in shape)
         ]
+        self.clips = clips.select(keep) if lazy else [clips[i] for i in keep]
         if not self.clips:
             raise ValueError(
                 f"none of the {len(clips)} clips is as long as the {c.stage} stage's window of "
@@ -102,11 +164,11 @@ class StageDataset(torch.utils.data.Dataset):
         return len(self.clips)
 
     def audio_tokens(self, clip: dict[str, torch.Tensor], start_seconds: float) -> torch.Tensor:
-        """``[1, Qm]``: audio tokens of the MuLan window (they start every mulan_hop s) centred nearest the
-        stage window that starts at ``start_seconds``."""
+        """``[1, Qm]`` int64: audio tokens of the MuLan window (they start every mulan_hop s) centred nearest
+        the stage window that starts at ``start_seconds``."""
         centre = start_seconds + self.model.config.window_seconds / 2
         index = round(max(centre - self.mulan_window / 2, 0.0) / self.mulan_hop)
-        return clip["mulan"][min(index, clip["mulan"].shape[0] - 1)][None]
+        return clip["mulan"][min(index, clip["mulan"].shape[0] - 1)][None].long()
 
     def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
         clip, c = self.clips[key % len(self.clips)], self.model.config
@@ -126,12 +188,14 @@ class StageDataset(torch.utils.data.Dataset):
         semantic: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The item of the window from semantic frame ``start`` (both streams align), conditioned on
-        MuLan tokens ``mulan [1, Qm]``; ``semantic [Fs]`` stands in for the clip's own S of the window."""
+        MuLan tokens ``mulan [1, Qm]``; ``semantic [Fs]`` stands in for the clip's own S of the window.
+        The tokens are cut from the clip in its stored dtype, then made int64 (the window's alone)."""
         c, model = self.model.config, self.model
         a0 = round(start * c.acoustic_rate / c.semantic_rate)
         if semantic is None:
             semantic = clip["semantic"][start : start + self.sem_frames]
-        acoustic = clip["acoustic"][:, a0 : a0 + self.ac_frames]
+        semantic, mulan = semantic.long(), mulan.long()
+        acoustic = clip["acoustic"][:, a0 : a0 + self.ac_frames].long()
         coarse, fine = (
             acoustic[: c.coarse_quantizers],
             acoustic[c.coarse_quantizers : c.coarse_quantizers + c.fine_quantizers],
@@ -139,7 +203,7 @@ class StageDataset(torch.utils.data.Dataset):
         if c.stage == "semantic":
             melody = None
             if c.melody_quantizers:
-                melody = model.melody_windows(clip["melody"][None], start, self.melody_hop)
+                melody = model.melody_windows(clip["melody"][None], start, self.melody_hop).long()
             prefix, codes = model.condition(mulan=mulan, melody=melody), semantic[None]
         elif c.stage == "coarse":
             prefix, codes = model.condition(mulan=mulan, semantic=semantic[None]), coarse

@@ -8,6 +8,10 @@ feeds) and ``i/melody [W, Qmel]`` when a melody embedder is given; the clip path
 ``meta.json`` holds the vocabularies and rates. Shard ``s``
 belongs to rank ``s % world_size`` under ``torchrun``; a shard that exists is done, so a killed job
 resumes where it stopped.
+
+A clip longer than two windows of ``window_seconds`` (30 s) goes through the models a window at a time, so
+the job's memory is that of one window's activations plus the clip's audio, whatever the clip's length
+(see :func:`encode_aligned` for what windowing changes in the tokens).
 """
 
 from __future__ import annotations
@@ -27,21 +31,36 @@ from musiclm.interfaces import AcousticCodec, Conditioner, MelodyEmbedder, Seman
 
 META_FILE = "meta.json"
 MULAN_HOP = 2.0  # seconds between the MuLan windows of a clip
+WINDOW_SECONDS = 30.0  # audio a model sees at once when a clip is longer than two of these
+# Seconds of audio either side of a semantic window, tokenized and dropped: with them, tokens of 30 s windows
+# placed 15 s apart agree on 59 % of frames, without on 51 % (shipped model, 3 minutes of music).
+SEMANTIC_CONTEXT = 5.0
 
 
 def mulan_window_tokens(
-    mulan: Conditioner, wav: torch.Tensor, hop: float = MULAN_HOP, device: str | torch.device = "cpu"
+    mulan: Conditioner,
+    wav: torch.Tensor,
+    hop: float = MULAN_HOP,
+    device: str | torch.device = "cpu",
+    batch: int = 16,
 ) -> torch.Tensor:
     """MuLan audio tokens ``[W, Qm]`` of windows every ``hop`` s of ``[T]`` audio at ``mulan.sample_rate``.
 
     Each window is prepared as MuLan's training crops are (its window length, zero-padded when the clip is
     shorter, loudness-normalised), so the tokens a stage learns from are those MuLan would give that audio.
+    The windows go through MuLan ``batch`` at a time: a long clip has hundreds of them.
     """
     rate = mulan.sample_rate
     length = round(mulan.window_seconds * rate)
     starts = range(0, max(wav.shape[-1] - length, 0) + 1, round(hop * rate))
-    windows = torch.stack([loudness_normalize(crop_or_pad(wav, length, offset=s), rate) for s in starts])
-    return mulan.quantize(mulan.embed_audio(windows.to(device))).cpu()
+    tokens = []
+    for first in range(0, len(starts), batch):
+        windows = [
+            loudness_normalize(crop_or_pad(wav, length, offset=s), rate)
+            for s in starts[first : first + batch]
+        ]
+        tokens.append(mulan.quantize(mulan.embed_audio(torch.stack(windows).to(device))).cpu())
+    return torch.cat(tokens)
 
 
 def encode_aligned(
@@ -50,15 +69,96 @@ def encode_aligned(
     codec: AcousticCodec,
     semantic: SemanticTokenizer,
     device: str | torch.device = "cpu",
+    window_seconds: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``[T]`` CPU audio at ``sample_rate`` -> semantic ``[Fs]`` and acoustic ``[Q, Fa]`` covering the same
-    time."""
-    acoustic = codec.encode(resample(wav, sample_rate, codec.sample_rate)[None].to(device))[0].cpu()
-    tokens = semantic.tokenize(resample(wav, sample_rate, semantic.sample_rate)[None].to(device))[0].cpu()
+    time.
+
+    With ``window_seconds``, audio longer than two windows is encoded a window at a time. A codec that
+    streams (``encode_stream``: the causal SoundStream carries its context across chunks) gives the whole
+    clip's codes, up to float rounding in its latents (~1e-6, which moves a code only at a near-tie between
+    codewords: none of the 360,000 of a 10-minute file with the shipped codec); a codec without
+    ``encode_stream`` encodes the whole clip. The semantic tokens are as many as the whole clip's but cannot
+    be the same: w2v-BERT attends over all of its input and normalises its mel features over it, so a token
+    depends on tens of seconds around it. Each window is tokenized with ``SEMANTIC_CONTEXT`` s of audio
+    either side, then dropped. On the shipped model 51 % of a 10-minute file's tokens agree with its
+    whole-file tokens, within what the whole-file tokens of its 30-60 s excerpts share with them (34-68 %;
+    ``benchmarks/results/streaming.json``): whole-file tokens of minutes of audio, far longer than anything
+    the tokenizer was trained or used on, are no truer reference.
+    """
+    codec_wav = resample(wav, sample_rate, codec.sample_rate)
+    semantic_wav = resample(wav, sample_rate, semantic.sample_rate)
+    if window_seconds is None or wav.shape[-1] <= 2 * window_seconds * sample_rate:
+        acoustic = codec.encode(codec_wav[None].to(device))[0].cpu()
+        tokens = semantic.tokenize(semantic_wav[None].to(device))[0].cpu()
+    else:
+        acoustic = _acoustic_windows(codec_wav, codec, device, window_seconds)
+        tokens = semantic_windows(semantic_wav, semantic, device, window_seconds)
     seconds = min(acoustic.shape[-1] / codec.frame_rate, tokens.shape[-1] / semantic.frame_rate)
     # whole semantic frames only, so that both streams cut at the same instant
     seconds = int(seconds * semantic.frame_rate) / semantic.frame_rate
     return tokens[: round(seconds * semantic.frame_rate)], acoustic[:, : round(seconds * codec.frame_rate)]
+
+
+def _acoustic_windows(
+    wav: torch.Tensor, codec: AcousticCodec, device: str | torch.device, window_seconds: float
+) -> torch.Tensor:
+    """``[Q, Fa]`` codes of ``[T]`` audio at the codec's rate, streamed in windows when the codec can."""
+    stream = getattr(codec, "encode_stream", None)
+    if stream is None:
+        return codec.encode(wav[None].to(device))[0].cpu()
+    step = round(window_seconds * codec.sample_rate)
+    chunks = (wav[None, s : s + step].to(device) for s in range(0, wav.shape[-1], step))
+    return torch.cat([codes[0].cpu() for codes in stream(chunks)], dim=-1)
+
+
+def semantic_windows(
+    wav: torch.Tensor,
+    semantic: SemanticTokenizer,
+    device: str | torch.device,
+    window_seconds: float,
+    context_seconds: float = SEMANTIC_CONTEXT,
+) -> torch.Tensor:
+    """``[Fs]`` tokens of ``[T]`` audio at the tokenizer's rate, a window of frames at a time, each tokenized
+    with ``context_seconds`` of audio either side (see :func:`encode_aligned`).
+
+    A window that is silent with its context is refused by the tokenizer although the whole clip is not;
+    such a clip is tokenized whole."""
+    rate, per_second = semantic.sample_rate, semantic.frame_rate
+    frames = round(per_second * wav.shape[-1] / rate)  # the whole clip's count (SemanticTokenizer.tokenize)
+    step, context = round(window_seconds * per_second), round(context_seconds * per_second)
+    tokens = []
+    for first in range(0, frames, step):
+        before = min(context, first)
+        begin = round((first - before) * rate / per_second)
+        end = round((first + step + context) * rate / per_second)
+        try:
+            window = semantic.tokenize(wav[None, begin:end].to(device))[0].cpu()
+        except AudioError:
+            return semantic.tokenize(wav[None].to(device))[0].cpu()
+        tokens.append(window[before : before + step])
+    return torch.cat(tokens)
+
+
+def melody_tokens(
+    melody: MelodyEmbedder, wav: torch.Tensor, device: str | torch.device, window_seconds: float | None
+) -> torch.Tensor:
+    """Melody tokens ``[W, Qmel]`` of ``[T]`` audio at ``melody.sample_rate`` (at least one window long).
+
+    With ``window_seconds``, the audio goes to the embedder in pieces of about that length that start on its
+    window hops and overlap by a window less a hop, so each piece holds whole windows of the clip's own
+    and the pieces' windows are the clip's (the last piece is zero-padded as the whole clip would be)."""
+    if window_seconds is None:
+        return melody.quantize(melody.embed(wav[None].to(device)))[0].cpu()
+    rate = melody.sample_rate
+    length, hop = round(melody.window_seconds * rate), round(melody.hop_seconds * rate)
+    count = 1 + max(0, -(-(wav.shape[-1] - length) // hop))  # the clip's windows, as MelodyEmbedder.windows
+    per_piece = max(1, round(window_seconds / melody.hop_seconds))
+    tokens = []
+    for first in range(0, count, per_piece):
+        piece = wav[None, first * hop : (first + per_piece - 1) * hop + length].to(device)
+        tokens.append(melody.quantize(melody.embed(piece))[0].cpu())
+    return torch.cat(tokens)
 
 
 def vocab_meta(
@@ -94,11 +194,13 @@ def tokenize_clips(
     progress: bool = True,
     device: str | torch.device = "cpu",
     strict: bool = False,
+    window_seconds: float | None = WINDOW_SECONDS,
 ) -> list[Path]:
     """Write this rank's shards (skipping finished ones); returns the shard paths written or found.
 
     A clip that cannot be used (unreadable, silent, too short) is skipped and its reason kept in
-    ``skipped.jsonl``; ``strict`` makes it an error instead."""
+    ``skipped.jsonl``; ``strict`` makes it an error instead. Clips longer than two ``window_seconds``
+    are encoded a window at a time (None: every clip whole; see :func:`encode_aligned`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
@@ -130,7 +232,7 @@ def tokenize_clips(
                     if wav.shape[-1] < codec.sample_rate / semantic.frame_rate * 2:
                         raise AudioError("shorter than two semantic frames")
                     tensors[f"{i}/semantic"], tensors[f"{i}/acoustic"] = encode_aligned(
-                        wav, codec.sample_rate, codec, semantic, device
+                        wav, codec.sample_rate, codec, semantic, device, window_seconds
                     )
                     mulan_wav = read_clip(clip, mulan.sample_rate)
                     tensors[f"{i}/mulan"] = mulan_window_tokens(mulan, mulan_wav, device=device)
@@ -139,9 +241,7 @@ def tokenize_clips(
                     if melody is not None:
                         mel_wav = resample(wav, codec.sample_rate, melody.sample_rate)
                         if mel_wav.shape[-1] >= melody.window_seconds * melody.sample_rate:
-                            tensors[f"{i}/melody"] = melody.quantize(melody.embed(mel_wav[None].to(device)))[
-                                0
-                            ].cpu()
+                            tensors[f"{i}/melody"] = melody_tokens(melody, mel_wav, device, window_seconds)
                 except AudioError as err:  # unreadable, NaN, short, silent (the tokenizer refuses it)
                     skips.skip(clip.path, str(err))
                     for key in [k for k in tensors if k.startswith(f"{i}/")]:
