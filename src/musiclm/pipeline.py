@@ -33,13 +33,8 @@ from musiclm.stages.tokenize import encode_aligned
 PIPELINE_FILE = "pipeline.json"
 # The trained small model committed with the repository (an editable install finds it here)
 SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "checkpoints" / "musiclm_small"
-PARTS = (
-    "codec",
-    "semantic",
-    "mulan",
-    "semantic_stage",
-    "coarse_stage",
-)  # required; melody, fine_stage optional
+# the parts a pipeline folder must hold (melody/ and fine_stage/ are optional)
+PARTS = ("codec", "semantic", "mulan", "semantic_stage", "coarse_stage")
 PAPER_TEMPERATURES = (1.0, 0.95, 0.4)  # semantic, coarse, fine
 MAX_DURATION = 300.0  # the paper generates clips of up to 5 minutes
 

@@ -45,7 +45,9 @@ def _fit_rvq_and_save(trainer, embed, crops, points: int, out: Path, what: str) 
     barrier()
 
 
-def _valid_set(data: list[Path], sample_rate: int, seconds: float, with_text: bool, hard_negatives=False):
+def _valid_set(
+    data: list[Path], sample_rate: int, seconds: float, with_text: bool, hard_negatives: bool = False
+):
     """Fixed middle crops of the 'valid' split, or None where the manifests have none."""
     from musiclm.data.datasets import AudioCropDataset
 

@@ -334,7 +334,7 @@ def render_work(job: dict[str, Any]) -> dict[str, Any]:
                 "license": f"{corpus.LICENSE}; rendered with {sf_name} ({soundfonts[sf_name][1]})",
                 "caption_set": "train" if split == "train" else "heldout",
             }
-            names = [instruments.NAME_OF.get(p, instruments.gm_name(p).lower()) for p in used]
+            names = [instruments.caption_name(p) for p in used]
             captions = make_captions(attrs, names, rng, int(rng.integers(1, 4)))
             result["clips"].append(
                 {

@@ -169,14 +169,15 @@ def make_captions(attrs: dict, instrument_names: list[str], rng: np.random.Gener
 
 
 # A clip's attributes with one changed, for hard negatives: its caption then differs from the true one in
-# that attribute alone. BPM bands follow the build's (musiclm.data.build.TEMPO_BANDS).
-COUNTERFACTUAL_BPM = {"slow": (50, 82), "medium": (98, 122), "fast": (138, 184)}
+# that attribute alone.
 COUNTERFACTUAL_KINDS = ("tempo", "mode", "family")
 
 
 def counterfactual_caption(attrs: dict, rng: np.random.Generator) -> str | None:
     """A caption of the clip with its tempo class, mode or instrument family changed (None: the clip
     lacks the attributes, e.g. a real recording)."""
+    from musiclm.data.build import TEMPO_BANDS  # build imports this module
+
     needed = ("caption_set", "tempo_class", "mode", "programs", "is_melody", "voices", "bpm", "key")
     if not all(attrs.get(k) is not None for k in needed) or attrs["mode"] not in ("major", "minor"):
         return None
@@ -184,8 +185,8 @@ def counterfactual_caption(attrs: dict, rng: np.random.Generator) -> str | None:
     programs = list(dict.fromkeys(attrs["programs"]))
     kind = COUNTERFACTUAL_KINDS[int(rng.integers(2 if attrs["is_melody"] else 3))]
     if kind == "tempo":
-        tempo = str(rng.choice([t for t in COUNTERFACTUAL_BPM if t != attrs["tempo_class"]]))
-        changed["tempo_class"], changed["bpm"] = tempo, int(rng.integers(*COUNTERFACTUAL_BPM[tempo]))
+        tempo = str(rng.choice([t for t in TEMPO_BANDS if t != attrs["tempo_class"]]))
+        changed["tempo_class"], changed["bpm"] = tempo, int(rng.integers(*TEMPO_BANDS[tempo]))
     elif kind == "mode":
         changed["mode"] = "minor" if attrs["mode"] == "major" else "major"
     else:
@@ -193,5 +194,4 @@ def counterfactual_caption(attrs: dict, rng: np.random.Generator) -> str | None:
         others = [f for f in instruments.FAMILIES if f not in own]
         family = instruments.FAMILIES[str(rng.choice(others))]
         programs = [int(family[int(rng.integers(len(family)))][0]) for _ in programs]
-    names = [instruments.NAME_OF.get(p, instruments.gm_name(p).lower()) for p in programs]
-    return make_captions(changed, names, rng, 1)[0]
+    return make_captions(changed, [instruments.caption_name(p) for p in programs], rng, 1)[0]

@@ -108,11 +108,15 @@ class AudioCropDataset(Dataset):
             wav = wav * 10 ** (float(rng.uniform(*self.gain_db)) / 20)
         item = {"audio": wav, "clip": index}
         if self.with_text:
-            item["text"] = clip.captions[int(rng.integers(len(clip.captions)))]
+            item["text"] = _any_caption(clip, rng)
         if self.hard_negatives:
             negative = counterfactual_caption(clip.attributes or {}, rng)
             if negative is None:
                 other = self.clips[(index + 1 + int(rng.integers(len(self) - 1 or 1))) % len(self)]
-                negative = other.captions[int(rng.integers(len(other.captions)))]
+                negative = _any_caption(other, rng)
             item["negative_text"] = negative
         return item
+
+
+def _any_caption(clip: Clip, rng: np.random.Generator) -> str:
+    return clip.captions[int(rng.integers(len(clip.captions)))]

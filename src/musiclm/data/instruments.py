@@ -86,6 +86,11 @@ def gm_name(program: int) -> str:
     return pretty_midi.program_to_instrument_name(program)
 
 
+def caption_name(program: int) -> str:
+    """What a caption calls the instrument: its plain name, e.g. 'piano', else its lower-cased GM name."""
+    return NAME_OF.get(program, gm_name(program).lower())
+
+
 def choose_instruments(n_parts: int, rng: np.random.Generator) -> tuple[list[int], str]:
     """Programs for ``n_parts`` parts (top first) and the kind of line-up: solo, ensemble or mixed."""
     if n_parts == 1:
