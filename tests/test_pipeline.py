@@ -427,7 +427,17 @@ def test_cli_batch_mode_from_prompt_files(folder, tmp_path):
     assert result.exit_code != 0 and "no prompts" in result.output and not list(tmp_path.glob("e*.wav"))
 
 
-def test_eval_stage_reports_every_link(folder, parts, tmp_path):
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")],
+        ),
+    ],
+)
+def test_eval_stage_reports_every_link(folder, parts, tmp_path, device):
     codec, semantic, mulan, melody = parts
     clips = [
         Clip(
@@ -454,6 +464,8 @@ def test_eval_stage_reports_every_link(folder, parts, tmp_path):
             "1",
             "--out",
             str(report),
+            "--device",
+            device,
         ],
     )
     assert result.exit_code == 0, result.output

@@ -85,7 +85,7 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
                     guidance=guidance or None,
                     temperatures=temperatures,
                     progress=True,
-                )[0]
+                )[0].cpu()  # the player and the spectrogram read NumPy
             )
         elapsed = time.perf_counter() - started
         command = [  # uploads by their file names: the user has them under those names
@@ -201,15 +201,21 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
     return app
 
 
-def serve(checkpoint: str | Path | None = None, host: str = "127.0.0.1", port: int = 7860) -> None:
-    """Load the model once (``checkpoint``; default: the shipped one) and serve the page until interrupted."""
+def serve(
+    checkpoint: str | Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    device: str | torch.device = "cpu",
+) -> None:
+    """Load the model once (``checkpoint``; default: the shipped one) onto ``device`` and serve the page
+    until interrupted."""
     with socket.socket() as sock:  # before the model loads, and as one line rather than Gradio's traceback
         try:
             sock.bind((host, port))
         except OSError as err:
             message = f"cannot listen on {host}:{port} ({err.strerror}); pass another --port"
             raise ValueError(message) from None
-    model = MusicLM.from_pretrained(checkpoint or SHIPPED_MODEL)
+    model = MusicLM.from_pretrained(checkpoint or SHIPPED_MODEL, map_location=device)
     app = build_app(model, checkpoint)
     app.queue(default_concurrency_limit=1, max_size=32)
     app.launch(

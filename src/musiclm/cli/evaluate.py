@@ -23,6 +23,12 @@ from musiclm.cli.common import (
 )
 
 PathOpt = Optional[Path]
+GenerationDevice = Annotated[
+    str,
+    typer.Option(
+        help="Where generation runs: 'auto', 'cpu', 'cuda' or 'cuda:N' (the measurements run on the CPU)."
+    ),
+]
 
 
 @app.command("eval")
@@ -77,12 +83,7 @@ def eval_command(
         ),
     ] = 16,
     strict: Strict = False,
-    device: Annotated[
-        str,
-        typer.Option(
-            help="Where generation runs: 'auto', 'cpu', 'cuda' or 'cuda:N' (the measurements run on the CPU)."
-        ),
-    ] = "cpu",
+    device: GenerationDevice = "cpu",
 ) -> None:
     """Generate (or read) audio for every prompt and write report.md, metrics.json and plots to --out."""
     import json
@@ -199,6 +200,7 @@ def eval_pairs(
     guidance: Annotated[
         Optional[float], typer.Option(help="Classifier-free guidance scale of generation (off: paper).")
     ] = None,
+    device: GenerationDevice = "cpu",
 ) -> None:
     """Paired adherence: per kind (tempo, mode, register, articulation, density, family), the share of
     prompt pairs that differ in that one attribute whose outputs move the asked way."""
@@ -231,8 +233,9 @@ def eval_pairs(
     rows, rate, t0 = {}, 24000, time.perf_counter()
     if checkpoint is not None:
         from musiclm.pipeline import MusicLM
+        from musiclm.training.distributed import pick_device
 
-        pipeline = MusicLM.from_pretrained(checkpoint)
+        pipeline = MusicLM.from_pretrained(checkpoint, map_location=pick_device(device))
         rate = pipeline.sample_rate
         with torch.no_grad():
             audio = pe.generate_pairs(pipeline, pairs, out / "audio", seconds, seed, batch, guidance=guidance)

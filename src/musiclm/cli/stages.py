@@ -350,6 +350,7 @@ def eval_stage(
         float, typer.Option(help="Seconds decoded per clip in the real-semantic check.")
     ] = 5.0,
     out: Annotated[Path | None, typer.Option("--out", help="Write the figures to this JSON file.")] = None,
+    device: Device = "cpu",
 ) -> None:
     """Does each stage listen? Teacher-forced NLL under each conditioning, alignment costs, real-semantic
     decoding."""
@@ -362,12 +363,14 @@ def eval_stage(
     from musiclm.pipeline import SHIPPED_MODEL, MusicLM, StageSet
     from musiclm.stages.data import StageDataset, dataset_options, load_shards, read_meta, shard_paths
     from musiclm.stages.tokenize import vocab_meta
+    from musiclm.training.distributed import pick_device
 
-    pipeline = MusicLM.from_pretrained(checkpoint or SHIPPED_MODEL)
+    device = pick_device(device)
+    pipeline = MusicLM.from_pretrained(checkpoint or SHIPPED_MODEL, map_location=device)
     replaced = {"semantic": semantic_stage, "coarse": coarse_stage, "fine": fine_stage}
     stages = StageSet(
         *(
-            load_component(replaced[name]) if replaced[name] else getattr(pipeline.stages, name)
+            load_component(replaced[name], device) if replaced[name] else getattr(pipeline.stages, name)
             for name in ("semantic", "coarse", "fine")
         )
     )

@@ -40,7 +40,8 @@ def mean_nll(model: StageLM, items: Sequence[dict[str, torch.Tensor]], batch_siz
     """Mean teacher-forced NLL per target token over ``items`` (StageDataset items of equal shapes)."""
     total, count = 0.0, 0
     for i in range(0, len(items), batch_size):
-        batch = {k: torch.stack([it[k] for it in items[i : i + batch_size]]) for k in items[0]}
+        device = model.output_heads.device
+        batch = {k: torch.stack([it[k] for it in items[i : i + batch_size]]).to(device) for k in items[0]}
         logits = model(batch["prefix"], batch["codes"], batch.get("aligned"))
         targets = batch["codes"].transpose(1, 2)
         nll = torch.nn.functional.cross_entropy(logits.flatten(0, 2), targets.flatten(), reduction="sum")
@@ -136,7 +137,8 @@ def real_semantic(
     )
     if not chosen:
         raise ValueError(f"no held-out clip is {seconds} s long; use --seconds below the clips' length")
-    g = torch.Generator().manual_seed(seed)
+    device = coarse.output_heads.device
+    g = torch.Generator(device).manual_seed(seed)
     qc = coarse.levels
 
     def with_fine(coarse_codes: torch.Tensor) -> torch.Tensor:
@@ -158,8 +160,8 @@ def real_semantic(
     if fine is not None:
         mel["real_coarse_fine_stage"] = []
     for clip, path in tqdm(chosen, desc="real semantic -> coarse -> fine", unit="clip"):
-        semantic = clip["semantic"][None, :sem_frames].long()
-        mulan = data.audio_tokens(clip, 0.0)
+        semantic = clip["semantic"][None, :sem_frames].long().to(device)
+        mulan = data.audio_tokens(clip, 0.0).to(device)
         coarse_codes = generate_stage(
             coarse,
             lambda s, n, e: coarse.condition(mulan=mulan, semantic=semantic[:, s // 2 : (e + 1) // 2]),
@@ -169,10 +171,10 @@ def real_semantic(
             generator=g,
             aligned=lambda s, e: coarse.aligned(s, e, semantic=semantic),
         )
-        generated = codec.decode(with_fine(coarse_codes))[0]
+        generated = codec.decode(with_fine(coarse_codes))[0].cpu()  # librosa reads NumPy
         real = load_audio(path, codec.sample_rate)[: generated.shape[-1]]
         rates.append((onset_rate(generated, codec.sample_rate), onset_rate(real, codec.sample_rate)))
-        real_codes = clip["acoustic"][None, :, :ac_frames].long()
+        real_codes = clip["acoustic"][None, :, :ac_frames].long().to(device)
         length = min(real.shape[-1], generated.shape[-1])
         decodes = {
             "real_coarse": codec.decode(real_codes[:, :qc]),
@@ -181,7 +183,7 @@ def real_semantic(
         if fine is not None:
             decodes["real_coarse_fine_stage"] = codec.decode(with_fine(real_codes[:, :qc]))
         for name, wav in decodes.items():
-            mel[name].append(mel_distance(wav[0, :length], real[:length], codec.sample_rate))
+            mel[name].append(mel_distance(wav[0, :length].cpu(), real[:length], codec.sample_rate))
     generated_rates, real_rates = np.array(rates).T
     ratio = generated_rates / np.maximum(real_rates, 1e-6)
     varied = len(rates) > 2 and generated_rates.std() > 0 and real_rates.std() > 0
