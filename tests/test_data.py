@@ -17,12 +17,15 @@ from musiclm.audio import load_audio
 from musiclm.cli.main import app
 from musiclm.data import build as build_mod
 from musiclm.data import render
+from musiclm.data.augment import Augment
 from musiclm.data.build import BuildOptions, build
 from musiclm.data.captions import (
+    FAMILY_WORDS,
     MELODY_TEMPLATES,
     STYLE_WORDS,
     TEMPLATES,
     WORDS,
+    caption_from_attributes,
     counterfactual_caption,
     make_captions,
 )
@@ -241,6 +244,51 @@ def test_counterfactual_captions_change_one_attribute():
     assert counterfactual_caption({"captions": "a real recording"}, np.random.default_rng(0)) is None
 
 
+def test_family_words_and_fresh_captions():
+    attrs = dict(
+        is_melody=False,
+        tempo_class="fast",
+        mode="major",
+        style="folk song",
+        programs=[40, 56],
+        families=["strings", "brass"],
+        voices=2,
+        bpm=150,
+        key="G",
+        time_signature="6/8",
+        reverb=True,
+        caption_set="train",
+    )
+    names = ["violin", "trumpet"]
+    # at the build's share of 0 the captions, and the draws after them, are what they were without family
+    # words
+    rng_default, rng_zero = np.random.default_rng(3), np.random.default_rng(3)
+    assert make_captions(attrs, names, rng_default, 3) == make_captions(attrs, names, rng_zero, 3, 0.0)
+    assert rng_default.random() == rng_zero.random()
+    family = make_captions(attrs, names, np.random.default_rng(0), 3, family_share=1.0)
+    family_words = FAMILY_WORDS["train"]
+    for text in family:
+        assert "violin" not in text and "trumpet" not in text, text
+        text = text.lower()
+        assert any(w in text for w in family_words["strings"]) and any(
+            w in text for w in family_words["brass"]
+        )
+    for which in ("train", "heldout"):  # every family has words in both caption sets, and they never meet
+        assert set(family_words) == set(FAMILIES) == set(FAMILY_WORDS[which])
+    for fam in FAMILIES:
+        assert not set(FAMILY_WORDS["train"][fam]) & set(FAMILY_WORDS["heldout"][fam])
+    fresh = {caption_from_attributes(attrs, np.random.default_rng(s)) for s in range(40)}
+    assert len(fresh) > 30 and all(any(w in c.lower() for w in WORDS["train"]["fast"]) for c in fresh)
+    assert any("violin" in c for c in fresh) and any("brass" in c for c in fresh)
+    assert caption_from_attributes({"captions": "a real recording"}, np.random.default_rng(0)) is None
+    # a hard negative with another family names that family, never the clip's own
+    negatives = [counterfactual_caption(attrs, np.random.default_rng(s), family_share=1.0) for s in range(40)]
+    own_family = family_words["strings"] + family_words["brass"]
+    other_family = [n.lower() for n in negatives if not any(w in n.lower() for w in own_family)]
+    others = [w for fam, words in family_words.items() if fam not in ("strings", "brass") for w in words]
+    assert len(other_family) >= 5 and all(any(w in n for w in others) for n in other_family), other_family
+
+
 def test_crop_dataset(tiny_dataset):
     ds = AudioCropDataset(tiny_dataset, sample_rate=16000, crop_seconds=2.5, with_text=True)
     assert all(c.split == "train" for c in ds.clips)
@@ -266,6 +314,19 @@ def test_crop_dataset(tiny_dataset):
     assert all(n["negative_text"] not in hard.clips[n["clip"]].captions for n in negatives)
     with pytest.raises(ValueError, match="with_text"):
         AudioCropDataset(tiny_dataset, 16000, 2.5, hard_negatives=True)
+    fresh = AudioCropDataset(
+        tiny_dataset, 16000, 2.5, with_text=True, hard_negatives=True, fresh_captions=True
+    )
+    drawn = [fresh[k] for k in range(4 * len(fresh))]
+    assert sum(d["text"] not in fresh.clips[d["clip"]].captions for d in drawn) > len(drawn) // 2
+    assert all(d["text"] != d["negative_text"] for d in drawn)
+    augmented = AudioCropDataset(
+        tiny_dataset, 16000, 2.5, augment=Augment(reverb_share=1.0, level_lufs=(-20, -20))
+    )
+    for k in range(3):
+        wet, dry = augmented[k]["audio"], ds[k]["audio"]
+        assert wet.shape == dry.shape and not torch.allclose(wet, dry, atol=1e-3)
+        assert abs(float(wet.pow(2).mean() / dry.pow(2).mean()) - 1) < 0.5  # reverb, not a level change
     everything = AudioCropDataset(tiny_dataset, 24000, 1.0, split=None)
     assert len(everything) == len(read_manifest(tiny_dataset))
 

@@ -386,7 +386,8 @@ def test_classifier_rhythm_and_key_features_hear_tempo_and_mode():
     import pyloudnorm
 
     from musiclm.codec.soundstream import SoundStream, SoundStreamConfig
-    from musiclm.evaluation.classifier import Augment, ClassifierConfig, EvalClassifier
+    from musiclm.data.augment import Augment
+    from musiclm.evaluation.classifier import ClassifierConfig, EvalClassifier
 
     sr = 24000
     model = EvalClassifier(ClassifierConfig.preset("tiny", rhythm_and_key=True, hidden=16)).eval()

@@ -314,10 +314,10 @@ def train_classifier(
     validate on held-out ones, and print the held-out accuracy per head."""
     import json
 
+    from musiclm.data.augment import Augment
     from musiclm.data.manifest import read_manifest
     from musiclm.evaluation.classifier import (
         TRAIN_DEFAULTS,
-        Augment,
         ClassifierConfig,
         ClassifierDataset,
         EvalClassifier,

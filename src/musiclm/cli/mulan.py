@@ -84,6 +84,7 @@ def train_mulan(
     overrides: Overrides = None,
 ) -> None:
     """Train MuLan contrastively on the manifests' text-audio pairs, then fit its RVQ on audio embeddings."""
+    from musiclm.data.augment import Augment
     from musiclm.data.datasets import AudioCropDataset
     from musiclm.mulan.model import TRAIN_DEFAULTS, MuLan, MuLanConfig
     from musiclm.training import TrainConfig, Trainer, seed_everything
@@ -94,18 +95,22 @@ def train_mulan(
     config = model_config(MuLanConfig, preset, overrides, **changes)
     tc = train_config(TrainConfig.from_dict(TRAIN_DEFAULTS[preset]), steps, batch_size, lr, device, overrides)
     seed_everything(tc.seed)
+    crops = dict(data=data, sample_rate=config.sample_rate, crop_seconds=config.window_seconds, split="train")
+    # the level stays at the dataset's loudness: tokenization feeds MuLan loudness-normalised audio
+    augment = Augment(level_lufs=(-20.0, -20.0)) if config.augment else None
     train = AudioCropDataset(
-        data,
-        config.sample_rate,
-        config.window_seconds,
-        split="train",
+        **crops,
         with_text=True,
         hard_negatives=config.hard_negatives,
+        fresh_captions=config.fresh_captions,
+        augment=augment,
     )
     val = _valid_set(data, config.sample_rate, config.window_seconds, True, config.hard_negatives)
     trainer = Trainer(MuLan(config), train, tc, out, val_data=val)
     trainer.fit()
-    _fit_rvq_and_save(trainer, lambda model: model.embed_audio, train, rvq_points, out, "MuLan")
+    # the RVQ is fitted on clean crops, as tokenization will embed them
+    rvq_crops = AudioCropDataset(**crops) if augment is not None else train
+    _fit_rvq_and_save(trainer, lambda model: model.embed_audio, rvq_crops, rvq_points, out, "MuLan")
 
 
 @train_app.command("melody")

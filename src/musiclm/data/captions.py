@@ -69,6 +69,37 @@ STYLE_WORDS = {
         "medieval polyphony": ["piece from the Middle Ages"],
     },
 }
+# What a caption may call a family instead of naming its instruments (a share of captions drawn during
+# training, see ``caption_from_attributes``), so that "strings" or "brass" mean something to MuLan.
+FAMILY_WORDS = {
+    "train": {
+        "piano": ["piano", "keyboard"],
+        "strings": ["strings", "a string section", "bowed strings"],
+        "brass": ["brass", "a brass section"],
+        "woodwinds": ["woodwinds", "wind instruments"],
+        "reed": ["reeds", "reed instruments"],
+        "guitar": ["guitar", "guitars"],
+        "organ": ["organ", "an organ"],
+        "mallets": ["mallets", "tuned percussion"],
+        "voice": ["voices", "vocals"],
+        "synth": ["synth", "synthesizers"],
+        "bass": ["bass", "a bass line"],
+    },
+    "heldout": {
+        "piano": ["the ivories"],
+        "strings": ["a fiddle section"],
+        "brass": ["horns and trumpets"],
+        "woodwinds": ["the winds"],
+        "reed": ["reedy winds"],
+        "guitar": ["six-string"],
+        "organ": ["pipes"],
+        "mallets": ["bells and chimes"],
+        "voice": ["singers"],
+        "synth": ["electronic keys"],
+        "bass": ["low end"],
+    },
+}
+FAMILY_SHARE = 0.3
 TEMPLATES = {
     "train": [
         "A {tempo} {style} played on {instruments} at about {bpm} BPM in {key} {mode}.",
@@ -131,8 +162,11 @@ def _join(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def make_captions(attrs: dict, instrument_names: list[str], rng: np.random.Generator, n: int) -> list[str]:
-    """``n`` different captions for a clip from its attributes (set by ``attrs['caption_set']``)."""
+def make_captions(
+    attrs: dict, instrument_names: list[str], rng: np.random.Generator, n: int, family_share: float = 0.0
+) -> list[str]:
+    """``n`` different captions for a clip from its attributes (set by ``attrs['caption_set']``); a
+    ``family_share`` of them name the instruments' families ("strings and brass") instead."""
     which = attrs["caption_set"]
     words, styles = WORDS[which], STYLE_WORDS[which]
     templates = (MELODY_TEMPLATES if attrs["is_melody"] else TEMPLATES)[which]
@@ -140,6 +174,10 @@ def make_captions(attrs: dict, instrument_names: list[str], rng: np.random.Gener
     captions = []
     for i in order:
         names = list(dict.fromkeys(instrument_names))
+        families = [f for f in dict.fromkeys(attrs.get("families") or []) if f in FAMILY_WORDS[which]]
+        # no draw at a share of 0, so builds make the captions they made before family words existed
+        if family_share and families and rng.random() < family_share:
+            names = [str(rng.choice(FAMILY_WORDS[which][f])) for f in families]
         if len(names) == 1 and attrs["voices"] == 1 and rng.random() < 0.5:
             instruments = f"{rng.choice(words['solo'])} {names[0]}"
         else:
@@ -168,14 +206,27 @@ def make_captions(attrs: dict, instrument_names: list[str], rng: np.random.Gener
     return captions
 
 
+def caption_from_attributes(
+    attrs: dict, rng: np.random.Generator, family_share: float = FAMILY_SHARE
+) -> str | None:
+    """A new caption of a rendered clip drawn from its attributes (None: it lacks them, e.g. a real
+    recording): training on a fresh draw each time shows MuLan every wording of the clip's caption set
+    rather than the one to three the build stored."""
+    needed = ("caption_set", "tempo_class", "mode", "programs", "is_melody", "voices", "bpm", "key")
+    if not all(attrs.get(k) is not None for k in (*needed, "style", "time_signature", "reverb")):
+        return None
+    names = [instruments.caption_name(p) for p in attrs["programs"]]
+    return make_captions(attrs, names, rng, 1, family_share)[0]
+
+
 # A clip's attributes with one changed, for hard negatives: its caption then differs from the true one in
 # that attribute alone.
 COUNTERFACTUAL_KINDS = ("tempo", "mode", "family")
 
 
-def counterfactual_caption(attrs: dict, rng: np.random.Generator) -> str | None:
+def counterfactual_caption(attrs: dict, rng: np.random.Generator, family_share: float = 0.0) -> str | None:
     """A caption of the clip with its tempo class, mode or instrument family changed (None: the clip
-    lacks the attributes, e.g. a real recording)."""
+    lacks the attributes, e.g. a real recording); ``family_share`` as in :func:`make_captions`."""
     from musiclm.data.build import TEMPO_BANDS  # build imports this module
 
     needed = ("caption_set", "tempo_class", "mode", "programs", "is_melody", "voices", "bpm", "key")
@@ -194,4 +245,5 @@ def counterfactual_caption(attrs: dict, rng: np.random.Generator) -> str | None:
         others = [f for f in instruments.FAMILIES if f not in own]
         family = instruments.FAMILIES[str(rng.choice(others))]
         programs = [int(family[int(rng.integers(len(family)))][0]) for _ in programs]
-    return make_captions(changed, [instruments.caption_name(p) for p in programs], rng, 1)[0]
+        changed["families"] = list(dict.fromkeys(instruments.FAMILY_OF[p] for p in programs))
+    return make_captions(changed, [instruments.caption_name(p) for p in programs], rng, 1, family_share)[0]

@@ -13,7 +13,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from musiclm.audio import audio_info, crop_or_pad, loudness_normalize, read_clip
-from musiclm.data.captions import counterfactual_caption
+from musiclm.data.augment import Augment
+from musiclm.data.captions import FAMILY_SHARE, caption_from_attributes, counterfactual_caption
 from musiclm.data.manifest import Clip, ManifestError, read_manifest
 
 
@@ -29,7 +30,10 @@ class AudioCropDataset(Dataset):
     on it works at any level (a codec trained at one level alone failed on quieter files).
     ``hard_negatives`` (with ``with_text``) adds ``negative_text``: the clip's caption with its tempo,
     mode or instrument family changed (:func:`musiclm.data.captions.counterfactual_caption`), or, for a
-    clip without those attributes, another clip's caption.
+    clip without those attributes, another clip's caption. ``fresh_captions`` draws each caption anew from
+    a rendered clip's attributes (:func:`musiclm.data.captions.caption_from_attributes`), with a
+    share naming instrument families, instead of picking one the build stored. ``augment`` changes each
+    crop (reverb, band limit, codec; :class:`musiclm.data.augment.Augment`) before the gain.
     """
 
     def __init__(
@@ -44,6 +48,8 @@ class AudioCropDataset(Dataset):
         skip_bad: bool = False,
         gain_db: tuple[float, float] | None = None,
         hard_negatives: bool = False,
+        fresh_captions: bool = False,
+        augment: Augment | None = None,
     ):
         if hard_negatives and not with_text:
             raise ValueError("hard_negatives needs with_text=True: they are captions")
@@ -66,7 +72,7 @@ class AudioCropDataset(Dataset):
         self.sample_rate, self.crop_seconds = sample_rate, crop_seconds
         self.length = int(round(crop_seconds * sample_rate))
         self.random_crop, self.with_text, self.gain_db = random_crop, with_text, gain_db
-        self.hard_negatives = hard_negatives
+        self.hard_negatives, self.fresh_captions, self.augment = hard_negatives, fresh_captions, augment
         self.clips: list[Clip] = []
         self.groups: list[np.ndarray] = []  # clip indices of each manifest
         for manifest in manifests:
@@ -104,13 +110,17 @@ class AudioCropDataset(Dataset):
         # read a little more than needed: the file's own rate may round the crop down by a sample
         wav = read_clip(clip, self.sample_rate, start=start, seconds=self.crop_seconds + 0.01)
         wav = loudness_normalize(crop_or_pad(wav, self.length), self.sample_rate)
+        if self.augment is not None:
+            wav = self.augment(wav, self.sample_rate, rng)
         if self.gain_db is not None:
             wav = wav * 10 ** (float(rng.uniform(*self.gain_db)) / 20)
         item = {"audio": wav, "clip": index}
+        attrs, family_share = clip.attributes or {}, FAMILY_SHARE if self.fresh_captions else 0.0
         if self.with_text:
-            item["text"] = _any_caption(clip, rng)
+            fresh = caption_from_attributes(attrs, rng, family_share) if self.fresh_captions else None
+            item["text"] = fresh or _any_caption(clip, rng)
         if self.hard_negatives:
-            negative = counterfactual_caption(clip.attributes or {}, rng)
+            negative = counterfactual_caption(attrs, rng, family_share)
             if negative is None:
                 other = self.clips[(index + 1 + int(rng.integers(len(self) - 1 or 1))) % len(self)]
                 negative = _any_caption(other, rng)

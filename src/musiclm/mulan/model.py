@@ -75,6 +75,11 @@ class MuLanConfig(Config):
     # each training clip also brings its caption with the tempo, mode or family changed as one more
     # negative text: in-batch negatives mostly differ in family, so tempo and mode went unlearnt
     hard_negatives: bool = False
+    # training captions drawn anew from each clip's attributes, a share naming families ("strings"), and
+    # crops with reverb and band limits: on 18 h of templated captions MuLan memorised its clips
+    # (training loss 0.43 against 1.8 held out)
+    fresh_captions: bool = False
+    augment: bool = False
     num_quantizers: int = 12
     codebook_size: int = 1024
 
@@ -93,6 +98,8 @@ class MuLanConfig(Config):
             "codebook_size": 256,
             "rhythm_and_key": True,
             "hard_negatives": True,
+            "fresh_captions": True,
+            "augment": True,
         },
         "paper": {
             "n_mels": 128,
