@@ -361,8 +361,9 @@ def test_classifier_trains_and_eval_runs_end_to_end(tiny_dataset, tiny_pipeline,
     again = json.loads((tmp_path / "e2" / "metrics.json").read_text())["rows"]
     for key in ("kld", "fad_classifier"):
         assert again["generated"][key] == pytest.approx(again["ground truth"][key])
-        # without a pipeline the clips are read at 24 kHz instead of its rate: equal up to resampling
-        assert again["ground truth"][key] == pytest.approx(rows["ground truth"][key], rel=0.01)
+        # without a pipeline the clips are read at 24 kHz instead of its rate: equal up to resampling, which
+        # moves a KLD near 0.003 by ~1e-4
+        assert again["ground truth"][key] == pytest.approx(rows["ground truth"][key], rel=0.01, abs=3e-4)
     res = runner.invoke(
         app,
         [
