@@ -281,7 +281,10 @@ def test_cli_trains_and_evaluates_on_rendered_data(tiny_dataset, tmp_path):
         "--set",
         "progress=false",
     ]
-    result = runner.invoke(app, ["train", "mulan", "--out", str(tmp_path / "mulan"), *common])
+    small_data_path = ["--set", "model.fresh_captions=true", "--set", "model.augment=true"]  # as `small`
+    result = runner.invoke(
+        app, ["train", "mulan", "--out", str(tmp_path / "mulan"), *common, *small_data_path]
+    )
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["train", "melody", "--out", str(tmp_path / "melody"), *common])
     assert result.exit_code == 0, result.output

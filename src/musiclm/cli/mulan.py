@@ -95,7 +95,9 @@ def train_mulan(
     config = model_config(MuLanConfig, preset, overrides, **changes)
     tc = train_config(TrainConfig.from_dict(TRAIN_DEFAULTS[preset]), steps, batch_size, lr, device, overrides)
     seed_everything(tc.seed)
-    crops = dict(data=data, sample_rate=config.sample_rate, crop_seconds=config.window_seconds, split="train")
+    crops = dict(
+        manifests=data, sample_rate=config.sample_rate, crop_seconds=config.window_seconds, split="train"
+    )
     # the level stays at the dataset's loudness: tokenization feeds MuLan loudness-normalised audio
     augment = Augment(level_lufs=(-20.0, -20.0)) if config.augment else None
     train = AudioCropDataset(
