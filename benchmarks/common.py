@@ -32,6 +32,14 @@ def embedded_manifest(env: str, hours: float = 1.5, eval_every: int = 4) -> Path
     return build(BuildOptions(out=out, hours=hours, workers=2, seed=0, eval_every=eval_every))
 
 
+def repo_relative(path: str | Path) -> str:
+    """``path`` as results record it: relative to the repository when inside it, so that no machine's
+    folder names end up in committed results."""
+    root = Path(__file__).resolve().parent.parent
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(path)
+
+
 def machine() -> str:
     import torch
 
