@@ -135,8 +135,12 @@ def check_finite(wav: torch.Tensor, what: str = "audio") -> None:
         raise AudioError(f"{what} contains NaN or infinite samples; clean the input before using it")
 
 
+# The loudness clips are normalised to by default before a model sees them (training crops, tokenization).
+REFERENCE_LUFS = -20.0
+
+
 def loudness_normalize(
-    wav: torch.Tensor, sample_rate: int, target_lufs: float = -20.0, peak: float = 0.99
+    wav: torch.Tensor, sample_rate: int, target_lufs: float = REFERENCE_LUFS, peak: float = 0.99
 ) -> torch.Tensor:
     """Scale mono ``[T]`` to ``target_lufs`` (ITU-R BS.1770), never past ``peak``; silence is left as is."""
     data = wav.detach().cpu().double().numpy()

@@ -84,6 +84,7 @@ def train_mulan(
     overrides: Overrides = None,
 ) -> None:
     """Train MuLan contrastively on the manifests' text-audio pairs, then fit its RVQ on audio embeddings."""
+    from musiclm.audio import REFERENCE_LUFS
     from musiclm.data.augment import Augment
     from musiclm.data.datasets import AudioCropDataset
     from musiclm.mulan.model import TRAIN_DEFAULTS, MuLan, MuLanConfig
@@ -99,7 +100,7 @@ def train_mulan(
         manifests=data, sample_rate=config.sample_rate, crop_seconds=config.window_seconds, split="train"
     )
     # the level stays at the dataset's loudness: tokenization feeds MuLan loudness-normalised audio
-    augment = Augment(level_lufs=(-20.0, -20.0)) if config.augment else None
+    augment = Augment(level_lufs=(REFERENCE_LUFS, REFERENCE_LUFS)) if config.augment else None
     train = AudioCropDataset(
         **crops,
         with_text=True,

@@ -171,10 +171,10 @@ def make_captions(
     words, styles = WORDS[which], STYLE_WORDS[which]
     templates = (MELODY_TEMPLATES if attrs["is_melody"] else TEMPLATES)[which]
     order = rng.permutation(len(templates))[: min(n, len(templates))]
+    families = [f for f in dict.fromkeys(attrs.get("families") or []) if f in FAMILY_WORDS[which]]
     captions = []
     for i in order:
         names = list(dict.fromkeys(instrument_names))
-        families = [f for f in dict.fromkeys(attrs.get("families") or []) if f in FAMILY_WORDS[which]]
         # no draw at a share of 0, so builds make the captions they made before family words existed
         if family_share and families and rng.random() < family_share:
             names = [str(rng.choice(FAMILY_WORDS[which][f])) for f in families]
@@ -206,14 +206,18 @@ def make_captions(
     return captions
 
 
+# What a rendered clip's attributes hold and a real recording's lack: a caption can be made from them.
+CAPTION_ATTRIBUTES = ("caption_set", "tempo_class", "mode", "programs", "is_melody", "voices", "bpm", "key")
+
+
 def caption_from_attributes(
     attrs: dict, rng: np.random.Generator, family_share: float = FAMILY_SHARE
 ) -> str | None:
     """A new caption of a rendered clip drawn from its attributes (None: it lacks them, e.g. a real
     recording): training on a fresh draw each time shows MuLan every wording of the clip's caption set
     rather than the one to three the build stored."""
-    needed = ("caption_set", "tempo_class", "mode", "programs", "is_melody", "voices", "bpm", "key")
-    if not all(attrs.get(k) is not None for k in (*needed, "style", "time_signature", "reverb")):
+    needed = (*CAPTION_ATTRIBUTES, "style", "time_signature", "reverb")
+    if not all(attrs.get(k) is not None for k in needed):
         return None
     names = [instruments.caption_name(p) for p in attrs["programs"]]
     return make_captions(attrs, names, rng, 1, family_share)[0]
@@ -229,8 +233,7 @@ def counterfactual_caption(attrs: dict, rng: np.random.Generator, family_share: 
     lacks the attributes, e.g. a real recording); ``family_share`` as in :func:`make_captions`."""
     from musiclm.data.build import TEMPO_BANDS  # build imports this module
 
-    needed = ("caption_set", "tempo_class", "mode", "programs", "is_melody", "voices", "bpm", "key")
-    if not all(attrs.get(k) is not None for k in needed) or attrs["mode"] not in ("major", "minor"):
+    if any(attrs.get(k) is None for k in CAPTION_ATTRIBUTES) or attrs["mode"] not in ("major", "minor"):
         return None
     changed = dict(attrs)
     programs = list(dict.fromkeys(attrs["programs"]))

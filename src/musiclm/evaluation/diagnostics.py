@@ -38,9 +38,8 @@ SHIFT_SECONDS = 0.5
 @torch.no_grad()
 def mean_nll(model: StageLM, items: Sequence[dict[str, torch.Tensor]], batch_size: int = 16) -> float:
     """Mean teacher-forced NLL per target token over ``items`` (StageDataset items of equal shapes)."""
-    total, count = 0.0, 0
+    total, count, device = 0.0, 0, model.output_heads.device
     for i in range(0, len(items), batch_size):
-        device = model.output_heads.device
         batch = {k: torch.stack([it[k] for it in items[i : i + batch_size]]).to(device) for k in items[0]}
         logits = model(batch["prefix"], batch["codes"], batch.get("aligned"))
         targets = batch["codes"].transpose(1, 2)
