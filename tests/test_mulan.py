@@ -10,7 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from musiclm.data.labels import encode_targets
 from musiclm.interfaces import Conditioner, MelodyEmbedder, load_component
+from musiclm.mulan.evaluate import token_agreement
 from musiclm.mulan.melody import MelodyConfig, semi_hard_triplet_loss
 from musiclm.mulan.melody import MelodyEmbedder as Melody
 from musiclm.mulan.model import MuLan, MuLanConfig, resolve_text_model
@@ -111,6 +113,9 @@ def test_mulan_trains_tokens_and_round_trips(tmp_path):
     )
     tokens = model.quantize(text)
     assert tokens.shape == (4, 4) and tokens.dtype == torch.long and tokens.max() < 16
+    # the four tones' embeddings are apart, so their first-level tokens differ: each matches only itself
+    agreement = token_agreement(model, audio, audio)
+    assert agreement == {"own": 1.0, "other": 0.0}, agreement
     model.save_pretrained(tmp_path / "mulan")
     loaded = load_component(tmp_path / "mulan")
     assert isinstance(loaded, MuLan)
@@ -135,6 +140,45 @@ def test_mulan_trains_tokens_and_round_trips(tmp_path):
         )
 
 
+class LabelledTones(ToneCaptions):
+    """The tones with attribute targets: low tones are slow bass, high ones fast synth; mode alternates."""
+
+    def __getitem__(self, key: int) -> dict:
+        item, low = super().__getitem__(key), key % 4 < 2
+        attributes = {"families": ["bass" if low else "synth"], "tempo_class": "slow" if low else "fast"}
+        item["labels"] = encode_targets({**attributes, "mode": "minor" if key % 2 else "major"})
+        return item
+
+
+def test_attribute_heads_learn_and_only_shape_training(tmp_path):
+    seed_everything(0)
+    plain = MuLan(MuLanConfig.preset("tiny"))
+    plain.save_pretrained(tmp_path / "plain")
+    # a warm start from a MuLan trained without heads: they start afresh
+    config = MuLanConfig.preset("tiny").replace(attribute_weight=1.0)
+    tc = TrainConfig(
+        steps=30, batch_size=8, lr=3e-3, warmup_steps=2, log_every=1, progress=False, ckpt_every=1000
+    )
+    trainer = Trainer(
+        MuLan(config), LabelledTones(), tc.replace(init=str(tmp_path / "plain")), tmp_path / "run"
+    )
+    model = trainer.fit().eval()
+    for head in ("attr_tempo", "attr_family"):
+        losses = [h[head] for h in trainer.history if head in h]
+        assert np.mean(losses[-5:]) < np.mean(losses[:5]) / 2, (head, losses)
+    assert all(h["loss"] > h["contrastive"] for h in trainer.history if "contrastive" in h)
+    model.save_pretrained(tmp_path / "with_heads")
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "with_heads" / "model.safetensors", "pt") as f:
+        assert not any(k.startswith("attribute_heads.") for k in f.keys())
+    with torch.no_grad():
+        audio = torch.stack([LabelledTones()[i]["audio"] for i in range(4)])
+        assert torch.allclose(
+            load_component(tmp_path / "with_heads").embed_audio(audio), model.embed_audio(audio)
+        )
+
+
 def test_hard_negative_texts_only_add_audio_to_text_terms():
     model = MuLan(MuLanConfig.preset("tiny"))
     audio = text = torch.eye(4, 8)  # each audio matches its own caption and is orthogonal to the rest
@@ -146,6 +190,30 @@ def test_hard_negative_texts_only_add_audio_to_text_terms():
     # a negative pointing away from its audio is always beaten and costs almost nothing
     away = model.contrastive_loss(audio, torch.cat([text, -audio]))
     assert away["hard_acc"] == 1 and float(away["loss"] - plain["loss"]) < 1e-3
+
+
+def test_text_shift_moves_captions_onto_their_clips_tokens(tmp_path):
+    """Text embeddings aligned with their audio in rank but sitting in a cone of their own (a constant
+    offset) get their clips' tokens only once moved by the fitted shift; older folders load without one."""
+    torch.manual_seed(0)
+    model = MuLan(MuLanConfig.preset("tiny")).eval()
+    audio = F.normalize(torch.randn(256, model.embed_dim) * 0.3 + torch.randn(model.embed_dim), dim=-1)
+    gap = 0.8 * F.normalize(torch.randn(model.embed_dim), dim=0)
+    text = F.normalize(audio + gap, dim=-1)
+    model.fit_quantizer(audio)
+    unshifted = token_agreement(model, audio, text)["own"]
+    model.fit_quantizer(audio, text)
+    shifted = token_agreement(model, audio, text)["own"]
+    assert shifted > 0.9 and unshifted < 0.5, (shifted, unshifted)
+    assert model.quantize_text(text).equal(model.quantize(F.normalize(text + model.text_shift, dim=-1)))
+    # a folder saved before the shift existed loads with none: its text tokens are as they were
+    from safetensors.torch import load_file, save_file
+
+    folder = model.save_pretrained(tmp_path / "old")
+    weights = load_file(folder / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if k != "text_shift"}, str(folder / "model.safetensors"))
+    old = load_component(folder)
+    assert not old.text_shift.any() and old.quantize_text(text).equal(model.quantize(text))
 
 
 def test_residual_kmeans_levels_reduce_error():
@@ -286,6 +354,13 @@ def test_cli_trains_and_evaluates_on_rendered_data(tiny_dataset, tmp_path):
         app, ["train", "mulan", "--out", str(tmp_path / "mulan"), *common, *small_data_path]
     )
     assert result.exit_code == 0, result.output
+    # training fits the text shift with the RVQ; fit-text-shift refits it for a trained MuLan
+    assert load_component(tmp_path / "mulan").text_shift.abs().sum() > 0
+    shift = ["mulan", "fit-text-shift", "--data", str(tiny_dataset), "--model", str(tmp_path / "mulan")]
+    result = runner.invoke(app, [*shift, "--out", str(tmp_path / "shifted"), "--points", "4", "--fp16"])
+    assert result.exit_code == 0 and "text shift fitted on 4 crops" in result.output, result.output
+    shifted = load_component(tmp_path / "shifted")
+    assert not shifted.text_shift.equal(load_component(tmp_path / "mulan").text_shift)
     result = runner.invoke(app, ["train", "melody", "--out", str(tmp_path / "melody"), *common])
     assert result.exit_code == 0, result.output
     out = tmp_path / "eval.json"
@@ -308,6 +383,7 @@ def test_cli_trains_and_evaluates_on_rendered_data(tiny_dataset, tmp_path):
     res = json.loads(out.read_text())["mulan"]
     assert 0 <= res["text_to_audio"]["R@1"] <= 1 and res["text_to_audio"]["median_rank"] >= 1
     assert res["zero_shot_heldout_wording"] and 0 < res["rvq_cosine_audio"]["mean"] <= 1 + 1e-5
+    assert set(res["token_agreement"]) == {"own", "other"}
     result = runner.invoke(
         app,
         [

@@ -224,6 +224,46 @@ def test_tokenize_job_resumes_and_splits_ranks(parts, tmp_path):
         )
 
 
+def test_refresh_mulan_rewrites_only_the_conditioning_tokens(parts, tmp_path):
+    codec, semantic, mulan, melody = parts
+    clips = [
+        Clip(
+            path=save_audio(tmp_path / f"clip{i}.wav", tone(4.5, 220.0 * (i + 1)) * 0.1, SR),
+            captions=["a tone"],
+        )
+        for i in range(2)
+    ]
+    write_manifest(tmp_path / "clips.jsonl", clips)
+    out = tmp_path / "tokens"
+    tokenize_clips(clips, out, *parts, shard_size=1, progress=False)
+    before = load_shards(out)
+    # a retrained MuLan: other weights, a quantizer fitted anew
+    torch.manual_seed(7)
+    retrained = MuLan(MuLanConfig.preset("tiny")).eval()
+    retrained.fit_quantizer(torch.nn.functional.normalize(torch.randn(64, retrained.embed_dim), dim=-1))
+    folder = retrained.save_pretrained(tmp_path / "mulan2")
+    run = ["tokenize", "--data", str(tmp_path / "clips.jsonl"), "--out", str(out), "--mulan", str(folder)]
+    result = CliRunner().invoke(app, [*run, "--refresh-mulan"])
+    assert result.exit_code == 0 and "2 shard(s)" in result.output, result.output
+    after = load_shards(out)
+    for old, new, clip in zip(before, after, clips, strict=True):
+        for kind in ("acoustic", "semantic", "melody"):
+            assert new[kind].equal(old[kind])
+        wav = load_audio(clip.path, retrained.sample_rate)
+        assert new["mulan"].equal(tokenize.mulan_window_tokens(retrained, wav).to(new["mulan"].dtype))
+        assert new["text"].equal(retrained.quantize(retrained.embed_text(["a tone"])).to(new["text"].dtype))
+    # done shards are recognised: a second refresh rewrites nothing
+    result = CliRunner().invoke(app, [*run, "--refresh-mulan"])
+    assert result.exit_code == 0 and "0 shard(s)" in result.output, result.output
+    # a MuLan with another vocabulary cannot refresh these shards
+    other = MuLan(MuLanConfig.preset("tiny").replace(codebook_size=8)).eval()
+    other.fit_quantizer(torch.nn.functional.normalize(torch.randn(64, other.embed_dim), dim=-1))
+    other.save_pretrained(tmp_path / "mulan3")
+    run[-1] = str(tmp_path / "mulan3")
+    result = CliRunner().invoke(app, [*run, "--refresh-mulan"])
+    assert result.exit_code != 0 and "tokenize again" in result.output
+
+
 class LocalTokenizer:
     """A semantic tokenizer whose tokens depend on their own frame's audio alone: windowed tokenization
     must give exactly its whole-clip tokens (the window bookkeeping); w2v-BERT sees all of its input."""

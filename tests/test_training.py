@@ -149,6 +149,45 @@ def test_bad_settings_and_diverging_loss_are_clear_errors(tmp_path):
         trainer.fit()
 
 
+class Opposite(ToyData):
+    """Held-out data that the training data misleads: the more a model fits ToyData, the worse it does."""
+
+    def __getitem__(self, key):
+        item = super().__getitem__(key)
+        return {**item, "y": -item["y"]}
+
+
+def test_keep_best_exports_the_lowest_validation_loss(tmp_path):
+    config = TrainConfig(
+        steps=60,
+        batch_size=8,
+        lr=1e-2,
+        warmup_steps=2,
+        log_every=1,
+        val_every=5,
+        progress=False,
+        keep_best="loss",
+    )
+    trainer = Trainer(ToyModel(ToyConfig()), ToyData(), config, tmp_path / "run", val_data=Opposite())
+    trainer.fit()
+    curve = [(h["step"], h["val/loss"]) for h in trainer.history if "val/loss" in h]
+    best_step, best_loss = min(curve, key=lambda c: c[1])
+    assert best_step < 60 and best_loss < curve[-1][1]  # it overfits, so the best weights are not the last
+    record = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert record["step"] == best_step and record["value"] == pytest.approx(best_loss)
+    assert_same_weights(
+        tmp_path / "run" / "model.safetensors", tmp_path / "run" / "best" / "model.safetensors"
+    )
+    with pytest.raises(TrainingError, match="keep_best='acc' is not a validation metric"):
+        Trainer(
+            ToyModel(ToyConfig()),
+            ToyData(),
+            config.replace(keep_best="acc"),
+            tmp_path / "b",
+            val_data=Opposite(),
+        ).fit()
+
+
 def test_warm_start_from_a_model_folder_continues_training(tmp_path):
     first = run(tmp_path / "a", steps=60)
     trained = first.model.state_dict()

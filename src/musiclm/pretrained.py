@@ -28,8 +28,8 @@ class PretrainedMixin:
     config: Config
 
     def rebuilt_prefixes(self) -> tuple[str, ...]:
-        """State-dict prefixes that ``__init__`` rebuilds exactly (a frozen pretrained tower that ships in
-        a package): left out of ``model.safetensors`` and kept as built when loading."""
+        """State-dict prefixes left out of ``model.safetensors`` and kept as ``__init__`` built them when
+        loading: a frozen pretrained tower that ships in a package, or parts that only shape training."""
         return ()
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
@@ -98,6 +98,8 @@ def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tenso
             state[new] = state.pop(old)
     rebuilt = getattr(model, "rebuilt_prefixes", tuple)()
     state.update({k: v for k, v in expected.items() if k.startswith(rebuilt) and k not in state})
+    added = getattr(model, "added_keys", ())  # keys newer than the folder: they keep their initial values
+    state.update({k: v for k, v in expected.items() if k in added and k not in state})
     for group in _tied_groups(expected):  # tied weights are stored once; give every alias its tensor
         present = [k for k in group if k in state]
         for k in group:

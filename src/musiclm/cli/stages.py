@@ -48,27 +48,40 @@ def tokenize(
     ] = "train",
     device: Device = "cpu",
     strict: Strict = False,
+    refresh_mulan: Annotated[
+        bool,
+        typer.Option(
+            help="Only recompute the MuLan audio and text tokens of the shards already in OUT with --mulan "
+            "(after MuLan was retrained); acoustic, semantic and melody tokens stay. Resumable."
+        ),
+    ] = False,
 ) -> None:
     """Turn audio clips into token shards (acoustic, semantic, MuLan audio, melody); resumable,
     torchrun-aware."""
     from musiclm.data.manifest import read_manifest
     from musiclm.interfaces import load_component
-    from musiclm.stages.tokenize import tokenize_clips
+    from musiclm.pipeline import SHIPPED_MODEL
+    from musiclm.stages.tokenize import refresh_mulan_tokens, tokenize_clips
     from musiclm.training.distributed import pick_device
 
     device = str(pick_device(device, int(os.environ.get("LOCAL_RANK", 0))))
-
     # a missing file is skipped and counted like an unreadable one, not an end to the job
+    every_clip = [c for m in data for c in read_manifest(m, check_files=False)]
+    if refresh_mulan:  # the shards name their clips, whatever split they were made from
+        conditioner = load_component(mulan or SHIPPED_MODEL / "mulan", device)
+        try:
+            rewritten = refresh_mulan_tokens(out, every_clip, conditioner, device=device)
+        except (FileNotFoundError, ValueError) as err:
+            raise typer.BadParameter(str(err)) from err
+        typer.echo(f"MuLan tokens of {rewritten} shard(s) in {out} recomputed")
+        return
     clips = [
         c
-        for m in data
-        for c in read_manifest(m, check_files=False)
+        for c in every_clip
         if split == "all" or c.split == split or split == "heldout" and c.split != "train"
     ]
     if not clips:
         raise typer.BadParameter(f"no clips of split {split!r} in {[str(m) for m in data]}")
-    from musiclm.pipeline import SHIPPED_MODEL
-
     folders = {"codec": codec, "semantic": semantic, "mulan": mulan}
     folders = {name: path or SHIPPED_MODEL / name for name, path in folders.items()}
     parts = {

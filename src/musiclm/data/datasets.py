@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 from musiclm.audio import audio_info, crop_or_pad, loudness_normalize, read_clip
 from musiclm.data.augment import Augment
 from musiclm.data.captions import FAMILY_SHARE, caption_from_attributes, counterfactual_caption
+from musiclm.data.labels import encode_targets
 from musiclm.data.manifest import Clip, ManifestError, read_manifest
 
 
@@ -34,6 +35,8 @@ class AudioCropDataset(Dataset):
     a rendered clip's attributes (:func:`musiclm.data.captions.caption_from_attributes`), with a
     share naming instrument families, instead of picking one the build stored. ``augment`` changes each
     crop (reverb, band limit, codec; :class:`musiclm.data.augment.Augment`) before the gain.
+    ``with_labels`` adds ``labels``, the clip's attribute targets (:func:`musiclm.data.labels.encode_targets`;
+    all unknown for a clip without attributes).
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class AudioCropDataset(Dataset):
         hard_negatives: bool = False,
         fresh_captions: bool = False,
         augment: Augment | None = None,
+        with_labels: bool = False,
     ):
         if hard_negatives and not with_text:
             raise ValueError("hard_negatives needs with_text=True: they are captions")
@@ -73,6 +77,7 @@ class AudioCropDataset(Dataset):
         self.length = int(round(crop_seconds * sample_rate))
         self.random_crop, self.with_text, self.gain_db = random_crop, with_text, gain_db
         self.hard_negatives, self.fresh_captions, self.augment = hard_negatives, fresh_captions, augment
+        self.with_labels = with_labels
         self.clips: list[Clip] = []
         self.groups: list[np.ndarray] = []  # clip indices of each manifest
         for manifest in manifests:
@@ -125,6 +130,8 @@ class AudioCropDataset(Dataset):
                 other = self.clips[(index + 1 + int(rng.integers(len(self) - 1 or 1))) % len(self)]
                 negative = _any_caption(other, rng)
             item["negative_text"] = negative
+        if self.with_labels:
+            item["labels"] = encode_targets(attrs)
         return item
 
 

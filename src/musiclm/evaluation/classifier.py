@@ -30,35 +30,10 @@ from musiclm.audio import (
 )
 from musiclm.config import Config
 from musiclm.data.augment import Augment
+from musiclm.data.labels import FAMILIES, MODES, STYLES, TEMPOS, attribute_losses, encode_targets
 from musiclm.data.manifest import Clip
 from musiclm.pretrained import PretrainedMixin
 from musiclm.training import Trainable
-
-FAMILIES = [
-    "piano",
-    "strings",
-    "brass",
-    "woodwinds",
-    "reed",
-    "guitar",
-    "organ",
-    "mallets",
-    "voice",
-    "synth",
-    "bass",
-    "choir",
-]
-TEMPOS = ["slow", "medium", "fast"]
-MODES = ["major", "minor"]
-STYLES = [
-    "folk song",
-    "irish folk dance",
-    "fiddle tune",
-    "chorale",
-    "renaissance polyphony",
-    "madrigal",
-    "medieval polyphony",
-]
 
 
 class ClassifierError(ValueError):
@@ -199,20 +174,7 @@ class EvalClassifier(Trainable, PretrainedMixin):
         return {k: torch.sigmoid(v) if k == "family" else v.softmax(-1) for k, v in logits.items()}
 
     def _losses(self, batch: dict) -> dict[str, torch.Tensor]:
-        logits = self(batch["wav"])
-        # summed over families: averaged, each family weighed a tenth of a single-label head, and after 800
-        # steps most families' outputs had not yet risen past 0.5 (held-out family F1 0.23)
-        family = F.binary_cross_entropy_with_logits(logits["family"], batch["family"], reduction="none")
-        out = {"family": family.sum(-1).mean()}
-        for name in ("tempo", "mode", "style"):
-            out[name] = F.cross_entropy(logits[name], batch[name], ignore_index=-1)
-            known = batch[name] >= 0
-            if known.any():
-                hit = logits[name].argmax(-1) == batch[name]
-                out[f"{name}_acc"] = hit[known].float().mean()
-        out["family_acc"] = ((logits["family"] > 0).float() == batch["family"]).all(-1).float().mean()
-        out["loss"] = sum(out[k] for k in ("family", "tempo", "mode", "style"))
-        return out
+        return attribute_losses(self(batch["wav"]), batch)
 
     def training_step(self, batch, *, step: int, group: str) -> dict[str, torch.Tensor]:
         return self._losses(batch)
@@ -233,20 +195,6 @@ def labels_from_clips(clips: Sequence[Clip]) -> dict[str, list[str]]:
 
     tempos = [t for t in TEMPOS if t in seen("tempo_class")]
     return {"families": seen("families"), "tempos": tempos, "modes": seen("mode"), "styles": seen("style")}
-
-
-def encode_labels(attributes: dict, config: ClassifierConfig) -> dict[str, torch.Tensor]:
-    """Attribute dict of a manifest clip -> targets (``-1``: unknown, ignored by the loss)."""
-    fams = torch.zeros(len(config.families))
-    for fam in attributes.get("families", []):
-        if fam in config.families:
-            fams[config.families.index(fam)] = 1.0
-    out = {"family": fams}
-    for head, key in (("tempo", "tempo_class"), ("mode", "mode"), ("style", "style")):
-        labels = config.heads[head]
-        value = attributes.get(key)
-        out[head] = torch.tensor(labels.index(value) if value in labels else -1)
-    return out
 
 
 class ClassifierDataset(torch.utils.data.Dataset):
@@ -282,7 +230,7 @@ class ClassifierDataset(torch.utils.data.Dataset):
             wav = crop_or_pad(wav, length, offset=max(0, (wav.shape[-1] - length) // 2))
         if self.augment is not None:
             wav = self.augment(wav, rate, rng)
-        return {"wav": wav, **encode_labels(clip.attributes, self.config)}
+        return {"wav": wav, **encode_targets(clip.attributes, self.config.heads)}
 
 
 def accuracy(model: EvalClassifier, clips: Sequence[Clip], batch_size: int = 16) -> dict[str, Any]:

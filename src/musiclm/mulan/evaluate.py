@@ -126,7 +126,19 @@ def evaluate_mulan(
     if bool(model.rvq.fitted):
         result["rvq_cosine_audio"] = quantization_cosine(model, audio)
         result["rvq_cosine_text"] = quantization_cosine(model, text)
+        result["token_agreement"] = token_agreement(model, audio, text)
     return result
+
+
+def token_agreement(model: Any, audio: torch.Tensor, text: torch.Tensor) -> dict[str, float]:
+    """How often a caption's first-level token is its own clip's (``own``) or the next clip's (``other``):
+    the stages are conditioned on first-level tokens, and learn from audio tokens what text tokens must
+    then mean at inference."""
+    audio_tokens, text_tokens = model.quantize(audio)[:, 0].cpu(), model.quantize_text(text)[:, 0].cpu()
+    return {
+        "own": float((text_tokens == audio_tokens).float().mean()),
+        "other": float((text_tokens == audio_tokens.roll(1)).float().mean()),
+    }
 
 
 @torch.no_grad()

@@ -95,3 +95,62 @@ def collect_embeddings(
         emb = embed(wav)
         out.append(emb.reshape(-1, emb.shape[-1]).cpu())  # melody embeddings come per window: [B, W, D]
     return torch.cat(out)
+
+
+class JointTokens:
+    """Conditioning tokens of a joint text/audio embedding (MuLan, the CLAP adapter).
+
+    The RVQ is fitted on audio embeddings, but contrastive training aligns the two modalities in rank, not in
+    place: text embeddings sit in a cone of their own (MuLan `small`: the mean audio and mean text
+    embeddings are 0.44 apart in cosine), so quantized with audio codebooks they fall on whatever codes
+    border that cone. On 202 held-out clips a caption's first-level token was its own clip's for 5 % of
+    captions; moved by the mean audio-minus-text offset of training embeddings (``text_shift``, fitted with
+    the RVQ) first, for 21 %. The stages learn what a token means from audio tokens, and inference gives them
+    text tokens. A host registers ``rvq`` and a ``text_shift`` buffer of zeros (no shift) of its
+    embedding size.
+    """
+
+    rvq: ResidualKMeans
+    text_shift: torch.Tensor
+    added_keys = ("text_shift",)  # folders saved before the shift existed load with none
+
+    def quantize(self, embedding: torch.Tensor) -> torch.Tensor:
+        """``[B, D]`` audio embedding -> ``[B, Q]`` tokens."""
+        return self.rvq.encode(embedding)
+
+    def quantize_text(self, embedding: torch.Tensor) -> torch.Tensor:
+        """``[B, D]`` text embedding -> ``[B, Q]`` tokens, moved into the audio embeddings' region first."""
+        shift = self.text_shift.to(embedding)
+        return self.rvq.encode(torch.nn.functional.normalize(embedding + shift, dim=-1))
+
+    def dequantize(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.rvq.decode(tokens)
+
+    @torch.no_grad()
+    def fit_quantizer(
+        self, audio_embeddings: torch.Tensor, text_embeddings: torch.Tensor | None = None
+    ) -> list[float]:
+        """Fit the codebooks on audio embeddings and, given text embeddings of training captions, the
+        text shift; returns the residual energy after each level."""
+        errors = self.rvq.fit(audio_embeddings)
+        if text_embeddings is not None:
+            self.fit_text_shift(audio_embeddings, text_embeddings)
+        return errors
+
+    @torch.no_grad()
+    def fit_text_shift(self, audio_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> None:
+        offset = audio_embeddings.float().mean(0) - text_embeddings.float().mean(0)
+        self.text_shift.copy_(offset.to(self.text_shift))
+
+
+def collect_text_embeddings(
+    embed_text: Callable[[list[str]], torch.Tensor], texts: list[str], batch_size: int = 64
+) -> torch.Tensor:
+    """Embeddings ``[N, D]`` of ``texts``, ``batch_size`` at a time."""
+    batches = range(0, len(texts), batch_size)
+    return torch.cat(
+        [
+            embed_text(texts[i : i + batch_size]).cpu()
+            for i in tqdm(batches, desc="embeddings of captions", leave=False)
+        ]
+    )

@@ -16,11 +16,13 @@ the job's memory is that of one window's activations plus the clip's audio, what
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
@@ -205,7 +207,7 @@ def tokenize_clips(
     out.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
-    meta = vocab_meta(codec, semantic, mulan, melody)
+    meta, fingerprint = vocab_meta(codec, semantic, mulan, melody), mulan_fingerprint(mulan)
     meta_path = out / META_FILE
     if meta_path.is_file() and json.loads(meta_path.read_text()) != meta:
         raise ValueError(f"{out} holds tokens of other parts ({meta_path} differs); use another --out")
@@ -234,10 +236,7 @@ def tokenize_clips(
                     tensors[f"{i}/semantic"], tensors[f"{i}/acoustic"] = encode_aligned(
                         wav, codec.sample_rate, codec, semantic, device, window_seconds
                     )
-                    mulan_wav = read_clip(clip, mulan.sample_rate)
-                    tensors[f"{i}/mulan"] = mulan_window_tokens(mulan, mulan_wav, device=device)
-                    if clip.captions:
-                        tensors[f"{i}/text"] = mulan.quantize(mulan.embed_text(list(clip.captions))).cpu()
+                    tensors.update(_mulan_tensors(i, clip, mulan, device))
                     if melody is not None:
                         mel_wav = resample(wav, codec.sample_rate, melody.sample_rate)
                         if mel_wav.shape[-1] >= melody.window_seconds * melody.sample_rate:
@@ -248,14 +247,87 @@ def tokenize_clips(
                         del tensors[key]
                     continue
                 paths.append(str(clip.path))
-            tensors = {k: v.to(torch.int32).contiguous() for k, v in tensors.items()}
-            tmp = _shard_path(out, s).with_suffix(".tmp")
-            save_file(tensors, str(tmp), metadata={"paths": json.dumps(paths)})
-            tmp.replace(_shard_path(out, s))
+            _save_shard(_shard_path(out, s), tensors, paths, fingerprint)
     summary = skips.finish()
     if summary:
         tqdm.write(summary)
     return done
+
+
+def _mulan_tensors(
+    i: int, clip: Clip, mulan: Conditioner, device: str | torch.device
+) -> dict[str, torch.Tensor]:
+    """Clip ``i``'s MuLan audio tokens per window and, when it has captions, their text tokens."""
+    out = {f"{i}/mulan": mulan_window_tokens(mulan, read_clip(clip, mulan.sample_rate), device=device)}
+    if clip.captions:
+        out[f"{i}/text"] = mulan.quantize_text(mulan.embed_text(list(clip.captions))).cpu()
+    return out
+
+
+def mulan_fingerprint(mulan: Conditioner) -> str:
+    """A digest of the MuLan's weights: which MuLan a shard's conditioning tokens came from."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(mulan.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@torch.no_grad()
+def refresh_mulan_tokens(
+    out: str | Path,
+    clips: list[Clip],
+    mulan: Conditioner,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+) -> int:
+    """Recompute the MuLan audio and text tokens of every shard in ``out`` with ``mulan``, keeping the
+    acoustic, semantic and melody tokens: after MuLan improves, the stages retrain on its tokens without
+    encoding the audio again. Shards already holding this MuLan's tokens are left as they are, so a killed
+    job resumes. ``clips`` must include every clip of the shards. Returns the number of shards rewritten."""
+    out = Path(out)
+    meta_path = out / META_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{out} has no {META_FILE}: tokenize the clips first (musiclm tokenize)")
+    meta = json.loads(meta_path.read_text())
+    wanted = {"mulan_quantizers": mulan.num_quantizers, "mulan_codebook": mulan.codebook_size}
+    wanted["mulan_window"] = mulan.window_seconds
+    changed = {k: (meta.get(k), v) for k, v in wanted.items() if meta.get(k) != v}
+    if changed:
+        raise ValueError(
+            f"this MuLan changes the token layout of {out} ({changed}, shards vs MuLan): tokenize again into "
+            "a new folder"
+        )
+    by_path = {str(c.path): c for c in clips}
+    fingerprint = mulan_fingerprint(mulan)
+    shards = sorted(out.glob("shard-*.safetensors"))
+    rewritten = 0
+    for shard in tqdm(shards, unit="shard", desc="refresh MuLan tokens", disable=not progress):
+        with safe_open(str(shard), "pt") as f:
+            info = f.metadata() or {}
+            if info.get("mulan") == fingerprint:
+                continue
+            tensors = {k: f.get_tensor(k) for k in f.keys() if not k.endswith(("/mulan", "/text"))}
+        paths = json.loads(info["paths"])
+        missing = [p for p in paths if p not in by_path]
+        if missing:
+            raise ValueError(
+                f"{shard.name} holds {len(missing)} clip(s) the manifests do not list (e.g. {missing[0]}): "
+                "pass the manifest the shards were tokenized from"
+            )
+        for i, path in enumerate(paths):
+            tensors.update(_mulan_tensors(i, by_path[path], mulan, device))
+        _save_shard(shard, tensors, paths, fingerprint)
+        rewritten += 1
+    return rewritten
+
+
+def _save_shard(path: Path, tensors: dict[str, torch.Tensor], paths: list[str], fingerprint: str) -> None:
+    """Write atomically: a shard that exists is complete."""
+    tensors = {k: v.to(torch.int32).contiguous() for k, v in tensors.items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"paths": json.dumps(paths), "mulan": fingerprint})
+    tmp.replace(path)
 
 
 def _shard_path(out: Path, shard: int) -> Path:

@@ -84,8 +84,13 @@ class TrainConfig(Config):
     # a model folder (config.json + model.safetensors, e.g. a part of a pipeline folder) whose weights start a
     # run that has no checkpoint of its own: training continues across sessions from committed weights
     init: str | None = None
+    # a validation metric (e.g. "loss"; MuLan with attribute heads: "contrastive"): the weights of its lowest
+    # value are kept in OUT/best/ (OUT/best.json says which step) and the run exports them, not the last
+    # ones: held-out loss bottoms out before the last step when a part starts to overfit
+    keep_best: str | None = None
 
 
+BEST_DIR = "best"
 Losses = Callable[[int, Any], dict[str, torch.Tensor]]  # (micro-batch index, micro-batch) -> losses
 
 
@@ -219,15 +224,18 @@ class Trainer:
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 self._log(logs, writer, bar)
             if cfg.val_every and self.step % cfg.val_every == 0 and self.step < cfg.steps:
-                self._log(self.validate(), writer, bar)
+                self._log(self._validate_and_keep_best(), writer, bar)
             if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
                 self.save_checkpoint()
         bar.close()
         if self.val_data is not None:
-            self._log(self.validate(), writer, bar)
+            self._log(self._validate_and_keep_best(), writer, bar)
         if writer is not None:
             writer.close()
         final = self.averaged_model()
+        # the other ranks export nothing, and may not see the last best weights written yet
+        if cfg.keep_best and self.dist.is_main and (self.out_dir / BEST_DIR / WEIGHTS_NAME).is_file():
+            load_weights(final, self.out_dir / BEST_DIR / WEIGHTS_NAME, self.device)
         if self.dist.is_main and hasattr(final, "save_pretrained"):
             final.save_pretrained(self.out_dir)
         if self.dist.enabled:
@@ -266,6 +274,24 @@ class Trainer:
         model.train(was_training)
         means = {f"val/{k}": v / max(count, 1) for k, v in totals.items()}
         return all_reduce_mean(means, self.dist, self.device)
+
+    def _validate_and_keep_best(self) -> dict[str, float]:
+        logs = self.validate()
+        metric = self.config.keep_best
+        if not metric or not logs or not hasattr(self.model, "save_pretrained"):
+            return logs
+        if f"val/{metric}" not in logs:
+            known = sorted(k.removeprefix("val/") for k in logs)
+            raise TrainingError(
+                f"keep_best={metric!r} is not a validation metric of this model; choose one of {known}"
+            )
+        record = self.out_dir / (BEST_DIR + ".json")
+        best = json.loads(record.read_text())["value"] if record.is_file() else math.inf
+        value = logs[f"val/{metric}"]
+        if value < best and self.dist.is_main:
+            self.averaged_model().save_pretrained(self.out_dir / BEST_DIR)
+            record.write_text(json.dumps({"step": self.step, "metric": metric, "value": value}) + "\n")
+        return logs
 
     def save_checkpoint(self) -> Path | None:
         rng = _rng_state()
