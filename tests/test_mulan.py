@@ -192,30 +192,6 @@ def test_hard_negative_texts_only_add_audio_to_text_terms():
     assert away["hard_acc"] == 1 and float(away["loss"] - plain["loss"]) < 1e-3
 
 
-def test_text_shift_moves_captions_onto_their_clips_tokens(tmp_path):
-    """Text embeddings aligned with their audio in rank but sitting in a cone of their own (a constant
-    offset) get their clips' tokens only once moved by the fitted shift; older folders load without one."""
-    torch.manual_seed(0)
-    model = MuLan(MuLanConfig.preset("tiny")).eval()
-    audio = F.normalize(torch.randn(256, model.embed_dim) * 0.3 + torch.randn(model.embed_dim), dim=-1)
-    gap = 0.8 * F.normalize(torch.randn(model.embed_dim), dim=0)
-    text = F.normalize(audio + gap, dim=-1)
-    model.fit_quantizer(audio)
-    unshifted = token_agreement(model, audio, text)["own"]
-    model.fit_quantizer(audio, text)
-    shifted = token_agreement(model, audio, text)["own"]
-    assert shifted > 0.9 and unshifted < 0.5, (shifted, unshifted)
-    assert model.quantize_text(text).equal(model.quantize(F.normalize(text + model.text_shift, dim=-1)))
-    # a folder saved before the shift existed loads with none: its text tokens are as they were
-    from safetensors.torch import load_file, save_file
-
-    folder = model.save_pretrained(tmp_path / "old")
-    weights = load_file(folder / "model.safetensors")
-    save_file({k: v for k, v in weights.items() if k != "text_shift"}, str(folder / "model.safetensors"))
-    old = load_component(folder)
-    assert not old.text_shift.any() and old.quantize_text(text).equal(model.quantize(text))
-
-
 def test_residual_kmeans_levels_reduce_error():
     torch.manual_seed(0)
     x = F.normalize(torch.randn(600, 16), dim=-1)
@@ -354,13 +330,6 @@ def test_cli_trains_and_evaluates_on_rendered_data(tiny_dataset, tmp_path):
         app, ["train", "mulan", "--out", str(tmp_path / "mulan"), *common, *small_data_path]
     )
     assert result.exit_code == 0, result.output
-    # training fits the text shift with the RVQ; fit-text-shift refits it for a trained MuLan
-    assert load_component(tmp_path / "mulan").text_shift.abs().sum() > 0
-    shift = ["mulan", "fit-text-shift", "--data", str(tiny_dataset), "--model", str(tmp_path / "mulan")]
-    result = runner.invoke(app, [*shift, "--out", str(tmp_path / "shifted"), "--points", "4", "--fp16"])
-    assert result.exit_code == 0 and "text shift fitted on 4 crops" in result.output, result.output
-    shifted = load_component(tmp_path / "shifted")
-    assert not shifted.text_shift.equal(load_component(tmp_path / "mulan").text_shift)
     result = runner.invoke(app, ["train", "melody", "--out", str(tmp_path / "melody"), *common])
     assert result.exit_code == 0, result.output
     out = tmp_path / "eval.json"

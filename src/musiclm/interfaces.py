@@ -67,11 +67,7 @@ class Conditioner(Protocol):
         ...
 
     def quantize(self, embedding: torch.Tensor) -> torch.Tensor:
-        """``[B, D]`` audio embedding -> ``[B, Q]`` long."""
-        ...
-
-    def quantize_text(self, embedding: torch.Tensor) -> torch.Tensor:
-        """``[B, D]`` text embedding -> ``[B, Q]`` long, the tokens that stand for the text at inference."""
+        """``[B, D]`` -> ``[B, Q]`` long."""
         ...
 
 

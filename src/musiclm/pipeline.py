@@ -323,7 +323,7 @@ class MusicLM:
         if continuation is not None:
             prompt_sem, prompt_ac, prompt_seconds = self._prompt_tokens(continuation, batch)
         mulan = [
-            (start + prompt_seconds, self.mulan.quantize_text(self.mulan.embed_text(list(texts))))
+            (start + prompt_seconds, self.mulan.quantize(self.mulan.embed_text(list(texts))))
             for start, texts in schedule
         ]
         mulan = [(start, tokens.to(self.device)) for start, tokens in mulan]

@@ -98,8 +98,6 @@ def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tenso
             state[new] = state.pop(old)
     rebuilt = getattr(model, "rebuilt_prefixes", tuple)()
     state.update({k: v for k, v in expected.items() if k.startswith(rebuilt) and k not in state})
-    added = getattr(model, "added_keys", ())  # keys newer than the folder: they keep their initial values
-    state.update({k: v for k, v in expected.items() if k in added and k not in state})
     for group in _tied_groups(expected):  # tied weights are stored once; give every alias its tensor
         present = [k for k in group if k in state]
         for k in group:

@@ -30,23 +30,15 @@ app.add_typer(mulan_app, name="mulan")
 RvqPoints = Annotated[int, typer.Option(help="Training crops embedded to fit the RVQ codebooks.")]
 
 
-def _fit_rvq_and_save(
-    trainer, embed, crops, points: int, out: Path, what: str, captions: list[str] | None = None
-) -> None:
-    """Fit the trained model's RVQ on embeddings of training crops (and, given training ``captions``, its
-    text shift) and save the folder: on rank 0 only under torchrun (one writer), while the other ranks wait
-    for the folder."""
-    import torch
-
-    from musiclm.mulan.quantizer import collect_embeddings, collect_text_embeddings
+def _fit_rvq_and_save(trainer, embed, crops, points: int, out: Path, what: str) -> None:
+    """Fit the trained model's RVQ on embeddings of training crops and save the folder: on rank 0 only
+    under torchrun (one writer), while the other ranks wait for the folder."""
+    from musiclm.mulan.quantizer import collect_embeddings
     from musiclm.training.distributed import barrier
 
     if trainer.dist.is_main:
         model = trainer.averaged_model().eval()
-        with torch.no_grad():
-            audio = collect_embeddings(embed(model), crops, points)
-            text = collect_text_embeddings(model.embed_text, captions[:points]) if captions else None
-        errors = model.fit_quantizer(audio, text) if text is not None else model.fit_quantizer(audio)
+        errors = model.fit_quantizer(collect_embeddings(embed(model), crops, points))
         model.save_pretrained(out)
         energy = [round(e, 4) for e in errors]
         typer.echo(f"{what} saved to {out}; RVQ residual energy after each level: {energy}")
@@ -135,51 +127,7 @@ def train_mulan(
     trainer.fit()
     # the RVQ is fitted on clean crops, as tokenization will embed them
     rvq_crops = AudioCropDataset(**crops) if augment is not None else train
-    captions = _training_captions(rvq_crops.clips)
-    _fit_rvq_and_save(trainer, lambda model: model.embed_audio, rvq_crops, rvq_points, out, "MuLan", captions)
-
-
-def _training_captions(clips) -> list[str]:
-    """Every stored caption of the clips, in an order that mixes clips (the text shift takes a prefix)."""
-    import random
-
-    captions = [caption for clip in clips for caption in clip.captions]
-    random.Random(0).shuffle(captions)
-    return captions
-
-
-@mulan_app.command("fit-text-shift")
-def fit_text_shift(
-    data: Manifests,
-    model: Annotated[Path, typer.Option(help="MuLan folder whose text shift to fit.")],
-    out: Annotated[Path, typer.Option(help="Folder for the MuLan with its shift (may be --model).")],
-    points: Annotated[int, typer.Option(help="Training crops and captions embedded.")] = 512,
-    fp16: Annotated[bool, typer.Option(help="Save fp16 weights, as shipped parts are.")] = False,
-    device: Device = "auto",
-) -> None:
-    """Fit an already trained MuLan's text shift (mean audio minus mean text embedding of training data),
-    which moves text embeddings into the audio region its RVQ was fitted on; its RVQ stays."""
-    import torch
-
-    from musiclm.data.datasets import AudioCropDataset
-    from musiclm.interfaces import load_component
-    from musiclm.mulan.quantizer import JointTokens, collect_embeddings, collect_text_embeddings
-    from musiclm.training.distributed import pick_device
-
-    part = load_component(model, pick_device(device))
-    if not isinstance(part, JointTokens):
-        raise typer.BadParameter(f"{model} holds no joint text/audio model (MuLan or CLAP)")
-    crops = AudioCropDataset(data, part.sample_rate, part.window_seconds, split="train", with_text=True)
-    with torch.no_grad():
-        audio = collect_embeddings(part.embed_audio, crops, min(points, len(crops)))
-        text = collect_text_embeddings(part.embed_text, _training_captions(crops.clips)[:points])
-    before = float(torch.nn.functional.cosine_similarity(audio.mean(0), text.mean(0), dim=0))
-    part.fit_text_shift(audio, text)
-    part.save_pretrained(out, torch.float16 if fp16 else None)
-    typer.echo(
-        f"text shift fitted on {len(audio)} crops and {len(text)} captions (cosine of the means "
-        f"{before:.3f}); saved to {out}"
-    )
+    _fit_rvq_and_save(trainer, lambda model: model.embed_audio, rvq_crops, rvq_points, out, "MuLan")
 
 
 @train_app.command("melody")
@@ -292,7 +240,7 @@ def embed(
                 raise typer.BadParameter(f"{model} is a melody embedder: it embeds audio only")
             embs = part.embed_text(list(text)).cpu()
             for i, (t, emb) in enumerate(zip(text, embs, strict=True)):
-                tensors[f"text{i}"], tensors[f"text{i}_tokens"] = emb, part.quantize_text(emb[None])[0].cpu()
+                tensors[f"text{i}"], tensors[f"text{i}_tokens"] = emb, part.quantize(emb[None])[0].cpu()
                 typer.echo(f"text {t!r}: tokens {tensors[f'text{i}_tokens'].tolist()}")
         if audio and text and hasattr(part, "embed_text"):
             for i in range(len(audio)):

@@ -17,7 +17,7 @@ from torch import nn
 
 from musiclm.audio import sliding_windows
 from musiclm.config import Config
-from musiclm.mulan.quantizer import JointTokens, ResidualKMeans
+from musiclm.mulan.quantizer import ResidualKMeans
 from musiclm.pretrained import PretrainedMixin, load_weights
 
 
@@ -35,7 +35,7 @@ class ClapAdapterConfig(Config):
     }
 
 
-class ClapConditioner(JointTokens, nn.Module, PretrainedMixin):
+class ClapConditioner(nn.Module, PretrainedMixin):
     """``interfaces.Conditioner`` over a ``ClapModel``; audio at CLAP's rate (48 kHz for LAION weights)."""
 
     config_class = ClapAdapterConfig
@@ -61,7 +61,6 @@ class ClapConditioner(JointTokens, nn.Module, PretrainedMixin):
         self.embed_dim = self.clap.config.projection_dim
         self.num_quantizers, self.codebook_size = config.num_quantizers, config.codebook_size
         self.rvq = ResidualKMeans(self.embed_dim, config.num_quantizers, config.codebook_size)
-        self.register_buffer("text_shift", torch.zeros(self.embed_dim))
         self.max_text_tokens = min(
             self.tokenizer.model_max_length, self.clap.config.text_config.max_position_embeddings - 2
         )
@@ -122,6 +121,15 @@ class ClapConditioner(JointTokens, nn.Module, PretrainedMixin):
             attention_mask=batch["attention_mask"].to(self.device),
         )
         return F.normalize(self._pooled(out), dim=-1)
+
+    def quantize(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.rvq.encode(embedding)
+
+    def dequantize(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.rvq.decode(tokens)
+
+    def fit_quantizer(self, audio_embeddings: torch.Tensor) -> list[float]:
+        return self.rvq.fit(audio_embeddings)
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
         """Weights (CLAP + codebooks) in ``model.safetensors``; CLAP's config, tokenizer and features in

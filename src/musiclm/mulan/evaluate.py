@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from musiclm.audio import read_clip
+from musiclm.audio import crop_or_pad, loudness_normalize, read_clip
 from musiclm.data.manifest import Clip, read_manifest
 from musiclm.mulan.melody import clip_attr
 
@@ -126,15 +126,31 @@ def evaluate_mulan(
     if bool(model.rvq.fitted):
         result["rvq_cosine_audio"] = quantization_cosine(model, audio)
         result["rvq_cosine_text"] = quantization_cosine(model, text)
-        result["token_agreement"] = token_agreement(model, audio, text)
+        result["token_agreement"] = token_agreement(model, centre_windows(model, clips), text)
     return result
 
 
-def token_agreement(model: Any, audio: torch.Tensor, text: torch.Tensor) -> dict[str, float]:
-    """How often a caption's first-level token is its own clip's (``own``) or the next clip's (``other``):
-    the stages are conditioned on first-level tokens, and learn from audio tokens what text tokens must
-    then mean at inference."""
-    audio_tokens, text_tokens = model.quantize(audio)[:, 0].cpu(), model.quantize_text(text)[:, 0].cpu()
+def centre_windows(model: Any, clips: list[Clip], batch_size: int = 16) -> torch.Tensor:
+    """MuLan audio embeddings of each clip's middle window alone, loudness-normalised: audio as the stages'
+    training tokens are taken (one window, not the average over a clip's windows, whose mean embedding lies
+    about twice as far from the origin)."""
+    length = round(model.window_seconds * model.sample_rate)
+    out = []
+    for i in range(0, len(clips), batch_size):
+        windows = []
+        for clip in clips[i : i + batch_size]:
+            wav = read_clip(clip, model.sample_rate)
+            middle = crop_or_pad(wav, length, offset=max(0, (wav.shape[-1] - length) // 2))
+            windows.append(loudness_normalize(middle, model.sample_rate))
+        out.append(model.embed_audio(torch.stack(windows)).cpu())
+    return torch.cat(out)
+
+
+def token_agreement(model: Any, window_audio: torch.Tensor, text: torch.Tensor) -> dict[str, float]:
+    """How often a caption's first-level token is its own clip's window token (``own``) or the next clip's
+    (``other``, the chance level): the stages learn from window audio tokens what a token means, and
+    inference gives them text tokens."""
+    audio_tokens, text_tokens = model.quantize(window_audio)[:, 0].cpu(), model.quantize(text)[:, 0].cpu()
     return {
         "own": float((text_tokens == audio_tokens).float().mean()),
         "other": float((text_tokens == audio_tokens.roll(1)).float().mean()),

@@ -21,7 +21,7 @@ from torch import nn
 from musiclm.audio import MelSpectrogram, RhythmAndKey, sliding_windows
 from musiclm.config import Config
 from musiclm.data.labels import HEADS, attribute_losses
-from musiclm.mulan.quantizer import JointTokens, ResidualKMeans
+from musiclm.mulan.quantizer import ResidualKMeans
 from musiclm.pretrained import PretrainedMixin
 from musiclm.training import Trainable
 
@@ -204,8 +204,8 @@ def _load_text_encoder(name: str) -> tuple[Any, nn.Module]:
     return tokenizer, encoder
 
 
-class MuLan(JointTokens, Trainable, PretrainedMixin):
-    """The MuLan conditioner: ``embed_audio``, ``embed_text``, ``quantize`` and ``quantize_text`` (see
+class MuLan(Trainable, PretrainedMixin):
+    """The MuLan conditioner: ``embed_audio``, ``embed_text`` and ``quantize`` (see
     ``interfaces.Conditioner``)."""
 
     config_class = MuLanConfig
@@ -241,7 +241,6 @@ class MuLan(JointTokens, Trainable, PretrainedMixin):
             # which a bias moving 1e-4 per step takes thousands of steps to leave
             nn.init.constant_(self.attribute_heads["family"].bias, -2.0)
         self.rvq = ResidualKMeans(config.embed_dim, config.num_quantizers, config.codebook_size)
-        self.register_buffer("text_shift", torch.zeros(config.embed_dim))
         self._warned_long = False
 
     @property
@@ -317,6 +316,18 @@ class MuLan(JointTokens, Trainable, PretrainedMixin):
     def embed_text(self, texts: list[str]) -> torch.Tensor:
         """``B`` strings -> ``[B, D]`` unit norm. Empty text is an error; long text is truncated (warned)."""
         return F.normalize(self.text_features(texts), dim=-1)
+
+    # --- tokens ------------------------------------------------------------------------------------
+    def quantize(self, embedding: torch.Tensor) -> torch.Tensor:
+        """``[B, D]`` audio or text embedding -> ``[B, Q]`` MuLan tokens."""
+        return self.rvq.encode(embedding)
+
+    def dequantize(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.rvq.decode(tokens)
+
+    @torch.no_grad()
+    def fit_quantizer(self, audio_embeddings: torch.Tensor) -> list[float]:
+        return self.rvq.fit(audio_embeddings)
 
     # --- training ----------------------------------------------------------------------------------
     def contrastive_loss(self, audio: torch.Tensor, text: torch.Tensor) -> dict[str, torch.Tensor]:

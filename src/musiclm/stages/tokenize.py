@@ -260,7 +260,7 @@ def _mulan_tensors(
     """Clip ``i``'s MuLan audio tokens per window and, when it has captions, their text tokens."""
     out = {f"{i}/mulan": mulan_window_tokens(mulan, read_clip(clip, mulan.sample_rate), device=device)}
     if clip.captions:
-        out[f"{i}/text"] = mulan.quantize_text(mulan.embed_text(list(clip.captions))).cpu()
+        out[f"{i}/text"] = mulan.quantize(mulan.embed_text(list(clip.captions))).cpu()
     return out
 
 
@@ -284,7 +284,8 @@ def refresh_mulan_tokens(
     """Recompute the MuLan audio and text tokens of every shard in ``out`` with ``mulan``, keeping the
     acoustic, semantic and melody tokens: after MuLan improves, the stages retrain on its tokens without
     encoding the audio again. Shards already holding this MuLan's tokens are left as they are, so a killed
-    job resumes. ``clips`` must include every clip of the shards. Returns the number of shards rewritten."""
+    job resumes; under ``torchrun`` each rank takes every ``world_size``-th shard. ``clips`` must include
+    every clip of the shards. Returns the number of shards this rank rewrote."""
     out = Path(out)
     meta_path = out / META_FILE
     if not meta_path.is_file():
@@ -300,7 +301,8 @@ def refresh_mulan_tokens(
         )
     by_path = {str(c.path): c for c in clips}
     fingerprint = mulan_fingerprint(mulan)
-    shards = sorted(out.glob("shard-*.safetensors"))
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    shards = sorted(out.glob("shard-*.safetensors"))[rank::world_size]
     rewritten = 0
     for shard in tqdm(shards, unit="shard", desc="refresh MuLan tokens", disable=not progress):
         with safe_open(str(shard), "pt") as f:
