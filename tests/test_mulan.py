@@ -325,11 +325,17 @@ def test_cli_trains_and_evaluates_on_rendered_data(tiny_dataset, tmp_path):
         "--set",
         "progress=false",
     ]
-    small_data_path = ["--set", "model.fresh_captions=true", "--set", "model.augment=true"]  # as `small`
+    small_data_path = [  # as `small`
+        *("--set", "model.fresh_captions=true", "--set", "model.augment=true"),
+        *("--set", "model.attribute_weight=0.3"),
+    ]
     result = runner.invoke(
         app, ["train", "mulan", "--out", str(tmp_path / "mulan"), *common, *small_data_path]
     )
     assert result.exit_code == 0, result.output
+    # the rendered clips' attributes reached the heads: their losses are logged beside the contrastive one
+    logged = [json.loads(line) for line in (tmp_path / "mulan" / "metrics.jsonl").read_text().splitlines()]
+    assert any("attr_family" in row and "contrastive" in row for row in logged)
     result = runner.invoke(app, ["train", "melody", "--out", str(tmp_path / "melody"), *common])
     assert result.exit_code == 0, result.output
     out = tmp_path / "eval.json"

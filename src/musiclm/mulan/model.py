@@ -105,6 +105,7 @@ class MuLanConfig(Config):
             "hard_negatives": True,
             "fresh_captions": True,
             "augment": True,
+            "attribute_weight": 0.3,
         },
         "paper": {
             "n_mels": 128,
