@@ -185,6 +185,11 @@ def random_crop(wav: torch.Tensor, length: int, rng: np.random.Generator) -> tor
     return crop_or_pad(wav, length, offset)
 
 
+def centre_crop(wav: torch.Tensor, length: int) -> torch.Tensor:
+    """The middle ``length`` samples (padded if the clip is shorter)."""
+    return crop_or_pad(wav, length, offset=max(0, (wav.shape[-1] - length) // 2))
+
+
 class MelSpectrogram(nn.Module):
     """Log-mel spectrogram ``[B, T] -> [B, n_mels, F]`` (torch.stft with librosa's filterbank)."""
 

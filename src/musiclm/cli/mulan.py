@@ -105,6 +105,7 @@ def train_mulan(
     crops = dict(
         manifests=data, sample_rate=config.sample_rate, crop_seconds=config.window_seconds, split="train"
     )
+    with_labels = config.attribute_weight > 0  # the heads' targets
     # the level stays at the dataset's loudness: tokenization feeds MuLan loudness-normalised audio
     augment = Augment(level_lufs=(REFERENCE_LUFS, REFERENCE_LUFS)) if config.augment else None
     train = AudioCropDataset(
@@ -113,15 +114,15 @@ def train_mulan(
         hard_negatives=config.hard_negatives,
         fresh_captions=config.fresh_captions,
         augment=augment,
-        with_labels=config.attribute_weight > 0,
+        with_labels=with_labels,
     )
     val = _valid_set(
         data,
         config.sample_rate,
         config.window_seconds,
-        True,
-        config.hard_negatives,
-        config.attribute_weight > 0,
+        with_text=True,
+        hard_negatives=config.hard_negatives,
+        with_labels=with_labels,
     )
     trainer = Trainer(MuLan(config), train, tc, out, val_data=val)
     trainer.fit()

@@ -24,7 +24,7 @@ from torch import nn
 from musiclm.audio import (
     MelSpectrogram,
     RhythmAndKey,
-    crop_or_pad,
+    centre_crop,
     random_crop,
     read_clip,
 )
@@ -227,7 +227,7 @@ class ClassifierDataset(torch.utils.data.Dataset):
         if self.random:
             wav = random_crop(wav, length, rng)
         else:
-            wav = crop_or_pad(wav, length, offset=max(0, (wav.shape[-1] - length) // 2))
+            wav = centre_crop(wav, length)
         if self.augment is not None:
             wav = self.augment(wav, rate, rng)
         return {"wav": wav, **encode_targets(clip.attributes, self.config.heads)}

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from musiclm.audio import crop_or_pad, loudness_normalize, read_clip
+from musiclm.audio import centre_crop, loudness_normalize, read_clip
 from musiclm.data.manifest import Clip, read_manifest
 from musiclm.mulan.melody import clip_attr
 
@@ -139,8 +139,7 @@ def centre_windows(model: Any, clips: list[Clip], batch_size: int = 16) -> torch
     for i in range(0, len(clips), batch_size):
         windows = []
         for clip in clips[i : i + batch_size]:
-            wav = read_clip(clip, model.sample_rate)
-            middle = crop_or_pad(wav, length, offset=max(0, (wav.shape[-1] - length) // 2))
+            middle = centre_crop(read_clip(clip, model.sample_rate), length)
             windows.append(loudness_normalize(middle, model.sample_rate))
         out.append(model.embed_audio(torch.stack(windows)).cpu())
     return torch.cat(out)

@@ -291,8 +291,11 @@ def refresh_mulan_tokens(
     if not meta_path.is_file():
         raise FileNotFoundError(f"{out} has no {META_FILE}: tokenize the clips first (musiclm tokenize)")
     meta = json.loads(meta_path.read_text())
-    wanted = {"mulan_quantizers": mulan.num_quantizers, "mulan_codebook": mulan.codebook_size}
-    wanted["mulan_window"] = mulan.window_seconds
+    wanted = {
+        "mulan_quantizers": mulan.num_quantizers,
+        "mulan_codebook": mulan.codebook_size,
+        "mulan_window": mulan.window_seconds,
+    }
     changed = {k: (meta.get(k), v) for k, v in wanted.items() if meta.get(k) != v}
     if changed:
         raise ValueError(
