@@ -163,6 +163,17 @@ def test_missing_stage_and_mismatched_parts(folder, parts, tmp_path):
     stages = StageSet(*(StageLM(stage_config(s, "tiny", {**other, "semantic_vocab": 5})) for s in STAGES))
     with pytest.raises(GenerationError, match="semantic_vocab=5"):
         MusicLM(codec, semantic, mulan, stages, None)
+    # a "codebook" stage must hold this MuLan's code vectors, not another's
+    vocab = vocabularies(codec, semantic, mulan, None, coarse_quantizers=2)
+    stages = StageSet(
+        *(StageLM(stage_config(s, "tiny", {**vocab, "mulan_embedding": "codebook"})) for s in STAGES)
+    )
+    with pytest.raises(GenerationError, match="another MuLan's codebooks"):
+        MusicLM(codec, semantic, mulan, stages, None)
+    for stage in stages:
+        if stage.embeds_codebooks:
+            stage.set_mulan_codebooks(mulan.code_vectors())
+    MusicLM(codec, semantic, mulan, stages, None)
 
 
 def test_pipeline_without_fine_stage_decodes_coarse_levels(folder, model, tmp_path):

@@ -280,10 +280,14 @@ def write_shard(path, clips):
     save_file(tensors, str(path))
 
 
-def train_on_clips(tmp_path, clips: list[dict], name: str, steps: int) -> tuple[Trainer, StageDataset]:
+def train_on_clips(
+    tmp_path, clips: list[dict], name: str, steps: int, codebooks: torch.Tensor | None = None, **overrides
+) -> tuple[Trainer, StageDataset]:
     """A tiny ``name`` stage trained with the shared engine (no conditioning dropout) on ``clips``' shard."""
     write_shard(tmp_path / "shard-00000.safetensors", clips)
-    model = stage(name, cond_dropout=0.0).train()
+    model = stage(name, cond_dropout=0.0, **overrides).train()
+    if codebooks is not None:
+        model.set_mulan_codebooks(codebooks)
     data = StageDataset(load_shards(tmp_path), model)
     config = TrainConfig(
         steps=steps,
@@ -319,6 +323,37 @@ def test_trained_stage_reproduces_a_repetitive_token_set(tmp_path):
         assert out[0, 0].equal(pattern)
     reloaded = StageLM.from_pretrained(tmp_path / "run")  # the engine exported it
     torch.testing.assert_close(reloaded.output_heads, trained.output_heads)
+
+
+def test_codebook_stage_generalises_to_mulan_tokens_it_never_saw(tmp_path):
+    """Clips whose music depends on which side of a plane their MuLan code vector lies: trained on 12 of 16
+    codes, a "codebook" stage embeds the 4 unseen codes by their vectors and decodes each one's music; it
+    keeps the vectors it was given through saving, and refuses codebooks of another shape."""
+    g = torch.Generator().manual_seed(0)
+    codebooks = torch.randn(3, 16, 4, generator=g)
+    side = codebooks[0, :, 0] > 0
+    side[12:] = torch.tensor([True, False, True, False])
+    codebooks[0, 12:, 0] = torch.where(side[12:], 1.0, -1.0)  # unseen codes on both sides
+    music = {True: torch.full((50,), 3), False: torch.full((50,), 9)}
+    clips = [
+        {
+            "semantic": music[bool(side[i])],
+            "acoustic": torch.zeros(5, 100, dtype=torch.long),
+            "mulan": torch.tensor([i, 0, 0]),
+        }
+        for i in range(12)
+    ]
+    options = dict(mulan_embedding="codebook", mulan_dim=4, mulan_levels=1)
+    trainer, _ = train_on_clips(tmp_path, clips, "semantic", steps=100, codebooks=codebooks, **options)
+    trained = trainer.model.eval()
+    for code in range(12, 16):
+        prefix = trained.condition(mulan=torch.tensor([[code, 0, 0]]))
+        out = generate_stage(trained, lambda s, n, e: prefix, 5, 1, Sampling(0.0))
+        assert out[0, 0].equal(music[bool(side[code])][:5]), code
+    reloaded = StageLM.from_pretrained(tmp_path / "run")
+    assert reloaded.mulan_codebooks_match(codebooks) and not reloaded.mulan_codebooks_match(codebooks + 1)
+    with pytest.raises(ValueError, match="do not fit"):
+        reloaded.set_mulan_codebooks(codebooks[:, :8])
 
 
 def test_dataset_windows_for_every_stage(tmp_path):

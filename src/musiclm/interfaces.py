@@ -70,6 +70,10 @@ class Conditioner(Protocol):
         """``[B, D]`` -> ``[B, Q]`` long."""
         ...
 
+    def code_vectors(self) -> torch.Tensor:
+        """``[Q, K, D]``: the RVQ codebooks ``quantize`` chooses among (what "codebook" stages embed)."""
+        ...
+
 
 @runtime_checkable
 class MelodyEmbedder(Protocol):

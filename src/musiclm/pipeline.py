@@ -160,6 +160,7 @@ def vocabularies(
     return {
         "mulan_quantizers": mulan.num_quantizers,
         "mulan_codebook": mulan.codebook_size,
+        "mulan_dim": mulan.embed_dim,
         "melody_quantizers": melody.num_quantizers if melody is not None else 0,
         "melody_codebook": melody.codebook_size if melody is not None else 512,
         "semantic_vocab": semantic.vocab_size,
@@ -203,6 +204,11 @@ class MusicLM:
                 raise GenerationError(
                     f"the {stage.config.stage} stage was trained for other parts: {', '.join(wrong)}; "
                     "retrain it on tokens of these parts (musiclm tokenize, then musiclm train stage)"
+                )
+            if not stage.mulan_codebooks_match(mulan.code_vectors()):
+                raise GenerationError(
+                    f"the {stage.config.stage} stage embeds another MuLan's codebooks than this pipeline's "
+                    "MuLan: assemble it with the MuLan its tokens were made with, or retrain it"
                 )
 
     # ------------------------------------------------------------ persistence

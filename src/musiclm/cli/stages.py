@@ -132,6 +132,7 @@ def train_stage(
     from musiclm.config import ConfigError
     from musiclm.stages.data import StageDataset, dataset_options, load_shards, read_meta
     from musiclm.stages.stages import TRAIN_DEFAULTS, StageConfig, StageLM
+    from musiclm.stages.tokenize import read_codebooks
     from musiclm.training import TrainConfig, Trainer
 
     meta = read_meta(tokens)
@@ -166,18 +167,46 @@ def train_stage(
             **vocab,
             **parse_overrides(overrides)[0],
         )
-    except ConfigError as err:
+        codebooks = None
+        if config.mulan_embedding == "codebook" and stage != "fine":  # the fine stage has no MuLan tokens
+            codebooks = read_codebooks(tokens)
+            config = config.replace(mulan_dim=codebooks.shape[-1])
+    except (ConfigError, FileNotFoundError) as err:
         raise typer.BadParameter(str(err)) from err
     defaults = TrainConfig.from_dict(TRAIN_DEFAULTS.get(preset, {}))
+    settings = train_config(defaults, steps, batch_size, lr, device, overrides)
     model = StageLM(config)
+    if codebooks is not None:
+        model.set_mulan_codebooks(codebooks)
+        _check_init_codebooks(settings.init, model, tokens)
     hops = dataset_options(meta)
     data, val_data = (
         StageDataset(load_shards(t), model, **hops) if t else None for t in (tokens, val_tokens)
     )
-    Trainer(
-        model, data, train_config(defaults, steps, batch_size, lr, device, overrides), out, val_data=val_data
-    ).fit()
+    Trainer(model, data, settings, out, val_data=val_data).fit()
     typer.echo(f"trained {stage} stage saved to {out}")
+
+
+def _check_init_codebooks(init: str | None, model, tokens: Path) -> None:
+    """A warm start keeps the init's MuLan codebooks: refuse one made for another MuLan than the tokens'."""
+    import torch
+    from safetensors import safe_open
+
+    from musiclm.pretrained import WEIGHTS_NAME
+
+    weights = Path(init or "") / WEIGHTS_NAME
+    if not init or not weights.is_file():
+        return
+    with safe_open(str(weights), "pt") as f:
+        if "transformer.embed.codebooks" not in f.keys():
+            return
+        theirs = f.get_tensor("transformer.embed.codebooks").float()
+    ours = model.transformer.embed.codebooks
+    if theirs.shape != ours.shape or not torch.allclose(theirs, ours, atol=2e-3):
+        raise typer.BadParameter(
+            f"--set train.init={init} embeds another MuLan's codebooks than the tokens in {tokens}: start "
+            "from a stage trained on this MuLan's tokens, or from scratch"
+        )
 
 
 @app.command()
@@ -415,6 +444,7 @@ def eval_stage(
             report["stages"][name] = {
                 "layout": model.config.layout,
                 "mulan_levels": model.mulan_levels,
+                "mulan_embedding": model.config.mulan_embedding,
                 **diagnostics.conditioning_nll(model, data, clips),
             }
             typer.echo(f"{name}: {_figures(report['stages'][name])}")

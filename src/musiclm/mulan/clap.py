@@ -125,6 +125,9 @@ class ClapConditioner(nn.Module, PretrainedMixin):
     def quantize(self, embedding: torch.Tensor) -> torch.Tensor:
         return self.rvq.encode(embedding)
 
+    def code_vectors(self) -> torch.Tensor:
+        return self.rvq.codebooks
+
     def dequantize(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.rvq.decode(tokens)
 

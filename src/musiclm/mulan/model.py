@@ -323,6 +323,9 @@ class MuLan(Trainable, PretrainedMixin):
         """``[B, D]`` audio or text embedding -> ``[B, Q]`` MuLan tokens."""
         return self.rvq.encode(embedding)
 
+    def code_vectors(self) -> torch.Tensor:
+        return self.rvq.codebooks
+
     def dequantize(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.rvq.decode(tokens)
 

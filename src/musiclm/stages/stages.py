@@ -42,6 +42,7 @@ from musiclm.training import Trainable
 
 STAGES = ("semantic", "coarse", "fine")
 LAYOUTS = ("prefix", "interleaved")
+MULAN_EMBEDDINGS = ("learned", "codebook")
 SEP, NULL = 0, 1  # special input ids; vocabularies of the parts start at 2
 
 
@@ -63,9 +64,15 @@ class StageConfig(Config):
     # MuLan RVQ levels that condition the stage (None: all). The deep levels of one clip's audio tokens
     # name the clip more than describe it, and a caption's text tokens share almost none of them.
     mulan_levels: int | None = None
+    # how a MuLan token enters the stage: "learned" (the paper's: each token id its own learned vector) or
+    # "codebook" (its code vector in MuLan's space, a frozen copy of MuLan's RVQ codebooks, through one
+    # learned projection). Learned ids name training clips: a held-out caption's text tokens rarely equal
+    # its music's audio tokens, but they lie near them, and near codes condition alike only via codebook.
+    mulan_embedding: str = "learned"
     # vocabularies; the pipeline builders copy these from the trained parts
     mulan_quantizers: int = 12
     mulan_codebook: int = 1024
+    mulan_dim: int = 128
     melody_quantizers: int = 0  # 0: no melody conditioning
     melody_codebook: int = 512
     melody_windows: int = 3  # melody windows in the prefix (paper: 3 per 10 s)
@@ -109,7 +116,7 @@ class StageConfig(Config):
             "window_seconds": 5.0,
             "prefix_seconds": 2.5,
             "layout": "interleaved",
-            "mulan_levels": 1,
+            "mulan_embedding": "codebook",
         },
         "paper": {
             "dim": 1024,
@@ -150,6 +157,10 @@ class StageConfig(Config):
             raise ConfigError(f"unknown norm {self.norm!r}; choose one of {NORMS}")
         if self.layout not in LAYOUTS:
             raise ConfigError(f"unknown layout {self.layout!r}; choose one of {LAYOUTS}")
+        if self.mulan_embedding not in MULAN_EMBEDDINGS:
+            raise ConfigError(
+                f"unknown mulan_embedding {self.mulan_embedding!r}; choose one of {MULAN_EMBEDDINGS}"
+            )
         if self.mulan_levels is not None and not 1 <= self.mulan_levels <= self.mulan_quantizers:
             raise ConfigError(
                 f"mulan_levels must be in 1..{self.mulan_quantizers} (mulan_quantizers), "
@@ -186,10 +197,15 @@ class StageLM(Trainable, PretrainedMixin):
                 "coarse": c.coarse_quantizers * c.codebook_size,
                 "fine": c.fine_quantizers * c.codebook_size,
             }
+        if (
+            self.embeds_codebooks
+        ):  # MuLan ids after the table's rows: their vectors come from MuLan's codebooks
+            sizes["mulan"] = sizes.pop("mulan")
         self.offsets, start = {}, 2
         for name, size in sizes.items():
             self.offsets[name] = start
             start += size
+        rows = self.offsets["mulan"] if self.embeds_codebooks else start
         self.target = {"semantic": "semantic", "coarse": "coarse", "fine": "fine"}[c.stage]
         self.levels = {"semantic": 1, "coarse": c.coarse_quantizers, "fine": c.fine_quantizers}[c.stage]
         self.codebook = c.semantic_vocab if c.stage == "semantic" else c.codebook_size
@@ -198,7 +214,7 @@ class StageLM(Trainable, PretrainedMixin):
         self.given = {"semantic": 0, "coarse": 1, "fine": c.coarse_quantizers}[c.stage] * self.interleaved
         self.transformer = Transformer(
             TransformerSpec(
-                vocab_size=start,
+                vocab_size=rows,
                 dim=c.dim,
                 layers=c.layers,
                 heads=c.heads,
@@ -210,7 +226,35 @@ class StageLM(Trainable, PretrainedMixin):
                 norm=c.norm,
             )
         )
+        if self.embeds_codebooks:
+            count = self.mulan_levels * c.mulan_codebook
+            self.transformer.embed = MuLanCodeEmbedding(self.transformer.embed, count, c.mulan_dim)
         self.output_heads = nn.Parameter(torch.randn(self.levels, self.codebook, c.dim) * 0.02)
+
+    @property
+    def embeds_codebooks(self) -> bool:
+        """A "codebook" stage that is conditioned on MuLan (the fine stage never is)."""
+        return self.config.mulan_embedding == "codebook" and self.config.stage != "fine"
+
+    def set_mulan_codebooks(self, codebooks: torch.Tensor) -> None:
+        """Copy MuLan's RVQ codebooks ``[Q, K, D]`` (``Conditioner.code_vectors()``) into a "codebook" stage:
+        the MuLan it is trained on or generates with."""
+        c = self.config
+        expected = (c.mulan_quantizers, c.mulan_codebook, c.mulan_dim)
+        if tuple(codebooks.shape) != expected:
+            raise ValueError(
+                f"MuLan codebooks of shape {tuple(codebooks.shape)} do not fit this stage's {expected} "
+                "(mulan_quantizers, mulan_codebook, mulan_dim)"
+            )
+        self.transformer.embed.codebooks.copy_(codebooks[: self.mulan_levels].flatten(0, 1))
+
+    def mulan_codebooks_match(self, codebooks: torch.Tensor) -> bool:
+        """Whether a "codebook" stage holds these MuLan codebooks (to fp16 precision); True for "learned"."""
+        if not self.embeds_codebooks:
+            return True
+        ours = self.transformer.embed.codebooks.float()
+        theirs = codebooks[: self.mulan_levels].flatten(0, 1).to(ours)
+        return ours.shape == theirs.shape and torch.allclose(ours, theirs, atol=2e-3)
 
     # ------------------------------------------------------------ layout
     @property
@@ -381,6 +425,30 @@ class StageLM(Trainable, PretrainedMixin):
         logits = self(prefix, codes, batch.get("aligned"))
         loss = F.cross_entropy(logits.flatten(0, 2), codes.transpose(1, 2).flatten())
         return {"loss": loss, "ppl": loss.detach().exp().clamp(max=math.exp(20))}
+
+
+class MuLanCodeEmbedding(nn.Embedding):
+    """Input embeddings of a "codebook" stage: the ``count`` ids past the learned table's rows are MuLan
+    tokens, embedded as their MuLan code vectors (a buffer ``[count, mulan_dim]``, filled by
+    :meth:`StageLM.set_mulan_codebooks`) through one learned projection."""
+
+    def __init__(self, table: nn.Embedding, count: int, mulan_dim: int):
+        super().__init__(table.num_embeddings, table.embedding_dim)
+        self.load_state_dict(table.state_dict())
+        self.count = count
+        self.register_buffer("codebooks", torch.zeros(count, mulan_dim))
+        # a first-level code vector (near MuLan's unit sphere) lands at the scale of a learned row: 0.02 a dim
+        self.projection = nn.Linear(mulan_dim, table.embedding_dim, bias=False)
+        nn.init.normal_(self.projection.weight, std=0.02)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = super().forward(ids.clamp(max=self.num_embeddings - 1))
+        local = ids - self.num_embeddings
+        is_mulan = local >= 0
+        if not is_mulan.any():  # decoding steps: target tokens only
+            return rows
+        codes = self.projection(self.codebooks[local.clamp(0, self.count - 1)])
+        return torch.where(is_mulan[..., None], codes, rows)
 
 
 def _need(value, name: str, stage: str) -> None:

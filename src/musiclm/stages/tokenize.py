@@ -32,6 +32,8 @@ from musiclm.data.skips import SKIPPED_FILE, SkipLog
 from musiclm.interfaces import AcousticCodec, Conditioner, MelodyEmbedder, SemanticTokenizer
 
 META_FILE = "meta.json"
+# the code vectors of the MuLan whose tokens the shards hold: "codebook" stages embed its tokens by them
+CODEBOOKS_FILE = "mulan_codebooks.safetensors"
 MULAN_HOP = 2.0  # seconds between the MuLan windows of a clip
 WINDOW_SECONDS = 30.0  # audio a model sees at once when a clip is longer than two of these
 # Seconds of audio either side of a semantic window, tokenized and dropped: with them, tokens of 30 s windows
@@ -213,6 +215,7 @@ def tokenize_clips(
         raise ValueError(f"{out} holds tokens of other parts ({meta_path} differs); use another --out")
     if rank == 0:
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+        save_codebooks(out, mulan, fingerprint)
     shards = [s for s in range((len(clips) + shard_size - 1) // shard_size) if s % world_size == rank]
     todo = [s for s in shards if not _shard_path(out, s).is_file()]
     done = [_shard_path(out, s) for s in shards]
@@ -305,6 +308,8 @@ def refresh_mulan_tokens(
     by_path = {str(c.path): c for c in clips}
     fingerprint = mulan_fingerprint(mulan)
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if rank == 0:
+        save_codebooks(out, mulan, fingerprint)
     shards = sorted(out.glob("shard-*.safetensors"))[rank::world_size]
     rewritten = 0
     for shard in tqdm(shards, unit="shard", desc="refresh MuLan tokens", disable=not progress):
@@ -325,6 +330,26 @@ def refresh_mulan_tokens(
         _save_shard(shard, tensors, paths, fingerprint)
         rewritten += 1
     return rewritten
+
+
+def save_codebooks(out: Path, mulan: Conditioner, fingerprint: str) -> None:
+    tmp = out / (CODEBOOKS_FILE + ".tmp")
+    codebooks = mulan.code_vectors().detach().float().cpu().contiguous()
+    save_file({"codebooks": codebooks}, str(tmp), metadata={"mulan": fingerprint})
+    tmp.replace(out / CODEBOOKS_FILE)
+
+
+def read_codebooks(directory: str | Path) -> torch.Tensor:
+    """``[Q, K, D]`` code vectors of the MuLan whose tokens a token folder holds."""
+    path = Path(directory) / CODEBOOKS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{directory} has no {CODEBOOKS_FILE} (token folders made before it was written lack it): add it "
+            "with `musiclm tokenize --refresh-mulan --data MANIFEST --out FOLDER --mulan MULAN`, naming the "
+            "MuLan the tokens were made with"
+        )
+    with safe_open(str(path), "pt") as f:
+        return f.get_tensor("codebooks")
 
 
 def _save_shard(path: Path, tensors: dict[str, torch.Tensor], paths: list[str], fingerprint: str) -> None:
