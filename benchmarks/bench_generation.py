@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -38,7 +39,7 @@ def main() -> None:
             "seconds_of_audio": SECONDS,
             "guidance": GUIDANCE,
             "pipelines": {
-                folder: {
+                _name(folder, SHIPPED_MODEL.parents[1]): {
                     "fine_stage": models[folder].stages.fine is not None,
                     "median_s": round(statistics.median(t), 2),
                     "runs_s": [round(x, 2) for x in t],
@@ -47,3 +48,9 @@ def main() -> None:
             },
         },
     )
+
+
+def _name(folder: str, repo: Path) -> str:
+    """A pipeline's folder relative to the repository, or its last part: never this machine's own path."""
+    path = Path(folder).resolve()
+    return str(path.relative_to(repo)) if path.is_relative_to(repo) else path.name

@@ -263,6 +263,7 @@ def test_refresh_mulan_rewrites_only_the_conditioning_tokens(parts, tmp_path):
         wav = load_audio(clip.path, retrained.sample_rate)
         assert new["mulan"].equal(tokenize.mulan_window_tokens(retrained, wav).to(new["mulan"].dtype))
         assert new["text"].equal(retrained.quantize(retrained.embed_text(["a tone"])).to(new["text"].dtype))
+    assert tokenize.read_codebooks(out).equal(retrained.code_vectors())  # what "codebook" stages embed
     # done shards are recognised: a second refresh rewrites nothing
     result = CliRunner().invoke(app, [*run, "--refresh-mulan"])
     assert result.exit_code == 0 and "0 shard(s)" in result.output, result.output
@@ -417,24 +418,28 @@ def test_cli_generate_and_train_stage(folder, tmp_path, parts):
     other = shutil.copytree(tmp_path / "tok", tmp_path / "other")
     meta = json.loads((other / "meta.json").read_text())
     (other / "meta.json").write_text(json.dumps({**meta, "codebook_size": 2048}))
-    result = runner.invoke(
-        app,
-        [
-            "train",
-            "stage",
-            "--stage",
-            "coarse",
-            "--tokens",
-            str(tmp_path / "tok"),
-            "--out",
-            str(tmp_path / "run2"),
-            "--preset",
-            "tiny",
-            "--val-tokens",
-            str(other),
-        ],
-    )
-    assert result.exit_code != 0 and "other parts" in result.output
+    # same layout, but the conditioning tokens of another MuLan
+    another_mulan = shutil.copytree(tmp_path / "tok", tmp_path / "another_mulan")
+    tokenize.save_codebooks(another_mulan, parts[2], fingerprint="another MuLan")
+    for val in (other, another_mulan):
+        result = runner.invoke(
+            app,
+            [
+                "train",
+                "stage",
+                "--stage",
+                "coarse",
+                "--tokens",
+                str(tmp_path / "tok"),
+                "--out",
+                str(tmp_path / "run2"),
+                "--preset",
+                "tiny",
+                "--val-tokens",
+                str(val),
+            ],
+        )
+        assert result.exit_code != 0 and "other parts" in result.output
 
 
 def test_fp16_pipeline_is_half_the_size_and_generates(folder, model, tmp_path):

@@ -132,11 +132,13 @@ def train_stage(
     from musiclm.config import ConfigError
     from musiclm.stages.data import StageDataset, dataset_options, load_shards, read_meta
     from musiclm.stages.stages import TRAIN_DEFAULTS, StageConfig, StageLM
-    from musiclm.stages.tokenize import read_codebooks
+    from musiclm.stages.tokenize import codebooks_mulan, read_codebooks
     from musiclm.training import TrainConfig, Trainer
 
     meta = read_meta(tokens)
-    if val_tokens is not None and read_meta(val_tokens) != meta:
+    # folders made before the codebooks file was kept name no MuLan: only their layouts are compared
+    mulans = {codebooks_mulan(tokens), codebooks_mulan(val_tokens)} if val_tokens else set()
+    if val_tokens is not None and (read_meta(val_tokens) != meta or None not in mulans and len(mulans) > 1):
         raise typer.BadParameter(
             f"{val_tokens} was tokenized with other parts than {tokens}: tokenize both "
             "with the same codec, semantic, MuLan and melody folders"

@@ -339,6 +339,15 @@ def save_codebooks(out: Path, mulan: Conditioner, fingerprint: str) -> None:
     tmp.replace(out / CODEBOOKS_FILE)
 
 
+def codebooks_mulan(directory: str | Path) -> str | None:
+    """Fingerprint of the MuLan whose tokens a token folder holds (None: a folder made before it was kept)."""
+    path = Path(directory) / CODEBOOKS_FILE
+    if not path.is_file():
+        return None
+    with safe_open(str(path), "pt") as f:
+        return (f.metadata() or {}).get("mulan")
+
+
 def read_codebooks(directory: str | Path) -> torch.Tensor:
     """``[Q, K, D]`` code vectors of the MuLan whose tokens a token folder holds."""
     path = Path(directory) / CODEBOOKS_FILE
