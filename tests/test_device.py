@@ -38,7 +38,8 @@ def assert_placed(part: nn.Module, device: str, name: str = "") -> None:
 
 def test_shipped_pipeline_lands_and_moves_whole():
     model = MusicLM.from_pretrained(SHIPPED_MODEL, map_location="meta")
-    assert len(parts(model)) == 7 and model.device == torch.device("meta")
+    every_part = {"codec", "semantic", "mulan", "melody", "semantic_stage", "coarse_stage"}  # fine: optional
+    assert every_part <= set(parts(model)) and model.device == torch.device("meta")
     for name, part in parts(model).items():
         assert_placed(part, "meta", name)
 
