@@ -11,11 +11,10 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
-from benchmarks.common import record
+from benchmarks.common import record, repo_relative
 
 PROMPT = "a slow, melancholic string quartet in D minor"
 SECONDS, GUIDANCE, ROUNDS = 10.0, 3.0, 3
@@ -39,7 +38,7 @@ def main() -> None:
             "seconds_of_audio": SECONDS,
             "guidance": GUIDANCE,
             "pipelines": {
-                _name(folder, SHIPPED_MODEL.parents[1]): {
+                repo_relative(folder): {
                     "fine_stage": models[folder].stages.fine is not None,
                     "median_s": round(statistics.median(t), 2),
                     "runs_s": [round(x, 2) for x in t],
@@ -48,9 +47,3 @@ def main() -> None:
             },
         },
     )
-
-
-def _name(folder: str, repo: Path) -> str:
-    """A pipeline's folder relative to the repository, or its last part: never this machine's own path."""
-    path = Path(folder).resolve()
-    return str(path.relative_to(repo)) if path.is_relative_to(repo) else path.name

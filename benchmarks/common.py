@@ -33,11 +33,11 @@ def embedded_manifest(env: str, hours: float = 1.5, eval_every: int = 4) -> Path
 
 
 def repo_relative(path: str | Path) -> str:
-    """``path`` as results record it: relative to the repository when inside it, so that no machine's
-    folder names end up in committed results."""
+    """``path`` as results record it: relative to the repository when inside it, else its last part, so
+    that no machine's folder names end up in committed results."""
     root = Path(__file__).resolve().parent.parent
     resolved = Path(path).resolve()
-    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(path)
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else resolved.name
 
 
 def machine() -> str:
