@@ -13,6 +13,10 @@ level has its own slice of the input vocabulary (per-level offsets) and its own 
 level's logits are computed only over that level's codebook. The MuLan and melody tokens are the
 *droppable* conditioning: in training they are replaced by a learned NULL token with probability
 ``cond_dropout``, which is what classifier-free guidance needs at inference.
+A MuLan token enters either as a learned vector of its id (``mulan_embedding="learned"``, the paper's) or
+as its code vector in MuLan's space through one learned projection (``"codebook"``, see
+:class:`MuLanCodeEmbedding`), so that a caption's text tokens, which rarely equal the audio tokens the stage
+learned from, still mean what MuLan means by them.
 
 Two layouts of the time-aligned stream (S for coarse, levels 1..Qc for fine), chosen by ``layout``:
 
@@ -197,9 +201,8 @@ class StageLM(Trainable, PretrainedMixin):
                 "coarse": c.coarse_quantizers * c.codebook_size,
                 "fine": c.fine_quantizers * c.codebook_size,
             }
-        if (
-            self.embeds_codebooks
-        ):  # MuLan ids after the table's rows: their vectors come from MuLan's codebooks
+        # a codebook stage's MuLan ids come after the learned table's rows: MuLan's codebooks embed them
+        if self.embeds_codebooks:
             sizes["mulan"] = sizes.pop("mulan")
         self.offsets, start = {}, 2
         for name, size in sizes.items():
