@@ -7,6 +7,20 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def numba_cache_written_once():
+    """Compile librosa's cached numba functions here, before any test starts worker processes: workers that
+    compile a guvectorize function at the same time can leave a mismatched pair of cache files, and every
+    later process that loads them segfaults (numba/numba#10128)."""
+    import librosa
+    import numpy as np
+
+    sr = 16000
+    clicks = librosa.clicks(times=np.arange(0.0, 3.0, 0.5), sr=sr, length=3 * sr)
+    librosa.onset.onset_detect(y=clicks, sr=sr)
+    librosa.beat.beat_track(y=clicks, sr=sr)
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """Manifest of ~15 clips of ~4 s at 24 kHz (8 works: folk tunes and chorales) with melody pairs and
