@@ -386,19 +386,22 @@ def test_cli_generate_and_train_stage(folder, tmp_path, parts):
         dirs += [f"--{name}", str(part.save_pretrained(tmp_path / name))]
     result = runner.invoke(app, ["tokenize", *dirs, "--data", str(manifest), "--out", str(tmp_path / "tok")])
     assert result.exit_code == 0, result.output
+    train_coarse = [
+        "train",
+        "stage",
+        "--stage",
+        "coarse",
+        "--tokens",
+        str(tmp_path / "tok"),
+        "--preset",
+        "tiny",
+    ]
     result = runner.invoke(
         app,
         [
-            "train",
-            "stage",
-            "--stage",
-            "coarse",
-            "--tokens",
-            str(tmp_path / "tok"),
+            *train_coarse,
             "--out",
             str(tmp_path / "run"),
-            "--preset",
-            "tiny",
             "--coarse-quantizers",
             "2",
             "--steps",
@@ -423,21 +426,7 @@ def test_cli_generate_and_train_stage(folder, tmp_path, parts):
     tokenize.save_codebooks(another_mulan, parts[2], fingerprint="another MuLan")
     for val in (other, another_mulan):
         result = runner.invoke(
-            app,
-            [
-                "train",
-                "stage",
-                "--stage",
-                "coarse",
-                "--tokens",
-                str(tmp_path / "tok"),
-                "--out",
-                str(tmp_path / "run2"),
-                "--preset",
-                "tiny",
-                "--val-tokens",
-                str(val),
-            ],
+            app, [*train_coarse, "--out", str(tmp_path / "run2"), "--val-tokens", str(val)]
         )
         assert result.exit_code != 0 and "other parts" in result.output
 

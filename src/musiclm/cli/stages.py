@@ -191,7 +191,6 @@ def train_stage(
 
 def _check_init_codebooks(init: str | None, model, tokens: Path) -> None:
     """A warm start keeps the init's MuLan codebooks: refuse one made for another MuLan than the tokens'."""
-    import torch
     from safetensors import safe_open
 
     from musiclm.pretrained import WEIGHTS_NAME
@@ -203,8 +202,8 @@ def _check_init_codebooks(init: str | None, model, tokens: Path) -> None:
         if "transformer.embed.codebooks" not in f.keys():
             return
         theirs = f.get_tensor("transformer.embed.codebooks").float()
-    ours = model.transformer.embed.codebooks
-    if theirs.shape != ours.shape or not torch.allclose(theirs, ours, atol=2e-3):
+    levels = theirs.view(model.mulan_levels, -1, theirs.shape[-1])  # the stage keeps them flattened
+    if theirs.shape != model.transformer.embed.codebooks.shape or not model.mulan_codebooks_match(levels):
         raise typer.BadParameter(
             f"--set train.init={init} embeds another MuLan's codebooks than the tokens in {tokens}: start "
             "from a stage trained on this MuLan's tokens, or from scratch"
