@@ -386,6 +386,7 @@ def test_classifier_trains_and_eval_runs_end_to_end(tiny_dataset, tiny_pipeline,
 def test_classifier_rhythm_and_key_features_hear_tempo_and_mode():
     import pyloudnorm
 
+    from musiclm.audio import CHROMAS, RhythmAndKey
     from musiclm.codec.soundstream import SoundStream, SoundStreamConfig
     from musiclm.data.augment import Augment
     from musiclm.evaluation.classifier import ClassifierConfig, EvalClassifier
@@ -404,14 +405,14 @@ def test_classifier_rhythm_and_key_features_hear_tempo_and_mode():
         [[60, 63, 67], [65, 68, 72], [67, 71, 74], [60, 63, 67]],
     )
     d_major = [[n + 2 for n in chord] for chord in c_major]
-    keys = model.rhythm_and_key.key(
-        torch.stack([chord_sequence(ch, 1.0, sr) for ch in (c_major, c_minor, d_major)])
-    )
-    corr = keys[:, :24].view(3, 2, 12)
-    assert corr[0, 0, 0] > corr[0, 1].max() and corr[1, 1, 0] > corr[1, 0].max()  # best key first, mode right
-    torch.testing.assert_close(
-        keys[2], keys[0], atol=0.05, rtol=0
-    )  # rotated: a transposition changes nothing
+    chords = torch.stack([chord_sequence(ch, 1.0, sr) for ch in (c_major, c_minor, d_major)])
+    for chroma in CHROMAS:
+        keys = RhythmAndKey(sr, 50.0, chroma=chroma).key(chords)
+        corr = keys[:, :24].view(3, 2, 12)
+        assert corr[0, 0, 0] > corr[0, 1].max() and corr[1, 1, 0] > corr[1, 0].max(), chroma  # best key first
+        torch.testing.assert_close(keys[2], keys[0], atol=0.05, rtol=0)  # a transposition changes nothing
+    with pytest.raises(ValueError, match="chroma must be one of"):
+        RhythmAndKey(sr, 50.0, chroma="cqt")
     out = model(torch.randn(2, 2 * sr) * 0.1)
     assert out["mode"].shape == (2, 2) and out["family"].shape[0] == 2
 

@@ -152,6 +152,31 @@ def test_shipped_model_generates_music_from_text():
     assert audio.std() > 1e-3  # not silent
 
 
+def test_pipeline_guidance_is_the_default_and_a_request_overrides_it(folder, monkeypatch, tmp_path):
+    guided = tmp_path / "guided"
+    shutil.copytree(folder, guided)
+    meta = json.loads((guided / "pipeline.json").read_text())
+    assert meta["guidance"] is None  # a pipeline saved without a scale samples as the paper does
+    (guided / "pipeline.json").write_text(json.dumps({**meta, "guidance": 2.5}))
+    loaded = MusicLM.from_pretrained(guided)
+    assert loaded.guidance == 2.5
+    scales = []
+
+    def recording(*args, **kwargs):
+        scales.append({s.guidance for s in args[3]})
+        return pipeline_generate_tokens(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "generate_tokens", recording)
+    loaded.generate(["calm piano"], 0.5, seed=0)
+    loaded.generate(["calm piano"], 0.5, seed=0, guidance=1.0)
+    assert scales == [{2.5}, {1.0}]
+    saved = loaded.save_pretrained(tmp_path / "saved")
+    assert json.loads((saved / "pipeline.json").read_text())["guidance"] == 2.5
+    (guided / "pipeline.json").write_text(json.dumps({**meta, "guidance": "strong"}))
+    with pytest.raises(GenerationError, match="guidance must be a finite scale"):
+        MusicLM.from_pretrained(guided)
+
+
 def test_missing_stage_and_mismatched_parts(folder, parts, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(folder, broken)

@@ -19,6 +19,7 @@ import pytest
 import soundfile as sf
 
 CHROMIUM = Path("/usr/bin/chromium")
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "musiclm_small"
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 
@@ -104,6 +105,12 @@ def test_page_makes_music_and_shows_bad_requests(page_url, browser, tmp_path):
         box.send_keys(Keys.CONTROL, "a")
         box.send_keys(value, Keys.TAB)
     assert browser.find_element(By.CSS_SELECTOR, "#duration input[type=range]").get_attribute("value") == "2"
+    # the guidance slider starts at the shipped model's own scale (its pipeline.json)
+    browser.find_element(By.CSS_SELECTOR, "#advanced button").click()
+    shipped_guidance = json.loads((SHIPPED / "pipeline.json").read_text())["guidance"]
+    guidance = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#guidance input[type=range]"))
+    guidance = guidance.get_attribute("value")
+    assert float(guidance) == shipped_guidance
     generate.click()
     stages_seen = set()
 
@@ -163,7 +170,7 @@ def test_bad_requests_get_the_library_message(page_url, tmp_path, request_, mess
             uploads["melody"],
             uploads["continuation"],
             request_["story"],
-            0,
+            1.0,
             1.0,
             0.95,
             0.4,

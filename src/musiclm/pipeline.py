@@ -183,9 +183,13 @@ class MusicLM:
         stages: StageSet,
         melody: MelodyEmbedder | None = None,
         max_duration: float = MAX_DURATION,
+        guidance: float | None = None,
     ):
         self.codec, self.semantic, self.mulan, self.melody = codec, semantic, mulan, melody
         self.stages, self.max_duration = stages, max_duration
+        # the scale generate() uses unless told otherwise: a property of the trained model, chosen by
+        # measuring its adherence with and without (None: off, the paper's sampling)
+        self.guidance = _checked_guidance(guidance)
         coarse = stages.coarse.config.coarse_quantizers
         if not 0 < coarse < codec.num_quantizers:  # else vocabularies() blames an argument nobody passed
             raise GenerationError(
@@ -247,6 +251,7 @@ class MusicLM:
             stages,
             melody,
             meta.get("max_duration", MAX_DURATION),
+            meta.get("guidance"),
         )
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
@@ -269,7 +274,7 @@ class MusicLM:
             else:
                 part.save_pretrained(directory / name)
         (directory / PIPELINE_FILE).write_text(
-            json.dumps({"max_duration": self.max_duration}, indent=2) + "\n"
+            json.dumps({"max_duration": self.max_duration, "guidance": self.guidance}, indent=2) + "\n"
         )
         return directory
 
@@ -312,15 +317,15 @@ class MusicLM:
         of the output). ``story``: ``[(prompt, seconds), ...]`` adding up to ``duration``, instead of
         ``texts``. ``melody``: a hummed/whistled wav (path or ``[T]`` tensor at the melody embedder's
         rate) whose melody tokens join the text tokens. ``guidance``: classifier-free guidance scale
-        (None: off, the paper's behaviour). ``temperatures``: semantic, coarse, fine (paper's default).
+        (None: the pipeline's own, :attr:`guidance`; 1: off, the paper's sampling). ``temperatures``:
+        semantic, coarse, fine (paper's default).
         """
         schedule = self._check_request(texts, duration, story)
         if len(temperatures) != 3 or not all(math.isfinite(t) and t >= 0 for t in temperatures):
             raise GenerationError(
                 f"temperatures takes 3 finite values >= 0 (semantic, coarse, fine), got {list(temperatures)}"
             )
-        if guidance is not None and not math.isfinite(guidance):
-            raise GenerationError(f"guidance must be a finite scale (e.g. 3.0) or None, got {guidance}")
+        guidance = self.guidance if guidance is None else _checked_guidance(guidance)
         samplings = [Sampling(t, top_k, top_p, guidance) for t in temperatures]
         batch = len(schedule[0][1])
         melody_tokens = self._melody_tokens(melody, batch)
@@ -414,6 +419,17 @@ class MusicLM:
         semantic, acoustic = encode_aligned(wav, self.codec.sample_rate, self.codec, self.semantic, device)
         seconds = acoustic.shape[-1] / self.codec.frame_rate
         return semantic.to(device).expand(batch, -1), acoustic.to(device).expand(batch, -1, -1), seconds
+
+
+def _checked_guidance(guidance: float | None) -> float | None:
+    if guidance is None:
+        return None
+    number = isinstance(guidance, (int, float)) and not isinstance(guidance, bool)
+    if not number or not math.isfinite(guidance) or guidance < 0:
+        raise GenerationError(
+            f"guidance must be a finite scale >= 0 (e.g. 3.0; 1 turns it off) or None, got {guidance!r}"
+        )
+    return float(guidance)
 
 
 def _audio(source, sample_rate: int, what: str) -> torch.Tensor:

@@ -50,6 +50,7 @@ STORY_HELP = (
 def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks:
     """The page for ``model``; ``checkpoint`` (its folder) only goes into the equivalent CLI command shown."""
     mel = MelSpectrogram(model.sample_rate, n_fft=1024, hop_length=256, n_mels=80)
+    default_guidance = model.guidance or 1.0  # the slider starts where the model measured best
 
     @_messages_in_page
     def generate(
@@ -82,7 +83,7 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
                     continuation=continuation,
                     story=segments,
                     seed=seed + i,
-                    guidance=guidance or None,
+                    guidance=guidance,
                     temperatures=temperatures,
                     progress=True,
                 )[0].cpu()  # the player and the spectrogram read NumPy
@@ -97,7 +98,7 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
             f"--seed={seed}",
             *([f"--melody={Path(melody).name}"] if melody else []),
             *([f"--continue={Path(continuation).name}"] if continuation else []),
-            *([f"--guidance={guidance:g}"] if guidance else []),
+            *([f"--guidance={guidance:g}"] if guidance != default_guidance else []),
             *(["--temperatures", *map(str, temperatures)] if temperatures != PAPER_TEMPERATURES else []),
             *([f"--checkpoint={checkpoint}"] if checkpoint else []),
         ]
@@ -158,9 +159,14 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
                         info=STORY_HELP,
                         placeholder="a calm piano piece: 5\na lively fiddle tune: 5",
                     )
-                with gr.Accordion("Advanced", open=False):
+                with gr.Accordion("Advanced", open=False, elem_id="advanced"):
                     guidance = gr.Slider(
-                        0, 10, value=0, step=0.5, label="Classifier-free guidance (0: off, as in the paper)"
+                        1,
+                        10,
+                        value=default_guidance,
+                        step=0.5,
+                        label="Classifier-free guidance (1: off, as in the paper)",
+                        elem_id="guidance",
                     )
                     temperature_sliders = [
                         gr.Slider(0.05, 2, value=t, step=0.05, label=f"Temperature, {stage} stage")

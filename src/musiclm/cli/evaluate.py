@@ -69,7 +69,8 @@ def eval_command(
     seed: int = 0,
     batch: Annotated[int, typer.Option(help="Prompts generated at once.")] = 4,
     guidance: Annotated[
-        Optional[float], typer.Option(help="Classifier-free guidance scale of generation (off: paper).")
+        Optional[float],
+        typer.Option(help="Classifier-free guidance scale of generation (1: off; default: the pipeline's)."),
     ] = None,
     memorization: Annotated[
         int, typer.Option(help="Training clips for the memorization study (needs --checkpoint; 0: skip).")
@@ -135,7 +136,7 @@ def eval_command(
             )
         info["generation_wall_s"] = round(time.perf_counter() - t0, 1)
         info["device"] = str(pipeline.device)
-        info["guidance"] = guidance
+        info["guidance"] = pipeline.guidance if guidance is None else guidance
     else:
         wavs = [suite.usable_clip(p, rate, seconds, skips) for p in given]
         info["audio"] = str(audio)
@@ -198,7 +199,8 @@ def eval_pairs(
     seed: int = 0,
     batch: Annotated[int, typer.Option(help="Pairs generated at once.")] = 4,
     guidance: Annotated[
-        Optional[float], typer.Option(help="Classifier-free guidance scale of generation (off: paper).")
+        Optional[float],
+        typer.Option(help="Classifier-free guidance scale of generation (1: off; default: the pipeline's)."),
     ] = None,
     device: GenerationDevice = "cpu",
 ) -> None:
@@ -241,7 +243,7 @@ def eval_pairs(
             audio = pe.generate_pairs(pipeline, pairs, out / "audio", seconds, seed, batch, guidance=guidance)
         info.update(
             checkpoint=str(checkpoint),
-            guidance=guidance,
+            guidance=pipeline.guidance if guidance is None else guidance,
             generation_wall_s=round(time.perf_counter() - t0, 1),
         )
     if audio is not None:

@@ -223,6 +223,13 @@ def assemble(
         typer.Option(help="Fine stage folder (without one the codec decodes the coarse levels alone)."),
     ] = None,
     melody: Annotated[Path | None, typer.Option(help="Melody embedder folder.")] = None,
+    guidance: Annotated[
+        float | None,
+        typer.Option(
+            help="The pipeline's default classifier-free guidance scale, chosen by measuring adherence "
+            "(musiclm eval-pairs). Default: off, the paper's sampling."
+        ),
+    ] = None,
     fp16: Annotated[bool, typer.Option(help="Store weights in float16 (half the size).")] = False,
 ) -> None:
     """Put trained parts together into one pipeline folder (checks that they fit each other)."""
@@ -238,6 +245,7 @@ def assemble(
         load_component(mulan),
         stages,
         load_component(melody) if melody else None,
+        guidance=guidance,
     )
     typer.echo(f"pipeline saved to {model.save_pretrained(out, torch.float16 if fp16 else None)}")
 
@@ -278,7 +286,11 @@ def generate(
         typer.Option(help="Story mode: --story 'TEXT:SECONDS', repeated; the seconds add up to --duration."),
     ] = None,
     guidance: Annotated[
-        float | None, typer.Option(help="Classifier-free guidance scale (off: paper).")
+        float | None,
+        typer.Option(
+            help="Classifier-free guidance scale; 1: off, the paper's sampling. Default: the pipeline's "
+            "(3 for the shipped model)."
+        ),
     ] = None,
     temperatures: Annotated[
         tuple[float, float, float],

@@ -51,6 +51,7 @@ class ClassifierConfig(Config):
     rhythm_and_key: bool = (
         False  # onset autocorrelation and key-profile features beside the CNN (see module doc)
     )
+    chroma: str = "stft"  # the key features' chroma (RhythmAndKey): "stft" or "semitone"
     hidden: int = 0  # width of a hidden layer before the heads (0: heads on the embedding directly)
     time_pool: int = 1  # mel frames averaged before the CNN: 2 halves its cost (timbre needs no 50 Hz)
     families: list[str] = dataclasses.field(default_factory=lambda: list(FAMILIES))
@@ -64,6 +65,7 @@ class ClassifierConfig(Config):
             "channels": (32, 64, 128, 256),
             "embed_dim": 192,
             "rhythm_and_key": True,
+            "chroma": "semitone",
             "hidden": 256,
             "time_pool": 2,
         },
@@ -72,6 +74,7 @@ class ClassifierConfig(Config):
             "channels": (64, 128, 256, 256),
             "embed_dim": 256,
             "rhythm_and_key": True,
+            "chroma": "semitone",
             "hidden": 512,
         },
     }
@@ -128,7 +131,7 @@ class EvalClassifier(Trainable, PretrainedMixin):
         self.drop = nn.Dropout(config.dropout)
         width = config.embed_dim
         if config.rhythm_and_key:
-            self.rhythm_and_key = RhythmAndKey(config.sample_rate, frame_rate=50.0)
+            self.rhythm_and_key = RhythmAndKey(config.sample_rate, frame_rate=50.0, chroma=config.chroma)
             width += self.rhythm_and_key.dim
         self.mlp = (
             nn.Sequential(nn.Linear(width, config.hidden), nn.GELU(), nn.Dropout(config.dropout))
