@@ -206,7 +206,7 @@ def tiny_pipeline(tmp_path_factory):
     return MusicLM(codec, semantic, mulan, stages).save_pretrained(tmp_path_factory.mktemp("pipe") / "m")
 
 
-def test_classifier_trains_and_eval_runs_end_to_end(tiny_dataset, tiny_pipeline, tmp_path):
+def test_classifier_trains_and_eval_runs_end_to_end(tiny_dataset, tiny_pipeline, tmp_path, monkeypatch):
     from musiclm.evaluation.classifier import EvalClassifier
 
     runner = CliRunner()
@@ -292,31 +292,10 @@ def test_classifier_trains_and_eval_runs_end_to_end(tiny_dataset, tiny_pipeline,
         + train[4:],
     )
     out = tmp_path / "eval"
-    res = runner.invoke(
-        app,
-        [
-            "eval",
-            "--checkpoint",
-            str(tiny_pipeline),
-            "--prompts",
-            str(pfile),
-            "--reference",
-            str(reference),
-            "--classifier",
-            str(clf_dir),
-            "--out",
-            str(out),
-            "--seconds",
-            "2",
-            "--memorization",
-            "2",
-            "--no-fad-inf",
-            "--guidance",
-            "2",
-            "--reference-clips",
-            "4",
-        ],
-    )
+    eval_args = ["eval", "--checkpoint", str(tiny_pipeline), "--prompts", str(pfile), "--reference"]
+    eval_args += [str(reference), "--classifier", str(clf_dir), "--out", str(out), "--seconds", "2"]
+    eval_args += ["--no-fad-inf", "--reference-clips", "4", "--guidance"]
+    res = runner.invoke(app, [*eval_args, "2", "--memorization", "2"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     metrics = json.loads((out / "metrics.json").read_text())
     rows = metrics["rows"]
@@ -330,6 +309,23 @@ def test_classifier_trains_and_eval_runs_end_to_end(tiny_dataset, tiny_pipeline,
     assert 0 <= metrics["info"]["memorization"]["exact_match"] <= 1 and metrics["info"]["guidance"] == 2
     assert (out / "report.md").read_text().count("| generated |") == 1
     assert (out / "spectrograms.png").stat().st_size > 1000 and (out / "adherence.png").is_file()
+
+    # a rerun resumes from the audio written: nothing is generated again, and the row is the same
+    assert sorted(w.name for w in (out / "audio").glob("*.wav")) == ["000.wav", "001.wav"]
+    from musiclm.pipeline import MusicLM
+
+    real_generate = MusicLM.generate
+    monkeypatch.setattr(MusicLM, "generate", lambda *a, **k: pytest.fail("generated again on resume"))
+    (out / "metrics.json").unlink()
+    res = runner.invoke(app, [*eval_args, "2"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    resumed = json.loads((out / "metrics.json").read_text())["rows"]["generated"]
+    assert resumed["mcc"] == pytest.approx(rows["generated"]["mcc"], abs=1e-3)
+    # other settings in the same folder are refused before anything is generated
+    monkeypatch.setattr(MusicLM, "generate", real_generate)
+    res = runner.invoke(app, [*eval_args, "3"])
+    assert res.exit_code != 0
+    assert "generated with other settings (guidance: 2.0 there, 3.0 now)" in str(res.exception)
 
     # already generated audio: the ground truth itself, given as a manifest, scores as the ground truth row
     given = tmp_path / "given.jsonl"

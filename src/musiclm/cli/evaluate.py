@@ -130,13 +130,18 @@ def eval_command(
     suite.spare_reference(items, [c for c in clips if c.split != "train"], given, reference_clips)
     t0 = time.perf_counter()
     if pipeline is not None and audio is None:
+        info["guidance"] = pipeline.guidance if guidance is None else guidance
+        suite.claim_audio_folder(
+            out / "audio",
+            {"checkpoint": str(checkpoint.resolve()), "guidance": info["guidance"], "seed": seed}
+            | {"seconds": seconds, "batch": batch, "prompts": [(p.text, str(p.melody)) for p in items]},
+        )
         with torch.no_grad():
             wavs = suite.generate_audio(
-                pipeline, items, seconds, seed=seed, batch_size=batch, guidance=guidance
+                pipeline, items, seconds, seed, batch, out_dir=out / "audio", guidance=guidance
             )
         info["generation_wall_s"] = round(time.perf_counter() - t0, 1)
         info["device"] = str(pipeline.device)
-        info["guidance"] = pipeline.guidance if guidance is None else guidance
     else:
         wavs = [suite.usable_clip(p, rate, seconds, skips) for p in given]
         info["audio"] = str(audio)
@@ -212,6 +217,7 @@ def eval_pairs(
     import torch
 
     from musiclm.evaluation import pairs as pe
+    from musiclm.evaluation import suite
     from musiclm.interfaces import load_component
     from musiclm.pipeline import SHIPPED_MODEL
 
@@ -239,11 +245,18 @@ def eval_pairs(
 
         pipeline = MusicLM.from_pretrained(checkpoint, map_location=pick_device(device))
         rate = pipeline.sample_rate
+        scale = pipeline.guidance if guidance is None else guidance
+        texts = [(p.a, p.b) for p in pairs]
+        suite.claim_audio_folder(
+            out / "audio",
+            {"checkpoint": str(checkpoint.resolve()), "guidance": scale, "seed": seed, "seconds": seconds}
+            | {"batch": batch, "pairs": texts},
+        )
         with torch.no_grad():
             audio = pe.generate_pairs(pipeline, pairs, out / "audio", seconds, seed, batch, guidance=guidance)
         info.update(
             checkpoint=str(checkpoint),
-            guidance=pipeline.guidance if guidance is None else guidance,
+            guidance=scale,
             generation_wall_s=round(time.perf_counter() - t0, 1),
         )
     if audio is not None:

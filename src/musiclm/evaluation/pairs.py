@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import torch
 from tqdm import tqdm
 
 from musiclm.evaluation.adherence import key_scores
+from musiclm.evaluation.suite import save_atomic
 
 PAIRS_FILE = Path(__file__).with_name("pairs.jsonl")
 
@@ -283,16 +283,6 @@ def side_paths(folder: str | Path, index: int) -> tuple[Path, Path]:
     return folder / f"{index:03d}-a.wav", folder / f"{index:03d}-b.wav"
 
 
-def _save_atomic(path: Path, wav: torch.Tensor | np.ndarray, sample_rate: int) -> None:
-    """Write under a temporary name, then rename: an interrupted run never leaves a half file that a
-    resumed run would take for finished."""
-    from musiclm.audio import save_audio
-
-    tmp = path.with_name(path.stem + ".tmp.wav")
-    save_audio(tmp, wav, sample_rate)
-    os.replace(tmp, path)
-
-
 def load_pair_audio(
     folder: str | Path, count: int, sample_rate: int, seconds: float
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -337,7 +327,7 @@ def generate_pairs(
             texts = [getattr(pairs[i], side) for i in idx]
             wavs = pipeline.generate(texts, duration=seconds, seed=seed + start, **generate_kwargs)
             for i, wav in zip(idx, wavs):
-                _save_atomic(side_paths(out_dir, i)[side == "b"], wav.float().cpu(), pipeline.sample_rate)
+                save_atomic(side_paths(out_dir, i)[side == "b"], wav.float().cpu(), pipeline.sample_rate)
     return out_dir
 
 
@@ -473,7 +463,7 @@ def render_reference_pairs(
                 wav = _render_side(
                     notes, attrs, start_q, seconds, u, [seed, index, 1], font, sample_rate, Path(tmp)
                 )
-                _save_atomic(path, wav, sample_rate)
+                save_atomic(path, wav, sample_rate)
     return out_dir
 
 

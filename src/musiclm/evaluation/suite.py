@@ -5,6 +5,8 @@ that ignore the prompt = floor), all computed the same way."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -161,28 +163,84 @@ def usable_clip(clip, sample_rate: int, seconds: float, skips: SkipLog) -> torch
     return wav
 
 
+GENERATION_FILE = "generation.json"
+
+
+def save_atomic(path: Path, wav: torch.Tensor | np.ndarray, sample_rate: int) -> None:
+    """Write under a temporary name, then rename: an interrupted run never leaves a half file that a
+    resumed run would take for finished."""
+    from musiclm.audio import save_audio
+
+    tmp = path.with_name(path.stem + ".tmp.wav")
+    save_audio(tmp, wav, sample_rate)
+    os.replace(tmp, path)
+
+
+def claim_audio_folder(folder: Path, settings: dict[str, Any]) -> None:
+    """Record what the audio in ``folder`` is generated with, or check that a resumed run asks for the
+    same: audio of another checkpoint, guidance, seed or prompt list must never be mixed into a result."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / GENERATION_FILE
+    settings = json.loads(json.dumps(settings))  # compared as they read back (tuples become lists)
+    if path.is_file():
+        before = json.loads(path.read_text())
+        differ = sorted(k for k in settings.keys() | before.keys() if settings.get(k) != before.get(k))
+        if differ:
+            shown = ", ".join(f"{k}: {before.get(k)!r} there, {settings.get(k)!r} now" for k in differ)
+            raise EvalError(
+                f"{folder} holds audio generated with other settings ({shown}); pass another --out, "
+                "or delete that folder to generate afresh"
+            )
+        return
+    path.write_text(json.dumps(settings, indent=2) + "\n")
+
+
 def generate_audio(
-    pipeline, prompts: list[Prompt], seconds: float, seed: int = 0, batch_size: int = 4, **generate_kwargs
+    pipeline,
+    prompts: list[Prompt],
+    seconds: float,
+    seed: int = 0,
+    batch_size: int = 4,
+    out_dir: str | Path | None = None,
+    **generate_kwargs,
 ) -> list[torch.Tensor]:
-    """One clip per prompt from a MusicLM pipeline (melody prompts one at a time, the rest in batches)."""
+    """One clip per prompt from a MusicLM pipeline (melody prompts one at a time, the rest in batches).
+
+    With ``out_dir`` each clip is also written there as ``NNN.wav`` (prompt order), and a batch whose
+    files all exist is read back instead of generated: an interrupted evaluation rerun with the same
+    settings resumes, and gives the audio an uninterrupted one would (batches have fixed bounds)."""
+    folder = Path(out_dir) if out_dir is not None else None
+    rate = pipeline.sample_rate
+
+    def batch(idx: list[int], make) -> None:
+        paths = [folder / f"{i:03d}.wav" for i in idx] if folder is not None else []
+        if paths and all(p.is_file() for p in paths):
+            for i, path in zip(idx, paths):
+                out[i] = load_clip(path, rate, seconds)
+            return
+        for k, (i, w) in enumerate(zip(idx, make())):
+            out[i] = w.float().cpu()
+            if paths:
+                save_atomic(paths[k], out[i], rate)
+
     out: list[torch.Tensor | None] = [None] * len(prompts)
     plain = [i for i, p in enumerate(prompts) if p.melody is None]
     for start in tqdm(range(0, len(plain), batch_size), desc="generating", unit="batch"):
         idx = plain[start : start + batch_size]
-        wavs = pipeline.generate(
-            [prompts[i].text for i in idx], duration=seconds, seed=seed + start, **generate_kwargs
-        )
-        for i, w in zip(idx, wavs):
-            out[i] = w
+        texts = [prompts[i].text for i in idx]
+        batch(idx, lambda: pipeline.generate(texts, duration=seconds, seed=seed + start, **generate_kwargs))
     for i, p in enumerate(prompts):
         if p.melody is not None:
-            out[i] = pipeline.generate(
-                [p.text], duration=seconds, melody=p.melody, seed=seed + i, **generate_kwargs
-            )[0]
-    length = round(seconds * pipeline.sample_rate)
+            batch(
+                [i],
+                lambda: pipeline.generate(
+                    [p.text], duration=seconds, melody=p.melody, seed=seed + i, **generate_kwargs
+                ),
+            )
+    length = round(seconds * rate)
     from musiclm.audio import crop_or_pad
 
-    return [crop_or_pad(w.float().cpu(), length) for w in out]
+    return [crop_or_pad(w, length) for w in out]
 
 
 def given_audio_paths(source, prompts: list[Prompt]) -> list:

