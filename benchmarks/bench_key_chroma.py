@@ -9,7 +9,6 @@ benchmarks' own 1.5 h build is used.
 
 from __future__ import annotations
 
-import librosa
 import numpy as np
 import torch
 
@@ -19,41 +18,32 @@ SECONDS = (5, 10)
 RATE = 24000
 
 
-def profile_mode(chroma: torch.Tensor) -> str:
-    """The mode of the key whose profile correlates best with a mean chroma ``[12]``."""
-    from musiclm.audio import KEY_PROFILES
-
-    x = chroma - chroma.mean()
-    rotations = torch.stack([KEY_PROFILES.roll(t, dims=-1) for t in range(12)], dim=1)  # [2, 12, 12]
-    r = rotations - rotations.mean(-1, keepdim=True)
-    corr = (r @ x) / (r.norm(dim=-1) * x.norm() + 1e-8)
-    return ("major", "minor")[int(corr.amax(1).argmax())]
-
-
 def main() -> None:
     from musiclm.audio import CHROMAS, RhythmAndKey, centre_crop, read_clip
     from musiclm.data.manifest import read_manifest
+    from musiclm.evaluation.adherence import estimate_key
 
     manifest = embedded_manifest("KEY_CHROMA_DATA")
     clips = [c for c in read_manifest(manifest) if c.split != "train" and c.attributes.get("mode")]
     features = {name: RhythmAndKey(RATE, 50.0, chroma=name) for name in CHROMAS}
 
-    def front_ends(wav: torch.Tensor) -> dict[str, torch.Tensor]:
-        # the key features end with the chroma rotated to the best tonic; rotation leaves the mode alone
-        out = {name: f.key(wav[None])[0, 24:] for name, f in features.items()}
-        cqt = librosa.feature.chroma_cqt(y=wav.numpy(), sr=RATE)
-        out["librosa chroma_cqt"] = torch.from_numpy(cqt.mean(1))
+    def modes(wav: torch.Tensor) -> dict[str, str]:
+        """Each front end's mode: that of the best of the 24 key profiles its features correlate with
+        (the first 24 key features; the suite's chroma key detector for librosa's ``chroma_cqt``)."""
+        out = {}
+        for name, f in features.items():
+            correlations = f.key(wav[None])[0, :24].view(2, 12)
+            out[name] = ("major", "minor")[int(correlations.amax(1).argmax())]
+        out["librosa chroma_cqt (the suite's key detector)"] = estimate_key(wav.numpy(), RATE)[1]
         return out
 
     hits: dict[str, dict[int, list[bool]]] = {}
     for clip in clips:
         wav = read_clip(clip, RATE)
         for seconds in SECONDS:
-            crop = centre_crop(wav, seconds * RATE)
-            for name, chroma in front_ends(crop).items():
-                hits.setdefault(name, {s: [] for s in SECONDS})[seconds].append(
-                    profile_mode(chroma.float()) == clip.attributes["mode"]
-                )
+            for name, mode in modes(centre_crop(wav, seconds * RATE)).items():
+                right = mode == clip.attributes["mode"]
+                hits.setdefault(name, {s: [] for s in SECONDS})[seconds].append(right)
     record(
         "key_chroma",
         {

@@ -256,9 +256,9 @@ class RhythmAndKey(nn.Module):
     ``chroma``: ``"stft"`` folds the power spectrum with librosa's chroma filters (the features the first
     MuLan and classifier were trained on); ``"semitone"`` folds the magnitude of a longer STFT into
     semitone bins from 55 Hz to 2 kHz with every octave weighed alike, as a constant-Q chroma does. The
-    power spectrum lets a few loud upper partials outvote the notes; on held-out renders, picking the
-    best key profile gets the mode right in 0.67-0.68 of clips with ``"semitone"`` against 0.56-0.63
-    with ``"stft"`` (librosa's ``chroma_cqt``: 0.66-0.70).
+    power spectrum lets a few loud upper partials outvote the notes; on the 386 held-out renders of the
+    20 h build, the best key profile gets the mode of 5 s crops right in 0.731 of clips with
+    ``"semitone"`` against 0.624 with ``"stft"`` (``python -m benchmarks key_chroma``).
     """
 
     LAG_SECONDS = (0.1, 2.0)

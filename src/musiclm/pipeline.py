@@ -292,6 +292,10 @@ class MusicLM:
         return self.stages.semantic.output_heads.device
 
     # ------------------------------------------------------------ generation
+    def guidance_for(self, guidance: float | None) -> float | None:
+        """The scale a request with ``guidance`` samples with: the pipeline's own when it names none."""
+        return self.guidance if guidance is None else _checked_guidance(guidance)
+
     @property
     def sample_rate(self) -> int:
         return self.codec.sample_rate
@@ -325,7 +329,7 @@ class MusicLM:
             raise GenerationError(
                 f"temperatures takes 3 finite values >= 0 (semantic, coarse, fine), got {list(temperatures)}"
             )
-        guidance = self.guidance if guidance is None else _checked_guidance(guidance)
+        guidance = self.guidance_for(guidance)
         samplings = [Sampling(t, top_k, top_p, guidance) for t in temperatures]
         batch = len(schedule[0][1])
         melody_tokens = self._melody_tokens(melody, batch)

@@ -130,12 +130,10 @@ def eval_command(
     suite.spare_reference(items, [c for c in clips if c.split != "train"], given, reference_clips)
     t0 = time.perf_counter()
     if pipeline is not None and audio is None:
-        info["guidance"] = pipeline.guidance if guidance is None else guidance
-        suite.claim_audio_folder(
-            out / "audio",
-            {"checkpoint": str(checkpoint.resolve()), "guidance": info["guidance"], "seed": seed}
-            | {"seconds": seconds, "batch": batch, "prompts": [(p.text, str(p.melody)) for p in items]},
-        )
+        info["guidance"] = pipeline.guidance_for(guidance)
+        settings = {"checkpoint": str(checkpoint.resolve()), "guidance": info["guidance"], "seed": seed}
+        settings.update(seconds=seconds, batch=batch, prompts=[(p.text, str(p.melody)) for p in items])
+        suite.claim_audio_folder(out / "audio", settings)
         with torch.no_grad():
             wavs = suite.generate_audio(
                 pipeline, items, seconds, seed, batch, out_dir=out / "audio", guidance=guidance
@@ -245,13 +243,10 @@ def eval_pairs(
 
         pipeline = MusicLM.from_pretrained(checkpoint, map_location=pick_device(device))
         rate = pipeline.sample_rate
-        scale = pipeline.guidance if guidance is None else guidance
-        texts = [(p.a, p.b) for p in pairs]
-        suite.claim_audio_folder(
-            out / "audio",
-            {"checkpoint": str(checkpoint.resolve()), "guidance": scale, "seed": seed, "seconds": seconds}
-            | {"batch": batch, "pairs": texts},
-        )
+        scale = pipeline.guidance_for(guidance)
+        settings = {"checkpoint": str(checkpoint.resolve()), "guidance": scale, "seed": seed}
+        settings.update(seconds=seconds, batch=batch, pairs=[(p.a, p.b) for p in pairs])
+        suite.claim_audio_folder(out / "audio", settings)
         with torch.no_grad():
             audio = pe.generate_pairs(pipeline, pairs, out / "audio", seconds, seed, batch, guidance=guidance)
         info.update(

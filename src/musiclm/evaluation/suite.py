@@ -211,6 +211,7 @@ def generate_audio(
     settings resumes, and gives the audio an uninterrupted one would (batches have fixed bounds)."""
     folder = Path(out_dir) if out_dir is not None else None
     rate = pipeline.sample_rate
+    out: list[torch.Tensor | None] = [None] * len(prompts)
 
     def batch(idx: list[int], make) -> None:
         paths = [folder / f"{i:03d}.wav" for i in idx] if folder is not None else []
@@ -223,7 +224,6 @@ def generate_audio(
             if paths:
                 save_atomic(paths[k], out[i], rate)
 
-    out: list[torch.Tensor | None] = [None] * len(prompts)
     plain = [i for i, p in enumerate(prompts) if p.melody is None]
     for start in tqdm(range(0, len(plain), batch_size), desc="generating", unit="batch"):
         idx = plain[start : start + batch_size]
