@@ -591,8 +591,26 @@ def test_reference_renders_and_eval_pairs(tiny_pipeline, tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output + repr(res.exception)
-    generated = json.loads((tmp_path / "gen" / "pairs.json").read_text())["rows"]["generated"]
-    assert generated["n"] == 2 and len(list((tmp_path / "gen" / "audio").glob("*.wav"))) == 4
+    generated = json.loads((tmp_path / "gen" / "pairs.json").read_text())
+    assert (
+        generated["rows"]["generated"]["n"] == 2
+        and len(list((tmp_path / "gen" / "audio").glob("*.wav"))) == 4
+    )
+    # rescoring the saved audio reads it at its own rate, so it gives the generating run's scores
+    rescore = [
+        "eval-pairs",
+        "--audio",
+        str(tmp_path / "gen" / "audio"),
+        "--pairs",
+        str(pfile),
+        "--seconds",
+        "0.5",
+    ]
+    res = runner.invoke(app, [*rescore, "--out", str(tmp_path / "rescored"), "--classifier", str(clf)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    rescored = json.loads((tmp_path / "rescored" / "pairs.json").read_text())
+    assert rescored["info"]["sample_rate"] == generated["info"]["sample_rate"] != 24000
+    assert [p["generated"] for p in rescored["pairs"]] == [p["generated"] for p in generated["pairs"]]
     (tmp_path / "gen" / "audio" / "001-b.wav").unlink()
     with pytest.raises(pairs.PairsError, match="001-b.wav"):
         pairs.load_pair_audio(tmp_path / "gen" / "audio", 2, 16000, 0.5)

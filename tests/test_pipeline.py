@@ -301,6 +301,40 @@ def test_refresh_mulan_rewrites_only_the_conditioning_tokens(parts, tmp_path):
     assert result.exit_code != 0 and "tokenize again" in result.output
 
 
+def test_rendered_clips_bring_fresh_caption_tokens(parts, tmp_path):
+    render = dict(
+        caption_set="train",
+        tempo_class="slow",
+        mode="minor",
+        programs=[40],
+        is_melody=False,
+        voices=1,
+        bpm=70,
+        key="D",
+        style="chorale",
+        time_signature="4/4",
+        reverb=False,
+        families=["strings"],
+    )
+    path = save_audio(tmp_path / "render.wav", tone(4.5, 330.0) * 0.1, SR)
+    clips = [Clip(path=path, captions=["a slow violin"], attributes=render)]
+    mulan = parts[2]
+
+    def text_tokens(folder, fresh):
+        tokenize_clips(clips, tmp_path / folder, *parts, progress=False, fresh_captions=fresh)
+        return load_shards(tmp_path / folder)[0]["text"]
+
+    four, again, none = text_tokens("a", 4), text_tokens("b", 4), text_tokens("c", 0)
+    # the stored caption first, then 4 drawn from the attributes: the same draws in every run
+    assert four.shape == (5, mulan.num_quantizers) and four.equal(again)
+    assert four[:1].equal(none) and none.equal(mulan.quantize(mulan.embed_text(["a slow violin"])))
+    assert len({tuple(row.tolist()) for row in four}) > 1
+    # a refresh asking for another number of drawn captions rewrites the shard, then finds it done
+    assert tokenize.refresh_mulan_tokens(tmp_path / "c", clips, mulan, progress=False, fresh_captions=4) == 1
+    assert load_shards(tmp_path / "c")[0]["text"].equal(four)
+    assert tokenize.refresh_mulan_tokens(tmp_path / "c", clips, mulan, progress=False, fresh_captions=4) == 0
+
+
 class LocalTokenizer:
     """A semantic tokenizer whose tokens depend on their own frame's audio alone: windowed tokenization
     must give exactly its whole-clip tokens (the window bookkeeping); w2v-BERT sees all of its input."""

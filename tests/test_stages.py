@@ -356,6 +356,31 @@ def test_codebook_stage_generalises_to_mulan_tokens_it_never_saw(tmp_path):
         reloaded.set_mulan_codebooks(codebooks[:, :8])
 
 
+def test_warm_start_keeps_the_codebooks_of_the_new_tokens(tmp_path):
+    """A "codebook" stage continued on tokens of a retrained MuLan: the Transformer comes from the init, the
+    MuLan codebooks stay those of the new tokens."""
+    options = dict(mulan_embedding="codebook", mulan_dim=4, mulan_levels=1)
+    old, new = torch.randn(2, 3, 16, 4, generator=torch.Generator().manual_seed(0))
+    earlier = stage("semantic", **options)
+    earlier.set_mulan_codebooks(old)
+    earlier.save_pretrained(tmp_path / "earlier")
+    model = stage("semantic", seed=1, **options)
+    model.set_mulan_codebooks(new)
+    clips = [
+        {
+            "semantic": torch.arange(50) % 7,
+            "acoustic": torch.zeros(5, 100, dtype=torch.long),
+            "mulan": torch.tensor([1, 0, 0]),
+        }
+    ]
+    write_shard(tmp_path / "shard-00000.safetensors", clips)
+    config = TrainConfig(steps=1, batch_size=2, lr=1e-9, progress=False, init=str(tmp_path / "earlier"))
+    trainer = Trainer(model, StageDataset(load_shards(tmp_path), model), config, tmp_path / "run")
+    trainer.fit()
+    assert model.mulan_codebooks_match(new) and not model.mulan_codebooks_match(old)
+    torch.testing.assert_close(model.output_heads, earlier.output_heads, atol=1e-6, rtol=0)
+
+
 def test_dataset_windows_for_every_stage(tmp_path):
     g = torch.Generator().manual_seed(0)
     clip = {

@@ -255,6 +255,11 @@ def eval_pairs(
             generation_wall_s=round(time.perf_counter() - t0, 1),
         )
     if audio is not None:
+        first = pe.side_paths(audio, 0)[0]
+        if checkpoint is None and first.is_file():  # saved audio at its own rate: resampling moves detectors
+            from musiclm.audio import audio_info
+
+            rate = audio_info(first).samplerate
         info["audio"] = str(audio)
         rows["generated"] = pe.score_pairs(
             pairs, pe.load_pair_audio(audio, len(pairs), rate, seconds), rate, clf
@@ -321,7 +326,7 @@ def train_classifier(
     overrides: Overrides = None,
 ) -> None:
     """Train the evaluation-only classifier (never used to train the generator) on held-in clips,
-    validate on held-out ones, and print the held-out accuracy per head."""
+    validate on the valid split, and print the accuracy per head on every held-out clip."""
     import json
 
     from musiclm.data.augment import Augment
@@ -355,7 +360,10 @@ def train_classifier(
         ClassifierDataset(train, config, augment=augmenter),
         tc,
         out,
-        val_data=ClassifierDataset(heldout, config, random=False),
+        # the kept step is chosen on the valid split alone, so the test split's figures stay unselected
+        val_data=ClassifierDataset(
+            [c for c in heldout if c.split == "valid"] or heldout, config, random=False
+        ),
     ).fit()
     acc = accuracy(EvalClassifier.from_pretrained(out).eval(), heldout)
     (Path(out) / "heldout_accuracy.json").write_text(json.dumps(acc, indent=2) + "\n")

@@ -55,6 +55,13 @@ def tokenize(
             "(after MuLan was retrained); acoustic, semantic and melody tokens stay. Resumable."
         ),
     ] = False,
+    fresh_captions: Annotated[
+        int | None,
+        typer.Option(
+            help="MuLan text tokens of this many captions drawn from each rendered clip's attributes, beside "
+            "its stored captions' (the stages' text-conditioned windows pick among them; default: 16)."
+        ),
+    ] = None,
 ) -> None:
     """Turn audio clips into token shards (acoustic, semantic, MuLan audio, melody); resumable,
     torchrun-aware."""
@@ -65,12 +72,13 @@ def tokenize(
     from musiclm.training.distributed import pick_device
 
     device = str(pick_device(device, int(os.environ.get("LOCAL_RANK", 0))))
+    captions = {} if fresh_captions is None else {"fresh_captions": fresh_captions}
     # a missing file is skipped and counted like an unreadable one, not an end to the job
     every_clip = [c for m in data for c in read_manifest(m, check_files=False)]
     if refresh_mulan:  # the shards name their clips, whatever split they were made from
         conditioner = load_component(mulan or SHIPPED_MODEL / "mulan", device)
         try:
-            rewritten = refresh_mulan_tokens(out, every_clip, conditioner, device=device)
+            rewritten = refresh_mulan_tokens(out, every_clip, conditioner, device=device, **captions)
         except (FileNotFoundError, ValueError) as err:
             raise typer.BadParameter(str(err)) from err
         typer.echo(f"MuLan tokens of {rewritten} shard(s) in {out} recomputed")
@@ -99,6 +107,7 @@ def tokenize(
         shard_size=shard_size,
         device=device,
         strict=strict,
+        **captions,
     )
     typer.echo(f"{len(shards)} shard(s) of this rank in {out}")
 
@@ -180,34 +189,12 @@ def train_stage(
     model = StageLM(config)
     if codebooks is not None:
         model.set_mulan_codebooks(codebooks)
-        _check_init_codebooks(settings.init, model, tokens)
     hops = dataset_options(meta)
     data, val_data = (
         StageDataset(load_shards(t), model, **hops) if t else None for t in (tokens, val_tokens)
     )
     Trainer(model, data, settings, out, val_data=val_data).fit()
     typer.echo(f"trained {stage} stage saved to {out}")
-
-
-def _check_init_codebooks(init: str | None, model, tokens: Path) -> None:
-    """A warm start keeps the init's MuLan codebooks: refuse one made for another MuLan than the tokens'."""
-    from safetensors import safe_open
-
-    from musiclm.pretrained import WEIGHTS_NAME
-
-    weights = Path(init or "") / WEIGHTS_NAME
-    if not init or not weights.is_file():
-        return
-    with safe_open(str(weights), "pt") as f:
-        if "transformer.embed.codebooks" not in f.keys():
-            return
-        theirs = f.get_tensor("transformer.embed.codebooks").float()
-    levels = theirs.view(model.mulan_levels, -1, theirs.shape[-1])  # the stage keeps them flattened
-    if theirs.shape != model.transformer.embed.codebooks.shape or not model.mulan_codebooks_match(levels):
-        raise typer.BadParameter(
-            f"--set train.init={init} embeds another MuLan's codebooks than the tokens in {tokens}: start "
-            "from a stage trained on this MuLan's tokens, or from scratch"
-        )
 
 
 @app.command()

@@ -183,6 +183,9 @@ class StageLM(Trainable, PretrainedMixin):
     config_class = StageConfig
     model_type = "musiclm_stage"
     renamed_keys = {"heads": "output_heads"}  # folders saved before the rename still load
+    # a "codebook" stage's MuLan codebooks are those of the tokens it trains on: a warm start from a stage of
+    # an earlier MuLan keeps its Transformer and learns the projection onto the new MuLan's codes
+    warm_start_keeps = ("transformer.embed.codebooks",)
 
     def __init__(self, config: StageConfig):
         super().__init__()

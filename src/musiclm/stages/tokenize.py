@@ -4,10 +4,11 @@ Each shard ``shard-NNNNN.safetensors`` holds, per clip ``i`` of the shard, ``i/a
 ``i/semantic [Fs]``, ``i/mulan [Wm, Qm]`` (MuLan *audio* tokens of windows every ``mulan_hop`` seconds: at
 training time the audio embedding of the window around a training crop stands in for the text),
 ``i/text [C, Qm]`` (MuLan *text* tokens of each of the clip's captions, when it has any: what inference
-feeds) and ``i/melody [W, Qmel]`` when a melody embedder is given; the clip paths are in the shard's metadata.
-``meta.json`` holds the vocabularies and rates. Shard ``s``
-belongs to rank ``s % world_size`` under ``torchrun``; a shard that exists is done, so a killed job
-resumes where it stopped.
+feeds; a rendered clip adds ``fresh_captions`` more drawn from its attributes, so that a stage cannot learn
+a training clip's one to three stored captions as its name) and ``i/melody [W, Qmel]`` when a melody
+embedder is given; the clip paths are in the shard's metadata. ``meta.json`` holds the vocabularies and
+rates. Shard ``s`` belongs to rank ``s % world_size`` under ``torchrun``; a shard that exists is done, so
+a killed job resumes where it stopped.
 
 A clip longer than two windows of ``window_seconds`` (30 s) goes through the models a window at a time, so
 the job's memory is that of one window's activations plus the clip's audio, whatever the clip's length
@@ -19,14 +20,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zlib
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from musiclm.audio import AudioError, crop_or_pad, loudness_normalize, read_clip, resample
+from musiclm.data.captions import caption_from_attributes
 from musiclm.data.manifest import Clip
 from musiclm.data.skips import SKIPPED_FILE, SkipLog
 from musiclm.interfaces import AcousticCodec, Conditioner, MelodyEmbedder, SemanticTokenizer
@@ -35,6 +39,7 @@ META_FILE = "meta.json"
 # the code vectors of the MuLan whose tokens the shards hold: "codebook" stages embed its tokens by them
 CODEBOOKS_FILE = "mulan_codebooks.safetensors"
 MULAN_HOP = 2.0  # seconds between the MuLan windows of a clip
+FRESH_CAPTIONS = 16  # captions drawn from a rendered clip's attributes beside its stored ones
 WINDOW_SECONDS = 30.0  # audio a model sees at once when a clip is longer than two of these
 # Seconds of audio either side of a semantic window, tokenized and dropped: with them, tokens of 30 s windows
 # placed 15 s apart agree on 59 % of frames, without on 51 % (shipped model, 3 minutes of music).
@@ -199,6 +204,7 @@ def tokenize_clips(
     device: str | torch.device = "cpu",
     strict: bool = False,
     window_seconds: float | None = WINDOW_SECONDS,
+    fresh_captions: int = FRESH_CAPTIONS,
 ) -> list[Path]:
     """Write this rank's shards (skipping finished ones); returns the shard paths written or found.
 
@@ -239,7 +245,7 @@ def tokenize_clips(
                     tensors[f"{i}/semantic"], tensors[f"{i}/acoustic"] = encode_aligned(
                         wav, codec.sample_rate, codec, semantic, device, window_seconds
                     )
-                    tensors.update(_mulan_tensors(i, clip, mulan, device))
+                    tensors.update(_mulan_tensors(i, clip, mulan, device, fresh_captions))
                     if melody is not None:
                         mel_wav = resample(wav, codec.sample_rate, melody.sample_rate)
                         if mel_wav.shape[-1] >= melody.window_seconds * melody.sample_rate:
@@ -250,7 +256,7 @@ def tokenize_clips(
                         del tensors[key]
                     continue
                 paths.append(str(clip.path))
-            _save_shard(_shard_path(out, s), tensors, paths, fingerprint)
+            _save_shard(_shard_path(out, s), tensors, paths, fingerprint, fresh_captions)
     summary = skips.finish()
     if summary:
         tqdm.write(summary)
@@ -258,12 +264,20 @@ def tokenize_clips(
 
 
 def _mulan_tensors(
-    i: int, clip: Clip, mulan: Conditioner, device: str | torch.device
+    i: int, clip: Clip, mulan: Conditioner, device: str | torch.device, fresh_captions: int
 ) -> dict[str, torch.Tensor]:
-    """Clip ``i``'s MuLan audio tokens per window and, when it has captions, their text tokens."""
+    """Clip ``i``'s MuLan audio tokens per window and, when it has captions, their text tokens: the
+    stored captions', then ``fresh_captions`` drawn from its attributes (the same for a clip in every run)."""
     out = {f"{i}/mulan": mulan_window_tokens(mulan, read_clip(clip, mulan.sample_rate), device=device)}
-    if clip.captions:
-        out[f"{i}/text"] = mulan.quantize(mulan.embed_text(list(clip.captions))).cpu()
+    captions = list(clip.captions)
+    rng = np.random.default_rng(zlib.crc32(str(clip.path).encode()))
+    for _ in range(fresh_captions if clip.attributes else 0):
+        caption = caption_from_attributes(clip.attributes, rng)
+        if caption is None:  # not a render: nothing to draw from
+            break
+        captions.append(caption)
+    if captions:
+        out[f"{i}/text"] = mulan.quantize(mulan.embed_text(captions)).cpu()
     return out
 
 
@@ -288,12 +302,14 @@ def refresh_mulan_tokens(
     mulan: Conditioner,
     progress: bool = True,
     device: str | torch.device = "cpu",
+    fresh_captions: int = FRESH_CAPTIONS,
 ) -> int:
     """Recompute the MuLan audio and text tokens of every shard in ``out`` with ``mulan``, keeping the
     acoustic, semantic and melody tokens: after MuLan improves, the stages retrain on its tokens without
-    encoding the audio again. Shards already holding this MuLan's tokens are left as they are, so a killed
-    job resumes; under ``torchrun`` each rank takes every ``world_size``-th shard. ``clips`` must include
-    every clip of the shards. Returns the number of shards this rank rewrote."""
+    encoding the audio again. Shards already holding this MuLan's tokens with ``fresh_captions`` drawn
+    captions are left as they are, so a killed job resumes; under ``torchrun`` each rank takes every
+    ``world_size``-th shard. ``clips`` must include every clip of the shards. Returns the number of shards
+    this rank rewrote."""
     out = Path(out)
     meta_path = out / META_FILE
     if not meta_path.is_file():
@@ -320,7 +336,7 @@ def refresh_mulan_tokens(
     for shard in tqdm(shards, unit="shard", desc="refresh MuLan tokens", disable=not progress):
         with safe_open(str(shard), "pt") as f:
             info = f.metadata() or {}
-            if info.get("mulan") == fingerprint:
+            if info.get("mulan") == fingerprint and int(info.get("fresh_captions", 0)) == fresh_captions:
                 continue
             tensors = {k: f.get_tensor(k) for k in f.keys() if not k.endswith(("/mulan", "/text"))}
         paths = json.loads(info["paths"])
@@ -331,8 +347,8 @@ def refresh_mulan_tokens(
                 "pass the manifest the shards were tokenized from"
             )
         for i, path in enumerate(paths):
-            tensors.update(_mulan_tensors(i, by_path[path], mulan, device))
-        _save_shard(shard, tensors, paths, fingerprint)
+            tensors.update(_mulan_tensors(i, by_path[path], mulan, device, fresh_captions))
+        _save_shard(shard, tensors, paths, fingerprint, fresh_captions)
         rewritten += 1
     return rewritten
 
@@ -366,11 +382,14 @@ def read_codebooks(directory: str | Path) -> torch.Tensor:
         return f.get_tensor("codebooks")
 
 
-def _save_shard(path: Path, tensors: dict[str, torch.Tensor], paths: list[str], fingerprint: str) -> None:
+def _save_shard(
+    path: Path, tensors: dict[str, torch.Tensor], paths: list[str], fingerprint: str, fresh_captions: int
+) -> None:
     """Write atomically: a shard that exists is complete."""
     tensors = {k: v.to(torch.int32).contiguous() for k, v in tensors.items()}
     tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"paths": json.dumps(paths), "mulan": fingerprint})
+    metadata = {"paths": json.dumps(paths), "mulan": fingerprint, "fresh_captions": str(fresh_captions)}
+    save_file(tensors, str(tmp), metadata=metadata)
     tmp.replace(path)
 
 

@@ -103,6 +103,10 @@ class GroupUpdate(Protocol):
 class Trainable(nn.Module):
     """What the engine needs from a model. Subclass it next to ``PretrainedMixin``."""
 
+    # state a warm start (``train.init``) leaves as the model was built, e.g. what belongs to the data
+    # being trained on rather than to the weights being continued
+    warm_start_keeps: tuple[str, ...] = ()
+
     def train_batch(self, step: int, update: GroupUpdate) -> None:
         """One optimiser step, as calls of ``update``. Default: each group in turn learns from its
         ``training_step``."""
@@ -417,12 +421,14 @@ class Trainer:
             raise TrainingError(
                 f"init {folder} holds a {found!r} model; this run trains a {model_type!r} model"
             )
+        kept = {k: v.clone() for k, v in self.model.state_dict().items() if k in self.model.warm_start_keeps}
         try:
             load_weights(self.model, folder / WEIGHTS_NAME, self.device)
         except ConfigError as err:
             raise TrainingError(
                 f"cannot start from {folder}: {err}; train from scratch or pick a part with the same config"
             ) from err
+        self.model.load_state_dict(kept, strict=False)
         if self.ema is not None:
             self.ema.module.load_state_dict(self.model.state_dict())
         if self.dist.is_main:
