@@ -309,14 +309,17 @@ class MuLan(Trainable, PretrainedMixin):
         return {k: v.to(self.log_scale.device) for k, v in batch.items()}
 
     def text_features(self, texts: list[str]) -> torch.Tensor:
+        return self.text_proj(self.pooled_text(texts))
+
+    def pooled_text(self, texts: list[str]) -> torch.Tensor:
+        """``[B, H]``: the text encoder's mean-pooled states, before the projection into the joint space."""
         batch = self._tokenize(texts)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.finetune_text):
             hidden = self.text_encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[
                 0
             ]
         mask = batch["attention_mask"][..., None].to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)  # mean pooling, as sentence-transformers
-        return self.text_proj(pooled)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)  # mean pooling, as sentence-transformers
 
     def embed_text(self, texts: list[str]) -> torch.Tensor:
         """``B`` strings -> ``[B, D]`` unit norm. Empty text is an error; long text is truncated (warned)."""
