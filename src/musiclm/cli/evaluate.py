@@ -255,11 +255,12 @@ def eval_pairs(
             generation_wall_s=round(time.perf_counter() - t0, 1),
         )
     if audio is not None:
-        first = pe.side_paths(audio, 0)[0]
-        if checkpoint is None and first.is_file():  # saved audio at its own rate: resampling moves detectors
+        if checkpoint is None:  # saved audio is scored at its own rate: resampling it moves the detectors
             from musiclm.audio import audio_info
 
-            rate = audio_info(first).samplerate
+            first = pe.side_paths(audio, 0)[0]
+            if first.is_file():  # a missing file is load_pair_audio's to name, with the others missing
+                rate = audio_info(first).samplerate
         info["audio"] = str(audio)
         rows["generated"] = pe.score_pairs(
             pairs, pe.load_pair_audio(audio, len(pairs), rate, seconds), rate, clf

@@ -271,9 +271,9 @@ def _mulan_tensors(
     out = {f"{i}/mulan": mulan_window_tokens(mulan, read_clip(clip, mulan.sample_rate), device=device)}
     captions = list(clip.captions)
     rng = np.random.default_rng(zlib.crc32(str(clip.path).encode()))
-    for _ in range(fresh_captions if clip.attributes else 0):
+    for _ in range(fresh_captions):
         caption = caption_from_attributes(clip.attributes, rng)
-        if caption is None:  # not a render: nothing to draw from
+        if caption is None:  # not a render (no attributes to draw from)
             break
         captions.append(caption)
     if captions:
