@@ -14,6 +14,7 @@ by default the shipped model, its MuLan and codec, and the shipped evaluation cl
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -22,12 +23,25 @@ import numpy as np
 import torch
 
 from benchmarks.common import embedded_manifest, record, repo_relative
+from musiclm.data.skips import SKIPPED_FILE
 from musiclm.pipeline import SHIPPED_MODEL
 
 N_PROMPTS = int(os.environ.get("EVAL_PROMPTS", "100"))
 REFERENCE_CLIPS = int(os.environ.get("EVAL_REFERENCE_CLIPS", "16"))
 SECONDS = float(os.environ.get("EVAL_SECONDS", "10"))
 GUIDANCE = float(os.environ["EVAL_GUIDANCE"]) if os.environ.get("EVAL_GUIDANCE") else None  # None: generate's
+
+
+REPORT = Path("benchmarks/results/evaluation_report")
+
+
+def _relative_skips(path: Path) -> None:
+    """The report's skip list names its clips as results name paths (no machine's folders)."""
+    if path.is_file():
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        for row in rows:
+            row["item"] = repo_relative(row["item"])
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
 def _part(env: str, default: Path, build):
@@ -97,7 +111,7 @@ def main() -> None:
     metrics = run_evaluation(
         prompts,
         clips,
-        Path("benchmarks/results/evaluation_report"),
+        REPORT,
         ev,
         sample_rate=sr,
         seconds=SECONDS,
@@ -107,6 +121,7 @@ def main() -> None:
         extra_info={"generated": source, "mulan": mulan_src, "codec": codec_src, "classifier": clf_src},
     )
     wall = time.perf_counter() - t0
+    _relative_skips(REPORT / SKIPPED_FILE)
     table = {
         row: {k: round(v, 4) for k, v in m.items() if isinstance(v, float)} for row, m in metrics.items()
     }
