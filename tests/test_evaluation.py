@@ -475,6 +475,17 @@ def test_pair_detectors_move_the_asked_way_on_known_audio():
     assert pairs.simultaneous_pitches(np.zeros(SR, np.float32), SR) == 0.0
 
 
+def test_pair_shares_carry_their_uncertainty():
+    assert pairs.wilson_interval(33, 66) == [0.383, 0.617]
+    assert pairs.wilson_interval(7, 11) == pytest.approx([0.354, 0.848], abs=1e-3)
+    low, high = pairs.wilson_interval(66, 66)
+    assert high == pytest.approx(1.0) and low > 0.94
+    rows = [{"kind": "mode", "moved": m} for m in (True, True, False, True)]
+    summary = pairs.summarize(rows)
+    assert summary["n"] == 4 and summary["share"] == 0.75
+    assert summary["by_kind"]["mode"]["ci95"] == summary["ci95"] == pairs.wilson_interval(3, 4)
+
+
 def test_shipped_pairs_file():
     from musiclm.data import corpus
     from musiclm.data.build import TEMPO_BANDS, articulation
@@ -563,13 +574,14 @@ def test_reference_renders_and_eval_pairs(tiny_pipeline, tmp_path):
     result = json.loads((tmp_path / "scored" / "pairs.json").read_text())
     scored = result["rows"]["generated"]
     assert scored["share"] == 1.0 and scored["by_kind"] == {
-        "tempo": {"share": 1.0, "n": 1},
-        "register": {"share": 1.0, "n": 1},
+        "tempo": {"share": 1.0, "n": 1, "ci95": [0.207, 1.0]},
+        "register": {"share": 1.0, "n": 1, "ci95": [0.207, 1.0]},
     }
     register = result["pairs"][1]["generated"]
     assert register["b"] - register["a"] > 12  # rendered about two octaves apart, and read as pitch
     assert result["rows"]["shuffled"]["n"] == 2
-    assert "| generated | 100% (1) | 100% (1) | 100% (2) |" in (tmp_path / "scored" / "pairs.md").read_text()
+    table_row = "| generated | 100% (1; 21%-100%) | 100% (1; 21%-100%) | 100% (2; 34%-100%) |"
+    assert table_row in (tmp_path / "scored" / "pairs.md").read_text()
 
     # a pipeline generates both sides of each pair with the same seed, into files a rerun reuses
     res = runner.invoke(
