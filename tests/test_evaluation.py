@@ -486,6 +486,49 @@ def test_pair_shares_carry_their_uncertainty():
     assert summary["by_kind"]["mode"]["ci95"] == summary["ci95"] == pairs.wilson_interval(3, 4)
 
 
+def test_comparing_two_models_on_the_same_pairs(tmp_path):
+    def run(seed: int, moved: list[bool]) -> dict:
+        kinds = ["tempo", "mode"] * (len(moved) // 2)
+        return {
+            "info": {"seed": seed},
+            "pairs": [
+                {"kind": k, "a": f"slow {i}", "b": f"fast {i}", "generated": {"moved": m}}
+                for i, (k, m) in enumerate(zip(kinds, moved))
+            ],
+        }
+
+    first = [run(0, [True] * 4 + [False] * 16), run(1, [False] * 20)]
+    second = [run(0, [True] * 20), run(1, [True] * 4 + [False] * 16)]
+    result = pairs.compare_runs(first, second)
+    assert result["seeds"] == [0, 1]
+    assert result["all"] == {
+        "n": 40,
+        "first": 0.1,
+        "second": 0.6,
+        "second_only": 20,
+        "first_only": 0,
+        "p_value": pytest.approx(2 * 0.5**20, rel=1e-2),
+    }
+    assert result["by_kind"]["tempo"]["n"] == 20 and result["by_kind"]["mode"]["second_only"] == 10
+    assert pairs.sign_test(5, 5) == 1.0
+    with pytest.raises(ValueError, match="share no scored pair"):
+        pairs.compare_runs(first, [run(7, [True] * 20)])
+
+    folders = []
+    for name, result_of_seed in (("a", first[0]), ("b", second[0])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "pairs.json").write_text(json.dumps(result_of_seed))
+        folders.append(str(tmp_path / name))
+    out = tmp_path / "compare.json"
+    res = CliRunner().invoke(
+        app, ["eval-pairs-compare", "--first", folders[0], "--second", folders[1], "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["all"]["second_only"] == 16
+    res = CliRunner().invoke(app, ["eval-pairs-compare", "--first", str(tmp_path), "--second", folders[1]])
+    assert res.exit_code != 0 and "has no pairs.json" in res.output
+
+
 def test_shipped_pairs_file():
     from musiclm.data import corpus
     from musiclm.data.build import TEMPO_BANDS, articulation

@@ -281,6 +281,45 @@ def eval_pairs(
     typer.echo(f"report: {out / 'pairs.md'}")
 
 
+@app.command("eval-pairs-compare")
+def eval_pairs_compare(
+    first: Annotated[
+        list[Path],
+        typer.Option("--first", help="An eval-pairs --out folder of the first model (repeat per seed)."),
+    ],
+    second: Annotated[
+        list[Path],
+        typer.Option("--second", help="An eval-pairs --out folder of the second model (repeat per seed)."),
+    ],
+    out: Annotated[PathOpt, typer.Option(help="Also write the comparison to this JSON file.")] = None,
+) -> None:
+    """Whether a second model's paired adherence differs from a first's: the pairs (same prompts, same
+    seeds) on which exactly one of them moved the asked way, and a sign test on those."""
+    import json
+
+    from musiclm.evaluation import pairs as pe
+
+    def load(folders: list[Path]) -> list[dict]:
+        runs = []
+        for folder in folders:
+            path = folder / "pairs.json"
+            if not path.is_file():
+                raise typer.BadParameter(
+                    f"{folder} has no pairs.json: give folders written by eval-pairs --out"
+                )
+            runs.append(json.loads(path.read_text()))
+        return runs
+
+    try:
+        result = pe.compare_runs(load(first), load(second))
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1) + "\n")
+    typer.echo(json.dumps(result, indent=1))
+
+
 @app.command("eval-prompts")
 def eval_prompts(
     out: Annotated[Path, typer.Option("--out", help="Prompt file to write (.jsonl).")],

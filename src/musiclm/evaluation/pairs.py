@@ -292,6 +292,62 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {**share([r["moved"] for r in rows]), "by_kind": by_kind}
 
 
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact binomial p-value of ``wins`` against ``losses`` (ties left out)."""
+    from scipy.stats import binomtest
+
+    n = wins + losses
+    return 1.0 if n == 0 else float(binomtest(wins, n, 0.5).pvalue)
+
+
+def _moved_by_pair(runs: Sequence[dict[str, Any]], row: str) -> dict[tuple, tuple[str, bool]]:
+    """``(seed, A prompt, B prompt) -> (kind, moved)`` over the ``pairs.json`` results ``runs``."""
+    out = {}
+    for run in runs:
+        seed = run["info"].get("seed")
+        for pair in run["pairs"]:
+            if pair.get(row) is not None:
+                out[(seed, pair["a"], pair["b"])] = (pair["kind"], bool(pair[row]["moved"]))
+    return out
+
+
+def compare_runs(
+    first: Sequence[dict[str, Any]], second: Sequence[dict[str, Any]], row: str = "generated"
+) -> dict[str, Any]:
+    """Two models' paired adherence on the same pairs and seeds (``pairs.json`` results, several seeds a
+    side pooled): each side's share over the pairs both scored, per kind and over all, and the pairs
+    where they disagree, with a sign test on those (shares alone hide that most pairs agree)."""
+    a, b = _moved_by_pair(first, row), _moved_by_pair(second, row)
+    common = sorted(set(a) & set(b), key=str)
+    if not common:
+        raise ValueError(
+            "the two sides share no scored pair: compare runs of the same pairs file with the same seeds"
+        )
+
+    def side(moves: dict, kind: str | None) -> list[bool]:
+        return [moves[k][1] for k in common if kind is None or a[k][0] == kind]
+
+    def block(kind: str | None) -> dict[str, Any]:
+        x, y = side(a, kind), side(b, kind)
+        wins = sum(q and not p for p, q in zip(x, y))
+        losses = sum(p and not q for p, q in zip(x, y))
+        return {
+            "n": len(x),
+            "first": round(float(np.mean(x)), 3),
+            "second": round(float(np.mean(y)), 3),
+            "second_only": wins,
+            "first_only": losses,
+            "p_value": float(f"{sign_test(wins, losses):.3g}"),
+        }
+
+    kinds = [k for k in KIND_ATTRIBUTE if any(a[c][0] == k for c in common)]
+    return {
+        "seeds": sorted({k[0] for k in common}, key=str),
+        "all": block(None),
+        "by_kind": {k: block(k) for k in kinds},
+    }
+
+
 # ---------------------------------------------------------------- audio of the pairs on disk
 def side_paths(folder: str | Path, index: int) -> tuple[Path, Path]:
     folder = Path(folder)
