@@ -489,7 +489,7 @@ def test_interleaved_coarse_stage_learns_to_follow_its_semantic_tokens_in_time(t
     """Acoustic codes that are a function of the semantic token of their own time: after a short training the
     interleaved coarse stage predicts them, and the diagnostic sees a large cost when S is shifted by
     0.5 s."""
-    from musiclm.evaluation.diagnostics import conditioning_nll
+    from musiclm.evaluation.diagnostics import conditioning_nll, nll_all_and_early
 
     g = torch.Generator().manual_seed(0)
     clips = []
@@ -504,6 +504,16 @@ def test_interleaved_coarse_stage_learns_to_follow_its_semantic_tokens_in_time(t
     figures = conditioning_nll(trainer.model.eval(), data, clips=8)
     assert figures["nll_own_audio"] < 0.5  # both levels follow S: near-certain once S is heard at its time
     assert figures["cost_shift_semantic"] > 1.0 and figures["cost_other_semantic"] > 1.0
+    # the first second's NLL is that of its own frames: the whole window's when the second spans it
+    model, items = trainer.model, [data.window(clip, 0, data.audio_tokens(clip, 0.0)) for clip in data.clips]
+    frames = items[0]["codes"].shape[-1]
+    whole, early = nll_all_and_early(model, items, frames)
+    assert early == pytest.approx(whole) and whole == pytest.approx(figures["nll_own_audio"])
+    cut = [{**it, "codes": it["codes"][..., :10], "aligned": it["aligned"][:10]} for it in items]
+    assert nll_all_and_early(model, items, 10)[1] == pytest.approx(nll_all_and_early(model, cut, 10)[0])
+    assert figures["gain_own_audio_first_second"] == pytest.approx(
+        figures["nll_null_first_second"] - figures["nll_own_audio_first_second"]
+    )
 
 
 def test_cpu_speed_choices_are_settings_whose_paper_values_are_t5s():

@@ -35,17 +35,30 @@ from musiclm.stages.stages import StageLM
 SHIFT_SECONDS = 0.5
 
 
+EARLY_SECONDS = 1.0
+
+
 @torch.no_grad()
-def mean_nll(model: StageLM, items: Sequence[dict[str, torch.Tensor]], batch_size: int = 16) -> float:
-    """Mean teacher-forced NLL per target token over ``items`` (StageDataset items of equal shapes)."""
-    total, count, device = 0.0, 0, model.output_heads.device
+def nll_all_and_early(
+    model: StageLM, items: Sequence[dict[str, torch.Tensor]], early_frames: int, batch_size: int = 16
+) -> tuple[float, float]:
+    """Mean teacher-forced NLL per target token over ``items`` (StageDataset items of equal shapes): over
+    the whole window, and over its first ``early_frames`` target frames alone."""
+    sums, counts, device = [0.0, 0.0], [0, 0], model.output_heads.device
     for i in range(0, len(items), batch_size):
         batch = {k: torch.stack([it[k] for it in items[i : i + batch_size]]).to(device) for k in items[0]}
         logits = model(batch["prefix"], batch["codes"], batch.get("aligned"))
         targets = batch["codes"].transpose(1, 2)
-        nll = torch.nn.functional.cross_entropy(logits.flatten(0, 2), targets.flatten(), reduction="sum")
-        total, count = total + float(nll), count + targets.numel()
-    return total / count
+        nll = torch.nn.functional.cross_entropy(logits.flatten(0, 2), targets.flatten(), reduction="none")
+        nll = nll.view(targets.shape)
+        for j, part in enumerate((nll, nll[:, :early_frames])):
+            sums[j], counts[j] = sums[j] + float(part.sum()), counts[j] + part.numel()
+    return sums[0] / counts[0], sums[1] / max(counts[1], 1)
+
+
+def mean_nll(model: StageLM, items: Sequence[dict[str, torch.Tensor]], batch_size: int = 16) -> float:
+    """Mean teacher-forced NLL per target token over ``items`` (StageDataset items of equal shapes)."""
+    return nll_all_and_early(model, items, 0, batch_size)[0]
 
 
 def _null(model: StageLM, item: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -86,13 +99,21 @@ def conditioning_nll(model: StageLM, data: StageDataset, clips: int) -> dict[str
                 for j in range(usable[i]["text"].shape[0])
             ]
             out["text_clips"] = len(captioned)
-            out["nll_text"] = mean_nll(model, text)
-            out["nll_null_captioned"] = mean_nll(model, [rows["null"][i] for i in captioned])
-            out["gain_text"] = out["nll_null_captioned"] - out["nll_text"]
-        for name in ("own_audio", "other_audio", "null"):
-            out[f"nll_{name}"] = mean_nll(model, rows[name])
-        out["gain_own_audio"] = out["nll_null"] - out["nll_own_audio"]
-        out["gain_other_audio"] = out["nll_null"] - out["nll_other_audio"]
+            rows["text"], rows["null_captioned"] = text, [rows["null"][i] for i in captioned]
+        # the gains over the first second too: a window's own tokens soon reveal what the conditioning
+        # tells, so conditioning earns most of its gain early, as at the start of generation
+        early = round(EARLY_SECONDS * model.frame_rate)
+        nll = {name: nll_all_and_early(model, items, early) for name, items in rows.items()}
+        for name, (whole, first) in nll.items():
+            out[f"nll_{name}"], out[f"nll_{name}_first_second"] = whole, first
+        for gain, (cond, base) in {
+            "text": ("text", "null_captioned"),
+            "own_audio": ("own_audio", "null"),
+            "other_audio": ("other_audio", "null"),
+        }.items():
+            if cond in nll:
+                out[f"gain_{gain}"] = nll[base][0] - nll[cond][0]
+                out[f"gain_{gain}_first_second"] = nll[base][1] - nll[cond][1]
     else:
         out["nll_own"] = mean_nll(model, rows["own_audio"])
     if c.stage == "coarse":
