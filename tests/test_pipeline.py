@@ -3,6 +3,7 @@ the tokenization job, the CLI, and every bad request refused before generation s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -328,6 +329,12 @@ def test_rendered_clips_bring_fresh_caption_tokens(parts, tmp_path):
     # the stored caption first, then 4 drawn from the attributes: the same draws in every run
     assert four.shape == (5, mulan.num_quantizers) and four.equal(again)
     assert four[:1].equal(none) and none.equal(mulan.quantize(mulan.embed_text(["a slow violin"])))
+    # the same build in another folder (another machine) draws the same captions
+    moved = save_audio(tmp_path / "elsewhere" / "render.wav", tone(4.5, 330.0) * 0.1, SR)
+    tokenize_clips(
+        [dataclasses.replace(clips[0], path=moved)], tmp_path / "d", *parts, progress=False, fresh_captions=4
+    )
+    assert load_shards(tmp_path / "d")[0]["text"].equal(four)
     assert len({tuple(row.tolist()) for row in four}) > 1
     # a refresh asking for another number of drawn captions rewrites the shard, then finds it done
     assert tokenize.refresh_mulan_tokens(tmp_path / "c", clips, mulan, progress=False, fresh_captions=4) == 1

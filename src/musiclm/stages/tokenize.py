@@ -267,10 +267,12 @@ def _mulan_tensors(
     i: int, clip: Clip, mulan: Conditioner, device: str | torch.device, fresh_captions: int
 ) -> dict[str, torch.Tensor]:
     """Clip ``i``'s MuLan audio tokens per window and, when it has captions, their text tokens: the
-    stored captions', then ``fresh_captions`` drawn from its attributes (the same for a clip in every run)."""
+    stored captions', then ``fresh_captions`` drawn from its attributes (the same for a clip in every run and
+    on every machine)."""
     out = {f"{i}/mulan": mulan_window_tokens(mulan, read_clip(clip, mulan.sample_rate), device=device)}
     captions = list(clip.captions)
-    rng = np.random.default_rng(zlib.crc32(str(clip.path).encode()))
+    # seeded by the file's name, not its folder: a build writes the same names on every machine
+    rng = np.random.default_rng(zlib.crc32(Path(clip.path).name.encode()))
     for _ in range(fresh_captions):
         caption = caption_from_attributes(clip.attributes, rng)
         if caption is None:  # not a render (no attributes to draw from)
