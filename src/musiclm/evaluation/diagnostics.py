@@ -33,9 +33,7 @@ from musiclm.stages.sampling import Sampling, generate_stage
 from musiclm.stages.stages import StageLM
 
 SHIFT_SECONDS = 0.5
-
-
-EARLY_SECONDS = 1.0
+EARLY_SECONDS = 1.0  # the gains are also reported over the window's first second alone
 
 
 @torch.no_grad()
