@@ -62,6 +62,14 @@ def tokenize(
             "its stored captions' (the stages' text-conditioned windows pick among them; default: 16)."
         ),
     ] = None,
+    caption_pairs: Annotated[
+        int | None,
+        typer.Option(
+            help="Pairs of captions differing in one attribute (tempo, mode, family, register, articulation, "
+            "density), as MuLan text tokens, of each rendered clip (model.direction_weight trains on them; "
+            "default: 12)."
+        ),
+    ] = None,
 ) -> None:
     """Turn audio clips into token shards (acoustic, semantic, MuLan audio, melody); resumable,
     torchrun-aware."""
@@ -72,7 +80,8 @@ def tokenize(
     from musiclm.training.distributed import pick_device
 
     device = str(pick_device(device, int(os.environ.get("LOCAL_RANK", 0))))
-    captions = {} if fresh_captions is None else {"fresh_captions": fresh_captions}
+    given = {"fresh_captions": fresh_captions, "caption_pairs": caption_pairs}
+    captions = {name: value for name, value in given.items() if value is not None}
     # a missing file is skipped and counted like an unreadable one, not an end to the job
     every_clip = [c for m in data for c in read_manifest(m, check_files=False)]
     if refresh_mulan:  # the shards name their clips, whatever split they were made from

@@ -96,6 +96,12 @@ class StageConfig(Config):
     # the melody tokens alone are NULL in this share of training windows, so that a melody-conditioned
     # model still generates from text alone (melody conditioning is optional at inference)
     melody_dropout: float = 0.5
+    # Weight of the direction loss (0: off, the paper's training). A text-conditioned window of a clip with
+    # caption pairs (`musiclm tokenize`) is conditioned on one pair's true caption, and its NLL is pushed at
+    # least `direction_margin` nats/token below the NLL under the caption with one attribute flipped: the
+    # plain loss teaches that a prompt matters, this which way each attribute word should move the music.
+    direction_weight: float = 0.0
+    direction_margin: float = 0.05
 
     PRESETS = {
         "tiny": {
@@ -431,8 +437,28 @@ class StageLM(Trainable, PretrainedMixin):
                 prefix, drop, slice(self.droppable - self.melody_positions, self.droppable)
             )
         logits = self(prefix, codes, batch.get("aligned"))
-        loss = F.cross_entropy(logits.flatten(0, 2), codes.transpose(1, 2).flatten())
-        return {"loss": loss, "ppl": loss.detach().exp().clamp(max=math.exp(20))}
+        nll = self.window_nll(logits, codes)
+        loss = nll.mean()
+        out = {"ppl": loss.detach().exp().clamp(max=math.exp(20))}
+        if self.training and self.config.direction_weight > 0 and "contrast" in batch:
+            rows = batch["contrasted"] & (prefix[:, 0] != NULL)  # not where all conditioning was dropped
+            if rows.any():
+                # the flipped caption's prefix loses the melody where the true one's did
+                contrast = torch.where(prefix == NULL, prefix, batch["contrast"])[rows]
+                aligned = batch.get("aligned")
+                flipped = self.window_nll(
+                    self(contrast, codes[rows], None if aligned is None else aligned[rows]), codes[rows]
+                )
+                gap = flipped - nll[rows]
+                loss = loss + self.config.direction_weight * F.relu(self.config.direction_margin - gap).mean()
+                out["direction_gap"] = gap.detach().mean()
+        return {"loss": loss, **out}
+
+    @staticmethod
+    def window_nll(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """``[B]``: each row's mean NLL per token of ``codes [B, L, F]`` under ``logits [B, F, L, C]``."""
+        nll = F.cross_entropy(logits.flatten(0, 2), codes.transpose(1, 2).flatten(), reduction="none")
+        return nll.view(codes.shape[0], -1).mean(1)
 
 
 class MuLanCodeEmbedding(nn.Embedding):

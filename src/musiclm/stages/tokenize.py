@@ -5,10 +5,13 @@ Each shard ``shard-NNNNN.safetensors`` holds, per clip ``i`` of the shard, ``i/a
 training time the audio embedding of the window around a training crop stands in for the text),
 ``i/text [C, Qm]`` (MuLan *text* tokens of each of the clip's captions, when it has any: what inference
 feeds; a rendered clip adds ``fresh_captions`` more drawn from its attributes, so that a stage cannot learn
-a training clip's one to three stored captions as its name) and ``i/melody [W, Qmel]`` when a melody
-embedder is given; the clip paths are in the shard's metadata. ``meta.json`` holds the vocabularies and
-rates. Shard ``s`` belongs to rank ``s % world_size`` under ``torchrun``; a shard that exists is done, so
-a killed job resumes where it stopped.
+a training clip's one to three stored captions as its name), for a rendered clip ``i/pairs [P, 2, Qm]``
+(text tokens of ``caption_pairs`` captions of the clip, each beside the same caption with one attribute
+changed to its opposite: what a stage learns the direction of an attribute from) with their kinds
+``i/pair_kinds [P]`` (indices into :data:`musiclm.data.captions.PAIR_KINDS`), and ``i/melody [W, Qmel]``
+when a melody embedder is given; the clip paths are in the shard's metadata. ``meta.json`` holds the
+vocabularies and rates. Shard ``s`` belongs to rank ``s % world_size`` under ``torchrun``; a shard that
+exists is done, so a killed job resumes where it stopped.
 
 A clip longer than two windows of ``window_seconds`` (30 s) goes through the models a window at a time, so
 the job's memory is that of one window's activations plus the clip's audio, whatever the clip's length
@@ -30,7 +33,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from musiclm.audio import AudioError, crop_or_pad, loudness_normalize, read_clip, resample
-from musiclm.data.captions import caption_from_attributes
+from musiclm.data.captions import PAIR_KINDS, caption_from_attributes, caption_pair, pair_kinds
 from musiclm.data.manifest import Clip
 from musiclm.data.skips import SKIPPED_FILE, SkipLog
 from musiclm.interfaces import AcousticCodec, Conditioner, MelodyEmbedder, SemanticTokenizer
@@ -40,10 +43,12 @@ META_FILE = "meta.json"
 CODEBOOKS_FILE = "mulan_codebooks.safetensors"
 MULAN_HOP = 2.0  # seconds between the MuLan windows of a clip
 FRESH_CAPTIONS = 16  # captions drawn from a rendered clip's attributes beside its stored ones
+CAPTION_PAIRS = 12  # caption pairs differing in one attribute, of each rendered clip (kinds in turn)
 WINDOW_SECONDS = 30.0  # audio a model sees at once when a clip is longer than two of these
 # Seconds of audio either side of a semantic window, tokenized and dropped: with them, tokens of 30 s windows
 # placed 15 s apart agree on 59 % of frames, without on 51 % (shipped model, 3 minutes of music).
 SEMANTIC_CONTEXT = 5.0
+MULAN_TENSORS = ("/mulan", "/text", "/pairs", "/pair_kinds")  # what `refresh_mulan_tokens` recomputes
 
 
 def mulan_window_tokens(
@@ -205,6 +210,7 @@ def tokenize_clips(
     strict: bool = False,
     window_seconds: float | None = WINDOW_SECONDS,
     fresh_captions: int = FRESH_CAPTIONS,
+    caption_pairs: int = CAPTION_PAIRS,
 ) -> list[Path]:
     """Write this rank's shards (skipping finished ones); returns the shard paths written or found.
 
@@ -245,7 +251,7 @@ def tokenize_clips(
                     tensors[f"{i}/semantic"], tensors[f"{i}/acoustic"] = encode_aligned(
                         wav, codec.sample_rate, codec, semantic, device, window_seconds
                     )
-                    tensors.update(_mulan_tensors(i, clip, mulan, device, fresh_captions))
+                    tensors.update(_mulan_tensors(i, clip, mulan, device, fresh_captions, caption_pairs))
                     if melody is not None:
                         mel_wav = resample(wav, codec.sample_rate, melody.sample_rate)
                         if mel_wav.shape[-1] >= melody.window_seconds * melody.sample_rate:
@@ -256,7 +262,7 @@ def tokenize_clips(
                         del tensors[key]
                     continue
                 paths.append(str(clip.path))
-            _save_shard(_shard_path(out, s), tensors, paths, fingerprint, fresh_captions)
+            _save_shard(_shard_path(out, s), tensors, paths, fingerprint, fresh_captions, caption_pairs)
     summary = skips.finish()
     if summary:
         tqdm.write(summary)
@@ -264,11 +270,17 @@ def tokenize_clips(
 
 
 def _mulan_tensors(
-    i: int, clip: Clip, mulan: Conditioner, device: str | torch.device, fresh_captions: int
+    i: int,
+    clip: Clip,
+    mulan: Conditioner,
+    device: str | torch.device,
+    fresh_captions: int,
+    caption_pairs: int,
 ) -> dict[str, torch.Tensor]:
     """Clip ``i``'s MuLan audio tokens per window and, when it has captions, their text tokens: the
-    stored captions', then ``fresh_captions`` drawn from its attributes (the same for a clip in every run and
-    on every machine)."""
+    stored captions', then ``fresh_captions`` drawn from its attributes, then ``caption_pairs`` pairs of
+    captions that differ in one attribute, the kinds its attributes allow in turn (the same for a clip in
+    every run and on every machine)."""
     out = {f"{i}/mulan": mulan_window_tokens(mulan, read_clip(clip, mulan.sample_rate), device=device)}
     captions = list(clip.captions)
     # seeded by the file's name, not its folder: a build writes the same names on every machine
@@ -278,8 +290,19 @@ def _mulan_tensors(
         if caption is None:  # not a render (no attributes to draw from)
             break
         captions.append(caption)
-    if captions:
-        out[f"{i}/text"] = mulan.quantize(mulan.embed_text(captions)).cpu()
+    kinds, pairs, pair_kind = pair_kinds(clip.attributes or {}), [], []
+    for n in range(caption_pairs if kinds else 0):
+        pair = caption_pair(clip.attributes, kinds[n % len(kinds)], rng)
+        if pair is not None:
+            pairs += pair
+            pair_kind.append(PAIR_KINDS.index(kinds[n % len(kinds)]))
+    if captions or pairs:
+        tokens = mulan.quantize(mulan.embed_text(captions + pairs)).cpu()
+        if captions:
+            out[f"{i}/text"] = tokens[: len(captions)]
+        if pairs:
+            out[f"{i}/pairs"] = tokens[len(captions) :].view(len(pair_kind), 2, -1)
+            out[f"{i}/pair_kinds"] = torch.tensor(pair_kind)
     return out
 
 
@@ -305,13 +328,14 @@ def refresh_mulan_tokens(
     progress: bool = True,
     device: str | torch.device = "cpu",
     fresh_captions: int = FRESH_CAPTIONS,
+    caption_pairs: int = CAPTION_PAIRS,
 ) -> int:
     """Recompute the MuLan audio and text tokens of every shard in ``out`` with ``mulan``, keeping the
     acoustic, semantic and melody tokens: after MuLan improves, the stages retrain on its tokens without
     encoding the audio again. Shards already holding this MuLan's tokens with ``fresh_captions`` drawn
-    captions are left as they are, so a killed job resumes; under ``torchrun`` each rank takes every
-    ``world_size``-th shard. ``clips`` must include every clip of the shards. Returns the number of shards
-    this rank rewrote."""
+    captions and ``caption_pairs`` pairs are left as they are, so a killed job resumes; under ``torchrun``
+    each rank takes every ``world_size``-th shard. ``clips`` must include every clip of the shards. Returns
+    the number of shards this rank rewrote."""
     out = Path(out)
     meta_path = out / META_FILE
     if not meta_path.is_file():
@@ -338,9 +362,13 @@ def refresh_mulan_tokens(
     for shard in tqdm(shards, unit="shard", desc="refresh MuLan tokens", disable=not progress):
         with safe_open(str(shard), "pt") as f:
             info = f.metadata() or {}
-            if info.get("mulan") == fingerprint and int(info.get("fresh_captions", 0)) == fresh_captions:
+            if (
+                info.get("mulan") == fingerprint
+                and int(info.get("fresh_captions", 0)) == fresh_captions
+                and int(info.get("caption_pairs", 0)) == caption_pairs
+            ):
                 continue
-            tensors = {k: f.get_tensor(k) for k in f.keys() if not k.endswith(("/mulan", "/text"))}
+            tensors = {k: f.get_tensor(k) for k in f.keys() if not k.endswith(MULAN_TENSORS)}
         paths = json.loads(info["paths"])
         missing = [p for p in paths if p not in by_path]
         if missing:
@@ -349,8 +377,8 @@ def refresh_mulan_tokens(
                 "pass the manifest the shards were tokenized from"
             )
         for i, path in enumerate(paths):
-            tensors.update(_mulan_tensors(i, by_path[path], mulan, device, fresh_captions))
-        _save_shard(shard, tensors, paths, fingerprint, fresh_captions)
+            tensors.update(_mulan_tensors(i, by_path[path], mulan, device, fresh_captions, caption_pairs))
+        _save_shard(shard, tensors, paths, fingerprint, fresh_captions, caption_pairs)
         rewritten += 1
     return rewritten
 
@@ -385,12 +413,22 @@ def read_codebooks(directory: str | Path) -> torch.Tensor:
 
 
 def _save_shard(
-    path: Path, tensors: dict[str, torch.Tensor], paths: list[str], fingerprint: str, fresh_captions: int
+    path: Path,
+    tensors: dict[str, torch.Tensor],
+    paths: list[str],
+    fingerprint: str,
+    fresh_captions: int,
+    caption_pairs: int,
 ) -> None:
     """Write atomically: a shard that exists is complete."""
     tensors = {k: v.to(torch.int32).contiguous() for k, v in tensors.items()}
     tmp = path.with_suffix(".tmp")
-    metadata = {"paths": json.dumps(paths), "mulan": fingerprint, "fresh_captions": str(fresh_captions)}
+    metadata = {
+        "paths": json.dumps(paths),
+        "mulan": fingerprint,
+        "fresh_captions": str(fresh_captions),
+        "caption_pairs": str(caption_pairs),
+    }
     save_file(tensors, str(tmp), metadata=metadata)
     tmp.replace(path)
 
