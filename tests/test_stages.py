@@ -447,6 +447,8 @@ def test_direction_loss_ranks_the_true_caption_above_the_flipped_one(tmp_path):
     the true caption with the flipped one's prefix beside them, and training pushes the clip's NLL under the
     flipped caption a margin above its NLL under the true one. Plain training has no reason to: it never
     sees the flipped caption."""
+    from musiclm.evaluation.diagnostics import pair_direction
+
     g = torch.Generator().manual_seed(0)
     clip = {
         "semantic": torch.randint(0, 20, (60,), generator=g),
@@ -487,6 +489,11 @@ def test_direction_loss_ranks_the_true_caption_above_the_flipped_one(tmp_path):
         gaps[weight] = (flipped_nll - true_nll).item()
     assert gaps[1.0] > 0.4 > gaps[0.0], gaps
     assert "direction_gap" in trainer.history[-1]
+    # the diagnostic counts the pair as won, with the same gap
+    figures = pair_direction(model, data, [data.clips[0]], early_frames=10)
+    assert figures["pairs"] == 1 and figures["pair_direction"] == figures["pair_direction_tempo"] == 1.0
+    assert figures["pair_gap"] == pytest.approx(gaps[1.0], abs=1e-4)
+    assert pair_direction(model, data, [{k: v for k, v in clip.items() if "pair" not in k}], 10) == {}
 
 
 def test_token_shards_are_read_lazily_in_their_stored_dtype(tmp_path):
