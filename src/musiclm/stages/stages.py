@@ -440,7 +440,7 @@ class StageLM(Trainable, PretrainedMixin):
         nll = self.window_nll(logits, codes)
         loss = nll.mean()
         out = {"ppl": loss.detach().exp().clamp(max=math.exp(20))}
-        if self.training and self.config.direction_weight > 0 and "contrast" in batch:
+        if self.config.direction_weight > 0 and "contrast" in batch:
             rows = batch["contrasted"] & (prefix[:, 0] != NULL)  # not where all conditioning was dropped
             if rows.any():
                 # the flipped caption's prefix loses the melody where the true one's did
@@ -450,8 +450,13 @@ class StageLM(Trainable, PretrainedMixin):
                     self(contrast, codes[rows], None if aligned is None else aligned[rows]), codes[rows]
                 )
                 gap = flipped - nll[rows]
-                loss = loss + self.config.direction_weight * F.relu(self.config.direction_margin - gap).mean()
+                if self.training:  # validation reports the plain loss, comparable with a run without
+                    hinge = F.relu(self.config.direction_margin - gap).mean()
+                    loss = loss + self.config.direction_weight * hinge
                 out["direction_gap"] = gap.detach().mean()
+                out["direction_miss"] = (
+                    (gap <= 0).float().mean()
+                )  # the flipped caption fits as well or better
         return {"loss": loss, **out}
 
     @staticmethod
