@@ -217,22 +217,26 @@ def test_missing_fluidsynth_or_soundfont_names_the_install(tmp_path, monkeypatch
     assert result.exit_code != 0 and "--hours must be positive" in result.output
 
 
+# a slow string trio chorale in D minor: the attributes a render's captions are made from
+STRING_CHORALE = dict(
+    is_melody=False,
+    tempo_class="slow",
+    mode="minor",
+    style="chorale",
+    programs=[40, 41, 42],
+    voices=3,
+    bpm=60,
+    key="D",
+    time_signature="3/4",
+    reverb=False,
+    caption_set="train",
+    register="middle",
+    articulation="sustained",
+)
+
+
 def test_counterfactual_captions_change_one_attribute():
-    attrs = dict(
-        is_melody=False,
-        tempo_class="slow",
-        mode="minor",
-        style="chorale",
-        programs=[40, 41, 42],
-        voices=3,
-        bpm=60,
-        key="D",
-        time_signature="3/4",
-        reverb=False,
-        caption_set="train",
-        register="middle",
-        articulation="sustained",
-    )
+    attrs = STRING_CHORALE
     words = WORDS["train"]
     seen = set()
     for seed in range(60):
@@ -249,22 +253,13 @@ def test_counterfactual_captions_change_one_attribute():
 
 
 def test_caption_pairs_differ_in_the_words_of_one_attribute():
-    attrs = dict(
-        is_melody=False,
-        tempo_class="slow",
-        mode="minor",
-        style="chorale",
-        programs=[40, 41, 42],
-        families=["strings"],
-        voices=3,
-        bpm=60,
-        key="D",
-        time_signature="3/4",
-        reverb=False,
-        caption_set="heldout",
-        register="low",
-        articulation="plucked",
-    )
+    attrs = {
+        **STRING_CHORALE,
+        "families": ["strings"],
+        "caption_set": "heldout",
+        "register": "low",
+        "articulation": "plucked",
+    }
     words = WORDS["heldout"]
     flips = {
         "tempo": words["slow"] + words["fast"],

@@ -236,21 +236,28 @@ def caption_from_attributes(
 COUNTERFACTUAL_KINDS = ("tempo", "mode", "family")
 # The one-attribute changes of caption pairs: the six kinds of `musiclm eval-pairs`.
 PAIR_KINDS = ("tempo", "mode", "family", "register", "articulation", "density")
-OPPOSITE = {"slow": "fast", "fast": "slow", "low": "high", "high": "low", "plucked": "sustained"}
-OPPOSITE["sustained"] = "plucked"
+OPPOSITE = {
+    "slow": "fast",
+    "fast": "slow",
+    "low": "high",
+    "high": "low",
+    "plucked": "sustained",
+    "sustained": "plucked",
+}
 
 
 def _captionable(attrs: dict) -> bool:
     return all(attrs.get(k) is not None for k in CAPTION_ATTRIBUTES) and attrs["mode"] in ("major", "minor")
 
 
-def _changed(attrs: dict, kind: str, rng: np.random.Generator) -> tuple[dict, list[int]]:
-    """``attrs`` with ``kind`` changed, and the programs its caption names."""
+def _changed(attrs: dict, kind: str, rng: np.random.Generator, opposite: bool) -> tuple[dict, list[int]]:
+    """``attrs`` with ``kind`` changed, and the programs its caption names. With ``opposite`` a slow or fast
+    tempo becomes the other extreme; without, any other tempo class (the hard negatives' draw)."""
     from musiclm.data.build import TEMPO_BANDS  # build imports this module
 
     changed, programs = dict(attrs), list(dict.fromkeys(attrs["programs"]))
     if kind == "tempo":
-        tempo = OPPOSITE.get(attrs["tempo_class"]) or str(
+        tempo = (OPPOSITE.get(attrs["tempo_class"]) if opposite else None) or str(
             rng.choice([t for t in TEMPO_BANDS if t != attrs["tempo_class"]])
         )
         changed["tempo_class"], changed["bpm"] = tempo, int(rng.integers(*TEMPO_BANDS[tempo]))
@@ -275,7 +282,7 @@ def counterfactual_caption(attrs: dict, rng: np.random.Generator, family_share: 
     if not _captionable(attrs):
         return None
     kind = COUNTERFACTUAL_KINDS[int(rng.integers(2 if attrs["is_melody"] else 3))]
-    changed, programs = _changed(attrs, kind, rng)
+    changed, programs = _changed(attrs, kind, rng, opposite=False)
     return make_captions(changed, [instruments.caption_name(p) for p in programs], rng, 1, family_share)[0]
 
 
@@ -301,7 +308,7 @@ def caption_pair(
     """A caption of the clip and the same caption with ``kind`` changed to its opposite, worded alike
     everywhere else (both drawn from one random state): what a stage learns the direction of an attribute
     from. None when the change leaves the words as they were."""
-    changed, programs = _changed(attrs, kind, rng)
+    changed, programs = _changed(attrs, kind, rng, opposite=True)
     texture = 1.0 if kind in ("register", "articulation", "density") else TEXTURE_SHARE
     seed = int(rng.integers(2**63))
     own, other = (

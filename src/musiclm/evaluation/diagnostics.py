@@ -48,10 +48,7 @@ def item_nll(
     whole, early, device = [], [], model.output_heads.device
     for i in range(0, len(items), batch_size):
         batch = {k: torch.stack([it[k] for it in items[i : i + batch_size]]).to(device) for k in items[0]}
-        logits = model(batch["prefix"], batch["codes"], batch.get("aligned"))
-        targets = batch["codes"].transpose(1, 2)
-        nll = torch.nn.functional.cross_entropy(logits.flatten(0, 2), targets.flatten(), reduction="none")
-        nll = nll.view(targets.shape)
+        nll = model.token_nll(model(batch["prefix"], batch["codes"], batch.get("aligned")), batch["codes"])
         whole.append(nll.flatten(1).mean(1).cpu())
         early.append(
             nll[:, :early_frames].flatten(1).mean(1).cpu() if early_frames else torch.zeros(len(nll))

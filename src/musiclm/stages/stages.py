@@ -454,16 +454,20 @@ class StageLM(Trainable, PretrainedMixin):
                     hinge = F.relu(self.config.direction_margin - gap).mean()
                     loss = loss + self.config.direction_weight * hinge
                 out["direction_gap"] = gap.detach().mean()
-                out["direction_miss"] = (
-                    (gap <= 0).float().mean()
-                )  # the flipped caption fits as well or better
+                # the flipped caption fits as well or better
+                out["direction_miss"] = (gap <= 0).float().mean()
         return {"loss": loss, **out}
 
     @staticmethod
-    def window_nll(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    def token_nll(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """``[B, F, L]``: the NLL of each target of ``codes [B, L, F]`` under ``logits [B, F, L, C]``."""
+        targets = codes.transpose(1, 2)
+        return F.cross_entropy(logits.flatten(0, 2), targets.flatten(), reduction="none").view(targets.shape)
+
+    @classmethod
+    def window_nll(cls, logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """``[B]``: each row's mean NLL per token of ``codes [B, L, F]`` under ``logits [B, F, L, C]``."""
-        nll = F.cross_entropy(logits.flatten(0, 2), codes.transpose(1, 2).flatten(), reduction="none")
-        return nll.view(codes.shape[0], -1).mean(1)
+        return cls.token_nll(logits, codes).flatten(1).mean(1)
 
 
 class MuLanCodeEmbedding(nn.Embedding):

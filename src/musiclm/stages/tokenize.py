@@ -292,10 +292,11 @@ def _mulan_tensors(
         captions.append(caption)
     kinds, pairs, pair_kind = pair_kinds(clip.attributes or {}), [], []
     for n in range(caption_pairs if kinds else 0):
-        pair = caption_pair(clip.attributes, kinds[n % len(kinds)], rng)
+        kind = kinds[n % len(kinds)]
+        pair = caption_pair(clip.attributes, kind, rng)
         if pair is not None:
             pairs += pair
-            pair_kind.append(PAIR_KINDS.index(kinds[n % len(kinds)]))
+            pair_kind.append(PAIR_KINDS.index(kind))
     if captions or pairs:
         tokens = mulan.quantize(mulan.embed_text(captions + pairs)).cpu()
         if captions:
