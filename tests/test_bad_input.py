@@ -91,6 +91,9 @@ class Interrupted:
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                # a shell's background job (`make test &`, CI wrappers) starts with SIGINT ignored, which the
+                # child would inherit, and Python leaves an ignored SIGINT ignored: Ctrl-C must reach it
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
             )
         self.before: dict[str, str] | None = None
         self.watcher = threading.Thread(target=self._watch, daemon=True)
