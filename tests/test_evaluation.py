@@ -627,30 +627,42 @@ def test_reference_renders_and_eval_pairs(tiny_pipeline, tmp_path):
     assert table_row in (tmp_path / "scored" / "pairs.md").read_text()
 
     # a pipeline generates both sides of each pair with the same seed, into files a rerun reuses
-    res = runner.invoke(
-        app,
-        [
-            "eval-pairs",
-            "--checkpoint",
-            str(tiny_pipeline),
-            "--pairs",
-            str(pfile),
-            "--seconds",
-            "0.5",
-            "--out",
-            str(tmp_path / "gen"),
-            "--classifier",
-            str(clf),
-            "--batch",
-            "2",
-        ],
-    )
+    generate = [
+        "eval-pairs",
+        "--checkpoint",
+        str(tiny_pipeline),
+        "--pairs",
+        str(pfile),
+        "--seconds",
+        "0.5",
+        "--out",
+        str(tmp_path / "gen"),
+        "--classifier",
+        str(clf),
+        "--batch",
+        "2",
+    ]
+    res = runner.invoke(app, generate)
     assert res.exit_code == 0, res.output + repr(res.exception)
     generated = json.loads((tmp_path / "gen" / "pairs.json").read_text())
     assert (
         generated["rows"]["generated"]["n"] == 2
         and len(list((tmp_path / "gen" / "audio").glob("*.wav"))) == 4
     )
+    # --chain (on the same folder: the generated audio is kept) adds the renders sent through the model
+    res = runner.invoke(app, [*generate, "--chain"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    chained = json.loads((tmp_path / "gen" / "pairs.json").read_text())
+    assert [p["generated"] for p in chained["pairs"]] == [p["generated"] for p in generated["pairs"]]
+    for name, link in pairs.CHAIN_LINKS.items():
+        assert chained["rows"][name]["n"] == 2
+        wavs = sorted((tmp_path / "gen" / "chain" / link).glob("*.wav"))
+        # (given semantic tokens, the acoustic stages cover their whole frames only: up to 0.5 s)
+        assert len(wavs) == 4 and all(0.25 < sf.info(str(w)).duration < 0.52 for w in wavs)
+    assert chained["rows"]["reference renders"]["n"] == 2
+    res = runner.invoke(app, ["eval-pairs", "--pairs", str(pfile), "--out", str(tmp_path / "x"), "--chain"])
+    assert res.exit_code != 0 and "--chain needs --checkpoint" in res.output
+
     # rescoring the saved audio reads it at its own rate, so it gives the generating run's scores
     rescore = [
         "eval-pairs",

@@ -178,6 +178,38 @@ def test_pipeline_guidance_is_the_default_and_a_request_overrides_it(folder, mon
         MusicLM.from_pretrained(guided)
 
 
+def test_candidates_keep_the_sample_mulan_finds_closest_to_the_prompt(folder, model, monkeypatch, tmp_path):
+    # each candidate row decodes to its own tone, and each prompt's "text" embedding is that of one tone,
+    # so the choice is known: prompt 0 wants its second candidate, prompt 1 its third
+    def tones(codes):
+        return torch.stack([tone(1.0, freq=110.0 * (row + 2)) for row in range(codes.shape[0])])
+
+    rate = model.mulan.sample_rate
+
+    def heard(row):
+        wav = loudness_normalize(resample(tone(1.0, freq=110.0 * (row + 2)), SR, rate), rate)
+        return model.mulan.embed_audio(wav[None])[0]
+
+    monkeypatch.setattr(model.codec, "decode", tones)
+    monkeypatch.setattr(
+        model.mulan, "embed_text", lambda texts: torch.stack([heard(1), heard(5)])[: len(texts)]
+    )
+    out = model.generate(["calm piano", "fast drums"], 1.0, seed=0, candidates=3)
+    assert out.shape == (2, SR)
+    assert torch.equal(out[0], tone(1.0, freq=330.0)) and torch.equal(out[1], tone(1.0, freq=770.0))
+    assert torch.equal(model.generate(["calm piano"], 1.0, seed=0)[0], tone(1.0, freq=220.0))  # default: 1
+
+    chosen = tmp_path / "chosen"
+    shutil.copytree(folder, chosen)
+    meta = json.loads((chosen / "pipeline.json").read_text())
+    assert meta["candidates"] == 1
+    (chosen / "pipeline.json").write_text(json.dumps({**meta, "candidates": 4}))
+    assert MusicLM.from_pretrained(chosen).candidates_for(None) == 4
+    assert MusicLM.from_pretrained(chosen).candidates_for(2) == 2
+    with pytest.raises(GenerationError, match="candidates must be a whole number >= 1"):
+        model.generate(["calm piano"], 1.0, candidates=0)
+
+
 def test_missing_stage_and_mismatched_parts(folder, parts, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(folder, broken)

@@ -13,6 +13,7 @@ so any codec / tokenizer / conditioner implementing them (ours or an HF adapter)
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from musiclm.audio import load_audio
+from musiclm.audio import load_audio, loudness_normalize, resample
 from musiclm.config import ConfigError
 from musiclm.interfaces import AcousticCodec, Conditioner, MelodyEmbedder, SemanticTokenizer, load_component
 from musiclm.pretrained import PretrainedMixin
@@ -184,12 +185,16 @@ class MusicLM:
         melody: MelodyEmbedder | None = None,
         max_duration: float = MAX_DURATION,
         guidance: float | None = None,
+        candidates: int = 1,
     ):
         self.codec, self.semantic, self.mulan, self.melody = codec, semantic, mulan, melody
         self.stages, self.max_duration = stages, max_duration
         # the scale generate() uses unless told otherwise: a property of the trained model, chosen by
         # measuring its adherence with and without (None: off, the paper's sampling)
         self.guidance = _checked_guidance(guidance)
+        # likewise the number of samples generate() draws per prompt, keeping the one MuLan finds closest
+        # to the prompt: the stages move the music the asked way too weakly to leave it to one sample
+        self.candidates = _checked_candidates(candidates)
         coarse = stages.coarse.config.coarse_quantizers
         if not 0 < coarse < codec.num_quantizers:  # else vocabularies() blames an argument nobody passed
             raise GenerationError(
@@ -252,6 +257,7 @@ class MusicLM:
             melody,
             meta.get("max_duration", MAX_DURATION),
             meta.get("guidance"),
+            meta.get("candidates", 1),
         )
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
@@ -274,7 +280,11 @@ class MusicLM:
             else:
                 part.save_pretrained(directory / name)
         (directory / PIPELINE_FILE).write_text(
-            json.dumps({"max_duration": self.max_duration, "guidance": self.guidance}, indent=2) + "\n"
+            json.dumps(
+                {"max_duration": self.max_duration, "guidance": self.guidance, "candidates": self.candidates},
+                indent=2,
+            )
+            + "\n"
         )
         return directory
 
@@ -296,6 +306,10 @@ class MusicLM:
         """The scale a request with ``guidance`` samples with: the pipeline's own when it names none."""
         return self.guidance if guidance is None else _checked_guidance(guidance)
 
+    def candidates_for(self, candidates: int | None) -> int:
+        """Samples per prompt a request with ``candidates`` draws: the pipeline's own when it names none."""
+        return self.candidates if candidates is None else _checked_candidates(candidates)
+
     @property
     def sample_rate(self) -> int:
         return self.codec.sample_rate
@@ -313,6 +327,7 @@ class MusicLM:
         temperatures: Sequence[float] = PAPER_TEMPERATURES,
         top_k: int | None = None,
         top_p: float | None = None,
+        candidates: int | None = None,
         progress: bool = False,
     ) -> torch.Tensor:
         """Waveforms ``[B, T]`` at :attr:`sample_rate`, one per prompt.
@@ -322,7 +337,9 @@ class MusicLM:
         ``texts``. ``melody``: a hummed/whistled wav (path or ``[T]`` tensor at the melody embedder's
         rate) whose melody tokens join the text tokens. ``guidance``: classifier-free guidance scale
         (None: the pipeline's own, :attr:`guidance`; 1: off, the paper's sampling). ``temperatures``:
-        semantic, coarse, fine (paper's default).
+        semantic, coarse, fine (paper's default). ``candidates``: samples drawn per prompt, of which the one
+        whose MuLan audio embedding is closest to the prompt's text embedding is returned (None: the
+        pipeline's own, :attr:`candidates`; 1: no choosing, the paper's sampling).
         """
         schedule = self._check_request(texts, duration, story)
         if len(temperatures) != 3 or not all(math.isfinite(t) and t >= 0 for t in temperatures):
@@ -331,17 +348,20 @@ class MusicLM:
             )
         guidance = self.guidance_for(guidance)
         samplings = [Sampling(t, top_k, top_p, guidance) for t in temperatures]
-        batch = len(schedule[0][1])
-        melody_tokens = self._melody_tokens(melody, batch)
+        candidates = self.candidates_for(candidates)
+        rows = len(schedule[0][1]) * candidates  # the candidates of a prompt are adjacent rows
+        melody_tokens = self._melody_tokens(melody, rows)
         prompt_sem = prompt_ac = None
         prompt_seconds = 0.0
         if continuation is not None:
-            prompt_sem, prompt_ac, prompt_seconds = self._prompt_tokens(continuation, batch)
-        mulan = [
-            (start + prompt_seconds, self.mulan.quantize(self.mulan.embed_text(list(texts))))
-            for start, texts in schedule
+            prompt_sem, prompt_ac, prompt_seconds = self._prompt_tokens(continuation, rows)
+        texts_embedded = [
+            (start + prompt_seconds, self.mulan.embed_text(list(texts))) for start, texts in schedule
         ]
-        mulan = [(start, tokens.to(self.device)) for start, tokens in mulan]
+        mulan = [
+            (start, self.mulan.quantize(embedded).repeat_interleave(candidates, 0).to(self.device))
+            for start, embedded in texts_embedded
+        ]
         mulan[0] = (0.0, mulan[0][1])
         generator = torch.Generator(self.device)
         generator.manual_seed(seed if seed is not None else torch.seed())
@@ -358,7 +378,25 @@ class MusicLM:
             progress=progress,
         )
         levels = [tokens["coarse"]] + ([tokens["fine"]] if "fine" in tokens else [])
-        return self.codec.decode(torch.cat(levels, dim=1))
+        wavs = self.codec.decode(torch.cat(levels, dim=1))
+        if candidates == 1:
+            return wavs
+        return self._closest_to_text(wavs.unflatten(0, (-1, candidates)), texts_embedded)
+
+    @torch.no_grad()
+    def _closest_to_text(self, wavs: torch.Tensor, texts_embedded) -> torch.Tensor:
+        """``wavs [B, N, T]`` -> ``[B, T]``: per prompt, the candidate whose MuLan audio embedding is closest
+        to the text embedding, each story segment judged against its own prompt and weighted by its
+        length (audio prepared as MuLan saw it in training: its rate, loudness-normalised)."""
+        batch, count, length = wavs.shape
+        rate, mulan_rate = self.sample_rate, self.mulan.sample_rate
+        bounds = [round(start * rate) for start, _ in texts_embedded] + [length]
+        score = torch.zeros(batch, count)
+        for (begin, end), (_, text) in zip(itertools.pairwise(bounds), texts_embedded):
+            segment = resample(wavs[..., begin:end].flatten(0, 1).float().cpu(), rate, mulan_rate)
+            audio = self.mulan.embed_audio(torch.stack([loudness_normalize(w, mulan_rate) for w in segment]))
+            score += (audio.unflatten(0, (batch, count)).cpu() * text[:, None].cpu()).sum(-1) * (end - begin)
+        return wavs[torch.arange(batch), score.argmax(1)]
 
     def _check_request(self, texts, duration: float, story) -> list[tuple[float, list[str]]]:
         """Everything that can be wrong with a request, raised before any work is done."""
@@ -434,6 +472,14 @@ def _checked_guidance(guidance: float | None) -> float | None:
             f"guidance must be a finite scale >= 0 (e.g. 3.0; 1 turns it off) or None, got {guidance!r}"
         )
     return float(guidance)
+
+
+def _checked_candidates(candidates: int) -> int:
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+        raise GenerationError(
+            f"candidates must be a whole number >= 1 (samples per prompt; 1: no choosing), got {candidates!r}"
+        )
+    return candidates
 
 
 def _audio(source, sample_rate: int, what: str) -> torch.Tensor:

@@ -72,6 +72,12 @@ def eval_command(
         Optional[float],
         typer.Option(help="Classifier-free guidance scale of generation (1: off; default: the pipeline's)."),
     ] = None,
+    candidates: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Samples per prompt of which MuLan keeps the closest (1: off; default: the pipeline's)."
+        ),
+    ] = None,
     memorization: Annotated[
         int, typer.Option(help="Training clips for the memorization study (needs --checkpoint; 0: skip).")
     ] = 0,
@@ -131,12 +137,21 @@ def eval_command(
     t0 = time.perf_counter()
     if pipeline is not None and audio is None:
         info["guidance"] = pipeline.guidance_for(guidance)
+        info["candidates"] = pipeline.candidates_for(candidates)
         settings = {"checkpoint": str(checkpoint.resolve()), "guidance": info["guidance"], "seed": seed}
+        settings["candidates"] = info["candidates"]
         settings.update(seconds=seconds, batch=batch, prompts=[(p.text, str(p.melody)) for p in items])
         suite.claim_audio_folder(out / "audio", settings)
         with torch.no_grad():
             wavs = suite.generate_audio(
-                pipeline, items, seconds, seed, batch, out_dir=out / "audio", guidance=guidance
+                pipeline,
+                items,
+                seconds,
+                seed,
+                batch,
+                out_dir=out / "audio",
+                guidance=guidance,
+                candidates=candidates,
             )
         info["generation_wall_s"] = round(time.perf_counter() - t0, 1)
         info["device"] = str(pipeline.device)
@@ -194,6 +209,14 @@ def eval_pairs(
     reference: Annotated[
         bool, typer.Option(help="Also score real renders made to match each side (the ceiling).")
     ] = False,
+    chain: Annotated[
+        bool,
+        typer.Option(
+            help="With --checkpoint: also score the renders sent through the model's codec, through its "
+            "acoustic stages (given the renders' semantic tokens) and through every stage (given their "
+            "MuLan audio tokens), to see which link loses the asked direction (implies --reference)."
+        ),
+    ] = False,
     classifier: Annotated[
         PathOpt, typer.Option(help="Evaluation classifier for the family pairs (default: the shipped one).")
     ] = None,
@@ -204,6 +227,12 @@ def eval_pairs(
     guidance: Annotated[
         Optional[float],
         typer.Option(help="Classifier-free guidance scale of generation (1: off; default: the pipeline's)."),
+    ] = None,
+    candidates: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Samples per prompt of which MuLan keeps the closest (1: off; default: the pipeline's)."
+        ),
     ] = None,
     device: GenerationDevice = "cpu",
 ) -> None:
@@ -221,8 +250,11 @@ def eval_pairs(
 
     if checkpoint is not None and audio is not None:
         raise typer.BadParameter("pass --checkpoint (generate) or --audio (already generated), not both")
+    if chain and checkpoint is None:
+        raise typer.BadParameter("--chain needs --checkpoint (the model to send renders through)")
     if checkpoint is None and audio is None and not reference:
         raise typer.BadParameter("nothing to score: pass --checkpoint, --audio or --reference")
+    reference = reference or chain
     pairs = pe.read_pairs(pairs_file or pe.PAIRS_FILE)[:limit]
     shipped = SHIPPED_MODEL.parent / "eval_classifier"
     clf_dir = classifier or (shipped if (shipped / "config.json").is_file() else None)
@@ -243,15 +275,19 @@ def eval_pairs(
 
         pipeline = MusicLM.from_pretrained(checkpoint, map_location=pick_device(device))
         rate = pipeline.sample_rate
-        scale = pipeline.guidance_for(guidance)
+        scale, count = pipeline.guidance_for(guidance), pipeline.candidates_for(candidates)
         settings = {"checkpoint": str(checkpoint.resolve()), "guidance": scale, "seed": seed}
+        settings["candidates"] = count
         settings.update(seconds=seconds, batch=batch, pairs=[(p.a, p.b) for p in pairs])
         suite.claim_audio_folder(out / "audio", settings)
         with torch.no_grad():
-            audio = pe.generate_pairs(pipeline, pairs, out / "audio", seconds, seed, batch, guidance=guidance)
+            audio = pe.generate_pairs(
+                pipeline, pairs, out / "audio", seconds, seed, batch, guidance=guidance, candidates=candidates
+            )
         info.update(
             checkpoint=str(checkpoint),
             guidance=scale,
+            candidates=count,
             generation_wall_s=round(time.perf_counter() - t0, 1),
         )
     if audio is not None:
@@ -269,6 +305,13 @@ def eval_pairs(
         folder = pe.render_reference_pairs(pairs, out / "reference", seconds, seed)
         wavs = pe.load_pair_audio(folder, len(pairs), rate, seconds)
         rows["reference renders"] = pe.score_pairs(pairs, wavs, rate, clf)
+    if chain:
+        suite.claim_audio_folder(out / "chain", settings)
+        with torch.no_grad():
+            folders = pe.chain_pairs(pipeline, pairs, wavs, rate, out / "chain", seed, guidance)
+        for name, folder in folders.items():
+            got = pe.load_pair_audio(folder, len(pairs), rate, seconds)
+            rows[name] = pe.score_pairs(pairs, got, rate, clf)
     source = "reference renders" if reference else "generated"
     rows["shuffled"] = pe.swapped(rows[source], seed)
     info.update(shuffled_from=source, sample_rate=rate, wall_s=round(time.perf_counter() - t0, 1))

@@ -226,6 +226,13 @@ def assemble(
             "(musiclm eval-pairs). Default: off, the paper's sampling."
         ),
     ] = None,
+    candidates: Annotated[
+        int,
+        typer.Option(
+            help="The pipeline's default samples per prompt, of which MuLan keeps the closest to the prompt; "
+            "chosen by measuring adherence (musiclm eval-pairs). Default: 1, the paper's sampling."
+        ),
+    ] = 1,
     fp16: Annotated[bool, typer.Option(help="Store weights in float16 (half the size).")] = False,
 ) -> None:
     """Put trained parts together into one pipeline folder (checks that they fit each other)."""
@@ -242,6 +249,7 @@ def assemble(
         stages,
         load_component(melody) if melody else None,
         guidance=guidance,
+        candidates=candidates,
     )
     typer.echo(f"pipeline saved to {model.save_pretrained(out, torch.float16 if fp16 else None)}")
 
@@ -288,6 +296,13 @@ def generate(
             "(3 for the shipped model)."
         ),
     ] = None,
+    candidates: Annotated[
+        int | None,
+        typer.Option(
+            help="Samples drawn per prompt, of which MuLan keeps the closest to the prompt; 1: no choosing, "
+            "the paper's sampling. Default: the pipeline's."
+        ),
+    ] = None,
     temperatures: Annotated[
         tuple[float, float, float],
         typer.Option(help="Sampling temperatures of the semantic, coarse and fine stages."),
@@ -330,6 +345,7 @@ def generate(
                 temperatures=temperatures,
                 top_k=top_k,
                 top_p=top_p,
+                candidates=candidates,
                 progress=len(batches) == 1,
             )
         except GenerationError as err:

@@ -18,6 +18,9 @@ family         family A -> family B            classifier P(family B) - P(family
 
 Reference rows go through the same code: real renders made to match each side of a pair (the ceiling,
 :func:`render_reference_pairs`) and the same pairs with A and B swapped at random (about 50 %).
+:func:`chain_pairs` sends the renders through the back of the model (codec; acoustic stages; every
+stage, conditioned on the renders' MuLan audio tokens), so that the rows between ceiling and model say
+which link loses the direction.
 """
 
 from __future__ import annotations
@@ -536,6 +539,80 @@ def render_reference_pairs(
                 )
                 save_atomic(path, wav, sample_rate)
     return out_dir
+
+
+# ---------------------------------------------------------------- where along the chain the direction is lost
+# row name -> what the reference renders go through (``musiclm eval-pairs --chain``)
+CHAIN_LINKS = {
+    "renders through the codec": "codec",
+    "renders' semantic tokens through the acoustic stages": "acoustic",
+    "renders' MuLan audio tokens through every stage": "stages",
+}
+
+
+def chain_pairs(
+    pipeline,
+    pairs: Sequence[Pair],
+    renders: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    rate: int,
+    out_dir: str | Path,
+    seed: int = 0,
+    guidance: float | None = None,
+) -> dict[str, Path]:
+    """The reference renders (pair audio at ``rate``) sent through the back of the chain, one folder of
+    pair audio per row of :data:`CHAIN_LINKS`; scored like generated pairs, they say which link loses the
+    asked direction:
+
+    - codec: encoded and decoded with only the RVQ levels the stages generate;
+    - acoustic: the renders' real semantic tokens (and their MuLan audio tokens) given to the acoustic
+      stages, which sample the codes;
+    - stages: only the renders' MuLan audio tokens, every stage sampling: the stages conditioned as in
+      training, on music that has the attribute, instead of on the prompt's text.
+
+    Sampling uses the pipeline's temperatures and guidance, one seed per pair for both sides (resumable,
+    like :func:`generate_pairs`)."""
+    from musiclm.audio import loudness_normalize, resample
+    from musiclm.pipeline import PAPER_TEMPERATURES, generate_tokens
+    from musiclm.stages.sampling import Sampling
+    from musiclm.stages.tokenize import encode_aligned
+
+    codec, mulan, stages = pipeline.codec, pipeline.mulan, pipeline.stages
+    scale = pipeline.guidance_for(guidance)
+    samplings = [Sampling(t, guidance=scale) for t in PAPER_TEMPERATURES]
+    generated_levels = stages.coarse.levels + (stages.fine.levels if stages.fine is not None else 0)
+    device = pipeline.device
+
+    def sampled(index: int, wav: torch.Tensor, link: str) -> torch.Tensor:
+        if link == "codec":
+            codes = codec.encode(resample(wav, rate, codec.sample_rate)[None].to(device))
+            return codec.decode(codes[:, :generated_levels])[0]
+        heard = loudness_normalize(resample(wav, rate, mulan.sample_rate), mulan.sample_rate)
+        tokens = mulan.quantize(mulan.embed_audio(heard[None])).to(device)
+        semantic = None
+        seconds = wav.shape[-1] / rate
+        if link == "acoustic":
+            semantic = encode_aligned(
+                resample(wav, rate, codec.sample_rate), codec.sample_rate, codec, pipeline.semantic, device
+            )[0][None].to(device)
+            seconds = semantic.shape[-1] / stages.semantic.frame_rate  # all of it is given
+        generator = torch.Generator(device)
+        generator.manual_seed(seed + index)
+        out = generate_tokens(
+            stages, [(0.0, tokens)], seconds, samplings, prompt_semantic=semantic, generator=generator
+        )
+        return codec.decode(torch.cat([out["coarse"]] + ([out["fine"]] if "fine" in out else []), dim=1))[0]
+
+    folders = {}
+    for name, link in CHAIN_LINKS.items():
+        folder = folders[name] = Path(out_dir) / link
+        folder.mkdir(parents=True, exist_ok=True)
+        for index, sides in enumerate(tqdm(renders, desc=f"renders through {link}", unit="pair")):
+            paths = side_paths(folder, index)
+            if all(p.is_file() for p in paths):
+                continue
+            for wav, path in zip(sides, paths):
+                save_atomic(path, sampled(index, wav, link).float().cpu(), pipeline.sample_rate)
+    return folders
 
 
 # ---------------------------------------------------------------- report
