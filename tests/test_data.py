@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -206,10 +207,14 @@ def test_bad_works_and_renders_are_skipped_and_listed(tmp_path, monkeypatch):
 
 
 def test_missing_fluidsynth_or_soundfont_names_the_install(tmp_path, monkeypatch):
-    monkeypatch.setattr(render.shutil, "which", lambda name: None)
-    with pytest.raises(render.RenderError, match="apt-get install"):
+    monkeypatch.setitem(
+        sys.modules, "fluidsynth", None
+    )  # what importing pyfluidsynth without the library does
+    render._fluidsynth.cache_clear()
+    with pytest.raises(render.RenderError, match="FluidSynth library is not installed.*apt-get install"):
         small_build(tmp_path)
     monkeypatch.undo()
+    render._fluidsynth.cache_clear()
     monkeypatch.setitem(render.SOUNDFONTS, "TimGM6mb", ("/nonexistent/TimGM6mb.sf2", "GPL-2.0", 1.0))
     with pytest.raises(render.RenderError, match="apt-get install .*timgm6mb"):
         small_build(tmp_path)

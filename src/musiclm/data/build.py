@@ -14,8 +14,8 @@ import dataclasses
 import json
 import multiprocessing
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections import Counter, deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,9 @@ KEY_NAMES = {
     "major": ["C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"],
     "minor": ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B"],
 }
+
+
+CHUNK = 8  # works between two checks of whether the build has its hours (see build())
 
 
 class BuildError(RuntimeError):
@@ -286,25 +289,14 @@ def render_work(job: dict[str, Any]) -> dict[str, Any]:
             midi_path.parent.mkdir(parents=True, exist_ok=True)
             wav_path.parent.mkdir(parents=True, exist_ok=True)
             pm.write(str(midi_path))
-            render_args = (
-                soundfonts[sf_name][0],
-                opts.sample_rate,
-                gain,
-                reverb,
-                wav_path.with_suffix(".render.wav"),
-            )
+            seconds = (end_q - start_q) * r_spq
             try:
-                try:
-                    wav, clipped = render_midi(midi_path, *render_args, timeout=20 + pm.get_end_time())
-                except RenderError:
-                    # fluidsynth 2.3 now and then never finishes a file (~1 in 40); the same notes written
-                    # again by pretty_midi (events reordered within a tick) have rendered in every case seen
-                    pretty_midi.PrettyMIDI(str(midi_path)).write(str(midi_path))
-                    wav, clipped = render_midi(midi_path, *render_args, timeout=20 + pm.get_end_time())
-            except Exception as err:
+                wav, clipped = render_midi(
+                    midi_path, soundfonts[sf_name][0], opts.sample_rate, gain, reverb, seconds
+                )
+            except RenderError as err:
                 result["skipped"].append(["render failed", f"{clip_id}: {str(err)[:160]}"])
                 continue
-            wav = wav[: int(round((end_q - start_q) * r_spq * opts.sample_rate))]
             rms = float(np.sqrt(np.mean(wav**2))) if wav.size else 0.0
             if rms < 1e-4:
                 result["skipped"].append(["silent render", clip_id])
@@ -358,16 +350,36 @@ def _finish(marker: Path, result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-@contextlib.contextmanager
-def _job_mapper(workers: int) -> Iterator[Callable]:
-    """``map``, or one pool's ``imap_unordered`` for the whole build (workers start once, not per chunk)."""
+def _rendered_in_order(jobs: Iterator[dict[str, Any]], workers: int, out: Path) -> Iterator[dict[str, Any]]:
+    """``render_work`` of each job, in the jobs' order, with up to ``2 * workers`` works rendering ahead of
+    the one awaited (no worker waits for a slow work to finish). When the caller stops early, the works
+    rendered ahead are removed, so the folder holds exactly the works the build kept."""
     if workers <= 1:
-        yield map
+        yield from map(render_work, jobs)
         return
     # spawn, not fork: a child forked from a process whose torch thread pool is running (a test session,
     # a notebook) deadlocks in its first torch op
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        yield pool.imap_unordered
+        ahead: deque = deque()
+        try:
+            for job in jobs:
+                ahead.append(pool.apply_async(render_work, (job,)))
+                if len(ahead) > 2 * workers:
+                    yield ahead.popleft().get()
+            while ahead:
+                yield ahead.popleft().get()
+        except GeneratorExit:
+            for pending in ahead:
+                _discard(out, pending.get())
+            raise
+
+
+def _discard(out: Path, result: dict[str, Any]) -> None:
+    """Remove what ``render_work`` wrote for one work."""
+    for clip in result["clips"]:
+        (out / clip["path"]).unlink(missing_ok=True)
+        (out / clip["midi"]).unlink(missing_ok=True)
+    (out / "works" / f"{result['index']:06d}.json").unlink(missing_ok=True)
 
 
 def build(opts: BuildOptions) -> Path:
@@ -381,44 +393,34 @@ def build(opts: BuildOptions) -> Path:
     available_soundfonts(opts.soundfonts)  # fail early with the install command
     opts.out = Path(opts.out).resolve()
     opts.out.mkdir(parents=True, exist_ok=True)
-    for stale in [
-        *opts.out.glob("clips/*.tmp.wav"),
-        *opts.out.glob("clips/*.partial.wav"),
-        *opts.out.glob("clips/*.render.wav"),
-    ]:
+    for stale in [*opts.out.glob("clips/*.tmp.wav"), *opts.out.glob("clips/*.partial.wav")]:
         stale.unlink()  # left by an interrupted run; their works have no marker and are redone
     works = plan_works(opts)
     target = (opts.hours or float("inf")) * 3600
     results: list[dict] = []
     seconds, start = 0.0, time.time()
-    chunk = max(4, 4 * opts.workers)  # decide "enough?" only between chunks, so the set is deterministic
+    # "enough?" is decided only every CHUNK works, in the plan's order, so that the works kept are the same
+    # whatever the number of workers and whichever finishes first
     bar = tqdm(
         total=None if opts.hours is None else round(target),
         unit="s audio",
         desc="rendering",
         dynamic_ncols=True,
     )
-    with _job_mapper(opts.workers) as map_jobs:
-        for first in range(0, len(works), chunk):
-            if seconds >= target:
+    jobs = ({"opts": opts, "work": work, "index": index} for index, work in enumerate(works))
+    with contextlib.closing(_rendered_in_order(jobs, opts.workers, opts.out)) as rendered:
+        for res in rendered:
+            if opts.strict and res["skipped"]:
+                why, detail = res["skipped"][0]
+                raise BuildError(f"work {res['work_id']}: {why} ({detail}); without --strict it is skipped")
+            results.append(res)
+            got = sum(c["duration"] for c in res["clips"])
+            seconds += got
+            bar.update(round(got))
+            bar.set_postfix(works=len(results), clips=sum(len(r["clips"]) for r in results))
+            if seconds >= target and len(results) % CHUNK == 0:
                 break
-            jobs = [
-                {"opts": opts, "work": w, "index": first + i}
-                for i, w in enumerate(works[first : first + chunk])
-            ]
-            for res in map_jobs(render_work, jobs):
-                if opts.strict and res["skipped"]:
-                    why, detail = res["skipped"][0]
-                    raise BuildError(
-                        f"work {res['work_id']}: {why} ({detail}); without --strict it is skipped"
-                    )
-                results.append(res)
-                got = sum(c["duration"] for c in res["clips"])
-                seconds += got
-                bar.update(round(got))
-                bar.set_postfix(works=len(results), clips=sum(len(r["clips"]) for r in results))
     bar.close()
-    results.sort(key=lambda r: r["index"])
     clips = []
     for res in results:
         for c in res["clips"]:

@@ -105,13 +105,14 @@ def parse_work(work: Work) -> Notes:
     """Parse with music21 and flatten to notes; raises on unparsable or empty works."""
     from music21 import converter, key, meter, tempo
 
-    score = converter.parse(corpus_root() / work.path, number=work.number)
+    score = converter.parse(corpus_root() / work.path, number=work.number, forceSource=True)
     if hasattr(score, "scores"):  # an Opus
         score = score.scores[0]
     parts = []
     for part in score.parts:
         notes = []
-        for n in part.stripTies(inPlace=False).flatten().notes:
+        part.stripTies(inPlace=True)  # the parsed score is ours: a copy would cost most of the parse
+        for n in part.flatten().notes:
             for p in getattr(n, "pitches", ()):
                 if n.duration.quarterLength > 0:
                     notes.append((float(n.offset), float(n.duration.quarterLength), int(p.midi)))

@@ -471,10 +471,8 @@ def _render_side(
     sample_rate: int,
     work_dir: Path,
 ) -> np.ndarray:
-    import pretty_midi
-
     from musiclm.data.build import change_mode, window_midi
-    from musiclm.data.render import RenderError, render_midi
+    from musiclm.data.render import render_midi
 
     notes = change_mode(notes, attrs["mode"])
     spq = 60.0 / _bpm(attrs["tempo_class"], u)
@@ -493,16 +491,7 @@ def _render_side(
         pm = window(12 * int(round((REGISTER_TARGET[attrs["register"]] - mean) / 12)))
     midi = work_dir / "side.mid"
     pm.write(str(midi))
-    args = (midi, soundfont, sample_rate, 0.3, False, work_dir / "side.render.wav")
-    try:
-        wav, _ = render_midi(*args, timeout=30 + seconds)
-    except RenderError:
-        # as in the dataset build: fluidsynth now and then never finishes a file, and the same notes
-        # written again by pretty_midi render
-        pretty_midi.PrettyMIDI(str(midi)).write(str(midi))
-        wav, _ = render_midi(*args, timeout=30 + seconds)
-    length = round(seconds * sample_rate)
-    return np.pad(wav[:length], (0, max(0, length - len(wav))))
+    return render_midi(midi, soundfont, sample_rate, 0.3, False, seconds)[0]
 
 
 def render_reference_pairs(
