@@ -1,5 +1,5 @@
 # The commands of the README: `make demo` (the main job), `make serve` (the web page) and `make test`.
-.PHONY: setup demo serve test lint bench clean
+.PHONY: setup demo serve test lint bench clean device-prep device-train
 HOST ?= 127.0.0.1
 PORT ?= 7860
 
@@ -21,6 +21,18 @@ lint: setup
 
 bench: setup
 	.venv/bin/python -m benchmarks
+
+# A GPU run in one call (README, "Training on a GPU"): `make device-prep TOKENS=tokens/ [VALID=tokens_valid/]` here
+# packs what the run carries into .device/; `make device-train STAGE=coarse MINUTES=6` runs on the GPU machine,
+# which has no .venv (so no setup).
+device-prep: setup
+	@bash scripts/device_prep.sh $(TOKENS) $(VALID)
+
+STAGE ?= coarse
+MINUTES ?= 6
+PRESET ?= small
+device-train:
+	@bash scripts/device_train.sh $(STAGE) $(MINUTES) $(PRESET)
 
 clean:
 	rm -rf .venv build src/*.egg-info .pytest_cache

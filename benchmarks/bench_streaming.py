@@ -85,7 +85,8 @@ def eager_clips(folder: str) -> list[dict[str, torch.Tensor]]:
 
 def child_shards(folder: str, mode: str) -> dict:
     from musiclm.stages import StageConfig, StageLM
-    from musiclm.stages.data import StageDataset, dataset_options, load_shards, read_meta
+    from musiclm.stages.data import StageDataset, dataset_options, load_shards
+    from musiclm.stages.shards import read_meta
 
     meta = read_meta(folder)
     coarse = max(1, meta["num_quantizers"] // 3)

@@ -12,7 +12,10 @@ def numba_cache_written_once():
     """Compile librosa's cached numba functions here, before any test starts worker processes: workers that
     compile a guvectorize function at the same time can leave a mismatched pair of cache files, and every
     later process that loads them segfaults (numba/numba#10128)."""
-    import librosa
+    try:
+        import librosa
+    except ImportError:  # a GPU machine without the audio stack runs the tests that need none
+        return
     import numpy as np
 
     sr = 16000

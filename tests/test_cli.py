@@ -55,7 +55,7 @@ def test_commands_that_take_a_part_default_to_the_shipped_models(tmp_path):
     from musiclm.cli.main import app
     from musiclm.data.manifest import Clip, write_manifest
     from musiclm.pipeline import MusicLM
-    from musiclm.stages.data import read_meta
+    from musiclm.stages.shards import read_meta
     from musiclm.stages.tokenize import vocab_meta
 
     runner = CliRunner()

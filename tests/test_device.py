@@ -51,6 +51,30 @@ def test_shipped_pipeline_lands_and_moves_whole():
         assert_placed(part, "meta", name)
 
 
+def test_decoding_bias_follows_the_weights_to_their_device_and_values():
+    """The relative position bias of a decoding step comes with each KV cache, made from the weights where
+    they are then: a Transformer that decoded once and was then given new weights (as load_state_dict copies
+    them in) or moved (as `eval --memorization` moves the pipeline) decodes with what it has now."""
+    from musiclm.stages.transformer import Transformer, TransformerSpec
+
+    torch.manual_seed(0)
+    model = Transformer(TransformerSpec(vocab_size=50, dim=16, layers=2, heads=2, ff=32, dropout=0.0)).eval()
+    ids = torch.randint(0, 50, (2, 12))
+
+    def decoded(ids: torch.Tensor) -> torch.Tensor:  # the first 8 positions at once, then one a step
+        cache = model.new_cache(ids.shape[0], ids.shape[1])
+        steps = [model(ids[:, :8], cache)] + [model(ids[:, t : t + 1], cache) for t in range(8, ids.shape[1])]
+        return torch.cat(steps, dim=1)
+
+    torch.testing.assert_close(decoded(ids), model(ids), atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        model.rel_bias.embedding.weight.mul_(-3.0)
+    torch.testing.assert_close(decoded(ids), model(ids), atol=1e-5, rtol=1e-5)
+    model.to("meta")
+    assert_placed(model, "meta")
+    assert decoded(ids.to("meta")).device.type == "meta"
+
+
 def test_adapters_land_on_the_asked_device(tmp_path):
     from transformers import EncodecConfig, EncodecModel
 

@@ -23,7 +23,8 @@ from musiclm.pipeline import GenerationError, MusicLM, StageSet, generate_tokens
 from musiclm.semantic.tokenizer import KMeansTokenizer
 from musiclm.semantic.w2vbert import W2VBert, W2VBertConfig
 from musiclm.stages import STAGES, StageLM, tokenize
-from musiclm.stages.data import StageDataset, load_shards, read_meta
+from musiclm.stages.data import StageDataset, load_shards
+from musiclm.stages.shards import read_codebooks, read_meta
 from musiclm.stages.tokenize import tokenize_clips
 
 SR = 16000  # the tiny codec's rate
@@ -321,7 +322,7 @@ def test_refresh_mulan_rewrites_only_the_conditioning_tokens(parts, tmp_path):
         wav = load_audio(clip.path, retrained.sample_rate)
         assert new["mulan"].equal(tokenize.mulan_window_tokens(retrained, wav).to(new["mulan"].dtype))
         assert new["text"].equal(retrained.quantize(retrained.embed_text(["a tone"])).to(new["text"].dtype))
-    assert tokenize.read_codebooks(out).equal(retrained.code_vectors())  # what "codebook" stages embed
+    assert read_codebooks(out).equal(retrained.code_vectors())  # what "codebook" stages embed
     # done shards are recognised: a second refresh rewrites nothing
     result = CliRunner().invoke(app, [*run, "--refresh-mulan"])
     assert result.exit_code == 0 and "0 shard(s)" in result.output, result.output

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from musiclm.config import ConfigError
 from musiclm.pipeline import StageSet, generate_tokens
 from musiclm.stages import STAGES, Sampling, StageConfig, StageLM, count_parameters, generate_stage, sample
 from musiclm.stages.data import StageDataset, TokenShards, load_shards
+from musiclm.stages.shards import pack_tokens, read_meta
 from musiclm.stages.stages import NULL, SEP
 from musiclm.training import TrainConfig, Trainer
 
@@ -537,6 +541,49 @@ def test_token_shards_are_read_lazily_in_their_stored_dtype(tmp_path):
             assert all(v.dtype == torch.int64 and v.equal(eager[key][k]) for k, v in item.items())
     worker = next(iter(torch.utils.data.DataLoader(lazy, batch_size=3, num_workers=1)))
     assert all(worker[k].equal(torch.stack([lazy[i][k] for i in range(3)])) for k in worker)
+
+
+def test_packed_tokens_train_the_semantic_and_coarse_stages_as_the_folder_they_come_from(tmp_path):
+    """pack_tokens keeps the clips with int16 tensors and the first acoustic levels: they read back as the
+    int32 of the source, the semantic and coarse stages cut the same items from them, and the fine stage,
+    which needs every level, is refused; so is a token that int16 cannot hold."""
+    g = torch.Generator().manual_seed(0)
+    clips = [
+        {
+            "semantic": torch.randint(0, 20, (100,), generator=g),
+            "acoustic": torch.randint(0, 24, (5, 200), generator=g),
+            "mulan": torch.randint(0, 16, (2, 3), generator=g),
+            "text": torch.randint(0, 16, (4, 3), generator=g),
+        }
+        for _ in range(3)
+    ]
+    source, packed = tmp_path / "tokens", tmp_path / "packed"
+    source.mkdir()
+    write_shard(source / "shard-00000.safetensors", clips[:2])
+    write_shard(source / "shard-00001.safetensors", clips[2:])
+    meta = {"num_quantizers": 5, "codebook_size": 24, "semantic_vocab": 20, "mulan_codebook": 16}
+    (source / "meta.json").write_text(json.dumps(meta))
+    sizes = pack_tokens(source, packed, levels=2)
+    assert sizes.shards == 2 and sizes.packed_bytes < sizes.source_bytes / 2
+    assert read_meta(packed) == {**meta, "acoustic_levels": 2}
+    with safe_open(str(packed / "shard-00000.safetensors"), "pt") as f:
+        assert {f.get_slice(key).get_dtype() for key in f.keys()} == {"I16"}
+    for read, written in zip(load_shards(packed), clips):
+        assert all(t.dtype == torch.int32 for t in read.values())
+        assert read["acoustic"].equal(written["acoustic"][:2].int())
+        assert all(read[k].equal(written[k].int()) for k in ("semantic", "mulan", "text"))
+    for name in ("semantic", "coarse"):
+        model = stage(name, text_share=0.5)
+        ours, theirs = StageDataset(load_shards(packed), model), StageDataset(load_shards(source), model)
+        for key in range(6):
+            assert all(v.equal(theirs[key][k]) for k, v in ours[key].items())
+    with pytest.raises(ValueError, match="models acoustic levels 1-5, and these clips hold 2"):
+        StageDataset(load_shards(packed), stage("fine"))
+    with pytest.raises(ValueError, match=r"levels must be in 1\.\.2"):
+        pack_tokens(packed, tmp_path / "again", levels=3)
+    write_shard(source / "shard-00002.safetensors", [{**clips[0], "semantic": torch.full((100,), 40000)}])
+    with pytest.raises(ValueError, match="shard-00002.safetensors 0/semantic holds token 40000, which int16"):
+        pack_tokens(source, tmp_path / "wide")
 
 
 def test_interleaved_coarse_stage_learns_to_follow_its_semantic_tokens_in_time(tmp_path):

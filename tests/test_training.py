@@ -17,6 +17,7 @@ from toy_training import ToyConfig, ToyData, ToyModel, run
 
 from musiclm.training import CheckpointError, TrainConfig, Trainer, TrainingError
 from musiclm.training.checkpoint import list_checkpoints
+from musiclm.training.engine import largest_batch
 
 TOY = str(Path(__file__).with_name("toy_training.py"))
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
@@ -223,3 +224,39 @@ def test_warm_start_from_a_model_folder_continues_training(tmp_path):
         Trainer(
             ToyModel(ToyConfig(hidden=64)), ToyData(), TrainConfig(init=str(tmp_path / "a")), tmp_path / "d"
         )
+
+
+def test_max_minutes_ends_the_run_on_time_as_at_a_last_step(tmp_path):
+    model = ToyModel(ToyConfig())
+    model.slow = 0.01
+    config = TrainConfig(steps=10**6, batch_size=8, log_every=1000, ckpt_every=1000, progress=False)
+    trainer = Trainer(model, ToyData(), config.replace(max_minutes=0.02), tmp_path)
+    started = time.perf_counter()
+    trainer.fit()
+    assert 1.2 <= time.perf_counter() - started < 10 and 10 < trainer.step < 10**6
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == [f"step_{trainer.step:08d}.pt"]
+    assert (tmp_path / "model.safetensors").is_file()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["steps"] == trainer.step and summary["stopped"] == "max_minutes"
+    assert summary["loss"][-1][0] == trainer.step and summary["samples_per_s"] > 0
+    assert "tokens_per_s" not in summary  # the toy model counts no tokens (Trainable.batch_cost)
+    again = Trainer(ToyModel(ToyConfig()), ToyData(), config.replace(steps=trainer.step + 2), tmp_path)
+    assert again.step == trainer.step  # the checkpoint resumes
+
+
+def test_largest_batch_doubles_while_it_fits_and_pays():
+    def rate(fits: int, saturates: int):
+        tried = []
+
+        def samples_per_s(batch: int) -> float | None:
+            tried.append(batch)
+            return None if batch > fits else 100.0 * min(batch, saturates)
+
+        return samples_per_s, tried
+
+    speed, tried = rate(fits=64, saturates=16)
+    assert largest_batch(speed, 4) == 16 and tried == [4, 8, 16, 32]  # 32 is no faster than 16
+    speed, tried = rate(fits=64, saturates=1024)
+    assert largest_batch(speed, 4) == 64 and tried == [4, 8, 16, 32, 64, 128]  # 128 does not fit
+    speed, tried = rate(fits=20, saturates=1024)
+    assert largest_batch(speed, 64) == 16 and tried == [64, 32, 16]  # the configured batch does not fit

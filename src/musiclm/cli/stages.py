@@ -121,6 +121,24 @@ def tokenize(
     typer.echo(f"{len(shards)} shard(s) of this rank in {out}")
 
 
+@app.command("pack-tokens")
+def pack_tokens(
+    tokens: Annotated[Path, typer.Argument(help="Token folder written by `musiclm tokenize`.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder of the packed copy.")],
+    levels: Annotated[
+        int | None,
+        typer.Option(help="Acoustic RVQ levels kept (default: the coarse stage's, the first third)."),
+    ] = None,
+) -> None:
+    """Copy a token folder with int16 tokens and the coarse stage's acoustic levels only: what the semantic
+    and coarse stages train from, small enough to carry to a GPU machine."""
+    from musiclm.stages.shards import pack_tokens as pack
+
+    packed = pack(tokens, out, levels)
+    megabytes = packed.source_bytes / 1e6, packed.packed_bytes / 1e6
+    typer.echo(f"{packed.shards} shard(s) packed into {out}: {megabytes[0]:.1f} MB -> {megabytes[1]:.1f} MB")
+
+
 @train_app.command("stage")
 def train_stage(
     stage: Annotated[str, typer.Option(help="semantic, coarse or fine.")],
@@ -148,15 +166,16 @@ def train_stage(
 ) -> None:
     """Train one token stage from token shards with the shared engine."""
     from musiclm.config import ConfigError
-    from musiclm.stages.data import StageDataset, dataset_options, load_shards, read_meta
+    from musiclm.stages.data import StageDataset, dataset_options, load_shards
+    from musiclm.stages.shards import coarse_levels, codebooks_mulan, read_codebooks, read_meta, same_parts
     from musiclm.stages.stages import TRAIN_DEFAULTS, StageConfig, StageLM
-    from musiclm.stages.tokenize import codebooks_mulan, read_codebooks
     from musiclm.training import TrainConfig, Trainer
 
     meta = read_meta(tokens)
     # folders made before the codebooks file was kept name no MuLan: only their layouts are compared
     mulans = {codebooks_mulan(tokens), codebooks_mulan(val_tokens)} if val_tokens else set()
-    if val_tokens is not None and (read_meta(val_tokens) != meta or None not in mulans and len(mulans) > 1):
+    differ = val_tokens is not None and not same_parts(read_meta(val_tokens), meta)
+    if differ or None not in mulans and len(mulans) > 1:
         raise typer.BadParameter(
             f"{val_tokens} was tokenized with other parts than {tokens}: tokenize both "
             "with the same codec, semantic, MuLan and melody folders"
@@ -175,7 +194,7 @@ def train_stage(
         )
     }
     if coarse_quantizers is None:
-        coarse_quantizers = max(1, meta["num_quantizers"] // 3)
+        coarse_quantizers = coarse_levels(meta["num_quantizers"])
     if not 0 < coarse_quantizers < meta["num_quantizers"]:
         raise typer.BadParameter(f"--coarse-quantizers must be in 1..{meta['num_quantizers'] - 1}")
     try:  # the preset's windows are scaled per stage (for_stage), then the --set model.FIELD changes apply
@@ -428,7 +447,8 @@ def eval_stage(
     from musiclm.evaluation import diagnostics
     from musiclm.interfaces import load_component
     from musiclm.pipeline import SHIPPED_MODEL, MusicLM, StageSet
-    from musiclm.stages.data import StageDataset, dataset_options, load_shards, read_meta, shard_paths
+    from musiclm.stages.data import StageDataset, dataset_options, load_shards, shard_paths
+    from musiclm.stages.shards import read_meta
     from musiclm.stages.tokenize import vocab_meta
     from musiclm.training.distributed import pick_device
 

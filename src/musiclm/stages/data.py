@@ -1,4 +1,5 @@
-"""Training windows for the stages, cut from token shards (see :mod:`musiclm.stages.tokenize`)."""
+"""Training windows for the stages, cut from token shards (see :mod:`musiclm.stages.tokenize` and
+:mod:`musiclm.stages.shards`)."""
 
 from __future__ import annotations
 
@@ -15,18 +16,8 @@ import torch
 from safetensors import safe_open
 
 from musiclm.stages.stages import StageLM
-from musiclm.stages.tokenize import META_FILE
 
 OPEN_SHARDS = 32  # shard files a process keeps open between reads (a folder may hold thousands)
-
-
-def read_meta(directory: str | Path) -> dict:
-    path = Path(directory) / META_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: {directory} is not a token folder written by `musiclm tokenize`"
-        )
-    return json.loads(path.read_text())
 
 
 def shard_paths(directory: str | Path) -> list[str]:
@@ -39,12 +30,14 @@ def shard_paths(directory: str | Path) -> list[str]:
 
 
 class TokenShards(Sequence[dict[str, torch.Tensor]]):
-    """The clips of a token folder, read one at a time from the memory-mapped shards in their stored dtype.
+    """The clips of a token folder, read one at a time from the memory-mapped shards.
 
     ``shards[i]`` is clip ``i``'s ``{"semantic" [Fs], "acoustic" [Q, Fa], "mulan" [Wm, Qm], ["text"
-    [C, Qm]], ["melody" [W, Qmel]]}`` as int32 (the stored dtype: half of int64), read from its shard when
-    asked; ``shapes[i]`` gives the same shapes from the shard headers alone, which is what choosing clips
-    by length needs. Shards of older versions held one MuLan row per clip, ``[Qm]``: it reads as ``[1, Qm]``.
+    [C, Qm]], ["melody" [W, Qmel]]}`` as int32 (half of int64; the stored dtype, or int16 in a folder of
+    :func:`~musiclm.stages.shards.pack_tokens`, which keeps the first acoustic levels only), read from its
+    shard when asked; ``shapes[i]`` gives the same shapes from the shard headers alone, which is what
+    choosing clips by length needs. Shards of older versions held one MuLan row per clip, ``[Qm]``: it reads
+    as ``[1, Qm]``.
 
     A process keeps up to ``OPEN_SHARDS`` shard files open and opens its own after a fork or when pickled
     (DataLoader workers). Under ``torchrun`` every rank opens the whole folder, but that reads headers
@@ -78,7 +71,7 @@ class TokenShards(Sequence[dict[str, torch.Tensor]]):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         n, index = self.clips[i]
         f = self._file(n)
-        clip = {name: f.get_tensor(f"{index}/{name}") for name in self.shapes[i]}
+        clip = {name: f.get_tensor(f"{index}/{name}").to(torch.int32) for name in self.shapes[i]}
         clip["mulan"] = clip["mulan"].reshape(self.shapes[i]["mulan"])
         return clip
 
@@ -128,7 +121,8 @@ class StageDataset(torch.utils.data.Dataset):
     ``config.direction_weight``, such a window of a clip with caption pairs takes a pair's true caption and
     adds ``contrast``, its prefix under the flipped caption (``contrasted`` marks the items that have one).
     ``clips`` is best a :class:`TokenShards`: clips are then chosen from the shard headers and an item
-    reads its clip only, keeping it in the stored int32 until the window is cut (items are int64).
+    reads its clip only, keeping it in int32 until the window is cut (items are int64). A stage that models
+    more acoustic levels than the clips hold (a packed folder, for the fine stage) is refused.
     """
 
     def __init__(
@@ -160,6 +154,18 @@ class StageDataset(torch.utils.data.Dataset):
                 f"none of the {len(clips)} clips is as long as the {c.stage} stage's window of "
                 f"{c.window_seconds} s{' with melody tokens' if needs_melody else ''}; "
                 "use longer clips or a shorter window (--set model.window_seconds=...)"
+            )
+        levels = {
+            "semantic": 0,
+            "coarse": c.coarse_quantizers,
+            "fine": c.coarse_quantizers + c.fine_quantizers,
+        }
+        held = min(shapes[i]["acoustic"][0] for i in keep)
+        if held < levels[c.stage]:
+            raise ValueError(
+                f"the {c.stage} stage models acoustic levels 1-{levels[c.stage]}, and these clips hold "
+                f"{held} (a folder packed by `musiclm pack-tokens --levels N` keeps the first N): train it "
+                "from the folder they were packed from"
             )
 
     def __len__(self) -> int:

@@ -458,6 +458,19 @@ class StageLM(Trainable, PretrainedMixin):
                 out["direction_miss"] = (gap <= 0).float().mean()
         return {"loss": loss, **out}
 
+    def batch_cost(self, batch: dict) -> tuple[int, float]:
+        """Tokens of a batch's sequences and the FLOPs of its training step, counted as PaLM's appendix B
+        does: 6 a token per weight it passes through (the embeddings are lookups; a target's output head
+        alone), plus attention's 12 * layers * dim * length a token, causality not taken off. The direction
+        loss's second pass is not counted."""
+        c = self.config
+        rows, frames = batch["codes"].shape[0], batch["codes"].shape[-1]
+        length = batch["prefix"].shape[1] + frames * (self.given + self.levels) - 1
+        weights = c.layers * (4 * c.dim**2 + 3 * c.dim * c.ff)  # qkv and out projections, gated feed-forward
+        heads = frames * self.levels * self.codebook * c.dim
+        forward = 2 * rows * (length * weights + heads) + 4 * rows * c.layers * c.dim * length**2
+        return rows * length, 3.0 * forward
+
     @staticmethod
     def token_nll(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """``[B, F, L]``: the NLL of each target of ``codes [B, L, F]`` under ``logits [B, F, L, C]``."""

@@ -10,8 +10,8 @@ a training clip's one to three stored captions as its name), for a rendered clip
 changed to its opposite: what a stage learns the direction of an attribute from) with their kinds
 ``i/pair_kinds [P]`` (indices into :data:`musiclm.data.captions.PAIR_KINDS`), and ``i/melody [W, Qmel]``
 when a melody embedder is given; the clip paths are in the shard's metadata. ``meta.json`` holds the
-vocabularies and rates. Shard ``s`` belongs to rank ``s % world_size`` under ``torchrun``; a shard that
-exists is done, so a killed job resumes where it stopped.
+vocabularies and rates (the folder's files: :mod:`musiclm.stages.shards`). Shard ``s`` belongs to rank
+``s % world_size`` under ``torchrun``; a shard that exists is done, so a killed job resumes where it stopped.
 
 A clip longer than two windows of ``window_seconds`` (30 s) goes through the models a window at a time, so
 the job's memory is that of one window's activations plus the clip's audio, whatever the clip's length
@@ -37,10 +37,8 @@ from musiclm.data.captions import PAIR_KINDS, caption_from_attributes, caption_p
 from musiclm.data.manifest import Clip
 from musiclm.data.skips import SKIPPED_FILE, SkipLog
 from musiclm.interfaces import AcousticCodec, Conditioner, MelodyEmbedder, SemanticTokenizer
+from musiclm.stages.shards import CODEBOOKS_FILE, META_FILE, write_shard
 
-META_FILE = "meta.json"
-# the code vectors of the MuLan whose tokens the shards hold: "codebook" stages embed its tokens by them
-CODEBOOKS_FILE = "mulan_codebooks.safetensors"
 MULAN_HOP = 2.0  # seconds between the MuLan windows of a clip
 FRESH_CAPTIONS = 16  # captions drawn from a rendered clip's attributes beside its stored ones
 CAPTION_PAIRS = 12  # caption pairs differing in one attribute, of each rendered clip (kinds in turn)
@@ -391,28 +389,6 @@ def save_codebooks(out: Path, mulan: Conditioner, fingerprint: str) -> None:
     tmp.replace(out / CODEBOOKS_FILE)
 
 
-def codebooks_mulan(directory: str | Path) -> str | None:
-    """Fingerprint of the MuLan whose tokens a token folder holds (None: a folder made before it was kept)."""
-    path = Path(directory) / CODEBOOKS_FILE
-    if not path.is_file():
-        return None
-    with safe_open(str(path), "pt") as f:
-        return (f.metadata() or {}).get("mulan")
-
-
-def read_codebooks(directory: str | Path) -> torch.Tensor:
-    """``[Q, K, D]`` code vectors of the MuLan whose tokens a token folder holds."""
-    path = Path(directory) / CODEBOOKS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{directory} has no {CODEBOOKS_FILE} (token folders made before it was written lack it): add it "
-            "with `musiclm tokenize --refresh-mulan --data MANIFEST --out FOLDER --mulan MULAN`, naming the "
-            "MuLan the tokens were made with"
-        )
-    with safe_open(str(path), "pt") as f:
-        return f.get_tensor("codebooks")
-
-
 def _save_shard(
     path: Path,
     tensors: dict[str, torch.Tensor],
@@ -421,17 +397,13 @@ def _save_shard(
     fresh_captions: int,
     caption_pairs: int,
 ) -> None:
-    """Write atomically: a shard that exists is complete."""
-    tensors = {k: v.to(torch.int32).contiguous() for k, v in tensors.items()}
-    tmp = path.with_suffix(".tmp")
     metadata = {
         "paths": json.dumps(paths),
         "mulan": fingerprint,
         "fresh_captions": str(fresh_captions),
         "caption_pairs": str(caption_pairs),
     }
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    write_shard(path, tensors, metadata)
 
 
 def _shard_path(out: Path, shard: int) -> Path:

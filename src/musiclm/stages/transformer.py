@@ -58,14 +58,21 @@ def relative_bucket(distance: torch.Tensor, num_buckets: int, max_distance: int)
 
 
 class KVCache:
-    """Keys and values of every layer for ``max_len`` positions, written in place as decoding goes."""
+    """Keys and values of every layer for ``max_len`` positions, written in place as decoding goes, and the
+    relative position bias of one query over up to ``max_len`` keys (``bias [1, H, 1, max_len]``, by distance,
+    farthest first: see :meth:`RelativeBias.by_distance`)."""
 
-    def __init__(self, spec: TransformerSpec, batch: int, max_len: int, device, dtype):
+    def __init__(self, spec: TransformerSpec, batch: int, max_len: int, device, dtype, bias: torch.Tensor):
         shape = (batch, spec.heads, max_len, spec.dim // spec.heads)
         self.keys = [torch.empty(shape, device=device, dtype=dtype) for _ in range(spec.layers)]
         self.values = [torch.empty(shape, device=device, dtype=dtype) for _ in range(spec.layers)]
+        self.bias = bias
         self.length = 0
         self.max_len = max_len
+
+    def step_bias(self, k_len: int) -> torch.Tensor:
+        """The bias ``[1, H, 1, k_len]`` of the query at ``k_len - 1`` over keys ``0..k_len - 1``."""
+        return self.bias[:, :, :, self.max_len - k_len :]
 
 
 class RelativeBias(nn.Module):
@@ -73,15 +80,9 @@ class RelativeBias(nn.Module):
         super().__init__()
         self.spec = spec
         self.embedding = nn.Embedding(spec.rel_buckets, spec.heads)
-        # bias by distance, reversed, computed once per eval session: decoding slices it instead of
-        # bucketing distances at every step (that alone would cost as much as a small layer)
-        self._table: torch.Tensor | None = None
 
     def forward(self, offset: int, q_len: int, k_len: int) -> torch.Tensor:
         """Additive attention bias ``[1, H, q_len, k_len]`` for queries at ``offset..offset+q_len``."""
-        if q_len == 1 and not self.training:
-            table = self._reversed_table(k_len)
-            return table[:, :, :, table.shape[-1] - k_len :]
         q = torch.arange(offset, offset + q_len, device=self.embedding.weight.device)
         distance = q[:, None] - torch.arange(k_len, device=q.device)[None, :]
         bias = self.embedding(
@@ -90,20 +91,15 @@ class RelativeBias(nn.Module):
         bias = bias.permute(2, 0, 1).unsqueeze(0)
         return bias.masked_fill(distance < 0, float("-inf"))
 
-    def _reversed_table(self, length: int) -> torch.Tensor:
-        if self._table is None or self._table.shape[-1] < length:
-            size = max(length, 2 * (self._table.shape[-1] if self._table is not None else 256))
-            distance = torch.arange(size - 1, -1, -1, device=self.embedding.weight.device)
-            with torch.no_grad():
-                bias = self.embedding(
-                    relative_bucket(distance, self.spec.rel_buckets, self.spec.rel_max_distance)
-                )
-            self._table = bias.T[None, :, None, :].contiguous()
-        return self._table
-
-    def train(self, mode: bool = True):
-        self._table = None  # weights are about to change
-        return super().train(mode)
+    @torch.no_grad()
+    def by_distance(self, length: int) -> torch.Tensor:
+        """``[1, H, 1, length]``: the bias of distances ``length - 1`` down to 0, for decoding. Each KV cache
+        makes its own when it is made, on the weights' device and from their values then, and each decoding
+        step slices it instead of bucketing distances again (that alone would cost as much as a small
+        layer)."""
+        distance = torch.arange(length - 1, -1, -1, device=self.embedding.weight.device)
+        bias = self.embedding(relative_bucket(distance, self.spec.rel_buckets, self.spec.rel_max_distance))
+        return bias.T[None, :, None, :].contiguous()
 
 
 class Block(nn.Module):
@@ -151,14 +147,18 @@ class Transformer(nn.Module):
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         w = self.embed.weight
-        return KVCache(self.spec, batch, max_len, w.device, w.dtype)
+        return KVCache(self.spec, batch, max_len, w.device, w.dtype, self.rel_bias.by_distance(max_len))
 
     def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         t = ids.shape[1]
         offset = cache.length if cache is not None else 0
         if cache is not None and offset + t > cache.max_len:
             raise ValueError(f"KV cache holds {cache.max_len} positions; {offset + t} requested")
-        bias = self.rel_bias(offset, t, offset + t)
+        bias = (
+            cache.step_bias(offset + t)
+            if cache is not None and t == 1
+            else self.rel_bias(offset, t, offset + t)
+        )
         x = self.drop(self.embed(ids))
         for i, block in enumerate(self.blocks):
             x = block(x, bias, cache, i)

@@ -100,6 +100,16 @@ class StreamSampler(torch.utils.data.Sampler[int]):
         return torch.randperm(self.num_items, generator=generator)
 
 
+def all_ranks(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """Whether ``flag`` holds on every rank: for a decision that every rank must take alike (to stop, a batch
+    size), or the ranks that differ deadlock at the next collective."""
+    if not info.enabled:
+        return flag
+    tensor = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return bool(tensor.item())
+
+
 def all_reduce_mean(values: dict[str, float], info: DistInfo, device: torch.device) -> dict[str, float]:
     if not info.enabled or not values:
         return values

@@ -10,7 +10,10 @@ itself in ``train_batch``.
 The engine owns everything else: AdamW with warmup + cosine decay, gradient accumulation and
 clipping, EMA weights, bf16 autocast where the device has it, validation, TensorBoard + tqdm,
 atomic checkpoints with exact resume, and DDP under ``torchrun``. ``batch_size`` is the global batch
-of one optimiser step, so a config means the same training whatever the number of processes.
+of one optimiser step, so a config means the same training whatever the number of processes. For a GPU
+lent for minutes, ``max_minutes`` ends a run on time and ``auto_batch`` trains with the largest batch
+that pays; ``OUT/summary.json`` gives the run's throughput (tokens/s and model FLOP utilisation for a
+model that counts its :meth:`Trainable.batch_cost`).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
 from musiclm.config import Config, ConfigError
@@ -48,11 +51,15 @@ from musiclm.training.checkpoint import (
 )
 from musiclm.training.distributed import (
     StreamSampler,
+    all_ranks,
     all_reduce_mean,
     setup,
 )
 
 RUN_FILE = "run.json"
+SUMMARY_FILE = "summary.json"
+# Dense bf16 tensor-core peaks (FLOP/s) of the GPUs whose model FLOP utilisation is reported, by device name
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
 class TrainingError(RuntimeError):
@@ -88,6 +95,14 @@ class TrainConfig(Config):
     # value are kept in OUT/best/ (OUT/best.json says which step) and the run exports them, not the last
     # ones: held-out loss bottoms out before the last step when a part starts to overfit
     keep_best: str | None = None
+    # Minutes of training after which the run stops as at its last step (checkpoint, validation, export). The
+    # schedule stays that of `steps`: a run cut short ends mid-schedule, and rerunning it goes on.
+    max_minutes: float | None = None
+    # CUDA only: before training, double the global batch from batch_size while a training step fits in
+    # memory beside the optimiser state and runs 10 % more samples/s; the run trains with the last that did
+    # (run.json records it; a resumed run keeps its checkpoint's). Past that point a bigger batch only costs
+    # optimiser steps.
+    auto_batch: bool = False
 
 
 BEST_DIR = "best"
@@ -124,6 +139,11 @@ class Trainable(nn.Module):
         """Default: the training losses of the first group, without gradients."""
         first = next(iter(self.optimizer_groups()))
         return self.training_step(batch, step=-1, group=first)
+
+    def batch_cost(self, batch: Any) -> tuple[int, float] | None:
+        """``(tokens, FLOPs of its training step)`` of a micro-batch, for the logged tokens/s and model FLOP
+        utilisation; None (the default): not counted."""
+        return None
 
 
 class _StepRunner(nn.Module):
@@ -180,6 +200,8 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
         self._resume()
+        if config.auto_batch and self.step == 0:
+            self._grow_batch()
         if self.dist.is_main:  # the run is reproducible from its folder: the model's and training's settings
             model_config = getattr(model, "config", None)
             (self.out_dir / RUN_FILE).write_text(
@@ -187,7 +209,7 @@ class Trainer:
                     {
                         "model_type": getattr(model, "model_type", type(model).__name__),
                         "model": model_config.to_dict() if isinstance(model_config, Config) else None,
-                        "train": config.to_dict(),
+                        "train": self.config.to_dict(),
                     },
                     indent=2,
                     default=str,
@@ -218,18 +240,25 @@ class Trainer:
             dynamic_ncols=True,
         )
         self.model.train()
-        while self.step < cfg.steps:
+        throughput = _Throughput(self.device, self.autocast_dtype, self.dist.world_size)
+        out_of_time = False
+        while self.step < cfg.steps and not out_of_time:
             started = time.perf_counter()
             micro_batches = [next(batches) for _ in range(cfg.grad_accum)]
             logs = self._optimizer_step(micro_batches)
             self.step += 1
-            logs["samples_per_s"] = cfg.batch_size / (time.perf_counter() - started)
+            costs = [self.model.batch_cost(b) for b in micro_batches]
+            logs.update(throughput.add(time.perf_counter() - started, cfg.batch_size, costs))
             bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+            out_of_time = cfg.max_minutes is not None and not all_ranks(
+                throughput.minutes() < cfg.max_minutes, self.dist, self.device
+            )
+            last = self.step == cfg.steps or out_of_time
+            if self.step % cfg.log_every == 0 or last:
                 self._log(logs, writer, bar)
-            if cfg.val_every and self.step % cfg.val_every == 0 and self.step < cfg.steps:
+            if cfg.val_every and self.step % cfg.val_every == 0 and not last:
                 self._log(self._validate_and_keep_best(), writer, bar)
-            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+            if self.step % cfg.ckpt_every == 0 or last:
                 self.save_checkpoint()
         bar.close()
         if self.val_data is not None:
@@ -242,6 +271,16 @@ class Trainer:
             load_weights(final, self.out_dir / BEST_DIR / WEIGHTS_NAME, self.device)
         if self.dist.is_main and hasattr(final, "save_pretrained"):
             final.save_pretrained(self.out_dir)
+        if self.dist.is_main:
+            summary = {"steps": self.step, "stopped": "max_minutes" if out_of_time else "steps"}
+            summary |= {"batch_size": cfg.batch_size, "world_size": self.dist.world_size}
+            summary |= throughput.summary()
+            for key in ("loss", "val/loss"):  # the curves
+                summary[key] = [[h["step"], h[key]] for h in self.history if key in h]
+            (self.out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+            shown = ("steps", "stopped", "batch_size", "minutes", "samples_per_s", "tokens_per_s", "mfu")
+            figures = [(k, summary[k]) for k in shown if k in summary]
+            tqdm.write(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in figures))
         if self.dist.enabled:
             dist.barrier()  # no rank leaves before the exported model is on disk
         return final
@@ -324,6 +363,61 @@ class Trainer:
         )
 
     # --------------------------------------------------------------- private
+    def _set_batch(self, batch_size: int) -> None:
+        self.config = self.config.replace(batch_size=batch_size)
+        self.micro_batch = batch_size // (self.dist.world_size * self.config.grad_accum)
+
+    def _grow_batch(self) -> None:
+        """``auto_batch``: train with the largest batch that fits and pays (see :class:`TrainConfig`)."""
+        if self.device.type != "cuda":
+            if self.dist.is_main:
+                tqdm.write(f"auto_batch: no CUDA device, so batch_size stays {self.config.batch_size}")
+            return
+        self.model.train()
+        saved = {k: v.clone() for k, v in self.model.state_dict().items()}  # what forward passes update
+        micro = largest_batch(self._probe, self.micro_batch)
+        self.model.load_state_dict(saved)
+        seed_everything(self.config.seed + self.dist.rank)  # the probe's dropout drew from the streams
+        self._set_batch(micro * self.dist.world_size * self.config.grad_accum)
+        if self.dist.is_main:
+            tqdm.write(f"auto_batch: batch_size {self.config.batch_size}")
+
+    def _probe(self, micro: int) -> float | None:
+        """Samples/s of a training step of micro-batch ``micro`` (every group's forward and backward, no
+        update), or None where it does not fit in memory beside the optimiser state; the ranks agree."""
+        collate = self.collate_fn or default_collate
+        batch = _to_device(collate([self.train_data[k] for k in range(micro)]), self.device)
+
+        def update(group: str, losses: Losses | None) -> None:
+            if losses is not None:
+                with self._autocast():
+                    loss = losses(0, batch)["loss"]
+                loss.backward()
+
+        params = [p for spec in self.groups.values() for p in spec["params"]]
+        moments = 2 * sum(
+            p.numel() * p.element_size() for p in params
+        )  # AdamW's, allocated at its first step
+        seconds, fits = 0.0, True
+        torch.cuda.reset_peak_memory_stats(self.device)
+        try:
+            for _ in range(2):  # the second is timed: the first pays for allocations and kernel choices
+                torch.cuda.synchronize(self.device)
+                began = time.perf_counter()
+                self.model.train_batch(0, update)
+                torch.cuda.synchronize(self.device)
+                seconds = time.perf_counter() - began
+                self.model.zero_grad(set_to_none=True)
+            total = torch.cuda.get_device_properties(self.device).total_memory
+            fits = torch.cuda.max_memory_allocated(self.device) + moments <= 0.9 * total
+        except torch.cuda.OutOfMemoryError:
+            fits = False
+        self.model.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        if not all_ranks(fits, self.dist, self.device):
+            return None
+        return all_reduce_mean({"rate": micro / seconds}, self.dist, self.device)["rate"]
+
     def _optimizer_step(self, micro_batches: list[Any]) -> dict[str, float]:
         logs: dict[str, float] = {}
         micro_batches = [_to_device(b, self.device) for b in micro_batches]
@@ -443,6 +537,8 @@ class Trainer:
             return
         path = found[-1]
         state = load_checkpoint(path, map_location=self.device)
+        if self.config.auto_batch:  # the batch its probe chose: the data order goes by it
+            self._set_batch(state.get("train_config", {}).get("batch_size", self.config.batch_size))
         self._check_compatible(state, path)
         self.model.load_state_dict(state["model"])
         if self.ema is not None and state.get("ema") is not None:
@@ -512,6 +608,68 @@ class Trainer:
             writer.add_scalar(key, value, self.step)
         shown = {k: f"{v:.4g}" for k, v in logs.items() if k.endswith("loss") or k.endswith("_per_s")}
         bar.set_postfix(shown, refresh=False)
+
+
+def largest_batch(rate: Callable[[int], float | None], start: int, gain: float = 1.1) -> int:
+    """The batch to train with: ``start`` doubled while ``rate(batch)`` (samples/s of a training step; None
+    where it does not fit) gains at least ``gain`` on the batch before, or, where ``start`` does not fit,
+    halved until it does."""
+    batch, speed = start, rate(start)
+    while speed is None and batch > 1:
+        batch //= 2
+        speed = rate(batch)
+    if speed is None or batch < start:
+        return batch
+    while (faster := rate(2 * batch)) is not None and faster >= gain * speed:
+        batch, speed = 2 * batch, faster
+    return batch
+
+
+class _Throughput:
+    """What a run's steps do per second: this step's figures for the logs, and the run's (its first step left
+    out: it pays for allocations and kernel choices) for ``summary.json``. Tokens and FLOPs come from the
+    model's :meth:`Trainable.batch_cost`; the model FLOP utilisation (``mfu``) of a GPU whose bf16 peak is in
+    ``PEAK_BF16_FLOPS``, when it trains in bf16."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype | None, world_size: int):
+        self.began, self.world_size = time.perf_counter(), world_size
+        self.device = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+        self.precision = "fp32" if dtype is None else str(dtype).removeprefix("torch.")
+        self.peak = None
+        if device.type == "cuda" and dtype == torch.bfloat16:
+            self.peak = next((peak for gpu, peak in PEAK_BF16_FLOPS.items() if gpu in self.device), None)
+        self.steps, self.seconds, self.samples, self.tokens, self.flops = 0, 0.0, 0, 0, 0.0
+
+    def minutes(self) -> float:
+        return (time.perf_counter() - self.began) / 60
+
+    def add(self, seconds: float, samples: int, costs: list[tuple[int, float] | None]) -> dict[str, float]:
+        """Count a step of ``samples`` (global) whose micro-batches on this rank cost ``costs``."""
+        counted = all(cost is not None for cost in costs)
+        tokens = sum(cost[0] for cost in costs if cost) * self.world_size
+        flops = sum(cost[1] for cost in costs if cost)  # this rank's: a GPU's utilisation
+        self.steps += 1
+        if self.steps > 1:
+            self.seconds, self.samples = self.seconds + seconds, self.samples + samples
+            self.tokens, self.flops = self.tokens + tokens, self.flops + flops
+        logs = {"samples_per_s": samples / seconds}
+        if counted:
+            logs["tokens_per_s"] = tokens / seconds
+        if counted and self.peak:
+            logs["mfu"] = flops / seconds / self.peak
+        return logs
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"minutes": self.minutes(), "device": self.device, "precision": self.precision}
+        if self.seconds:
+            out["samples_per_s"] = self.samples / self.seconds
+        if self.seconds and self.tokens:
+            out["tokens_per_s"] = self.tokens / self.seconds
+            out["model_tflop_per_s"] = self.flops / self.seconds / 1e12  # per GPU
+        if self.seconds and self.tokens and self.peak:
+            out["peak_tflop_per_s"] = self.peak / 1e12
+            out["mfu"] = self.flops / self.seconds / self.peak
+        return out
 
 
 def _check_writable(out_dir: Path) -> None:
