@@ -683,3 +683,34 @@ def test_reference_renders_and_eval_pairs(tiny_pipeline, tmp_path):
         pairs.load_pair_audio(tmp_path / "gen" / "audio", 2, 16000, 0.5)
     res = runner.invoke(app, ["eval-pairs", "--pairs", str(pfile), "--out", str(tmp_path / "none")])
     assert res.exit_code != 0 and "nothing to score" in res.output
+
+
+def test_melody_scores_tell_the_notes_from_a_drone():
+    from musiclm.evaluation import melodies as mel
+
+    flute, chords = mel.Item("flute", 73, 72, 2), mel.Item("piano", 0, 60, 1, voices=3)
+    drone = mel.Item("flute", 73, 72, 0.2)  # its first note held for the whole 5 s
+    renders = mel.render_items([flute, chords, drone])
+    played = mel.score_item(flute, renders[0], mel.RATE)
+    assert played["pitch"] > 0.9 and played["pitch_recall"] > 0.9 and played["onset_f1"] > 0.9
+    assert mel.score_item(chords, renders[1], mel.RATE)["chroma_f1"] > 0.6
+    held = mel.score_item(flute, renders[2], mel.RATE)  # the drone scored against the scale's score
+    assert held["pitch_recall"] < 0.2 and held["onset_f1"] < 0.3
+
+
+def test_eval_melodies_writes_scores_and_audio_of_every_row(tiny_pipeline, tmp_path):
+    out = tmp_path / "mel"
+    runner = CliRunner()
+    res = runner.invoke(
+        app, ["eval-melodies", "--checkpoint", str(tiny_pipeline), "--limit", "2", "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    scores = json.loads((out / "melodies.json").read_text())
+    assert set(scores["rows"]) == {"render", "codec", "acoustic stages"}
+    assert all(len(rows) == 2 and "pitch" in rows[0] for rows in scores["rows"].values())
+    assert scores["summary"]["render"]["slow melodies (<= 2/s) pitch"] > 0.9  # the renders are the truth
+    assert (
+        len(list((out / "audio").rglob("*.wav"))) == 6 and "| render |" in (out / "melodies.md").read_text()
+    )
+    res = runner.invoke(app, ["eval-melodies", "--checkpoint", str(tiny_pipeline), "--limit", "0"])
+    assert res.exit_code != 0 and "--limit must be at least 1" in res.output

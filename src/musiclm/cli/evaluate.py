@@ -324,6 +324,49 @@ def eval_pairs(
     typer.echo(f"report: {out / 'pairs.md'}")
 
 
+@app.command("eval-melodies")
+def eval_melodies(
+    checkpoint: Annotated[PathOpt, typer.Option(help="Pipeline folder (default: the shipped model).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for melodies.md, melodies.json and the audio.")] = Path(
+        "eval-melodies"
+    ),
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    guidance: Annotated[
+        Optional[float],
+        typer.Option(help="Classifier-free guidance scale of the stages (1: off; default: the pipeline's)."),
+    ] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N test pieces (of 29).")] = None,
+    device: GenerationDevice = "cpu",
+) -> None:
+    """Does the acoustic stage play the notes it is given? Rendered scales (1-8 notes/s, four instruments)
+    and chords (2-4 voices, three instruments) through the codec alone and through the acoustic stages given
+    their real semantic tokens, scored against the score: pitch agreement, onset F1, chroma F1."""
+    import time
+
+    import torch
+
+    from musiclm.evaluation import melodies
+    from musiclm.pipeline import SHIPPED_MODEL, MusicLM
+    from musiclm.training.distributed import pick_device
+
+    if limit is not None and limit < 1:
+        raise typer.BadParameter(f"--limit must be at least 1, got {limit}")
+    folder = checkpoint or SHIPPED_MODEL
+    pipeline = MusicLM.from_pretrained(folder, map_location=pick_device(device))
+    start = time.perf_counter()
+    with torch.no_grad():
+        result = melodies.check_acoustic_stages(
+            pipeline, melodies.ITEMS[:limit], seed=seed, guidance=guidance
+        )
+    info = {
+        "checkpoint": str(folder),
+        "seed": seed,
+        "guidance": pipeline.guidance_for(guidance),
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
+    typer.echo(f"wrote {melodies.write_check(result, out, info)}")
+
+
 @app.command("eval-pairs-compare")
 def eval_pairs_compare(
     first: Annotated[

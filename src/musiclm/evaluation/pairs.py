@@ -560,36 +560,20 @@ def chain_pairs(
 
     Sampling uses the pipeline's temperatures and guidance, one seed per pair for both sides (resumable,
     like :func:`generate_pairs`)."""
-    from musiclm.audio import loudness_normalize, resample
-    from musiclm.pipeline import PAPER_TEMPERATURES, generate_tokens
+    from musiclm.evaluation import chain
+    from musiclm.pipeline import PAPER_TEMPERATURES
     from musiclm.stages.sampling import Sampling
-    from musiclm.stages.tokenize import encode_aligned
 
-    codec, mulan, stages = pipeline.codec, pipeline.mulan, pipeline.stages
     scale = pipeline.guidance_for(guidance)
     samplings = [Sampling(t, guidance=scale) for t in PAPER_TEMPERATURES]
-    generated_levels = stages.coarse.levels + (stages.fine.levels if stages.fine is not None else 0)
-    device = pipeline.device
 
     def sampled(index: int, wav: torch.Tensor, link: str) -> torch.Tensor:
         if link == "codec":
-            codes = codec.encode(resample(wav, rate, codec.sample_rate)[None].to(device))
-            return codec.decode(codes[:, :generated_levels])[0]
-        heard = loudness_normalize(resample(wav, rate, mulan.sample_rate), mulan.sample_rate)
-        tokens = mulan.quantize(mulan.embed_audio(heard[None])).to(device)
-        semantic = None
-        seconds = wav.shape[-1] / rate
-        if link == "acoustic":
-            semantic = encode_aligned(
-                resample(wav, rate, codec.sample_rate), codec.sample_rate, codec, pipeline.semantic, device
-            )[0][None].to(device)
-            seconds = semantic.shape[-1] / stages.semantic.frame_rate  # all of it is given
-        generator = torch.Generator(device)
+            return chain.through_codec(pipeline, wav[None], rate)[0]
+        generator = torch.Generator(pipeline.device)
         generator.manual_seed(seed + index)
-        out = generate_tokens(
-            stages, [(0.0, tokens)], seconds, samplings, prompt_semantic=semantic, generator=generator
-        )
-        return codec.decode(torch.cat([out["coarse"]] + ([out["fine"]] if "fine" in out else []), dim=1))[0]
+        through = chain.through_acoustic_stages if link == "acoustic" else chain.through_stages
+        return through(pipeline, wav[None], rate, samplings, generator)[0]
 
     folders = {}
     for name, link in CHAIN_LINKS.items():
