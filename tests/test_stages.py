@@ -132,6 +132,41 @@ def test_interleaved_frames_see_their_own_aligned_tokens(name):
         model(prefix, codes)
 
 
+def test_semantic_lookahead_shows_each_frame_the_next_semantic_tokens():
+    model = stage("coarse", semantic_lookahead=3)
+    assert model.given == 4
+    condition, aligned, _ = conditioner(model, batch=1)
+    given = aligned(10, 30) - model.offsets["semantic"]
+    semantic = aligned(0, 800)[0, ::2, 0] - model.offsets["semantic"]  # token f // 2 of every even frame
+    for f in range(10, 30):  # frame f sees s[f // 2], then s[f // 2 + 1 .. f // 2 + 3]
+        assert given[0, f - 10].tolist() == semantic[f // 2 : f // 2 + 4].tolist()
+    assert (aligned(798, 800)[0, -1] == aligned(798, 800)[0, -1, 0]).all()  # past the end: the last token
+    out = generate_stage(model, condition, 60, 1, Sampling(1.0), aligned=aligned)
+    assert out.shape == (1, model.levels, 60)
+    for bad in ({"semantic_lookahead": 2, "layout": "prefix"}, {"semantic_lookahead": -1}):
+        with pytest.raises(ConfigError, match="semantic_lookahead"):
+            stage("coarse", **bad)
+    with pytest.raises(ConfigError, match="semantic_lookahead"):
+        stage("fine", semantic_lookahead=1)
+
+
+def test_history_noise_corrupts_the_past_the_stage_reads_not_its_targets():
+    model = stage("coarse", history_noise=0.5, dropout=0.0, cond_dropout=0.0)
+    condition, aligned, _ = conditioner(model, batch=4)
+    frames = 40
+    codes = torch.randint(0, 24, (4, model.levels, frames))
+    batch = {"prefix": condition(0, 0, frames), "codes": codes, "aligned": aligned(0, frames)}
+    read = []
+    original = model.forward
+    model.forward = lambda prefix, history, given: read.append(history) or original(prefix, history, given)
+    clean = model.training_step(batch, step=0, group="all")["loss"]  # eval mode: no noise
+    model.train()
+    noisy = model.training_step(batch, step=0, group="all")["loss"]
+    assert read[0].equal(codes) and 0.35 < (read[1] != codes).float().mean() < 0.55  # 1/24 redrawn alike
+    expected = model.window_nll(original(batch["prefix"], read[1], batch["aligned"]), codes).mean()
+    assert torch.allclose(noisy, expected) and not torch.allclose(noisy, clean)
+
+
 def test_melody_is_optional_and_dropped_on_its_own_in_training():
     model = stage("semantic", melody_quantizers=2, melody_codebook=8, melody_windows=3, melody_dropout=0.5)
     mulan, melody = torch.randint(0, 16, (64, 3)), torch.randint(0, 8, (64, 3, 2))

@@ -229,6 +229,8 @@ class StageDataset(torch.utils.data.Dataset):
             prefix, codes = model.condition(coarse=coarse[None]), fine
         item = {"prefix": prefix[0], "codes": codes}
         if model.given:
-            frames = codes.shape[-1]
+            frames, ahead = codes.shape[-1], c.semantic_lookahead
+            if ahead and c.stage == "coarse":  # the window's last frames look past it, as in generation
+                semantic = clip["semantic"][start : start + self.sem_frames + ahead].long()
             item["aligned"] = model.aligned(0, frames, semantic=semantic[None], coarse=coarse[None])[0]
         return item

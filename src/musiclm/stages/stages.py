@@ -102,6 +102,14 @@ class StageConfig(Config):
     # plain loss teaches that a prompt matters, this which way each attribute word should move the music.
     direction_weight: float = 0.0
     direction_margin: float = 0.05
+    # Interleaved coarse stage: each acoustic frame also sees the next `semantic_lookahead` semantic tokens
+    # after its own (40 ms each at 25 Hz). A note's steady semantic token comes 150-250 ms after its attack,
+    # so without them the stage must guess the pitch of an attack and then follows its own guess.
+    semantic_lookahead: int = 0
+    # Share of the acoustic tokens the stage reads as its history that training replaces by random codes
+    # (the targets stay): a stage that can continue its own past plays drones when it runs free, and a
+    # noisy past makes it read the semantic tokens instead.
+    history_noise: float = 0.0
 
     PRESETS = {
         "tiny": {
@@ -176,6 +184,16 @@ class StageConfig(Config):
                 f"mulan_levels must be in 1..{self.mulan_quantizers} (mulan_quantizers), "
                 f"got {self.mulan_levels}"
             )
+        if self.semantic_lookahead and (self.stage != "coarse" or self.layout != "interleaved"):
+            raise ConfigError(
+                "semantic_lookahead is for the coarse stage's interleaved layout (the prefix layout gives "
+                f"the whole window's semantic tokens already), not the {self.layout} {self.stage} stage"
+            )
+        if self.semantic_lookahead < 0 or not 0 <= self.history_noise < 1:
+            raise ConfigError(
+                f"semantic_lookahead must be >= 0 and history_noise in [0, 1), got {self.semantic_lookahead} "
+                f"and {self.history_noise}"
+            )
         if not 0 <= self.prefix_seconds < self.window_seconds:
             raise ConfigError(
                 f"prefix_seconds {self.prefix_seconds} must be >= 0 and below window_seconds "
@@ -223,7 +241,8 @@ class StageLM(Trainable, PretrainedMixin):
         self.codebook = c.semantic_vocab if c.stage == "semantic" else c.codebook_size
         self.frame_rate = c.semantic_rate if c.stage == "semantic" else c.acoustic_rate
         # tokens of the aligned stream in front of each target frame (interleaved layout)
-        self.given = {"semantic": 0, "coarse": 1, "fine": c.coarse_quantizers}[c.stage] * self.interleaved
+        self.given = {"semantic": 0, "coarse": 1 + c.semantic_lookahead, "fine": c.coarse_quantizers}[c.stage]
+        self.given *= self.interleaved
         self.transformer = Transformer(
             TransformerSpec(
                 vocab_size=rows,
@@ -356,8 +375,9 @@ class StageLM(Trainable, PretrainedMixin):
         if self.config.stage == "coarse":
             _need(semantic, "semantic", "coarse")
             frames = torch.arange(start, end, device=semantic.device)
-            index = (frames * self.config.semantic_rate / self.config.acoustic_rate).long()
-            return (semantic[:, index.clamp(max=semantic.shape[1] - 1)] + self.offsets["semantic"])[..., None]
+            own = (frames * self.config.semantic_rate / self.config.acoustic_rate).long()
+            index = own[:, None] + torch.arange(self.given, device=own.device)  # own token, then lookahead
+            return semantic[:, index.clamp(max=semantic.shape[1] - 1)] + self.offsets["semantic"]
         _need(coarse, "coarse", "fine")
         ids = self._levels("coarse", coarse[..., start:end], self.config.codebook_size)
         return ids.view(ids.shape[0], end - start, self.given)
@@ -436,7 +456,11 @@ class StageLM(Trainable, PretrainedMixin):
             prefix = self.drop_condition(
                 prefix, drop, slice(self.droppable - self.melody_positions, self.droppable)
             )
-        logits = self(prefix, codes, batch.get("aligned"))
+        history = codes
+        if self.training and self.config.history_noise > 0:
+            noisy = torch.rand(codes.shape, device=codes.device) < self.config.history_noise
+            history = torch.where(noisy, torch.randint_like(codes, self.codebook), codes)
+        logits = self(prefix, history, batch.get("aligned"))
         nll = self.window_nll(logits, codes)
         loss = nll.mean()
         out = {"ppl": loss.detach().exp().clamp(max=math.exp(20))}
