@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 
 import librosa
@@ -714,3 +715,19 @@ def test_eval_melodies_writes_scores_and_audio_of_every_row(tiny_pipeline, tmp_p
     )
     res = runner.invoke(app, ["eval-melodies", "--checkpoint", str(tiny_pipeline), "--limit", "0"])
     assert res.exit_code != 0 and "--limit must be at least 1" in res.output
+
+
+def test_register_and_polyphony_measures_of_the_real_semantic_check():
+    from musiclm.evaluation.diagnostics import correlation, median_pitch, polyphony
+
+    rate = 16000
+    t = torch.arange(2 * rate) / rate
+
+    def notes(*midi):
+        return sum(torch.sin(2 * math.pi * 440 * 2 ** ((m - 69) / 12) * t) for m in midi) / len(midi)
+
+    assert abs(median_pitch(notes(69), rate) - 69) < 0.5 and abs(median_pitch(notes(57), rate) - 57) < 0.5
+    assert math.isnan(median_pitch(torch.zeros(2 * rate), rate))
+    assert polyphony(notes(60), rate) < 1.5 and polyphony(notes(60, 64, 67), rate) > 2.5
+    assert correlation([1, 2, float("nan"), 4], [2, 4, 5, 8]) == pytest.approx(1.0)
+    assert math.isnan(correlation([1, 1, 1], [1, 2, 3]))

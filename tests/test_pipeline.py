@@ -631,6 +631,7 @@ def test_eval_stage_reports_every_link(folder, parts, tmp_path, device):
     )
     real = figures["real_semantic"]
     assert real["clips"] == 3 and real["onset_rate_real"] >= 0 and real["mel_distance_real_all_levels"] > 0
+    assert {"median_pitch_correlation", "polyphony_correlation"} <= set(real)
     wrong = tmp_path / "wrong"
     (wrong).mkdir()
     (wrong / "meta.json").write_text(json.dumps({**read_meta(tmp_path / "held"), "semantic_vocab": 99}))

@@ -12,6 +12,7 @@ flipped (see :func:`pair_direction`).
 
 ``real_semantic``: held-out clips' *real* semantic tokens decoded through the coarse and fine stages and
 the codec; the onset rate of the result against the real clip's (mean ratio and correlation over clips),
+the correlations over clips of its median pitch (pYIN) and its polyphony (chroma bins sounding at once),
 and the mel distance of codec decodes of real levels 1..Qc, of those plus the fine stage's levels, and of
 all real levels (what the fine stage adds).
 """
@@ -180,6 +181,38 @@ def onset_rate(wav: torch.Tensor, sample_rate: int) -> float:
     return len(onsets) / (wav.shape[-1] / sample_rate)
 
 
+def median_pitch(wav: torch.Tensor, sample_rate: int) -> float:
+    """Median MIDI pitch of the frames where pYIN hears one (NaN where it hears none): the register."""
+    f0, voiced, _ = librosa.pyin(
+        wav.numpy().astype(np.float32),
+        fmin=librosa.note_to_hz("C2"),
+        fmax=librosa.note_to_hz("C7"),
+        sr=sample_rate,
+        frame_length=2048,
+    )
+    return float(np.median(librosa.hz_to_midi(f0[voiced]))) if voiced.any() else float("nan")
+
+
+def polyphony(wav: torch.Tensor, sample_rate: int) -> float:
+    """Pitch classes sounding at once: the mean count of CQT chroma bins at half the frame's maximum or more,
+    over frames with sound."""
+    chroma = librosa.feature.chroma_cqt(y=wav.numpy().astype(np.float32), sr=sample_rate)
+    loud = chroma.max(axis=0) > 0
+    return (
+        float((chroma[:, loud] >= 0.5 * chroma[:, loud].max(axis=0)).sum(axis=0).mean())
+        if loud.any()
+        else 0.0
+    )
+
+
+def correlation(a: Sequence[float], b: Sequence[float]) -> float:
+    """Pearson correlation over the pairs where both are finite (NaN with fewer than 3 or no spread)."""
+    x, y = np.asarray(a, float), np.asarray(b, float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    return float(np.corrcoef(x, y)[0, 1]) if len(x) > 2 and x.std() > 0 and y.std() > 0 else float("nan")
+
+
 @torch.no_grad()
 def real_semantic(
     pipeline: MusicLM,
@@ -236,7 +269,13 @@ def real_semantic(
         )
         generated = codec.decode(with_fine(coarse_codes))[0].cpu()  # librosa reads NumPy
         real = load_audio(path, codec.sample_rate)[: generated.shape[-1]]
-        rates.append((onset_rate(generated, codec.sample_rate), onset_rate(real, codec.sample_rate)))
+        rates.append(
+            [
+                measure(wav, codec.sample_rate)
+                for measure in (onset_rate, median_pitch, polyphony)
+                for wav in (generated, real)
+            ]
+        )
         real_codes = clip["acoustic"][None, :, :ac_frames].long().to(device)
         length = min(real.shape[-1], generated.shape[-1])
         decodes = {
@@ -247,16 +286,18 @@ def real_semantic(
             decodes["real_coarse_fine_stage"] = codec.decode(with_fine(real_codes[:, :qc]))
         for name, wav in decodes.items():
             mel[name].append(mel_distance(wav[0, :length].cpu(), real[:length], codec.sample_rate))
-    generated_rates, real_rates = np.array(rates).T
+    generated_rates, real_rates, generated_pitch, real_pitch, generated_voices, real_voices = np.array(
+        rates
+    ).T
     ratio = generated_rates / np.maximum(real_rates, 1e-6)
-    varied = len(rates) > 2 and generated_rates.std() > 0 and real_rates.std() > 0
-    corr = float(np.corrcoef(generated_rates, real_rates)[0, 1]) if varied else float("nan")
     return {
         "clips": len(rates),
         "seconds": seconds,
         "onset_rate_generated": float(generated_rates.mean()),
         "onset_rate_real": float(real_rates.mean()),
         "onset_rate_ratio_mean": float(ratio.mean()),
-        "onset_rate_correlation": corr,
+        "onset_rate_correlation": correlation(generated_rates, real_rates),
+        "median_pitch_correlation": correlation(generated_pitch, real_pitch),
+        "polyphony_correlation": correlation(generated_voices, real_voices),
         **{f"mel_distance_{k}": float(np.mean(v)) for k, v in mel.items()},
     }
