@@ -12,6 +12,7 @@ their RVQ on rank 0 too), and all ranks meet at a barrier after each part, befor
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -82,7 +83,7 @@ def preflight(data: list[Path], out: Path, melody: bool) -> bool:
             melody = False
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
+        probe = out / f".write-test-{os.getpid()}"  # one per process: torchrun ranks probe at once
         probe.write_bytes(b"0")
         probe.unlink()
     except OSError as err:
