@@ -389,14 +389,20 @@ class MusicLM:
         to the text embedding, each story segment judged against its own prompt and weighted by its
         length (audio prepared as MuLan saw it in training: its rate, loudness-normalised)."""
         batch, count, length = wavs.shape
-        rate, mulan_rate = self.sample_rate, self.mulan.sample_rate
-        bounds = [round(start * rate) for start, _ in texts_embedded] + [length]
+        bounds = [round(start * self.sample_rate) for start, _ in texts_embedded] + [length]
         score = torch.zeros(batch, count)
         for (begin, end), (_, text) in zip(itertools.pairwise(bounds), texts_embedded):
-            segment = resample(wavs[..., begin:end].flatten(0, 1).float().cpu(), rate, mulan_rate)
-            audio = self.mulan.embed_audio(torch.stack([loudness_normalize(w, mulan_rate) for w in segment]))
+            audio = self.embed_audio(wavs[..., begin:end].flatten(0, 1), self.sample_rate)
             score += (audio.unflatten(0, (batch, count)).cpu() * text[:, None].cpu()).sum(-1) * (end - begin)
         return wavs[torch.arange(batch), score.argmax(1)]
+
+    @torch.no_grad()
+    def embed_audio(self, wavs: torch.Tensor, rate: int) -> torch.Tensor:
+        """``[B, D]`` MuLan audio embeddings of ``wavs [B, T]`` at ``rate``, the audio prepared as MuLan heard
+        it in training: at its rate, each row loudness-normalised."""
+        mulan_rate = self.mulan.sample_rate
+        heard = resample(wavs.float().cpu(), rate, mulan_rate)
+        return self.mulan.embed_audio(torch.stack([loudness_normalize(w, mulan_rate) for w in heard]))
 
     def _check_request(self, texts, duration: float, story) -> list[tuple[float, list[str]]]:
         """Everything that can be wrong with a request, raised before any work is done."""

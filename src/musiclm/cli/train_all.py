@@ -12,7 +12,6 @@ their RVQ on rank 0 too), and all ranks meet at a barrier after each part, befor
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -81,11 +80,10 @@ def preflight(data: list[Path], out: Path, melody: bool) -> bool:
                 "silence this"
             )
             melody = False
+    from musiclm.training.engine import probe_writable
+
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"  # one per process: torchrun ranks probe at once
-        probe.write_bytes(b"0")
-        probe.unlink()
+        probe_writable(out)
     except OSError as err:
         raise typer.BadParameter(
             f"cannot write to {out} ({err.strerror}); choose a writable folder", param_hint="--out"

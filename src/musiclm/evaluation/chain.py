@@ -2,8 +2,9 @@
 
 - :func:`through_codec`: encoded and decoded with only the RVQ levels the stages generate (the ceiling of
   anything the stages make);
-- :func:`through_acoustic_stages`: the audio's real semantic tokens (and its MuLan audio tokens) given to
-  the acoustic stages, which sample the codes: does the coarse stage play the semantic tokens it is given?
+- :func:`through_stages` with ``real_semantic``: the audio's real semantic tokens (and its MuLan audio
+  tokens) given to the acoustic stages, which sample the codes: does the coarse stage play the semantic
+  tokens it is given?
 - :func:`through_stages`: only the audio's MuLan audio tokens, every stage sampling: the stages conditioned
   as in training, on music that has the attribute, instead of on a prompt's text.
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from musiclm.audio import loudness_normalize, resample
+from musiclm.audio import resample
 from musiclm.pipeline import MusicLM, generate_tokens
 from musiclm.stages.sampling import Sampling
 from musiclm.stages.tokenize import encode_aligned
@@ -34,39 +35,6 @@ def through_codec(pipeline: MusicLM, wavs: torch.Tensor, rate: int) -> torch.Ten
     return codec.decode(codes[:, : generated_levels(pipeline)]).float().cpu()
 
 
-def mulan_audio_tokens(pipeline: MusicLM, wavs: torch.Tensor, rate: int) -> torch.Tensor:
-    """``[B, Qm]`` MuLan audio tokens, from the audio as MuLan heard it in training (its rate, loudness)."""
-    mulan = pipeline.mulan
-    heard = resample(wavs, rate, mulan.sample_rate)
-    heard = torch.stack([loudness_normalize(w, mulan.sample_rate) for w in heard])
-    return mulan.quantize(mulan.embed_audio(heard)).to(pipeline.device)
-
-
-@torch.no_grad()
-def through_acoustic_stages(
-    pipeline: MusicLM,
-    wavs: torch.Tensor,
-    rate: int,
-    samplings: list[Sampling],
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    codec = pipeline.codec
-    semantic = torch.stack(
-        [
-            encode_aligned(resample(w, rate, codec.sample_rate), codec.sample_rate, codec, pipeline.semantic)[
-                0
-            ]
-            for w in wavs
-        ]
-    ).to(pipeline.device)
-    seconds = semantic.shape[-1] / pipeline.stages.semantic.frame_rate  # all of it is given
-    tokens = mulan_audio_tokens(pipeline, wavs, rate)
-    out = generate_tokens(
-        pipeline.stages, [(0.0, tokens)], seconds, samplings, prompt_semantic=semantic, generator=generator
-    )
-    return _decode(pipeline, out)
-
-
 @torch.no_grad()
 def through_stages(
     pipeline: MusicLM,
@@ -74,10 +42,24 @@ def through_stages(
     rate: int,
     samplings: list[Sampling],
     generator: torch.Generator | None = None,
+    real_semantic: bool = False,
 ) -> torch.Tensor:
-    tokens = mulan_audio_tokens(pipeline, wavs, rate)
+    """The stages conditioned on the audio's MuLan audio tokens; with ``real_semantic``, the acoustic stages
+    alone, given the audio's real semantic tokens too (all of them: the semantic stage samples nothing)."""
+    device = pipeline.device
+    tokens = pipeline.mulan.quantize(pipeline.embed_audio(wavs, rate)).to(device)
+    seconds, semantic = wavs.shape[-1] / rate, None
+    if real_semantic:
+        codec = pipeline.codec
+        semantic = torch.stack(
+            [
+                encode_aligned(w, codec.sample_rate, codec, pipeline.semantic, device)[0]
+                for w in resample(wavs, rate, codec.sample_rate)
+            ]
+        ).to(device)
+        seconds = semantic.shape[-1] / pipeline.stages.semantic.frame_rate
     out = generate_tokens(
-        pipeline.stages, [(0.0, tokens)], wavs.shape[-1] / rate, samplings, generator=generator
+        pipeline.stages, [(0.0, tokens)], seconds, samplings, prompt_semantic=semantic, generator=generator
     )
     return _decode(pipeline, out)
 

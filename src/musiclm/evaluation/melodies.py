@@ -217,15 +217,16 @@ def check_acoustic_stages(
     renders = render_items(items, seconds)
     generator = torch.Generator(pipeline.device)
     generator.manual_seed(seed)
-    audio = {"render": (renders, RATE), "codec": [], "acoustic stages": []}
+    coded, played = [], []
     for start in range(0, len(items), batch):
         part = renders[start : start + batch]
-        audio["codec"].append(chain.through_codec(pipeline, part, RATE))
-        audio["acoustic stages"].append(
-            chain.through_acoustic_stages(pipeline, part, RATE, samplings, generator)
-        )
-    for row in ROWS[1:]:
-        audio[row] = (torch.cat(audio[row]), pipeline.sample_rate)
+        coded.append(chain.through_codec(pipeline, part, RATE))
+        played.append(chain.through_stages(pipeline, part, RATE, samplings, generator, real_semantic=True))
+    audio = {
+        "render": (renders, RATE),
+        "codec": (torch.cat(coded), pipeline.sample_rate),
+        "acoustic stages": (torch.cat(played), pipeline.sample_rate),
+    }
     rows = {}
     for row in ROWS:
         wavs, rate = audio[row]

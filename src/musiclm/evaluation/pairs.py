@@ -572,8 +572,8 @@ def chain_pairs(
             return chain.through_codec(pipeline, wav[None], rate)[0]
         generator = torch.Generator(pipeline.device)
         generator.manual_seed(seed + index)
-        through = chain.through_acoustic_stages if link == "acoustic" else chain.through_stages
-        return through(pipeline, wav[None], rate, samplings, generator)[0]
+        real_semantic = link == "acoustic"
+        return chain.through_stages(pipeline, wav[None], rate, samplings, generator, real_semantic)[0]
 
     folders = {}
     for name, link in CHAIN_LINKS.items():

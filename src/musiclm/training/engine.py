@@ -672,12 +672,17 @@ class _Throughput:
         return out
 
 
+def probe_writable(folder: Path) -> None:
+    """Create ``folder`` and write a file in it, or raise the OSError that says why not."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".write-test-{os.getpid()}"  # one per process: DDP ranks probe the same folder
+    probe.write_bytes(b"")
+    probe.unlink()
+
+
 def _check_writable(out_dir: Path) -> None:
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test-{os.getpid()}"  # one per process: DDP ranks probe the same folder
-        probe.write_bytes(b"")
-        probe.unlink()
+        probe_writable(out_dir)
     except OSError as err:
         raise TrainingError(
             f"output directory {out_dir} is not writable ({err.strerror}); choose another --out"
