@@ -11,6 +11,7 @@ import torch
 from musiclm.audio import (
     AudioError,
     MelSpectrogram,
+    check_audio_out,
     crop_or_pad,
     load_audio,
     loudness_normalize,
@@ -55,6 +56,30 @@ def test_unreadable_audio_names_the_file(tmp_path):
         load_audio(tmp_path / "missing.flac")
     with pytest.raises(AudioError, match="NaN"):
         save_audio(tmp_path / "nan.wav", torch.tensor([0.0, float("nan")]), 16000)
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".ogg", ".WAV"])
+def test_save_audio_writes_every_extension_it_names(tmp_path, suffix):
+    path = save_audio(tmp_path / f"a{suffix}", torch.from_numpy(tone(440, 0.5, 16000)), 16000)
+    assert load_audio(path, 16000).shape[0] == pytest.approx(8000, abs=1)
+
+
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("a.mp3", "unknown extension .mp3"),
+        ("a", "no extension"),
+        ("dir", "it is a folder"),
+        ("f/a.wav", "f is a file"),
+    ],
+)
+def test_outputs_save_audio_cannot_write_are_refused_before_any_work(tmp_path, name, words):
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(AudioError, match=f"{words}.*choose a writable path ending in .wav, .flac or .ogg"):
+        check_audio_out(tmp_path / name)
+    with pytest.raises(AudioError, match=words):
+        save_audio(tmp_path / name, torch.zeros(100), 16000)
 
 
 def test_resample_keeps_pitch_and_length():

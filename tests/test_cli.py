@@ -29,9 +29,10 @@ def musiclm(*args: str, debug: bool = False) -> subprocess.CompletedProcess:
 
 def test_user_errors_print_one_line_and_exit_1(tmp_path):
     result = musiclm("generate", "calm piano", "--checkpoint", str(tmp_path / "nowhere"))
-    assert result.returncode == 1
-    assert "error:" in result.stderr and "no pipeline.json" in result.stderr
-    assert "Traceback" not in result.stderr and "MUSICLM_DEBUG" in result.stderr
+    assert (
+        result.returncode == 1 and result.stderr.startswith("error:") and "no pipeline.json" in result.stderr
+    )
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     debug = musiclm("generate", "calm piano", "--checkpoint", str(tmp_path / "nowhere"), debug=True)
     assert debug.returncode != 0 and "FileNotFoundError" in debug.stderr and "pipeline.py" in debug.stderr
 
@@ -46,6 +47,32 @@ def test_only_errors_raised_on_purpose_lose_their_traceback():
     assert _raised_on_purpose(raise_here(AudioError("unreadable")))  # musiclm's own error class
     assert not _raised_on_purpose(raise_here(ValueError("raised outside musiclm")))
     assert not _raised_on_purpose(raise_here(ZeroDivisionError()))
+
+
+def test_a_library_in_a_folder_named_musiclm_keeps_its_traceback(tmp_path):
+    """A clone into ~/musiclm/ puts torch and numpy under a musiclm/ folder too: their errors are bugs."""
+    library = tmp_path / "musiclm" / ".venv" / "site-packages" / "torch" / "functional.py"
+    code = compile("raise ValueError('einsum(): operands do not broadcast')", str(library), "exec")
+    try:
+        exec(code)
+    except ValueError as err:
+        assert not _raised_on_purpose(err)
+
+
+def test_progress_bars_write_plain_lines_into_a_pipe(tmp_path):
+    """A log gets whole lines, not a bar redrawn with carriage returns. The interval is 0 here, so that
+    every redraw of the three stage bars is such a line (at the real 10 s, a short bar writes none)."""
+    run = "import musiclm.progress as p; p.LOG_INTERVAL = 0; from musiclm.cli.main import main; main()"
+    args = ["generate", "calm piano", "--duration", "0.2", "--seed", "0", "--out", str(tmp_path / "o.wav")]
+    env = {k: v for k, v in os.environ.items() if k != "MUSICLM_DEBUG"}
+    result = subprocess.run(
+        [sys.executable, "-c", run, *args], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    log = result.stdout + result.stderr
+    assert "\r" not in log and "\x1b" not in log, repr(log[:2000])
+    assert max(map(len, log.splitlines())) <= 200, log
+    assert any(line.startswith("semantic stage:") for line in result.stderr.splitlines()), log
 
 
 def test_commands_that_take_a_part_default_to_the_shipped_models(tmp_path):

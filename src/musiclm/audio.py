@@ -89,9 +89,30 @@ def read_clip(
     return load_audio(clip.path, sample_rate, offset=(clip.offset or 0.0) + start, duration=seconds)
 
 
-def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: int) -> Path:
-    """Write mono ``[T]`` (or ``[1, T]``) audio as 16-bit PCM; the folder is created if missing."""
+# what save_audio writes, by extension (soundfile picks the format by it; Ogg holds Vorbis, not PCM)
+AUDIO_OUT_SUBTYPES = {".wav": "PCM_16", ".flac": "PCM_16", ".ogg": "VORBIS"}
+_WRITABLE = "choose a writable path ending in .wav, .flac or .ogg"
+
+
+def check_audio_out(path: str | Path) -> Path:
+    """Refuse an output path :func:`save_audio` could not write, so a command can refuse it before any
+    work (loading a model, generating) is spent on audio that would then be lost."""
     path = Path(path)
+    if path.is_dir():
+        raise AudioError(f"cannot write audio file {path}: it is a folder; {_WRITABLE}")
+    if path.suffix.lower() not in AUDIO_OUT_SUBTYPES:
+        what = f"unknown extension {path.suffix}" if path.suffix else "no extension"
+        raise AudioError(f"cannot write audio file {path}: {what}; {_WRITABLE}")
+    existing = next((p for p in path.parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise AudioError(f"cannot write audio file {path}: {existing} is a file, not a folder; {_WRITABLE}")
+    return path
+
+
+def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: int) -> Path:
+    """Write mono ``[T]`` (or ``[1, T]``) audio as 16-bit PCM (.ogg: Vorbis); the folder is created if
+    missing."""
+    path = check_audio_out(path)
     data = torch.as_tensor(wav).detach().float().cpu().squeeze()
     if data.ndim != 1:
         raise AudioError(f"save_audio expects mono audio [T], got shape {tuple(data.shape)}")
@@ -104,13 +125,11 @@ def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: in
     tmp = path.with_name(f"{path.stem}.partial{path.suffix}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(tmp), data.clamp(-1, 1).numpy(), sample_rate, subtype="PCM_16")
+        subtype = AUDIO_OUT_SUBTYPES[path.suffix.lower()]
+        sf.write(str(tmp), data.clamp(-1, 1).numpy(), sample_rate, subtype=subtype)
         os.replace(tmp, path)
     except Exception as err:
-        raise AudioError(
-            f"cannot write audio file {path}: {_reason(err)}; choose a writable path "
-            "ending in .wav, .flac or .ogg"
-        ) from err
+        raise AudioError(f"cannot write audio file {path}: {_reason(err)}; {_WRITABLE}") from err
     finally:
         if tmp.exists():  # unlink(missing_ok) still raises when a file sits where a folder should
             tmp.unlink()

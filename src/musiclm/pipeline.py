@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from musiclm.audio import load_audio, loudness_normalize, resample
 from musiclm.config import ConfigError
 from musiclm.interfaces import AcousticCodec, Conditioner, MelodyEmbedder, SemanticTokenizer, load_component
 from musiclm.pretrained import PretrainedMixin
+from musiclm.progress import tqdm
 from musiclm.stages.sampling import Sampling, generate_stage
 from musiclm.stages.stages import StageConfig, StageLM
 from musiclm.stages.tokenize import encode_aligned

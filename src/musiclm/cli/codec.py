@@ -169,19 +169,39 @@ def decode(
     device: Device = "cpu",
 ) -> None:
     """Codes (.npz) -> audio file."""
-    import numpy as np
     import torch
 
-    from musiclm.audio import save_audio
+    from musiclm.audio import check_audio_out, save_audio
 
+    codes, n = _read_codes(src)
+    check_audio_out(dst)
     codec = _load(checkpoint, device)
-    with np.load(src) as data:
-        if "codes" not in data:
-            raise typer.BadParameter(f"{src} has no 'codes' array; write it with `musiclm codec encode`")
-        codes, n = torch.from_numpy(data["codes"].astype(np.int64)), int(data.get("num_samples", 0))
-    wav = codec.decode(codes[None])[0]
+    wav = codec.decode(torch.from_numpy(codes)[None])[0]
     save_audio(dst, wav[:n] if n else wav, codec.sample_rate)
     typer.echo(f"{dst}: {wav.shape[-1] / codec.sample_rate:.2f} s")
+
+
+def _read_codes(src: Path):
+    """The codes ``[Q, F]`` (int64) and the sample count (0: unknown) of a .npz that `musiclm codec encode`
+    wrote."""
+    import zipfile
+
+    import numpy as np
+
+    if not src.is_file():
+        raise typer.BadParameter(
+            f"cannot read codes from {src}: {'a folder' if src.is_dir() else 'no such file'}"
+        )
+    try:
+        data = np.load(src)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        data = None  # numpy's reason would only mislead (a file that is no .npz "holds pickled data")
+    if not isinstance(data, np.lib.npyio.NpzFile) or "codes" not in data:
+        raise typer.BadParameter(
+            f"{src} is not a .npz of codes; write one with `musiclm codec encode AUDIO CODES.npz`"
+        )
+    with data:
+        return data["codes"].astype(np.int64), int(data.get("num_samples", 0))
 
 
 @codec_app.command("eval")

@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
+from typing import NoReturn
 
 import typer
+
+# typer vendors click: its usage errors derive from typer.TyperException, and the one for a bare group
+# (`musiclm`, `musiclm train`) is only named in its vendored module
+from typer._click.exceptions import NoArgsIsHelpError
 
 import musiclm
 from musiclm.cli import (
@@ -38,6 +44,9 @@ def info() -> None:
     typer.echo(f"device: {device}, torch threads: {torch.get_num_threads()}")
 
 
+PACKAGE_DIR = Path(musiclm.__file__).resolve().parent
+
+
 def _raised_on_purpose(err: BaseException) -> bool:
     """An error musiclm raises about the user's input: one of its own error classes, or a ValueError /
     FileNotFoundError raised in its code. Anything else is a bug and keeps its traceback."""
@@ -46,8 +55,28 @@ def _raised_on_purpose(err: BaseException) -> bool:
     frame = err.__traceback__
     while frame is not None and frame.tb_next is not None:
         frame = frame.tb_next
-    in_musiclm = frame is not None and f"{os.sep}musiclm{os.sep}" in frame.tb_frame.f_code.co_filename
+    # the package's own folder, not any path with a musiclm/ in it: a clone into ~/musiclm/ puts torch's
+    # and numpy's files (in .venv) there too
+    in_musiclm = frame is not None and Path(frame.tb_frame.f_code.co_filename).resolve().is_relative_to(
+        PACKAGE_DIR
+    )
     return in_musiclm and isinstance(err, (ValueError, FileNotFoundError))
+
+
+def _usage_message(err: typer.TyperException) -> str:
+    """typer's wording of a refusal, without its "Invalid value:" prefix where a command raised
+    ``typer.BadParameter`` about no option in particular (its message says it all)."""
+    if isinstance(err, typer.BadParameter) and err.param is None and err.param_hint is None:
+        return err.message
+    return err.format_message()
+
+
+def _refuse(message: str) -> NoReturn:
+    """The one way a command refuses: one ``error:`` line on stderr (a wrapped message joined into it, so
+    a log or a script reads one line per refusal) and exit status 1."""
+    line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    typer.secho(f"error: {line}", err=True, fg=typer.colors.RED)
+    raise SystemExit(1)
 
 
 def main() -> None:
@@ -55,13 +84,24 @@ def main() -> None:
     # who can reach a model hub sets HF_HUB_OFFLINE=0. The library itself leaves the environment alone.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        app()
+        # not standalone: click and typer would print their own boxed usage errors and exit with status 2
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as err:  # `musiclm`, `musiclm codec`: the menu, not a refusal
+        # with rich, the help is printed as the error is made and its message is empty
+        if err.message.strip():
+            typer.echo(err.message)
+        code = 0
+    except typer.TyperException as err:
+        _refuse(_usage_message(err))
+    except typer.Abort:
+        _refuse("aborted")
     except Exception as err:
         if os.environ.get("MUSICLM_DEBUG") or not _raised_on_purpose(err):
             raise
-        typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
-        typer.echo("(set MUSICLM_DEBUG=1 to see the traceback)", err=True)
-        raise SystemExit(1) from None
+        _refuse(str(err))
+    # --help, typer.Exit and Ctrl-C (130) come back as an exit status; a finished command returns None
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

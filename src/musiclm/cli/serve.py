@@ -23,7 +23,7 @@ def serve(
     host: Annotated[
         str, typer.Option(help="Address to listen on; 0.0.0.0 opens the page to the network.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 7860,
     device: Device = "auto",
 ) -> None:
     """A web page to make music: prompt, melody, continuation or story; one generation at a time."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from pathlib import Path
 from typing import Annotated
@@ -332,19 +334,40 @@ def generate(
 ) -> None:
     """Generate music from text (with a progress bar per stage, and one over the batches in batch mode)."""
     import torch
-    from tqdm import tqdm
 
-    from musiclm.audio import save_audio
+    from musiclm.audio import check_audio_out, save_audio
     from musiclm.pipeline import SHIPPED_MODEL, GenerationError, MusicLM
+    from musiclm.progress import tqdm
     from musiclm.training.distributed import pick_device
 
+    # what can be refused without the model is refused before it loads (seconds on a CPU, more on a GPU)
     device = str(pick_device(device))
-
     checkpoint = checkpoint or SHIPPED_MODEL
     if batch_size < 1:
         raise typer.BadParameter(f"--batch-size must be at least 1, got {batch_size}")
     texts = list(prompts or []) + (_prompt_texts(prompts_file) if prompts_file is not None else [])
     segments = [_story_segment(item) for item in story or []]
+    empty = [i for i, text in enumerate(prompts or []) if not text.strip()]
+    if empty:
+        raise typer.BadParameter(f"prompt(s) at position {empty} are empty; describe the music to generate")
+    if not texts and not segments:
+        where = f" in {prompts_file}" if prompts_file is not None else ""
+        raise typer.BadParameter(f"no prompts{where}: give one ('calm piano'), a --prompts-file or --story")
+    if not math.isfinite(duration) or duration <= 0:
+        raise typer.BadParameter(f"--duration must be a positive number of seconds, got {duration:g}")
+    shortest = _shortest_duration(checkpoint)
+    if shortest is not None and duration < shortest:
+        raise typer.BadParameter(
+            f"--duration {duration:g} s is shorter than one frame of this model; give at least {shortest:g} s"
+        )
+    if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
+        raise typer.BadParameter(f"--guidance must be a finite scale >= 0 (1 turns it off), got {guidance:g}")
+    if candidates is not None and candidates < 1:
+        raise typer.BadParameter(f"--candidates must be at least 1, got {candidates}")
+    for option, path in (("--melody", melody), ("--continue", continue_)):
+        if path is not None and not path.exists():
+            raise typer.BadParameter(f"{path} not found", param_hint=option)
+    check_audio_out(out)
     model = MusicLM.from_pretrained(checkpoint, map_location=device)
     batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)] or [None]
     count = len(texts) or 1
@@ -375,6 +398,17 @@ def generate(
                 typer.echo(f"wrote {path} ({wav.shape[-1] / model.sample_rate:.1f} s)")
     if len(batches) > 1:
         typer.echo(f"wrote {count} files: {paths[0]} ... {paths[-1]} ({duration:g} s each)")
+
+
+def _shortest_duration(checkpoint: Path) -> float | None:
+    """Seconds of one frame of the pipeline's slower token stream, read from its semantic stage's
+    config.json (a shorter --duration rounds to no frames at all); None where it cannot be read, for
+    MusicLM.from_pretrained to name what is wrong with the folder."""
+    try:
+        config = json.loads((checkpoint / "semantic_stage" / "config.json").read_text())["config"]
+        return 1 / min(float(config["semantic_rate"]), float(config["acoustic_rate"]))
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+        return None
 
 
 def _prompt_texts(path: Path) -> list[str]:
@@ -440,8 +474,6 @@ def eval_stage(
 ) -> None:
     """Does each stage listen? Teacher-forced NLL under each conditioning, alignment costs, real-semantic
     decoding."""
-    import json
-
     import torch
 
     from musiclm.evaluation import diagnostics

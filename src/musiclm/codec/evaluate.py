@@ -15,9 +15,9 @@ from pathlib import Path
 import auraloss
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from musiclm.audio import MelSpectrogram, load_audio, save_audio
+from musiclm.progress import tqdm
 
 OPUS_MIN_KBPS = 6.0  # libopus refuses less; lower targets are clamped up (and reported as such)
 

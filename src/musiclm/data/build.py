@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pretty_midi
-from tqdm import tqdm
 
 from musiclm.audio import save_audio
 from musiclm.data import corpus, instruments
@@ -29,6 +28,7 @@ from musiclm.data.captions import make_captions
 from musiclm.data.manifest import Clip, write_manifest, write_text_atomic
 from musiclm.data.render import RenderError, available_soundfonts, render_midi
 from musiclm.data.skips import SKIPPED_FILE, SkipLog
+from musiclm.progress import tqdm
 
 KEY_NAMES = {
     "major": ["C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"],

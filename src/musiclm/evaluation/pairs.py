@@ -35,10 +35,10 @@ from typing import Any
 import librosa
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from musiclm.evaluation.adherence import key_scores
 from musiclm.evaluation.suite import save_atomic
+from musiclm.progress import tqdm
 
 PAIRS_FILE = Path(__file__).with_name("pairs.jsonl")
 

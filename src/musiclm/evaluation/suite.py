@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from musiclm.audio import AudioError, resample
 from musiclm.data.manifest import Clip
@@ -24,6 +23,7 @@ from musiclm.evaluation.kld import kld
 from musiclm.evaluation.mcc import mcc_scores
 from musiclm.evaluation.melody import melody_agreement
 from musiclm.evaluation.prompts import Prompt
+from musiclm.progress import tqdm
 
 
 @dataclasses.dataclass

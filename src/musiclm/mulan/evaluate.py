@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from musiclm.audio import centre_crop, loudness_normalize, read_clip
 from musiclm.data.manifest import Clip, read_manifest
 from musiclm.mulan.melody import clip_attr
+from musiclm.progress import tqdm
 
 # Label prompts: "train" wording matches the training captions' synonyms, "heldout" wording never occurs
 # in training captions (musiclm.data.captions keeps the two vocabularies disjoint).

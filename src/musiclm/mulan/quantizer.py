@@ -14,7 +14,8 @@ import faiss
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
+
+from musiclm.progress import tqdm
 
 
 class ResidualKMeans(nn.Module):

@@ -30,13 +30,13 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from musiclm.audio import AudioError, crop_or_pad, loudness_normalize, read_clip, resample
 from musiclm.data.captions import PAIR_KINDS, caption_from_attributes, caption_pair, pair_kinds
 from musiclm.data.manifest import Clip
 from musiclm.data.skips import SKIPPED_FILE, SkipLog
 from musiclm.interfaces import AcousticCodec, Conditioner, MelodyEmbedder, SemanticTokenizer
+from musiclm.progress import tqdm
 from musiclm.stages.shards import CODEBOOKS_FILE, META_FILE, write_shard
 
 MULAN_HOP = 2.0  # seconds between the MuLan windows of a clip

@@ -48,11 +48,23 @@ def init_distributed(device: torch.device) -> DistInfo:
 
 
 def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
-    if requested != "auto":
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+    """``requested`` ('auto': this process's CUDA device if there is one, else the CPU). A CUDA device the
+    machine lacks is refused here: else the first tensor moved there fails deep inside torch."""
+    if requested == "auto":
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {requested!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from err
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {requested!r}: torch finds no CUDA device on this machine; use 'cpu'")
+        if (device.index or 0) >= count:
+            raise ValueError(
+                f"device {requested!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+            )
+    return device
 
 
 def setup(requested: str = "auto") -> tuple[torch.device, DistInfo]:
