@@ -34,7 +34,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "installing Python packages into .venv (log: .venv/pip.log)"
     # torch first and pinned: the CPU build comes from the machine's wheel folder, not a CUDA download.
     pip_install "torch==2.13.0"
-    pip_install -e ".[dev]"
+    pip_install -e ".[dev,notes]"
+    pip_install --no-deps "basic-pitch==0.4.0"  # only for its ONNX model; see pyproject.toml's `notes`
     .venv/bin/python -c "import musiclm, torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
     touch "$stamp"
 fi

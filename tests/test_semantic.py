@@ -266,3 +266,90 @@ def test_cli_train(tmp_path):
     # a rerun finds the run finished and trains no further
     assert CliRunner().invoke(app, args).exit_code == 0
     assert (tmp_path / "run" / "metrics.jsonl").read_text().count('"loss"') == 3
+
+
+# ---------------------------------------------------------------- note-aware tokens and the probe
+BP_SR = 22050
+
+
+@pytest.fixture(scope="module")
+def basic_pitch_tokenizer() -> KMeansTokenizer:
+    from musiclm.semantic.tokenizer import build_backbone
+
+    tok = KMeansTokenizer.on(build_backbone("basic_pitch", {}), layer=0, num_clusters=16, standardize=False)
+    tok.fit_kmeans([resample(melody(3.0, seed), SR, BP_SR) for seed in range(4)], seed=0)
+    return tok
+
+
+@pytest.mark.parametrize("seconds", [1.0, 2.3])
+def test_basic_pitch_tokens_are_25hz(basic_pitch_tokenizer, seconds):
+    wav = resample(torch.stack([melody(3.0, 5), melody(3.0, 6)]), SR, BP_SR)[:, : int(seconds * BP_SR)]
+    tokens = basic_pitch_tokenizer.tokenize(wav)
+    assert tokens.shape == (2, round(25 * wav.shape[-1] / BP_SR)) and tokens.dtype == torch.long
+
+
+def test_basic_pitch_tokens_tell_notes_apart(basic_pitch_tokenizer, tmp_path):
+    low, high = basic_pitch_tokenizer.tokenize(
+        resample(torch.stack([tone(1.0, 220.0), tone(1.0, 330.0)]), SR, BP_SR)
+    )
+    # the middle of each note, away from its onset
+    assert not set(low[5:20].tolist()) & set(high[5:20].tolist())
+    basic_pitch_tokenizer.save_pretrained(tmp_path / "tok")
+    config = json.loads((tmp_path / "tok" / "config.json").read_text())["config"]
+    assert config["backbone"] == "basic_pitch" and len(config["backbone_config"]["sha256"]) == 64
+    wav = resample(melody(1.5, 9), SR, BP_SR)[None]
+    assert torch.equal(load_component(tmp_path / "tok").tokenize(wav), basic_pitch_tokenizer.tokenize(wav))
+
+
+def scored_clips(directory, count: int, split: str, seed: int) -> list:
+    """Clips whose score is known: random one-note-at-a-time tunes as MIDI, and their audio synthesised."""
+    import pretty_midi
+
+    from musiclm.data.manifest import Clip
+
+    rate, rng, clips = 24000, np.random.default_rng(seed), []
+    for i in range(count):
+        pm, wav = pretty_midi.PrettyMIDI(), []
+        instrument = pretty_midi.Instrument(program=0)
+        for n in range(12):
+            pitch = int(rng.integers(57, 72))
+            instrument.notes.append(pretty_midi.Note(90, pitch, n * 0.25, (n + 1) * 0.25))
+            wav.append(tone(0.25, float(pretty_midi.note_number_to_hz(pitch)), seed * 100 + i * 12 + n))
+        pm.instruments.append(instrument)
+        pm.write(str(directory / f"{split}{i}.mid"))
+        save_audio(directory / f"{split}{i}.wav", resample(torch.cat(wav), SR, rate), rate)
+        clips.append(
+            Clip(directory / f"{split}{i}.wav", 3.0, rate, split=split, midi=directory / f"{split}{i}.mid")
+        )
+    return clips
+
+
+class LoudnessTokenizer:
+    """Tokens that hear how loud a frame is and nothing of its pitch: the probe's blind reference."""
+
+    sample_rate, frame_rate, vocab_size = SR, 25.0, 8
+
+    def tokenize(self, wav: torch.Tensor) -> torch.Tensor:
+        frames = wav.reshape(len(wav), -1, SR // 25)
+        return (frames.square().mean(-1).sqrt() * 40).long().clamp(0, self.vocab_size - 1)
+
+
+def test_probe_sees_the_notes_only_in_tokens_that_carry_them(basic_pitch_tokenizer, tmp_path):
+    from musiclm.cli.main import app
+    from musiclm.data.manifest import write_manifest
+    from musiclm.evaluation.semantic_probe import probe
+
+    train, test = scored_clips(tmp_path, 4, "train", 0), scored_clips(tmp_path, 2, "test", 1)
+    blind = probe(LoudnessTokenizer(), train, test)
+    assert blind["pitch_class_f1"] < 0.2 and blind["context_agreement"] == 1.0
+    write_manifest(tmp_path / "m.jsonl", train + test)
+    basic_pitch_tokenizer.save_pretrained(tmp_path / "tok")
+    args = ["semantic", "probe", "--data", str(tmp_path / "m.jsonl"), "--tokenizer", str(tmp_path / "tok")]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "probe.json")])
+    assert result.exit_code == 0, result.output
+    seeing = json.loads((tmp_path / "probe.json").read_text())
+    assert (seeing["train_clips"], seeing["test_clips"]) == (4, 2)
+    assert seeing["pitch_class_f1"] > blind["pitch_class_f1"] + 0.4
+    # the notes are in each token, not only in the clip's set of tokens
+    assert seeing["pitch_class_f1"] > seeing["pitch_class_f1_shuffled"] + 0.2
+    assert seeing["context_agreement"] > 0.5, seeing

@@ -1,4 +1,4 @@
-"""``musiclm train semantic``, ``musiclm semantic fit-kmeans`` and ``musiclm semantic tokenize``."""
+"""``musiclm train semantic`` and ``musiclm semantic fit-kmeans``, ``tokenize`` and ``probe``."""
 
 from __future__ import annotations
 
@@ -58,16 +58,28 @@ def train_semantic(
 
 @semantic_app.command("fit-kmeans")
 def fit_kmeans(
-    model: Annotated[
-        Path, typer.Option(help="Feature model folder: a trained w2v-BERT, or a local HF model.")
-    ],
     data: Manifests,
     out: OutDir,
-    backbone: Annotated[str, typer.Option(help="w2vbert, hf_wav2vec2bert or hf_hubert.")] = "w2vbert",
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="Feature model folder: a trained w2v-BERT, or a local HF model (basic_pitch needs none)."
+        ),
+    ] = None,
+    backbone: Annotated[
+        str, typer.Option(help="w2vbert, hf_wav2vec2bert, hf_hubert or basic_pitch (note posteriorgrams).")
+    ] = "w2vbert",
     layer: Annotated[
         int | None, typer.Option(help="Layer whose features are clustered (default: the middle MLM layer).")
     ] = None,
     clusters: Annotated[int, typer.Option(help="k-means clusters = vocabulary size (paper: 1024).")] = 1024,
+    standardize: Annotated[
+        bool | None,
+        typer.Option(
+            help="Standardise each feature dimension before k-means (default: yes, except for basic_pitch's "
+            "posteriorgrams)."
+        ),
+    ] = None,
     max_clips: Annotated[int, typer.Option(help="Clips of the manifest to sample features from.")] = 200,
     max_frames: Annotated[int, typer.Option(help="Feature frames to cluster at most.")] = 200_000,
     seed: int = 0,
@@ -78,10 +90,14 @@ def fit_kmeans(
 
     from musiclm.audio import read_clip
     from musiclm.data.manifest import read_manifest
-    from musiclm.semantic.tokenizer import BACKBONES, KMeansTokenizer
+    from musiclm.semantic.tokenizer import BACKBONES, KMeansTokenizer, build_backbone
     from musiclm.training.distributed import pick_device
 
-    if backbone == "w2vbert":
+    if backbone == "basic_pitch":  # the model ships in the basic-pitch package: nothing to point at
+        features, default_layer = build_backbone(backbone, {}), 0
+    elif model is None:
+        raise typer.BadParameter(f"--backbone {backbone} needs --model DIR (its weights)")
+    elif backbone == "w2vbert":
         from musiclm.semantic.w2vbert import W2VBert
 
         features = W2VBert.from_pretrained(model)
@@ -97,7 +113,11 @@ def fit_kmeans(
         default_layer = features.num_layers // 2
     else:
         raise typer.BadParameter(f"--backbone must be one of {sorted(BACKBONES)}")
-    tokenizer = KMeansTokenizer.on(features, layer if layer is not None else default_layer, clusters)
+    if standardize is None:
+        standardize = backbone != "basic_pitch"
+    tokenizer = KMeansTokenizer.on(
+        features, layer if layer is not None else default_layer, clusters, standardize=standardize
+    )
     tokenizer.to(pick_device(device))  # the features are computed there; faiss clusters them on the CPU
     clips = [c for m in data for c in read_manifest(m) if c.split == "train"]
     rng = np.random.default_rng(seed)
@@ -132,3 +152,52 @@ def tokenize(
     typer.echo(
         f"{len(tokens)} tokens ({len(tokens) / model.frame_rate:.2f} s at {model.frame_rate:g} Hz) -> {out}"
     )
+
+
+@semantic_app.command("probe")
+def probe(
+    data: Manifests,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the figures (JSON).")],
+    tokenizer: Annotated[
+        Path | None,
+        typer.Option(
+            help="Tokenizer folder. Default: the shipped model's, checkpoints/musiclm_small/semantic."
+        ),
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split whose clips are scored.")] = "test",
+    train_split: Annotated[str, typer.Option(help="Split each token's notes are learned on.")] = "train",
+    clips: Annotated[int, typer.Option(help="Clips of --split to score (drawn at random).")] = 100,
+    train_clips: Annotated[int, typer.Option(help="Clips of --train-split to learn from.")] = 200,
+    context_seconds: Annotated[
+        float, typer.Option(help="Seconds tokenized alone and inside their clip for the context agreement.")
+    ] = 2.0,
+    seed: int = 0,
+    device: Device = "cpu",
+) -> None:
+    """How well a tokenizer's tokens carry the notes of rendered clips (their MIDI): pitch-class and onset
+    F1 from each token's mean piano roll, per-clip correlations, and stability under context."""
+    import json
+
+    import numpy as np
+
+    from musiclm.data.manifest import read_manifest, write_text_atomic
+    from musiclm.evaluation.semantic_probe import probe as run_probe
+    from musiclm.interfaces import load_component
+    from musiclm.pipeline import SHIPPED_MODEL
+    from musiclm.training.distributed import pick_device
+
+    path = tokenizer or SHIPPED_MODEL / "semantic"
+    model = load_component(path, pick_device(device))
+    every = [c for m in data for c in read_manifest(m)]
+    rng = np.random.default_rng(seed)
+
+    def draw(name: str, n: int) -> list:
+        chosen = [c for c in every if c.split == name]
+        if not chosen:
+            raise typer.BadParameter(f"no clip of split {name!r} in {[str(m) for m in data]}")
+        return [chosen[i] for i in sorted(rng.permutation(len(chosen))[:n])]
+
+    figures = run_probe(model, draw(train_split, train_clips), draw(split, clips), context_seconds, seed)
+    figures = {"tokenizer": str(path), "data": [str(m) for m in data], "split": split, **figures}
+    write_text_atomic(out, json.dumps(figures, indent=2) + "\n")
+    typer.echo(json.dumps(figures, indent=2))

@@ -176,7 +176,11 @@ def train_all(
         (
             "semantic",
             lambda: semantic.fit_kmeans(
-                parts / "w2vbert", data, parts / "semantic", clusters=KMEANS_CLUSTERS[preset], device=device
+                data,
+                parts / "semantic",
+                model=parts / "w2vbert",
+                clusters=KMEANS_CLUSTERS[preset],
+                device=device,
             ),
         ),
         (

@@ -3,7 +3,8 @@
 A :class:`KMeansTokenizer` folder holds everything (``config.json`` + ``model.safetensors``: the
 feature model's weights, the per-dimension feature mean/std and the centroids), so
 ``musiclm.interfaces.load_component(dir)`` gives a ready :class:`~musiclm.interfaces.SemanticTokenizer`.
-Features are standardised per dimension before k-means, as for HuBERT/w2v-BERT units (AudioLM).
+Features are standardised per dimension before k-means, as for HuBERT/w2v-BERT units (AudioLM), unless
+``standardize`` is off.
 Whatever rate the feature model runs at, tokens come out at exactly ``frame_rate``:
 a clip of T samples gives ``round(frame_rate * T / sample_rate)`` tokens.
 """
@@ -19,11 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from musiclm.audio import AudioError, check_finite
 from musiclm.config import Config, ConfigError
 from musiclm.pretrained import PretrainedMixin
+from musiclm.progress import tqdm
 
 # Feature models a tokenizer can sit on: name -> "module:Class" with ``from_config_dict``,
 # ``config_dict``, ``sample_rate``, ``feature_dim``, ``num_layers`` and ``layer_features(wav, layer)``.
@@ -31,6 +32,7 @@ BACKBONES = {
     "w2vbert": "musiclm.semantic.w2vbert:W2VBert",
     "hf_wav2vec2bert": "musiclm.semantic.adapters:HFWav2Vec2Bert",
     "hf_hubert": "musiclm.semantic.adapters:HFHubert",
+    "basic_pitch": "musiclm.semantic.notes:BasicPitch",
 }
 SILENCE_PEAK = 1e-5
 
@@ -43,6 +45,9 @@ class KMeansTokenizerConfig(Config):
     num_clusters: int = 1024
     feature_dim: int = 1024
     frame_rate: float = 25.0
+    # Standardise each feature dimension before k-means (HuBERT/w2v-BERT units). Off for posteriorgrams,
+    # where it would blow up the noise of keys that rarely sound to the size of the notes that do.
+    standardize: bool = True
 
 
 def build_backbone(name: str, config: dict) -> nn.Module:
@@ -76,7 +81,12 @@ class KMeansTokenizer(nn.Module, PretrainedMixin):
 
     @classmethod
     def on(
-        cls, backbone: nn.Module, layer: int, num_clusters: int, frame_rate: float = 25.0
+        cls,
+        backbone: nn.Module,
+        layer: int,
+        num_clusters: int,
+        frame_rate: float = 25.0,
+        standardize: bool = True,
     ) -> KMeansTokenizer:
         """A tokenizer (k-means not fitted yet) over an existing feature model, keeping its weights."""
         name = next(
@@ -87,7 +97,7 @@ class KMeansTokenizer(nn.Module, PretrainedMixin):
                 f"{type(backbone).__name__} is not a known feature model; known: {sorted(BACKBONES)}"
             )
         config = KMeansTokenizerConfig(
-            name, backbone.config_dict(), layer, num_clusters, backbone.feature_dim, frame_rate
+            name, backbone.config_dict(), layer, num_clusters, backbone.feature_dim, frame_rate, standardize
         )
         tokenizer = cls(config)
         tokenizer.backbone.load_state_dict(backbone.state_dict())
@@ -176,6 +186,8 @@ class KMeansTokenizer(nn.Module, PretrainedMixin):
             )
         data = torch.cat(chunks)[:max_frames]
         mean, std = data.mean(0), data.std(0).clamp_min(1e-5)
+        if not self.config.standardize:
+            mean, std = torch.zeros_like(mean), torch.ones_like(std)
         normed = ((data - mean) / std).numpy().astype(np.float32)
         kmeans = faiss.Kmeans(normed.shape[1], self.vocab_size, niter=iterations, seed=seed, verbose=False)
         kmeans.train(normed)
