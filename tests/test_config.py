@@ -118,6 +118,8 @@ def test_config_show_resolves_every_part_with_set_changes():
             "--set",
             "model.layout=prefix",
             "--set",
+            "model.semantic_lookahead=0",  # small's coarse lookahead is for the interleaved layout
+            "--set",
             "model.mulan_levels=2",
             "--set",
             "steps=7",

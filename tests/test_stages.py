@@ -133,16 +133,40 @@ def test_interleaved_frames_see_their_own_aligned_tokens(name):
 
 
 def test_semantic_lookahead_shows_each_frame_the_next_semantic_tokens():
-    model = stage("coarse", semantic_lookahead=3)
-    assert model.given == 4
+    model = stage("coarse", semantic_lookahead=3, guide_semantic=True)
+    assert model.given == 1  # the lookahead adds vectors to the frame's own semantic position, not positions
     condition, aligned, _ = conditioner(model, batch=1)
     given = aligned(10, 30) - model.offsets["semantic"]
     semantic = aligned(0, 800)[0, ::2, 0] - model.offsets["semantic"]  # token f // 2 of every even frame
     for f in range(10, 30):  # frame f sees s[f // 2], then s[f // 2 + 1 .. f // 2 + 3]
         assert given[0, f - 10].tolist() == semantic[f // 2 : f // 2 + 4].tolist()
     assert (aligned(798, 800)[0, -1] == aligned(798, 800)[0, -1, 0]).all()  # past the end: the last token
+    # a changed semantic token moves the logits of the frames that see it, and of no frame before them
+    frames, codes = 60, torch.randint(0, 24, (1, 2, 60))
+    ids = aligned(0, frames)
+    changed = ids.clone()
+    changed[ids == ids[0, 40, 0]] = (
+        model.offsets["semantic"] + (ids[0, 40, 0] - model.offsets["semantic"] + 1) % 20
+    )
+    moved = (
+        model(condition(0, 0, frames), codes, changed) - model(condition(0, 0, frames), codes, ids)
+    ).abs()
+    touched = (changed != ids).any(-1)[0]
+    assert moved[0, touched].amax() > 1e-4
+    assert moved[0, : int(touched.nonzero()[0])].amax() == 0  # causal: earlier frames never see it
     out = generate_stage(model, condition, 60, 1, Sampling(1.0), aligned=aligned)
     assert out.shape == (1, model.levels, 60)
+    # a window given stand-in semantic tokens (the diagnostics' shifted or foreign S) sees those ahead too
+    clip = {"semantic": torch.arange(100) % 20, "acoustic": torch.zeros(5, 200, dtype=torch.long)}
+    data = StageDataset([{**clip, "mulan": torch.tensor([1, 0, 0])}], model)
+    item = data.window(clip, 0, torch.tensor([[1, 0, 0]]), semantic=torch.full((data.sem_frames,), 7))
+    assert item["aligned"].eq(model.offsets["semantic"] + 7).all()
+    # decoding with the KV cache feeds the lookahead as training does
+    outs = [
+        generate_stage(model, condition, 60, 1, Sampling(0.0, guidance=2.0), aligned=aligned, use_cache=cache)
+        for cache in (True, False)
+    ]
+    assert outs[0].equal(outs[1])
     for bad in ({"semantic_lookahead": 2, "layout": "prefix"}, {"semantic_lookahead": -1}):
         with pytest.raises(ConfigError, match="semantic_lookahead"):
             stage("coarse", **bad)
@@ -167,6 +191,53 @@ def test_history_noise_corrupts_the_past_the_stage_reads_not_its_targets():
     assert torch.allclose(noisy, expected) and not torch.allclose(noisy, clean)
 
 
+@pytest.mark.parametrize("layout", ["interleaved", "prefix"])
+def test_guide_semantic_drops_the_semantic_tokens_with_the_text(layout):
+    model = stage("coarse", layout=layout, guide_semantic=True, cond_dropout=1.0, dropout=0.0)
+    condition, aligned, _ = conditioner(model, batch=2)
+    frames = model.window_frames
+    prefix, given = condition(0, 0, frames), aligned(0, frames) if model.given else None
+    read = []
+    original = model.forward
+    model.forward = lambda prefix, history, given: (
+        read.append((prefix, given)) or original(prefix, history, given)
+    )
+    model.train()
+    model.training_step(
+        {"prefix": prefix, "codes": torch.randint(0, 24, (2, 2, frames)), "aligned": given},
+        step=0,
+        group="all",
+    )
+    dropped, dropped_given = read[0]
+    assert dropped[:, -1].eq(SEP).all() and dropped[:, :-1].eq(NULL).all()  # text and (prefix) semantic
+    assert dropped_given is None if given is None else dropped_given.eq(NULL).all()
+    model.forward = original
+    model.eval()
+
+    def unconditional(start, new, end):
+        return model.drop_condition(condition(start, new, end))
+
+    def null_aligned(start, end):
+        return model.drop_aligned(aligned(start, end))
+
+    def run(cond, guidance):
+        return generate_stage(
+            model,
+            cond,
+            60,
+            2,
+            Sampling(1.0, guidance=guidance),
+            aligned=null_aligned if cond is unconditional else aligned,
+            generator=torch.Generator().manual_seed(3),
+        )
+
+    # scale 0 samples from the stage with neither text nor semantic tokens: its history alone
+    assert run(condition, 0.0).equal(run(unconditional, None))
+    assert run(condition, 1.0).equal(run(condition, None))
+    with pytest.raises(ConfigError, match="guide_semantic"):
+        stage("semantic", guide_semantic=True)
+
+
 def test_melody_is_optional_and_dropped_on_its_own_in_training():
     model = stage("semantic", melody_quantizers=2, melody_codebook=8, melody_windows=3, melody_dropout=0.5)
     mulan, melody = torch.randint(0, 16, (64, 3)), torch.randint(0, 8, (64, 3, 2))
@@ -175,7 +246,9 @@ def test_melody_is_optional_and_dropped_on_its_own_in_training():
     assert without.shape == with_melody.shape and model.melody_positions == 6
     assert without[:, 3:9].eq(NULL).all() and without[:, :3].equal(with_melody[:, :3])
     seen = []
-    model.transformer.forward = lambda ids: seen.append(ids) or torch.zeros(*ids.shape, model.config.dim)
+    model.transformer.forward = lambda ids, added=None: (
+        seen.append(ids) or torch.zeros(*ids.shape, model.config.dim)
+    )
     model.train()
     torch.manual_seed(0)
     model.training_step(
@@ -395,6 +468,19 @@ def test_codebook_stage_generalises_to_mulan_tokens_it_never_saw(tmp_path):
         reloaded.set_mulan_codebooks(codebooks[:, :8])
 
 
+def warm_start_one_step(tmp_path, earlier: StageLM, model: StageLM) -> None:
+    """``model`` warm-started from ``earlier``'s saved folder, then one step at a negligible learning rate."""
+    earlier.save_pretrained(tmp_path / "earlier")
+    clip = {
+        "semantic": torch.arange(50) % 7,
+        "acoustic": torch.zeros(5, 100, dtype=torch.long),
+        "mulan": torch.tensor([1, 0, 0]),
+    }
+    write_shard(tmp_path / "shard-00000.safetensors", [clip])
+    config = TrainConfig(steps=1, batch_size=2, lr=1e-9, progress=False, init=str(tmp_path / "earlier"))
+    Trainer(model, StageDataset(load_shards(tmp_path), model), config, tmp_path / "run").fit()
+
+
 def test_warm_start_keeps_the_codebooks_of_the_new_tokens(tmp_path):
     """A "codebook" stage continued on tokens of a retrained MuLan: the Transformer comes from the init, the
     MuLan codebooks stay those of the new tokens."""
@@ -402,22 +488,20 @@ def test_warm_start_keeps_the_codebooks_of_the_new_tokens(tmp_path):
     old, new = torch.randn(2, 3, 16, 4, generator=torch.Generator().manual_seed(0))
     earlier = stage("semantic", **options)
     earlier.set_mulan_codebooks(old)
-    earlier.save_pretrained(tmp_path / "earlier")
     model = stage("semantic", seed=1, **options)
     model.set_mulan_codebooks(new)
-    clips = [
-        {
-            "semantic": torch.arange(50) % 7,
-            "acoustic": torch.zeros(5, 100, dtype=torch.long),
-            "mulan": torch.tensor([1, 0, 0]),
-        }
-    ]
-    write_shard(tmp_path / "shard-00000.safetensors", clips)
-    config = TrainConfig(steps=1, batch_size=2, lr=1e-9, progress=False, init=str(tmp_path / "earlier"))
-    trainer = Trainer(model, StageDataset(load_shards(tmp_path), model), config, tmp_path / "run")
-    trainer.fit()
+    warm_start_one_step(tmp_path, earlier, model)
     assert model.mulan_codebooks_match(new) and not model.mulan_codebooks_match(old)
     torch.testing.assert_close(model.output_heads, earlier.output_heads, atol=1e-6, rtol=0)
+
+
+def test_a_stage_with_lookahead_warm_starts_from_one_without(tmp_path):
+    earlier = stage("coarse")
+    model = stage("coarse", seed=1, semantic_lookahead=2)
+    fresh = model.lookahead.weight.detach().clone()
+    warm_start_one_step(tmp_path, earlier, model)
+    torch.testing.assert_close(model.output_heads, earlier.output_heads, atol=1e-6, rtol=0)
+    torch.testing.assert_close(model.lookahead.weight, fresh, atol=1e-6, rtol=0)  # as built: nothing to read
 
 
 def test_dataset_windows_for_every_stage(tmp_path):
@@ -654,6 +738,10 @@ def test_interleaved_coarse_stage_learns_to_follow_its_semantic_tokens_in_time(t
 
 def test_cpu_speed_choices_are_settings_whose_paper_values_are_t5s():
     paper, small = StageConfig.for_stage("coarse", "paper"), StageConfig.for_stage("coarse", "small")
+    # the small coarse stage guides its semantic tokens; the paper's samples as the paper does
+    assert (small.guide_semantic, small.semantic_lookahead) == (True, 4) and not paper.guide_semantic
+    assert not StageConfig.for_stage("semantic", "small").semantic_lookahead
+    assert not StageConfig.for_stage("coarse", "small", guide_semantic=False).guide_semantic  # --set wins
     assert (paper.norm, paper.attention_dropout) == ("rmsnorm", 0.1)
     assert (small.norm, small.attention_dropout) == ("layernorm", 0.0)
     rms = stage("semantic", norm="rmsnorm", attention_dropout=0.5)

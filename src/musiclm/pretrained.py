@@ -74,9 +74,15 @@ class PretrainedMixin:
         return model
 
 
-def load_weights(model: torch.nn.Module, path: Path, map_location: str | torch.device = "cpu") -> None:
+def load_weights(
+    model: torch.nn.Module,
+    path: Path,
+    map_location: str | torch.device = "cpu",
+    missing_ok: tuple[str, ...] = (),
+) -> None:
     """Load a safetensors file into ``model``, casting to the model's dtypes, with errors that name keys;
-    every parameter and buffer of ``model`` then lives on ``map_location``."""
+    every parameter and buffer of ``model`` then lives on ``map_location``. Keys starting with one of
+    ``missing_ok`` that the file lacks keep the model's values."""
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} not found")
     try:
@@ -86,17 +92,19 @@ def load_weights(model: torch.nn.Module, path: Path, map_location: str | torch.d
         raise ConfigError(
             f"{path} is not a readable safetensors file ({err}); re-save or re-download it"
         ) from err
-    load_state_dict_checked(model, state, source=str(path))
+    load_state_dict_checked(model, state, source=str(path), missing_ok=missing_ok)
     model.to(map_location)
 
 
-def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+def load_state_dict_checked(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, missing_ok: tuple[str, ...] = ()
+) -> None:
     expected = model.state_dict()
     state = dict(state)
     for old, new in getattr(model, "renamed_keys", {}).items():  # weights saved under a former name
         if old in state and new not in state:
             state[new] = state.pop(old)
-    rebuilt = getattr(model, "rebuilt_prefixes", tuple)()
+    rebuilt = getattr(model, "rebuilt_prefixes", tuple)() + missing_ok
     state.update({k: v for k, v in expected.items() if k.startswith(rebuilt) and k not in state})
     for group in _tied_groups(expected):  # tied weights are stored once; give every alias its tensor
         present = [k for k in group if k in state]

@@ -26,12 +26,12 @@ from typing import Any
 import librosa
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from musiclm.audio import load_audio
 from musiclm.codec.evaluate import mel_distance
 from musiclm.data.captions import PAIR_KINDS
 from musiclm.pipeline import PAPER_TEMPERATURES, MusicLM
+from musiclm.progress import tqdm
 from musiclm.stages.data import StageDataset
 from musiclm.stages.sampling import Sampling, generate_stage
 from musiclm.stages.stages import StageLM
@@ -263,7 +263,9 @@ def real_semantic(
             lambda s, n, e: coarse.condition(mulan=mulan, semantic=semantic[:, s // 2 : (e + 1) // 2]),
             ac_frames,
             1,
-            Sampling(PAPER_TEMPERATURES[1]),
+            # the pipeline's guidance, as generation samples: a stage that guides its semantic tokens plays
+            # them under guidance only
+            Sampling(PAPER_TEMPERATURES[1], guidance=pipeline.guidance),
             generator=g,
             aligned=lambda s, e: coarse.aligned(s, e, semantic=semantic),
         )

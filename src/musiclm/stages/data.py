@@ -210,7 +210,8 @@ class StageDataset(torch.utils.data.Dataset):
         The tokens are cut from the clip in its stored dtype, then made int64 (the window's alone)."""
         c, model = self.model.config, self.model
         a0 = round(start * c.acoustic_rate / c.semantic_rate)
-        if semantic is None:
+        own_semantic = semantic is None
+        if own_semantic:
             semantic = clip["semantic"][start : start + self.sem_frames]
         semantic, mulan = semantic.long(), mulan.long()
         acoustic = clip["acoustic"][:, a0 : a0 + self.ac_frames].long()
@@ -230,7 +231,8 @@ class StageDataset(torch.utils.data.Dataset):
         item = {"prefix": prefix[0], "codes": codes}
         if model.given:
             frames, ahead = codes.shape[-1], c.semantic_lookahead
-            if ahead and c.stage == "coarse":  # the window's last frames look past it, as in generation
+            # the window's last frames look past it, as in generation (a stand-in S ends where it ends)
+            if ahead and own_semantic and c.stage == "coarse":
                 semantic = clip["semantic"][start : start + self.sem_frames + ahead].long()
             item["aligned"] = model.aligned(0, frames, semantic=semantic[None], coarse=coarse[None])[0]
         return item

@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from musiclm.stages.stages import StageLM
 
@@ -92,20 +93,38 @@ def generate_stage(
     def rows(ids: torch.Tensor) -> torch.Tensor:  # guidance: the same ids for the unconditional rows
         return torch.cat([ids, ids]) if guided else ids
 
+    def known_inputs(given: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The window's frames so far, then the first new frame's given ids (before its first target), and
+        the vectors added to them (:meth:`StageLM.frame_inputs`)."""
+        ids, added = model.frame_inputs(
+            out[..., start:have], None if given is None else given[:, : have - start]
+        )
+        if given is None:
+            return ids, added
+        return _joined((ids, added), next_given(given, have - start))
+
+    def next_given(given: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The given ids of the window's frame ``index`` and the vectors added to them."""
+        frame = given[:, index : index + 1]
+        vectors = model.lookahead_vectors(frame)
+        if vectors is not None:  # on the frame's own semantic position, its last given one
+            vectors = F.pad(vectors, (0, 0, model.given - 1, 0))
+        return frame[..., : model.given].flatten(1), vectors
+
     while have < num_frames:
         start = max(0, have - keep)
         end = min(start + window, num_frames)
         prefix = condition(start, have, end)
-        if guided:
-            prefix = torch.cat([prefix, model.drop_condition(prefix)])
         given = aligned(start, end) if model.given else None
-        known = model.frames(out[..., start:have], None if given is None else given[:, : have - start])
-        if given is not None:  # the first new frame's given ids come before its first target
-            known = torch.cat([known, given[:, have - start].reshape(batch, -1)], dim=1)
-        ids = torch.cat([prefix, rows(known)], dim=1)
-        total = ids.shape[1] + (end - have) * (levels + model.given)
-        cache = model.transformer.new_cache(ids.shape[0], total) if use_cache else None
-        hidden = model.transformer(ids, cache)[:, -1]
+        known = known_inputs(given)
+        if guided:  # the unconditional rows: no text, and the semantic tokens too where the stage drops them
+            prefix = torch.cat([prefix, model.drop_condition(prefix)])
+            given = None if given is None else torch.cat([given, model.drop_aligned(given)])
+            known = _stacked(known, known_inputs(None if given is None else given[batch:]))
+        inputs = _joined((prefix, None), known)
+        total = inputs[0].shape[1] + (end - have) * (levels + model.given)
+        cache = model.transformer.new_cache(inputs[0].shape[0], total) if use_cache else None
+        hidden = model.transformer(inputs[0], cache, added=inputs[1])[:, -1]
         for frame in range(have, end):
             for level in range(levels):
                 logits = model.level_logits(hidden, level)
@@ -116,16 +135,37 @@ def generate_stage(
                 out[:, level, frame] = token
                 if frame == end - 1 and level == levels - 1:
                     break
-                step = (token + level_offset[level])[:, None]
+                step = (rows((token + level_offset[level])[:, None]), None)
                 if given is not None and level == levels - 1:  # the next frame's given ids in the same pass
-                    step = torch.cat([step, given[:, frame + 1 - start]], dim=1)
-                step = rows(step)
+                    step = _joined(step, next_given(given, frame + 1 - start))
                 if use_cache:
-                    hidden = model.transformer(step, cache)[:, -1]
+                    hidden = model.transformer(step[0], cache, added=step[1])[:, -1]
                 else:
-                    ids = torch.cat([ids, step], dim=1)
-                    hidden = model.transformer(ids)[:, -1]
+                    inputs = _joined(inputs, step)
+                    hidden = model.transformer(inputs[0], added=inputs[1])[:, -1]
             if on_frame is not None:
                 on_frame(1)
         have = end
     return out
+
+
+Inputs = tuple[torch.Tensor, "torch.Tensor | None"]  # ids [B, T] and the vectors added to them [B, T, D]
+
+
+def _joined(first: Inputs, second: Inputs) -> Inputs:
+    """Two stretches of input in time order (positions without vectors get zeros where the other has some)."""
+    ids = torch.cat([first[0], second[0]], dim=1)
+    if first[1] is None and second[1] is None:
+        return ids, None
+    vectors = first[1] if first[1] is not None else second[1]
+    parts = [
+        added if added is not None else vectors.new_zeros(*ids_part.shape, vectors.shape[-1])
+        for ids_part, added in (first, second)
+    ]
+    return ids, torch.cat(parts, dim=1)
+
+
+def _stacked(first: Inputs, second: Inputs) -> Inputs:
+    """The conditional and the unconditional rows of guidance, one batch."""
+    added = None if first[1] is None else torch.cat([first[1], second[1]])
+    return torch.cat([first[0], second[0]]), added

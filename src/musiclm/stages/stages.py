@@ -12,7 +12,8 @@ Multi-level targets are flattened frame by frame (``a[f,0], a[f,1], ..., a[f+1,0
 level has its own slice of the input vocabulary (per-level offsets) and its own output head, so a
 level's logits are computed only over that level's codebook. The MuLan and melody tokens are the
 *droppable* conditioning: in training they are replaced by a learned NULL token with probability
-``cond_dropout``, which is what classifier-free guidance needs at inference.
+``cond_dropout``, which is what classifier-free guidance needs at inference; a coarse stage with
+``guide_semantic`` drops its semantic tokens with them, so that guidance contrasts it with its history alone.
 A MuLan token enters either as a learned vector of its id (``mulan_embedding="learned"``, the paper's) or
 as its code vector in MuLan's space through one learned projection (``"codebook"``, see
 :class:`MuLanCodeEmbedding`), so that a caption's text tokens, which rarely equal the audio tokens the stage
@@ -104,12 +105,19 @@ class StageConfig(Config):
     direction_margin: float = 0.05
     # Interleaved coarse stage: each acoustic frame also sees the next `semantic_lookahead` semantic tokens
     # after its own (40 ms each at 25 Hz). A note's steady semantic token comes 150-250 ms after its attack,
-    # so without them the stage must guess the pitch of an attack and then follows its own guess.
+    # so without them the stage must guess the pitch of an attack and then follows its own guess. They enter
+    # as vectors (one learned table per step ahead) added to the frame's own semantic position, so a frame
+    # stays 1 + levels positions long.
     semantic_lookahead: int = 0
     # Share of the acoustic tokens the stage reads as its history that training replaces by random codes
     # (the targets stay): a stage that can continue its own past plays drones when it runs free, and a
     # noisy past makes it read the semantic tokens instead.
     history_noise: float = 0.0
+    # Coarse stage: the windows whose MuLan tokens `cond_dropout` drops lose their semantic tokens too (NULL),
+    # so the unconditional half of classifier-free guidance is the stage continuing its own past alone, and
+    # guidance amplifies what the semantic tokens say beyond it: a stage that leans on its history plays
+    # drones, and guidance against that history makes it play the notes it is given.
+    guide_semantic: bool = False
 
     PRESETS = {
         "tiny": {
@@ -149,6 +157,19 @@ class StageConfig(Config):
             "prefix_seconds": 15.0,
         },
     }
+    # Settings of one stage within a preset, over the preset's own (`for_stage` applies them): the shipped
+    # small coarse stage's. It plays its semantic tokens under guidance only with `guide_semantic` (melodies
+    # with a known score: pitch 0.28 -> 0.78 at 1-2 notes/s, docs/experiments.md), and conditions on MuLan's
+    # first level by learned ids.
+    STAGE_PRESETS = {
+        ("small", "coarse"): {
+            "guide_semantic": True,
+            "semantic_lookahead": 4,
+            "history_noise": 0.3,
+            "mulan_levels": 1,
+            "mulan_embedding": "learned",
+        },
+    }
     # The paper's crops differ per stage (30 / 10 / 3 s); `for_stage` applies them scaled to the preset.
     WINDOW_SCALE = {"semantic": 1.0, "coarse": 1 / 3, "fine": 1 / 10}
     # Floors of the scaled windows below `paper`. Attention cost grows with the square of a window, and a
@@ -164,7 +185,8 @@ class StageConfig(Config):
         windows = {k: base.get(k, getattr(cls, k)) * scale for k in ("window_seconds", "prefix_seconds")}
         if preset != "paper":  # small presets keep acoustic windows long enough to carry context
             windows = {k: max(v, cls.MIN_ACOUSTIC_WINDOW[k]) for k, v in windows.items()}
-        return cls.preset(preset, stage=stage, **{**windows, **overrides})
+        own = cls.STAGE_PRESETS.get((preset, stage), {})
+        return cls.preset(preset, stage=stage, **{**windows, **own, **overrides})
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -189,6 +211,8 @@ class StageConfig(Config):
                 "semantic_lookahead is for the coarse stage's interleaved layout (the prefix layout gives "
                 f"the whole window's semantic tokens already), not the {self.layout} {self.stage} stage"
             )
+        if self.guide_semantic and self.stage != "coarse":
+            raise ConfigError(f"guide_semantic is for the coarse stage, not the {self.stage} stage")
         if self.semantic_lookahead < 0 or not 0 <= self.history_noise < 1:
             raise ConfigError(
                 f"semantic_lookahead must be >= 0 and history_noise in [0, 1), got {self.semantic_lookahead} "
@@ -210,6 +234,8 @@ class StageLM(Trainable, PretrainedMixin):
     # a "codebook" stage's MuLan codebooks are those of the tokens it trains on: a warm start from a stage of
     # an earlier MuLan keeps its Transformer and learns the projection onto the new MuLan's codes
     warm_start_keeps = ("transformer.embed.codebooks",)
+    # a stage warm-started with more `semantic_lookahead` than the one it continues learns the table anew
+    warm_start_adds = ("lookahead.",)
 
     def __init__(self, config: StageConfig):
         super().__init__()
@@ -241,8 +267,7 @@ class StageLM(Trainable, PretrainedMixin):
         self.codebook = c.semantic_vocab if c.stage == "semantic" else c.codebook_size
         self.frame_rate = c.semantic_rate if c.stage == "semantic" else c.acoustic_rate
         # tokens of the aligned stream in front of each target frame (interleaved layout)
-        self.given = {"semantic": 0, "coarse": 1 + c.semantic_lookahead, "fine": c.coarse_quantizers}[c.stage]
-        self.given *= self.interleaved
+        self.given = {"semantic": 0, "coarse": 1, "fine": c.coarse_quantizers}[c.stage] * self.interleaved
         self.transformer = Transformer(
             TransformerSpec(
                 vocab_size=rows,
@@ -261,6 +286,9 @@ class StageLM(Trainable, PretrainedMixin):
             count = self.mulan_levels * c.mulan_codebook
             self.transformer.embed = MuLanCodeEmbedding(self.transformer.embed, count, c.mulan_dim)
         self.output_heads = nn.Parameter(torch.randn(self.levels, self.codebook, c.dim) * 0.02)
+        if c.semantic_lookahead:
+            self.lookahead = nn.Embedding(c.semantic_lookahead * c.semantic_vocab, c.dim)
+            nn.init.normal_(self.lookahead.weight, std=0.02)
 
     @property
     def embeds_codebooks(self) -> bool:
@@ -368,19 +396,49 @@ class StageLM(Trainable, PretrainedMixin):
     def aligned(
         self, start: int, end: int, semantic: torch.Tensor | None = None, coarse: torch.Tensor | None = None
     ) -> torch.Tensor | None:
-        """Given ids ``[B, end - start, given]`` in front of target frames ``start..end`` (interleaved layout;
-        None otherwise). ``semantic [B, Fs]`` / ``coarse [B, Qc, Fa]`` are the streams from frame 0."""
+        """Given ids ``[B, end - start, given + semantic_lookahead]`` of target frames ``start..end``
+        (interleaved layout; None otherwise): the ``given`` ids in front of each frame, then the semantic
+        tokens it sees ahead (:meth:`lookahead_vectors`). ``semantic [B, Fs]`` / ``coarse [B, Qc, Fa]`` are
+        the streams from frame 0."""
         if not self.interleaved:
             return None
         if self.config.stage == "coarse":
             _need(semantic, "semantic", "coarse")
             frames = torch.arange(start, end, device=semantic.device)
             own = (frames * self.config.semantic_rate / self.config.acoustic_rate).long()
-            index = own[:, None] + torch.arange(self.given, device=own.device)  # own token, then lookahead
+            ahead = torch.arange(1 + self.config.semantic_lookahead, device=own.device)
+            index = own[:, None] + ahead  # own token, then lookahead
             return semantic[:, index.clamp(max=semantic.shape[1] - 1)] + self.offsets["semantic"]
         _need(coarse, "coarse", "fine")
         ids = self._levels("coarse", coarse[..., start:end], self.config.codebook_size)
         return ids.view(ids.shape[0], end - start, self.given)
+
+    def lookahead_vectors(self, aligned: torch.Tensor) -> torch.Tensor | None:
+        """``[B, F, D]``: the sum of the embeddings of the semantic tokens each frame sees ahead, from the
+        ids of :meth:`aligned` ``[B, F, given + semantic_lookahead]`` (NULL ones add nothing); None without
+        lookahead."""
+        ahead = self.config.semantic_lookahead
+        if not ahead:
+            return None
+        local = aligned[..., self.given :] - self.offsets["semantic"]
+        tables = torch.arange(ahead, device=local.device) * self.config.semantic_vocab
+        vectors = self.lookahead(local.clamp(min=0) + tables)
+        return (vectors * (local >= 0)[..., None]).sum(2)
+
+    def frame_inputs(
+        self, codes: torch.Tensor, aligned: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Input ids of whole target frames ``[B, F * (given + L)]`` (:meth:`frames`) and the vectors added
+        to their embeddings, ``[B, F * (given + L), D]`` (each frame's lookahead on its own semantic
+        position), or None without lookahead."""
+        ids = self.frames(codes, aligned)
+        vectors = None if aligned is None else self.lookahead_vectors(aligned)
+        if vectors is None:
+            return ids, None
+        b, frames, d = vectors.shape
+        added = vectors.new_zeros(b, frames, self.given + self.levels, d)
+        added[:, :, self.given - 1] = vectors
+        return ids, added.flatten(1, 2)
 
     def melody_windows(self, melody: torch.Tensor, start: int, hop_seconds: float) -> torch.Tensor:
         """Melody tokens ``[B, Wm, Q]`` of windows every ``hop_seconds`` -> the ``melody_windows`` of them
@@ -397,8 +455,21 @@ class StageLM(Trainable, PretrainedMixin):
 
     @property
     def droppable(self) -> int:
-        """How many leading prefix positions are text/melody conditioning (replaced by NULL to drop it)."""
-        return 0 if self.config.stage == "fine" else self.mulan_levels + self.melody_positions
+        """How many leading prefix positions are droppable conditioning (replaced by NULL to drop it): text
+        and melody, and with ``guide_semantic`` a prefix-layout coarse stage's semantic tokens after them."""
+        if self.config.stage == "fine":
+            return 0
+        semantic = round(self.config.window_seconds * self.config.semantic_rate)
+        drops_semantic = self.config.guide_semantic and not self.interleaved
+        return self.mulan_levels + self.melody_positions + semantic * drops_semantic
+
+    def drop_aligned(self, aligned: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """The ids of :meth:`aligned` with the semantic tokens of the rows where ``drop`` is True (all rows
+        if None) replaced by NULL, where the stage guides its semantic tokens; unchanged otherwise."""
+        if not self.config.guide_semantic:
+            return aligned
+        rows = torch.ones(aligned.shape[0], dtype=torch.bool, device=aligned.device) if drop is None else drop
+        return aligned.masked_fill(rows[:, None, None], NULL)
 
     def drop_condition(
         self, prefix: torch.Tensor, drop: torch.Tensor | None = None, positions: slice | None = None
@@ -407,7 +478,8 @@ class StageLM(Trainable, PretrainedMixin):
         if None) by NULL."""
         out = prefix.clone()
         rows = slice(None) if drop is None else drop
-        out[rows, positions or slice(0, self.droppable)] = NULL
+        # a prefix-layout stage's last window may hold fewer semantic tokens than a whole one: never its SEP
+        out[rows, positions or slice(0, min(self.droppable, prefix.shape[1] - 1))] = NULL
         return out
 
     def targets(self, codes: torch.Tensor) -> torch.Tensor:
@@ -429,15 +501,19 @@ class StageLM(Trainable, PretrainedMixin):
             raise ValueError(
                 f"an interleaved {self.config.stage} stage needs aligned ids for all {frames} frames"
             )
-        return torch.cat([aligned, targets.view(b, frames, self.levels)], dim=2).flatten(1)
+        given = aligned[..., : self.given]
+        return torch.cat([given, targets.view(b, frames, self.levels)], dim=2).flatten(1)
 
     def forward(
         self, prefix: torch.Tensor, codes: torch.Tensor, aligned: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Teacher-forced logits ``[B, F, L, codebook]`` of target codes ``[B, L, F]`` given the prefix
-        (and, interleaved, the aligned ids ``[B, F, given]``)."""
-        ids = torch.cat([prefix, self.frames(codes, aligned)[:, :-1]], dim=1)
-        hidden = self.transformer(ids)[:, prefix.shape[1] - 1 :]
+        (and, interleaved, the aligned ids of :meth:`aligned`)."""
+        frames, added = self.frame_inputs(codes, aligned)
+        ids = torch.cat([prefix, frames[:, :-1]], dim=1)
+        if added is not None:
+            added = F.pad(added[:, :-1], (0, 0, prefix.shape[1], 0))
+        hidden = self.transformer(ids, added=added)[:, prefix.shape[1] - 1 :]
         b, n, d = hidden.shape
         # the state before each target: per frame, the positions from its last given id to its last target but
         # one
@@ -446,11 +522,13 @@ class StageLM(Trainable, PretrainedMixin):
 
     def training_step(self, batch: dict, *, step: int, group: str) -> dict[str, torch.Tensor]:
         """``batch``: conditioning prefix ``[B, P]`` and target codes ``[B, L, F]`` of one window (and
-        ``aligned`` ids ``[B, F, given]`` for an interleaved stage)."""
-        prefix, codes = batch["prefix"], batch["codes"]
+        ``aligned`` ids of :meth:`aligned` for an interleaved stage)."""
+        prefix, codes, aligned = batch["prefix"], batch["codes"], batch.get("aligned")
         if self.training and self.droppable and self.config.cond_dropout > 0:
             drop = torch.rand(prefix.shape[0], device=prefix.device) < self.config.cond_dropout
             prefix = self.drop_condition(prefix, drop)
+            if aligned is not None:
+                aligned = self.drop_aligned(aligned, drop)
         if self.training and self.melody_positions and self.config.melody_dropout > 0:
             drop = torch.rand(prefix.shape[0], device=prefix.device) < self.config.melody_dropout
             prefix = self.drop_condition(
@@ -460,7 +538,7 @@ class StageLM(Trainable, PretrainedMixin):
         if self.training and self.config.history_noise > 0:
             noisy = torch.rand(codes.shape, device=codes.device) < self.config.history_noise
             history = torch.where(noisy, torch.randint_like(codes, self.codebook), codes)
-        logits = self(prefix, history, batch.get("aligned"))
+        logits = self(prefix, history, aligned)
         nll = self.window_nll(logits, codes)
         loss = nll.mean()
         out = {"ppl": loss.detach().exp().clamp(max=math.exp(20))}
@@ -469,7 +547,6 @@ class StageLM(Trainable, PretrainedMixin):
             if rows.any():
                 # the flipped caption's prefix loses the melody where the true one's did
                 contrast = torch.where(prefix == NULL, prefix, batch["contrast"])[rows]
-                aligned = batch.get("aligned")
                 flipped = self.window_nll(
                     self(contrast, codes[rows], None if aligned is None else aligned[rows]), codes[rows]
                 )

@@ -149,7 +149,10 @@ class Transformer(nn.Module):
         w = self.embed.weight
         return KVCache(self.spec, batch, max_len, w.device, w.dtype, self.rel_bias.by_distance(max_len))
 
-    def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self, ids: torch.Tensor, cache: KVCache | None = None, added: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``added [B, T, D]``: vectors added to the ids' embeddings (a stage's inputs that are no token)."""
         t = ids.shape[1]
         offset = cache.length if cache is not None else 0
         if cache is not None and offset + t > cache.max_len:
@@ -159,7 +162,8 @@ class Transformer(nn.Module):
             if cache is not None and t == 1
             else self.rel_bias(offset, t, offset + t)
         )
-        x = self.drop(self.embed(ids))
+        x = self.embed(ids)
+        x = self.drop(x if added is None else x + added)
         for i, block in enumerate(self.blocks):
             x = block(x, bias, cache, i)
         if cache is not None:

@@ -37,10 +37,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, default_collate
-from tqdm.auto import tqdm
 
 from musiclm.config import Config, ConfigError
 from musiclm.pretrained import WEIGHTS_NAME, load_weights
+from musiclm.progress import tqdm
 from musiclm.training.checkpoint import (
     CheckpointError,
     checkpoint_path,
@@ -121,6 +121,8 @@ class Trainable(nn.Module):
     # state a warm start (``train.init``) leaves as the model was built, e.g. what belongs to the data
     # being trained on rather than to the weights being continued
     warm_start_keeps: tuple[str, ...] = ()
+    # state an option adds that the weights a warm start reads may lack (they start as built)
+    warm_start_adds: tuple[str, ...] = ()
 
     def train_batch(self, step: int, update: GroupUpdate) -> None:
         """One optimiser step, as calls of ``update``. Default: each group in turn learns from its
@@ -517,7 +519,7 @@ class Trainer:
             )
         kept = {k: v.clone() for k, v in self.model.state_dict().items() if k in self.model.warm_start_keeps}
         try:
-            load_weights(self.model, folder / WEIGHTS_NAME, self.device)
+            load_weights(self.model, folder / WEIGHTS_NAME, self.device, self.model.warm_start_adds)
         except ConfigError as err:
             raise TrainingError(
                 f"cannot start from {folder}: {err}; train from scratch or pick a part with the same config"
