@@ -3,7 +3,9 @@
 On the held-out (valid + test) clips of an embedded build, each front end's mean chroma picks the best
 Krumhansl-Kessler profile (24 keys), and its mode is compared with the clip's label, on centre crops of
 5 s (the classifier's and MuLan's training crops) and 10 s (what the suite judges). librosa's
-``chroma_cqt`` is the reference. KEY_CHROMA_DATA names a manifest (e.g. the 20 h build); without it the
+``chroma_cqt`` is the reference; "basic-pitch notes" is the pitch-class profile of the notes basic-pitch
+transcribes (``musiclm.mulan.notes.NoteFeatures``, MuLan's ``notes``). KEY_CHROMA_DATA names a
+manifest (e.g. the 20 h build); without it the
 benchmarks' own 1.5 h build is used.
 """
 
@@ -22,17 +24,20 @@ def main() -> None:
     from musiclm.audio import CHROMAS, RhythmAndKey, centre_crop, read_clip
     from musiclm.data.manifest import read_manifest
     from musiclm.evaluation.adherence import estimate_key
+    from musiclm.mulan.notes import NoteFeatures, note_posteriors
 
     manifest = embedded_manifest("KEY_CHROMA_DATA")
     clips = [c for c in read_manifest(manifest) if c.split != "train" and c.attributes.get("mode")]
-    features = {name: RhythmAndKey(RATE, 50.0, chroma=name) for name in CHROMAS}
+    features = {name: RhythmAndKey(RATE, 50.0, chroma=name).key for name in CHROMAS}
+    note_features = NoteFeatures()
+    features["basic-pitch notes"] = lambda wav: note_features(note_posteriors(wav, RATE))
 
     def modes(wav: torch.Tensor) -> dict[str, str]:
         """Each front end's mode: that of the best of the 24 key profiles its features correlate with
         (the first 24 key features; the suite's chroma key detector for librosa's ``chroma_cqt``)."""
         out = {}
         for name, f in features.items():
-            correlations = f.key(wav[None])[0, :24].view(2, 12)
+            correlations = f(wav[None])[0, :24].view(2, 12)
             out[name] = ("major", "minor")[int(correlations.amax(1).argmax())]
         out["librosa chroma_cqt (the suite's key detector)"] = estimate_key(wav.numpy(), RATE)[1]
         return out

@@ -27,6 +27,7 @@ from musiclm.data.captions import (
     PAIR_KINDS,
     STYLE_WORDS,
     TEMPLATES,
+    TEXTURE_SENTENCES,
     WORDS,
     caption_from_attributes,
     caption_pair,
@@ -154,6 +155,109 @@ def test_heldout_wording_never_in_training_captions():
     assert not any(w in c for c in train for w in heldout_words)
     assert all("violin" in c.lower() for c in train)
     assert all(" a old" not in c and " a energetic" not in c for c in train | held)
+
+
+# The attribute words of the paired-adherence prompts (musiclm/evaluation/pairs.jsonl) and of the held-out
+# zero-shot label prompts (musiclm.mulan.evaluate) that the training captions did not use when those
+# prompts were written: they stay out of training, so that both evaluations read wording it never saw.
+# (The dataset's instrument names, e.g. "pizzicato strings", are in both and not listed.)
+EVALUATION_WORDS = {
+    "tempo": [
+        "takes its time", "quick", "quickly", "half speed", "speed", "crawl", "races", "dragged", "heavy",
+        "clip", "pace", "hurry", "hurried", "unrushed", "rush", "driving", "drawn out", "zipping",
+        "tumbling", "snail's", "stately", "stepping", "lazy", "gallop",
+    ],
+    "mode": [
+        "minor key", "major key", "tearful", "glad", "smiling", "dark", "grieving", "warm", "brooding",
+        "merry", "heavy-hearted", "light-hearted", "lament", "celebration", "grim", "hope", "haunted",
+        "bouncy", "good-humoured", "funeral", "wedding", "sorrow", "joy",
+    ],
+    "register": [
+        "bass notes", "top", "lowest", "highest", "thick", "thin", "down low", "up high", "rumbling",
+        "shimmering", "bottom", "octaves", "growls", "whistles", "range", "left-hand", "right-hand",
+    ],
+    "articulation": [
+        "picked", "picking", "snapping", "holding out", "held out", "ringing", "bow", "bowing", "bows",
+        "strokes", "drawing out", "plucking", "fingers", "connected", "smoothly", "pluck",
+    ],
+    "density": [
+        "unison", "four-part", "weaving", "together", "note by note", "underneath", "filled in", "top line",
+        "interlocking", "bare", "stacked", "inner parts", "alone", "at once", "full harmony", "no harmony",
+    ],
+    "style": [
+        "Bach", "German", "Lutheran", "barn dance", "countryside", "church", "mass", "motet", "Monteverdi",
+        "folk tune", "Irish jig",
+    ],
+    "family": ["quartet", "orchestra", "steel-string", "synth pad", "square-wave", "violin-section"],
+    "zero-shot": ["recording"],  # "a recording featuring {family}"
+}  # fmt: skip
+# What the two caption sets have shared from the start: function words and generic words of music.
+SHARED_WORDS = {
+    "a", "an", "and", "at", "for", "in", "it", "of", "one", "or", "the", "with", "time", "sound", "sounds",
+    "song", "tune", "piece", "melody", "dance", "hymn", "parts", "section", "fiddle", "bowed", "low", "high",
+}  # fmt: skip
+
+
+def _vocabulary(which: str) -> list[str]:
+    """Every word list entry and template (its fields left out) of a caption set, lower-case."""
+    lists = [words for table in (WORDS, STYLE_WORDS, FAMILY_WORDS) for words in table[which].values()]
+    lists += [TEMPLATES[which], MELODY_TEMPLATES[which], *TEXTURE_SENTENCES[which]]
+    return [re.sub(r"\{\w+\}", " ", p).lower() for phrases in lists for p in phrases]
+
+
+def _says(text: str, phrase: str) -> bool:
+    return re.search(rf"(?<![\w-]){re.escape(phrase.lower())}(?![\w-])", text.lower()) is not None
+
+
+def _words(phrases: list[str]) -> set[str]:
+    return {w for p in phrases for w in re.findall(r"[\w'-]+", p)}
+
+
+def test_training_and_heldout_vocabularies_are_disjoint():
+    train, heldout = _vocabulary("train"), _vocabulary("heldout")
+    text = "\n".join(train)
+    assert [p for p in heldout if _says(text, p.strip(" .,;"))] == []  # no held-out phrase, word for word
+    assert _words(train) & _words(heldout) <= SHARED_WORDS, sorted(
+        _words(train) & _words(heldout) - SHARED_WORDS
+    )
+    # nor inside a training word: "lone" in "alone" (the generated captions are checked for the same above)
+    heldout_words = [
+        w.lower() for table in (WORDS, STYLE_WORDS) for ws in table["heldout"].values() for w in ws
+    ]
+    assert [(w, p) for w in heldout_words for p in train if w in p] == []
+    for table in (TEMPLATES, MELODY_TEMPLATES):
+        assert not set(table["train"]) & set(table["heldout"])
+    assert not {s for kind in TEXTURE_SENTENCES["train"] for s in kind} & {
+        s for kind in TEXTURE_SENTENCES["heldout"] for s in kind
+    }
+    # many ways to say each attribute in training, a few held out
+    assert all(len(WORDS["train"][v]) >= 12 for v in ("slow", "medium", "fast", "major", "minor"))
+    assert len(TEMPLATES["train"]) >= 20 and len(MELODY_TEMPLATES["train"]) >= 6
+
+
+def test_evaluation_prompt_words_stay_out_of_training():
+    from musiclm.evaluation.pairs import read_pairs
+    from musiclm.mulan.evaluate import FAMILY_TEMPLATES
+
+    prompts = "\n".join([f"{p.a}\n{p.b}" for p in read_pairs()] + [FAMILY_TEMPLATES["heldout"]])
+    train = "\n".join(_vocabulary("train"))
+    for kind, words in EVALUATION_WORDS.items():
+        for word in words:
+            assert _says(prompts, word), (
+                f"{word!r} ({kind}) is in no evaluation prompt: drop it from the list"
+            )
+            assert not _says(train, word), (
+                f"{word!r} ({kind}) of the evaluation prompts is in training captions"
+            )
+    # and the captions drawn, instrument names and all
+    attrs = {**STRING_CHORALE, "families": ["strings"], "register": "low", "articulation": "plucked"}
+    drawn = "\n".join(
+        caption_from_attributes({**attrs, "tempo_class": t, "mode": m}, np.random.default_rng(s))
+        for t in ("slow", "medium", "fast")
+        for m in ("major", "minor")
+        for s in range(30)
+    )
+    assert [w for ws in EVALUATION_WORDS.values() for w in ws if _says(drawn, w)] == []
 
 
 def test_deterministic_and_resume_repairs_half_written(tmp_path):

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from musiclm.cli.main import app
 from musiclm.data.manifest import read_manifest, write_manifest
-from musiclm.evaluation import adherence, fad, kld, melody, memorization, pairs, prompts
+from musiclm.evaluation import adherence, asked, fad, kld, melody, memorization, pairs, prompts
 
 SR = 22050
 
@@ -48,6 +48,15 @@ def chord_sequence(chords: list[list[int]], seconds_each: float = 1.0, sr: int =
 
 def melody_wav(notes: list[int], seconds_each: float = 0.4, sr: int = SR) -> torch.Tensor:
     return chord_sequence([[n] for n in notes], seconds_each, sr)
+
+
+def sine_melody(notes_per_second: float, seconds: float = 5.0, sr: int = SR) -> torch.Tensor:
+    """A legato sine line up and down a C-major scale, its phase continuous so that no gap marks a new note
+    (0 notes a second: middle C held)."""
+    steps = np.array([0, 2, 4, 5, 7, 9, 11, 12, 11, 9, 7, 5, 4, 2])
+    t = np.arange(round(seconds * sr)) / sr
+    hz = librosa.midi_to_hz(60 + steps[(t * notes_per_second).astype(int) % len(steps)])
+    return torch.from_numpy(0.5 * np.sin(2 * np.pi * np.cumsum(hz) / sr)).float()
 
 
 def test_frechet_distance_and_fad_infinity():
@@ -88,6 +97,105 @@ def test_key_of_triad_sequences():
     assert not adherence.key_matches(("F", "major"), "D", "minor")["key"]
     with pytest.raises(ValueError, match="key name"):
         adherence.pitch_class("H#")
+
+
+@pytest.mark.parametrize(
+    "text, bpm, key, mode",
+    [
+        ("A tango at about 120 BPM in D minor.", 120, "D", "minor"),
+        ("Here organ carries a hymn, roughly 96 beats per minute.", 96, None, None),
+        ("Listen to flute performing a reel; it feels gloomy, key of E minor.", None, "E", "minor"),
+        ("A waltz in F# major", None, "F#", "major"),
+        ("a dirge in Bb minor, 60bpm", 60, "Bb", "minor"),
+        ("Folk; accordion; slow; happy; C major; 104 BPM.", 104, "C", "major"),
+        ("in the key of B flat major at 90.5 beats a minute", 90.5, "Bb", "major"),
+        ("a march in E♭ major", None, "Eb", "major"),
+        ("a nocturne in G♯ Minor", None, "G#", "minor"),
+        ("C sharp minor, at a 132-BPM clip", 132, "C#", "minor"),
+        ("A-flat major chorale", None, "Ab", "major"),
+        ("a lament in a minor key", None, None, None),  # "a" is an article: the mode alone names no key
+        ("A slow, calm flute melody.", None, None, None),
+        ("", None, None, None),
+    ],
+)
+def test_asked_tempo_and_key_read_from_the_prompt_words(text, bpm, key, mode):
+    assert asked.asked(text) == {"bpm": bpm, "key": key, "mode": mode}
+
+
+def test_asked_tempo_share_on_click_tracks():
+    played_asked = [(120, "at about 120 BPM"), (150, "roughly 75 beats per minute"), (75, "at 150 bpm")]
+    played_asked += [(100, "at 130 BPM"), (150, "at about 50 BPM"), (120, "a march, tempo not named")]
+    scores = asked.asked_scores([click_track(b) for b, _ in played_asked], SR, [t for _, t in played_asked])
+    clips = scores["per_clip_asked"]
+    assert [c["prompt"] for c in clips] == [0, 1, 2, 3, 4]  # the prompt naming no tempo is not counted
+    assert [c["tempo"] for c in clips] == [True, False, False, False, False]
+    assert [c["tempo_octave"] for c in clips] == [True, True, True, False, False]  # x3 is no octave error
+    assert scores["asked_tempo_n"] == 5 and scores["asked_tempo_share"] == pytest.approx(0.2)
+    assert scores["asked_tempo_octave_share"] == pytest.approx(0.6)
+    assert scores["asked_key_n"] == 0 and math.isnan(scores["asked_key_share"])
+
+
+def test_asked_key_on_a_triad_progression():
+    d_minor = chord_sequence([[62, 65, 69], [67, 70, 74], [69, 73, 76], [62, 65, 69]] * 2)  # i iv V i
+    texts = ["A dirge in D minor.", "key of G minor", "in F major", "in D major", "no key named"]
+    scores = asked.asked_scores([d_minor] * len(texts), SR, texts)
+    assert [(c["key"], c["mode"]) for c in scores["per_clip_asked"]] == [
+        (True, True),
+        (False, True),
+        (False, False),  # the relative major is another key and mode
+        (False, False),
+    ]
+    assert scores["per_clip_asked"][0]["key_detected"] == "D minor" and scores["asked_key_n"] == 4
+    assert scores["asked_key_share"] == 0.25 and scores["asked_mode_share"] == 0.5
+    assert scores["asked_tempo_n"] == 0
+
+
+def test_note_change_rate_counts_notes_and_not_drones():
+    from musiclm.evaluation.melodies import note_change_rate, note_rate_ratios
+
+    slow, fast, held = (note_change_rate(sine_melody(n), SR) for n in (2, 6, 0))
+    assert slow == pytest.approx(2, abs=0.3) and fast == pytest.approx(6, abs=0.6)
+    assert held <= 0.2  # the one note it starts on
+    ratios = note_rate_ratios([0.2, 6.0, 1.0], [2.0, 6.0, 0.0])
+    assert ratios["per_clip_note_rate_ratio"][:2] == pytest.approx([0.1, 1.0])
+    assert math.isnan(ratios["per_clip_note_rate_ratio"][2])  # a real clip without note changes: no ratio
+    assert ratios["note_rate_ratio_median"] == pytest.approx(0.55) and ratios["note_rate_ratio_n"] == 2
+
+
+def test_suite_reports_note_changes_against_the_real_clip_and_what_the_words_ask(tmp_path):
+    from musiclm.data.manifest import Clip
+    from musiclm.evaluation import suite
+
+    rate, seconds = 16000, 4.0
+
+    def clip(name: str, wav: torch.Tensor, split: str = "valid") -> Clip:
+        sf.write(tmp_path / f"{name}.wav", wav.numpy(), rate)
+        return Clip(tmp_path / f"{name}.wav", seconds, split=split)
+
+    real = [clip("real0", sine_melody(4, seconds, rate)), clip("real1", sine_melody(2, seconds, rate))]
+    spare = [clip(f"spare{i}", sine_melody(1, seconds, rate)) for i in range(2)]
+    texts = ["A quick tune at about 120 BPM in C major.", "A slow tune."]
+    metrics = suite.run_evaluation(
+        [prompts.Prompt(t, reference=c.path) for t, c in zip(texts, real)],
+        real + spare + [clip("train", sine_melody(0, seconds, rate), "train")],
+        tmp_path / "eval",
+        suite.Evaluators(),
+        sample_rate=rate,
+        seconds=seconds,
+        generated=[sine_melody(0, seconds, rate), sine_melody(2, seconds, rate)],  # a drone; the real pace
+        reference_clips_min=2,
+    )
+    generated, truth = metrics["generated"], metrics["ground truth"]
+    assert truth["per_clip_note_rate"] == pytest.approx([4, 2], abs=0.3)
+    assert generated["per_clip_note_rate_ratio"] == pytest.approx([0, 1], abs=0.1)
+    assert metrics["random training"]["note_rate_ratio_median"] < 0.1  # a held tone against both
+    assert "note_rate_ratio_median" not in truth  # 1 by construction
+    assert generated["asked_tempo_n"] == 1 and generated["asked_key_n"] == 1
+    assert truth["asked_tempo_share"] in (0.0, 1.0) and "per_clip_asked" in truth
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "## Music that moves" in report and "| 1 | A slow tune. | 2.000 |" in report
+    assert "## Tempo and key asked by name" in report and "Stable Audio 3" in report
+    assert "note_rate" not in report.split("## Metrics")[1].split("## Tempo")[0]  # not in the big table
 
 
 def test_adherence_rows_on_known_audio():
@@ -308,7 +416,8 @@ def test_classifier_trains_and_eval_runs_end_to_end(tiny_dataset, tiny_pipeline,
     # measured against other real clips, the ground truth scores above zero: nothing is 0 by construction
     assert rows["ground truth"]["kld"] > 1e-4 and rows["ground truth"]["fad_classifier"] > 1e-4
     assert 0 <= metrics["info"]["memorization"]["exact_match"] <= 1 and metrics["info"]["guidance"] == 2
-    assert (out / "report.md").read_text().count("| generated |") == 1
+    report = (out / "report.md").read_text()
+    assert report.split("## Tempo")[0].count("| generated |") == 1 and "## Music that moves" in report
     assert (out / "spectrograms.png").stat().st_size > 1000 and (out / "adherence.png").is_file()
 
     # a rerun resumes from the audio written: nothing is generated again, and the row is the same

@@ -140,6 +140,52 @@ def test_mulan_trains_tokens_and_round_trips(tmp_path):
         )
 
 
+def test_top_text_layers_fine_tune_slower_and_alone_are_saved(tmp_path):
+    seed_everything(0)
+    model = MuLan(MuLanConfig.preset("tiny").replace(finetune_text_layers=1))
+    top, below = model.text_encoder.encoder.layer[-1], model.text_encoder.encoder.layer[-2]
+    assert all(p.requires_grad for p in top.parameters())
+    assert not any(p.requires_grad for p in below.parameters())
+    before = {n: p.detach().clone() for n, p in model.text_encoder.named_parameters()}
+    tc = TrainConfig(steps=4, batch_size=8, lr=3e-3, warmup_steps=1, progress=False, ckpt_every=1000)
+    trainer = Trainer(model, ToneCaptions(), tc, tmp_path / "run")
+    rates = sorted({g["initial_lr"] for g in trainer.optimizers["model"].param_groups})
+    assert rates == pytest.approx([3e-3 * MuLan.TEXT_LR_SCALE, 3e-3])
+    model = trainer.fit().eval()
+    moved = {n for n, p in model.text_encoder.named_parameters() if not torch.equal(p, before[n])}
+    assert moved and all(
+        n.startswith(f"encoder.layer.{len(model.text_encoder.encoder.layer) - 1}.") for n in moved
+    )
+    model.save_pretrained(tmp_path / "mulan")
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "mulan" / "model.safetensors", "pt") as f:
+        saved = {k for k in f.keys() if k.startswith("text_encoder.")}
+    assert saved == {f"text_encoder.encoder.layer.{model.frozen_text_layers}.{k}" for k in top.state_dict()}
+    with torch.no_grad():
+        text = model.embed_text(["a deep low bass drone"])
+        torch.testing.assert_close(
+            load_component(tmp_path / "mulan").embed_text(["a deep low bass drone"]), text
+        )
+
+
+def test_attention_pooling_starts_as_the_mean_and_learns_where_to_look():
+    from musiclm.config import ConfigError
+
+    seed_everything(0)
+    mean = MuLan(MuLanConfig.preset("tiny")).eval()
+    attention = MuLan(MuLanConfig.preset("tiny").replace(text_pooling="attention")).eval()
+    texts = ["a slow sad chorale for organ", "fast"]
+    with torch.no_grad():
+        torch.testing.assert_close(attention.pooled_text(texts), mean.pooled_text(texts))
+        attention.text_query.normal_()
+        assert not torch.allclose(attention.pooled_text(texts)[0], mean.pooled_text(texts)[0], atol=1e-3)
+        # padding never gets weight: a text pools the same alone as beside a longer one
+        torch.testing.assert_close(attention.pooled_text(texts)[1], attention.pooled_text(texts[1:])[0])
+    with pytest.raises(ConfigError, match="text_pooling"):
+        MuLan(MuLanConfig.preset("tiny").replace(text_pooling="max"))
+
+
 class LabelledTones(ToneCaptions):
     """The tones with attribute targets: low tones are slow bass, high ones fast synth; mode alternates."""
 
@@ -333,7 +379,7 @@ def test_cli_trains_and_evaluates_on_rendered_data(tiny_dataset, tmp_path):
     ]
     small_data_path = [  # as `small`
         *("--set", "model.fresh_captions=true", "--set", "model.augment=true"),
-        *("--set", "model.attribute_weight=0.3"),
+        *("--set", "model.attribute_weight=0.3", "--set", "model.notes=true"),
     ]
     result = runner.invoke(
         app, ["train", "mulan", "--out", str(tmp_path / "mulan"), *common, *small_data_path]
@@ -342,6 +388,9 @@ def test_cli_trains_and_evaluates_on_rendered_data(tiny_dataset, tmp_path):
     # the rendered clips' attributes reached the heads: their losses are logged beside the contrastive one
     logged = [json.loads(line) for line in (tmp_path / "mulan" / "metrics.jsonl").read_text().splitlines()]
     assert any("attr_family" in row and "contrastive" in row for row in logged)
+    # the note posteriors the run trained on were transcribed once, beside the manifest
+    transcribed = list((tiny_dataset.parent / "notes").rglob("*.npy"))
+    assert len(transcribed) == len(tiny_dataset.read_text().splitlines())
     result = runner.invoke(app, ["train", "melody", "--out", str(tmp_path / "melody"), *common])
     assert result.exit_code == 0, result.output
     out = tmp_path / "eval.json"
@@ -394,3 +443,98 @@ def test_melody_pairs_need_two_melodies():
     assert len(MelodyPairs(pair("a") + pair("b"), SR, 4.0)) == 2
     with pytest.raises(ValueError, match="at least 2 melody_groups"):
         MelodyPairs(pair("a") + [Clip("lonely.wav", 8.0, SR)], SR, 4.0)
+
+
+def note_melody(midis: list[int], per_second: float) -> torch.Tensor:
+    """Notes with decaying harmonics (a plucked string's spectrum more than a sine's), one after another."""
+    length = int(SR / per_second)
+    t = torch.arange(length) / SR
+    notes = []
+    for midi in midis:
+        freq = 440 * 2 ** ((midi - 69) / 12)
+        partials = sum(torch.sin(2 * math.pi * k * freq * t) / k**1.5 for k in range(1, 6))
+        notes.append(0.2 * partials * torch.exp(-2.5 * t))
+    return torch.cat(notes)
+
+
+def test_note_features_hear_mode_pace_and_register():
+    from musiclm.mulan.notes import FRAME_RATE, NoteFeatures, note_posteriors
+
+    major, minor = [60, 64, 67, 72, 67, 64], [60, 63, 67, 72, 67, 63]
+    clips = {
+        "major slow": note_melody(major * 2, 1.5),
+        "minor slow": note_melody(minor * 2, 1.5),
+        "major fast": note_melody(major * 5, 6.0)[: int(8 * SR)],
+        "major high": note_melody([m + 24 for m in major * 2], 1.5),
+    }
+    features = NoteFeatures()
+    read = {}
+    for name, wav in clips.items():
+        posteriors = note_posteriors(wav[None], SR)
+        assert posteriors.shape == (1, round(len(wav) / SR * FRAME_RATE), 89)
+        assert 0 <= float(posteriors.min()) and float(posteriors.max()) <= 1
+        read[name] = features(posteriors)[0]
+    assert all(f.shape == (features.dim,) for f in read.values())
+
+    def major_minus_minor(f: torch.Tensor) -> float:  # correlations at the best key's tonic
+        return float(f[0] - f[12])
+
+    assert major_minus_minor(read["major slow"]) > 0.2 > -0.2 > major_minus_minor(read["minor slow"])
+    onsets_a_second = {name: math.expm1(float(f[-6])) for name, f in read.items()}
+    assert 1.0 < onsets_a_second["major slow"] < 2.5 and 4.5 < onsets_a_second["major fast"] < 8
+    mean_key = {name: float(f[-3]) * 87 for name, f in read.items()}
+    assert mean_key["major high"] - mean_key["major slow"] == pytest.approx(24, abs=3)
+
+
+def test_note_cache_feeds_crops_and_matches_transcription(tiny_dataset):
+    from musiclm.data.datasets import AudioCropDataset
+    from musiclm.data.manifest import Clip
+    from musiclm.mulan.notes import read_cached, write_note_cache
+    from musiclm.pretrained import load_state_dict_checked
+
+    write_note_cache(tiny_dataset, SR)
+    assert write_note_cache(tiny_dataset, SR) == 0  # resumable: nothing left to do
+    crops = AudioCropDataset(tiny_dataset, SR, 2.0, split=None, with_notes=True)
+    plain = MuLan(MuLanConfig.preset("tiny")).eval()
+    model = MuLan(MuLanConfig.preset("tiny").replace(notes=True)).eval()
+    load_state_dict_checked(model, plain.state_dict(), "a MuLan without notes", model.warm_start_adds)
+    item = crops[3]
+    assert item["notes"].shape == (50, 89)
+    with torch.no_grad():
+        # a new note projection starts at zero, so a warm start from a MuLan without notes changes nothing
+        without = plain.embed_audio(item["audio"][None])
+        torch.testing.assert_close(model.embed_audio(item["audio"][None]), without)
+        torch.nn.init.normal_(model.note_proj.weight, std=0.5)
+        cached = model.embed_audio(item["audio"][None], item["notes"][None])
+        transcribed = model.embed_audio(item["audio"][None])
+        assert not torch.allclose(cached, without, atol=1e-3)
+    assert F.cosine_similarity(cached, transcribed).item() > 0.98
+    with pytest.raises(FileNotFoundError, match="musiclm mulan notes"):
+        read_cached(Clip(tiny_dataset.parent / "elsewhere.wav"), tiny_dataset, 0.0, 2.0)
+
+
+def test_window_tokens_transcribe_a_clip_once():
+    """Tokenization transcribes a clip once and gives each MuLan window its slice of the notes: the tokens
+    match those of windows transcribed one by one (basic-pitch hears the edges of a window a little
+    differently)."""
+    from musiclm.audio import crop_or_pad, loudness_normalize
+    from musiclm.stages.tokenize import mulan_window_tokens
+
+    seed_everything(0)
+    model = MuLan(MuLanConfig.preset("tiny").replace(notes=True)).eval()
+    torch.nn.init.normal_(model.note_proj.weight, std=0.5)
+    wav = note_melody([60, 62, 64, 65, 67, 69, 71, 72] * 2, 2.0)  # 8 s: windows of 2 s every 1 s
+    with torch.no_grad():
+        model.fit_quantizer(F.normalize(torch.randn(256, model.embed_dim), dim=-1))
+        tokens = mulan_window_tokens(model, wav, hop=1.0, batch=3)
+        length = model.window_samples
+        one_by_one = torch.cat(
+            [
+                model.quantize(
+                    model.embed_audio(loudness_normalize(crop_or_pad(wav, length, s * SR), SR)[None])
+                )
+                for s in range(7)
+            ]
+        )
+    assert tokens.shape == one_by_one.shape == (7, model.num_quantizers)
+    assert (tokens[:, 0] == one_by_one[:, 0]).float().mean() >= 6 / 7

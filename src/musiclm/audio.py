@@ -191,10 +191,16 @@ def sliding_windows(wav: torch.Tensor, length: int, hop: int) -> torch.Tensor:
     zero-padded to it, and a last partial hop is covered by a window ending at the audio's end, so every
     sample is in a window (MuLan's and CLAP's embeddings average over these; FAD takes them as frames)."""
     wav = crop_or_pad(wav, max(length, wav.shape[-1]))
-    starts = list(range(0, wav.shape[-1] - length + 1, hop))
-    if starts[-1] + length < wav.shape[-1]:
-        starts.append(wav.shape[-1] - length)
-    return torch.stack([wav[:, s : s + length] for s in starts], 1)
+    return torch.stack([wav[:, s : s + length] for s in window_starts(wav.shape[-1], length, hop)], 1)
+
+
+def window_starts(total: int, length: int, hop: int) -> list[int]:
+    """Where :func:`sliding_windows` starts its windows over ``total`` samples."""
+    total = max(length, total)
+    starts = list(range(0, total - length + 1, hop))
+    if starts[-1] + length < total:
+        starts.append(total - length)
+    return starts
 
 
 def random_crop(wav: torch.Tensor, length: int, rng: np.random.Generator) -> torch.Tensor:
@@ -300,29 +306,41 @@ class RhythmAndKey(nn.Module):
 
     def rhythm(self, mel: torch.Tensor) -> torch.Tensor:
         flux = (mel[..., 1:] - mel[..., :-1]).clamp(min=0).mean(1)
-        flux = flux - flux.mean(-1, keepdim=True)
-        n = flux.shape[-1]
-        acf = torch.fft.irfft(torch.fft.rfft(flux, 2 * n).abs().pow(2), 2 * n)[..., :n]
-        acf = acf / acf[..., :1].clamp(min=1e-8)
-        lags = acf[..., self.lags[0] : self.lags[1]]
-        return F.pad(lags, (0, self.lags[1] - self.lags[0] - lags.shape[-1]))  # audio shorter than 2 s
+        return onset_autocorrelation(flux, self.lags)
 
     def key(self, wav: torch.Tensor) -> torch.Tensor:
         spec = torch.stft(wav.float(), self.n_fft, self.n_fft // 4, window=self.window, return_complex=True)
         chroma = self.chroma_filters @ spec.abs().pow(self.power)  # [B, 12, F]
-        chroma = (chroma / chroma.amax(1, keepdim=True).clamp(min=1e-10)).mean(-1)
-        profiles = KEY_PROFILES.to(chroma)
-        rotations = torch.stack([profiles.roll(t, dims=-1) for t in range(12)], dim=1)  # [2, 12 tonics, 12]
-        x = chroma - chroma.mean(-1, keepdim=True)
-        r = rotations - rotations.mean(-1, keepdim=True)
-        corr = torch.einsum("bp,ktp->bkt", x, r) / (x.norm(dim=-1)[:, None, None] * r.norm(dim=-1) + 1e-8)
-        best = corr.amax(1).argmax(-1)  # tonic of the best key, major or minor
-        order = (torch.arange(12, device=wav.device)[None] + best[:, None]) % 12
-        corr = torch.gather(corr, 2, order[:, None].expand(-1, 2, -1))
-        return torch.cat([corr.flatten(1), torch.gather(chroma, 1, order)], dim=1)
+        return key_profile_features((chroma / chroma.amax(1, keepdim=True).clamp(min=1e-10)).mean(-1))
 
     def forward(self, wav: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.rhythm(mel), self.key(wav)], dim=1)
+
+
+def onset_autocorrelation(envelope: torch.Tensor, lags: tuple[int, int]) -> torch.Tensor:
+    """``[B, F]`` onset envelope -> ``[B, lags[1] - lags[0]]``: its autocorrelation at those lags (frames),
+    relative to lag 0, so a steady beat shows as peaks at its period whatever the level."""
+    envelope = envelope - envelope.mean(-1, keepdim=True)
+    n = envelope.shape[-1]
+    acf = torch.fft.irfft(torch.fft.rfft(envelope, 2 * n).abs().pow(2), 2 * n)[..., :n]
+    acf = acf / acf[..., :1].clamp(min=1e-8)
+    picked = acf[..., lags[0] : lags[1]]
+    return F.pad(picked, (0, lags[1] - lags[0] - picked.shape[-1]))  # an envelope shorter than the lags
+
+
+def key_profile_features(chroma: torch.Tensor) -> torch.Tensor:
+    """``[B, 12]`` pitch-class profile -> ``[B, 36]``: its correlations with the major and minor key profiles
+    at every tonic, then the profile itself, both rotated so that the best key's tonic comes first (a
+    transposition changes nothing; the major-minor contrast at that tonic is the mode)."""
+    profiles = KEY_PROFILES.to(chroma)
+    rotations = torch.stack([profiles.roll(t, dims=-1) for t in range(12)], dim=1)  # [2, 12 tonics, 12]
+    x = chroma - chroma.mean(-1, keepdim=True)
+    r = rotations - rotations.mean(-1, keepdim=True)
+    corr = torch.einsum("bp,ktp->bkt", x, r) / (x.norm(dim=-1)[:, None, None] * r.norm(dim=-1) + 1e-8)
+    best = corr.amax(1).argmax(-1)  # tonic of the best key, major or minor
+    order = (torch.arange(12, device=chroma.device)[None] + best[:, None]) % 12
+    corr = torch.gather(corr, 2, order[:, None].expand(-1, 2, -1))
+    return torch.cat([corr.flatten(1), torch.gather(chroma, 1, order)], dim=1)
 
 
 def semitone_chroma_filters(sample_rate: int, n_fft: int, low_hz: float, high_hz: float) -> np.ndarray:

@@ -52,6 +52,7 @@ def _valid_set(
     with_text: bool,
     hard_negatives: bool = False,
     with_labels: bool = False,
+    with_notes: bool = False,
 ):
     """Fixed middle crops of the 'valid' split, or None where the manifests have none."""
     from musiclm.data.datasets import AudioCropDataset
@@ -66,6 +67,7 @@ def _valid_set(
             with_text=with_text,
             hard_negatives=hard_negatives,
             with_labels=with_labels,
+            with_notes=with_notes,
         )
     except ValueError:
         return None
@@ -94,6 +96,7 @@ def train_mulan(
     from musiclm.data.augment import Augment
     from musiclm.data.datasets import AudioCropDataset
     from musiclm.mulan.model import TRAIN_DEFAULTS, MuLan, MuLanConfig
+    from musiclm.mulan.notes import write_note_cache
     from musiclm.training import TrainConfig, Trainer, seed_everything
 
     changes = {
@@ -102,8 +105,15 @@ def train_mulan(
     config = model_config(MuLanConfig, preset, overrides, **changes)
     tc = train_config(TrainConfig.from_dict(TRAIN_DEFAULTS[preset]), steps, batch_size, lr, device, overrides)
     seed_everything(tc.seed)
+    if config.notes:  # transcribed once (resumable), so that no training crop waits for basic-pitch
+        for manifest in data:
+            write_note_cache(manifest, config.sample_rate, workers=tc.num_workers or 1)
     crops = dict(
-        manifests=data, sample_rate=config.sample_rate, crop_seconds=config.window_seconds, split="train"
+        manifests=data,
+        sample_rate=config.sample_rate,
+        crop_seconds=config.window_seconds,
+        split="train",
+        with_notes=config.notes,
     )
     with_labels = config.attribute_weight > 0  # the heads' targets
     # the level stays at the dataset's loudness: tokenization feeds MuLan loudness-normalised audio
@@ -123,6 +133,7 @@ def train_mulan(
         with_text=True,
         hard_negatives=config.hard_negatives,
         with_labels=with_labels,
+        with_notes=config.notes,
     )
     trainer = Trainer(MuLan(config), train, tc, out, val_data=val)
     trainer.fit()
@@ -250,3 +261,21 @@ def embed(
     if out is not None:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(out))
         typer.echo(f"saved {len(tensors)} tensors to {out}")
+
+
+@mulan_app.command("notes")
+def notes(
+    data: Manifests,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes transcribing side by side (one per core).")
+    ] = 1,
+    sample_rate: Annotated[int, typer.Option(min=8000, help="Rate the clips are read at (MuLan's).")] = 24000,
+) -> None:
+    """Transcribe every clip of the manifests once with basic-pitch into notes/ beside each manifest: the note
+    posteriors a MuLan with ``model.notes`` trains on (``train mulan`` does this itself where they are
+    missing). Resumable."""
+    from musiclm.mulan.notes import write_note_cache
+
+    for manifest in data:
+        written = write_note_cache(manifest, sample_rate, workers)
+        typer.echo(f"{manifest}: {written} clips transcribed")

@@ -3,6 +3,10 @@
 Two disjoint sets of templates and synonyms: ``train`` for training clips and ``heldout`` for
 validation/test clips, so evaluation can measure robustness to wording never seen in training.
 Word choices follow how MusicCaps annotators describe music (tempo words, moods, instruments, genre).
+The training set is the larger, with many ways to say each attribute and many sentence shapes, so that a
+text tower learns the attribute rather than one phrasing of it. Its words and templates take none of the
+held-out set's, nor the attribute words of the paired-adherence prompts (``evaluation/pairs.jsonl``) and
+of the zero-shot label prompts (``musiclm.mulan.evaluate``): ``tests/test_data.py`` lists and checks them.
 """
 
 from __future__ import annotations
@@ -13,23 +17,64 @@ import numpy as np
 
 from musiclm.data import instruments
 
+# The vocabularies are tables of phrases, laid out by hand (one line per attribute value where it fits).
+# fmt: off
 WORDS = {
     "train": {
-        "slow": ["slow", "calm", "gentle", "relaxed", "slow-paced", "soothing", "peaceful"],
-        "medium": ["moderate-tempo", "mid-tempo", "steady", "easy-going", "medium-tempo", "moderately paced"],
-        "fast": ["fast", "lively", "upbeat", "energetic", "fast-paced", "up-tempo"],
-        "major": ["happy", "bright", "cheerful", "joyful", "optimistic", "playful"],
-        "minor": ["sad", "melancholic", "somber", "emotional", "sorrowful", "plaintive"],
-        "solo": ["solo", "a single"],
-        "reverb": ["with a roomy reverb", "in a reverberant hall"],
-        "dry": ["with a dry, close sound", "recorded dry"],
-        "melody": ["whistled", "hummed"],
-        "low": ["low-pitched", "deep", "in a low register"],
-        "high": ["high-pitched", "high-register", "in a high register", "soaring"],
-        "plucked": ["plucked", "percussive", "short and detached"],
-        "sustained": ["sustained", "legato", "flowing"],
-        "one line": ["a single melodic line", "one line on its own", "a monophonic line"],
-        "many voices": ["many voices in harmony", "full chords", "rich harmony", "layered polyphonic parts"],
+        # every tempo and mood word reads as an adjective: "a {tempo} {style}", "it sounds {mood}"
+        "slow": [
+            "slow", "calm", "gentle", "relaxed", "slow-paced", "soothing", "peaceful", "laid-back",
+            "tranquil", "serene", "mellow", "sleepy", "dreamy", "slow-moving", "restful", "placid",
+            "sluggish", "adagio", "largo", "lento", "downtempo",
+        ],
+        "medium": [
+            "moderate-tempo", "mid-tempo", "steady", "easy-going", "medium-tempo", "moderately paced",
+            "moderate", "moderato", "medium-paced", "mid-paced", "steady-going", "comfortable",
+        ],
+        "fast": [
+            "fast", "lively", "upbeat", "energetic", "fast-paced", "up-tempo", "uptempo", "fast-moving",
+            "swift", "nimble", "peppy", "sprightly", "vigorous", "animated", "bustling", "allegro", "presto",
+            "vivace",
+        ],
+        "major": [
+            "happy", "bright", "cheerful", "joyful", "optimistic", "playful", "triumphant", "jolly",
+            "festive", "jubilant", "radiant", "contented", "exuberant", "gleeful", "buoyant", "positive",
+        ],
+        "minor": [
+            "sad", "melancholic", "somber", "emotional", "sorrowful", "plaintive", "melancholy",
+            "bittersweet", "doleful", "forlorn", "downcast", "dejected", "moody", "poignant", "tragic",
+            "pensive", "heartbroken", "desolate", "anguished", "yearning",
+        ],
+        "solo": ["solo", "a single", "a solitary"],
+        "reverb": [
+            "with a roomy reverb", "in a reverberant hall", "with plenty of reverb", "in a big resonant room",
+            "with a spacious sound", "drenched in reverb",
+        ],
+        "dry": [
+            "with a dry, close sound", "recorded dry", "without reverb", "in a dry studio", "dry and direct",
+        ],
+        "melody": ["whistled", "hummed", "vocalized", "intoned"],  # "a {melody} melody"
+        "low": [
+            "low-pitched", "deep", "in a low register", "in the lower register", "low-register",
+            "pitched low", "deep and resonant",
+        ],
+        "high": [
+            "high-pitched", "high-register", "in a high register", "soaring", "in the upper register",
+            "upper-register", "pitched high",
+        ],
+        "plucked": [
+            "plucked", "percussive", "short and detached", "detached", "crisp", "choppy", "spiky", "punchy",
+        ],
+        "sustained": ["sustained", "legato", "flowing", "lingering", "seamless", "gliding", "unbroken"],
+        "one line": [
+            "a single melodic line", "one line on its own", "a monophonic line", "a single line",
+            "a melody without chords", "an unharmonized tune", "a solo line",
+        ],
+        "many voices": [
+            "many voices in harmony", "full chords", "rich harmony", "layered polyphonic parts",
+            "several independent lines", "counterpoint", "lush chords", "harmonized parts", "multiple voices",
+            "polyphonic writing",
+        ],
     },
     "heldout": {
         "slow": ["unhurried", "languid", "leisurely"],
@@ -51,13 +96,27 @@ WORDS = {
 }
 STYLE_WORDS = {
     "train": {
-        "folk song": ["folk song", "traditional folk melody"],
-        "irish folk dance": ["Irish folk dance", "Celtic jig or reel"],
-        "fiddle tune": ["fiddle tune", "old-time dance tune"],
-        "chorale": ["chorale", "hymn"],
-        "renaissance polyphony": ["Renaissance polyphony", "sacred Renaissance piece"],
-        "madrigal": ["madrigal", "early Baroque vocal piece"],
-        "medieval polyphony": ["medieval piece", "medieval polyphonic song"],
+        "folk song": ["folk song", "traditional folk melody", "traditional song", "folk ballad", "folk air"],
+        "irish folk dance": [
+            "Irish folk dance", "Celtic jig or reel", "Irish reel", "Celtic reel", "Irish hornpipe",
+            "Irish traditional dance",
+        ],
+        "fiddle tune": [
+            "fiddle tune", "old-time dance tune", "hoedown", "old-time fiddle piece",
+            "Appalachian fiddle tune",
+        ],
+        "chorale": [
+            "chorale", "hymn", "hymn tune", "Baroque chorale", "chorale harmonization", "sacred hymn",
+        ],
+        "renaissance polyphony": [
+            "Renaissance polyphony", "sacred Renaissance piece", "Renaissance vocal polyphony",
+            "polyphonic Renaissance composition", "piece of Renaissance counterpoint",
+        ],
+        "madrigal": ["madrigal", "early Baroque vocal piece", "secular madrigal", "English madrigal"],
+        "medieval polyphony": [
+            "medieval piece", "medieval polyphonic song", "piece of medieval music",
+            "early medieval polyphony", "Gothic-era polyphony",
+        ],
     },
     "heldout": {
         "folk song": ["rustic village song"],
@@ -73,17 +132,17 @@ STYLE_WORDS = {
 # training, see ``caption_from_attributes``), so that "strings" or "brass" mean something to MuLan.
 FAMILY_WORDS = {
     "train": {
-        "piano": ["piano", "keyboard"],
-        "strings": ["strings", "a string section", "bowed strings"],
-        "brass": ["brass", "a brass section"],
-        "woodwinds": ["woodwinds", "wind instruments"],
-        "reed": ["reeds", "reed instruments"],
-        "guitar": ["guitar", "guitars"],
-        "organ": ["organ", "an organ"],
-        "mallets": ["mallets", "tuned percussion"],
-        "voice": ["voices", "vocals"],
-        "synth": ["synth", "synthesizers"],
-        "bass": ["bass", "a bass line"],
+        "piano": ["piano", "keyboard", "pianoforte", "keyboard instruments"],
+        "strings": ["strings", "a string section", "bowed strings", "string instruments", "string players"],
+        "brass": ["brass", "a brass section", "brass instruments", "brass players"],
+        "woodwinds": ["woodwinds", "wind instruments", "woodwind instruments", "woodwind players"],
+        "reed": ["reeds", "reed instruments", "reed players"],
+        "guitar": ["guitar", "guitars", "guitar players"],
+        "organ": ["organ", "an organ", "organ tones"],
+        "mallets": ["mallets", "tuned percussion", "mallet instruments", "pitched percussion"],
+        "voice": ["voices", "vocals", "vocalists", "human voices"],
+        "synth": ["synth", "synthesizers", "synth sounds"],
+        "bass": ["bass", "a bass line", "bass players"],
     },
     "heldout": {
         "piano": ["the ivories"],
@@ -100,6 +159,8 @@ FAMILY_WORDS = {
     },
 }
 FAMILY_SHARE = 0.3
+# Sentence shapes as annotators write them: tempo, mood, style or instruments first, tag lists, two
+# sentences. {Tempo}, {Mood}, {Style} and {Instruments} are the capitalised fields.
 TEMPLATES = {
     "train": [
         "A {tempo} {style} played on {instruments} at about {bpm} BPM in {key} {mode}.",
@@ -109,6 +170,21 @@ TEMPLATES = {
         "{Tempo} {style} in {time_signature} time featuring {instruments}; the mood is {mood}.",
         "{Tempo}, {mood} {style} on {instruments}.",
         "A {mood} piece for {instruments}, {tempo}, in {key} {mode}.",
+        "{Mood} and {tempo}, this {style} is played on {instruments} in {key} {mode}.",
+        "{tempo}, {mood}, {instruments}, {style}.",
+        "{Style}; {instruments}; {tempo}; {mood}; {key} {mode}; {bpm} BPM.",
+        "A {style} for {instruments}. The tempo is {tempo} and the mood is {mood}.",
+        "The song is a {mood} {style} with {instruments} {room}. It is {tempo}, at about {bpm} BPM.",
+        "{Mood} music for {instruments}: a {tempo} {style} in {time_signature} time.",
+        "{Instruments} {play} a {tempo} {style}. The melody sounds {mood}.",
+        "A {mood} {style}, {tempo}, with {instruments} {room}.",
+        "{Tempo} {instruments} in {key} {mode}, a {mood} {style}.",
+        "This {style} moves at about {bpm} BPM; it is {tempo} and {mood}, played on {instruments}.",
+        "{Instruments} in {key} {mode}. A {tempo}, {mood} {style}.",
+        "Instrumental {style}. {Instruments}. {Tempo} and {mood}.",
+        "Mood: {mood}. Tempo: {tempo}. Instruments: {instruments}. Style: {style}.",
+        "{Mood} {style} in {key} {mode} for {instruments}, {tempo} at {bpm} BPM.",
+        "The {style} is {tempo} and {mood}; {instruments} {play} it {room}.",
     ],
     "heldout": [
         "Listen to {instruments} performing a {tempo} {style}; it feels {mood}, key of {key} {mode}.",
@@ -121,6 +197,11 @@ MELODY_TEMPLATES = {
         "A simple melody {melody} by one person, {tempo} and {mood}.",
         "Someone has {melody} the tune of a {style} at about {bpm} BPM.",
         "A {melody} melody on its own in {key} {mode}.",
+        "{Tempo} and {mood}: a {style} melody {melody} by one person.",
+        "A tune {melody} without instruments, {tempo} and {mood}, in {key} {mode}.",
+        "One person has {melody} a {mood} {style} tune at about {bpm} BPM.",
+        "{melody} melody, {tempo}, {mood}, {style}.",
+        "The tune of a {style}, {melody} in {key} {mode}. It is {tempo} and {mood}.",
     ],
     "heldout": [
         "Only a {melody} tune, no accompaniment, {tempo}.",
@@ -130,19 +211,23 @@ MELODY_TEMPLATES = {
 
 
 # The sentence that names register, articulation and texture, added to a share of captions; its wording
-# differs between the two caption sets as the templates do.
+# differs between the two caption sets as the templates do. Each set: its sentences for adjectives alone,
+# for a texture alone, and for both.
 TEXTURE_SENTENCES = {
     "train": (
-        "The music is {adjectives}.",
-        "The music has {texture}.",
-        "The music is {adjectives}, with {texture}.",
+        ("The music is {adjectives}.", "It is {adjectives} throughout.", "The playing is {adjectives}.",
+         "The sound is {adjectives}."),
+        ("The music has {texture}.", "It features {texture}.", "{texture}."),
+        ("The music is {adjectives}, with {texture}.", "It is {adjectives} and has {texture}.",
+         "{adjectives}, with {texture}."),
     ),
     "heldout": (
-        "Overall it sounds {adjectives}.",
-        "You hear {texture}.",
-        "Overall it sounds {adjectives}, {texture}.",
+        ("Overall it sounds {adjectives}.",),
+        ("You hear {texture}.",),
+        ("Overall it sounds {adjectives}, {texture}.",),
     ),
 }
+# fmt: on
 TEXTURE_SHARE = 0.6
 
 
@@ -155,8 +240,14 @@ def texture_sentence(attrs: dict, words: dict, rng: np.random.Generator, which: 
     density = "one line" if voices == 1 else "many voices" if voices >= 3 else None
     texture = str(rng.choice(words[density])) if density else ""
     short, long_, both = TEXTURE_SENTENCES[which]
-    template = both if adjectives and texture else short if adjectives else long_ if texture else ""
-    return template.format(adjectives=_join(adjectives) if adjectives else "", texture=texture)
+    templates = both if adjectives and texture else short if adjectives else long_ if texture else ("",)
+    # a set with one sentence of a kind draws nothing, so its captions are what they were before a choice
+    template = templates[0] if len(templates) == 1 else str(rng.choice(templates))
+    return _capital(template.format(adjectives=_join(adjectives) if adjectives else "", texture=texture))
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _join(names: list[str]) -> str:
@@ -191,13 +282,16 @@ def make_captions(
         else:
             instruments = _join(names)
         tempo = str(rng.choice(words[attrs["tempo_class"]]))
+        mood, style = str(rng.choice(words[attrs["mode"]])), str(rng.choice(styles[attrs["style"]]))
         fields = {
             "tempo": tempo,
-            "Tempo": tempo[0].upper() + tempo[1:],
-            "mood": str(rng.choice(words[attrs["mode"]])),
-            "style": str(rng.choice(styles[attrs["style"]])),
+            "Tempo": _capital(tempo),
+            "mood": mood,
+            "Mood": _capital(mood),
+            "style": style,
+            "Style": _capital(style),
             "instruments": instruments,
-            "Instruments": instruments[0].upper() + instruments[1:],
+            "Instruments": _capital(instruments),
             "play": "play" if " and " in instruments or instruments.endswith("s") else "plays",
             "bpm": attrs["bpm"],
             "key": attrs["key"],
@@ -210,7 +304,7 @@ def make_captions(
         if rng.random() < texture_share:
             text = f"{text} {texture_sentence(attrs, words, rng, which)}".strip()
         text = re.sub(r"\b([Aa]) (?=[aeiouAEIOU])", r"\1n ", text)
-        captions.append(text[0].upper() + text[1:])
+        captions.append(_capital(text))
     return captions
 
 

@@ -17,6 +17,7 @@ from musiclm.data.augment import Augment
 from musiclm.data.captions import FAMILY_SHARE, caption_from_attributes, counterfactual_caption
 from musiclm.data.labels import encode_targets
 from musiclm.data.manifest import Clip, ManifestError, read_manifest
+from musiclm.mulan.notes import read_cached
 
 
 class AudioCropDataset(Dataset):
@@ -36,7 +37,8 @@ class AudioCropDataset(Dataset):
     share naming instrument families, instead of picking one the build stored. ``augment`` changes each
     crop (reverb, band limit, codec; :class:`musiclm.data.augment.Augment`) before the gain.
     ``with_labels`` adds ``labels``, the clip's attribute targets (:func:`musiclm.data.labels.encode_targets`;
-    all unknown for a clip without attributes).
+    all unknown for a clip without attributes). ``with_notes`` adds ``notes``, the crop's note posteriors
+    from the cache beside its manifest (:func:`musiclm.mulan.notes.write_note_cache`).
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class AudioCropDataset(Dataset):
         fresh_captions: bool = False,
         augment: Augment | None = None,
         with_labels: bool = False,
+        with_notes: bool = False,
     ):
         if hard_negatives and not with_text:
             raise ValueError("hard_negatives needs with_text=True: they are captions")
@@ -77,8 +80,9 @@ class AudioCropDataset(Dataset):
         self.length = int(round(crop_seconds * sample_rate))
         self.random_crop, self.with_text, self.gain_db = random_crop, with_text, gain_db
         self.hard_negatives, self.fresh_captions, self.augment = hard_negatives, fresh_captions, augment
-        self.with_labels = with_labels
+        self.with_labels, self.with_notes = with_labels, with_notes
         self.clips: list[Clip] = []
+        self.manifest_of: list[Path] = []  # each clip's manifest, where its cached note posteriors live
         self.groups: list[np.ndarray] = []  # clip indices of each manifest
         for manifest in manifests:
             clips = [
@@ -93,6 +97,7 @@ class AudioCropDataset(Dataset):
                 )
             self.groups.append(np.arange(len(self.clips), len(self.clips) + len(clips)))
             self.clips += clips
+            self.manifest_of += [manifest] * len(clips)
         self.weights = None if weights is None else np.asarray(weights, dtype=float) / float(sum(weights))
 
     def __len__(self) -> int:
@@ -132,6 +137,8 @@ class AudioCropDataset(Dataset):
             item["negative_text"] = negative
         if self.with_labels:
             item["labels"] = encode_targets(attrs)
+        if self.with_notes:
+            item["notes"] = read_cached(clip, self.manifest_of[index], start, self.crop_seconds)
         return item
 
 

@@ -27,13 +27,16 @@ def estimate_bpm(wav: torch.Tensor | np.ndarray, sample_rate: int) -> float:
     return float(np.atleast_1d(tempo)[0])
 
 
-def tempo_matches(bpm_est: float, bpm_true: float, tolerance: float = 0.08) -> dict[str, bool]:
-    """MIREX-style: ``acc1`` within 8 %, ``acc2`` also at double/half/triple/third (octave errors)."""
+def tempo_matches(
+    bpm_est: float, bpm_true: float, tolerance: float = 0.08, factors: tuple[float, ...] = (2, 0.5, 3, 1 / 3)
+) -> dict[str, bool]:
+    """MIREX-style: ``acc1`` within 8 %, ``acc2`` also with the estimate times one of ``factors`` (by
+    default MIREX's double, half, triple and third)."""
 
     def near(x: float) -> bool:
         return abs(x - bpm_true) <= tolerance * bpm_true
 
-    return {"acc1": near(bpm_est), "acc2": any(near(bpm_est * f) for f in (1, 2, 0.5, 3, 1 / 3))}
+    return {"acc1": near(bpm_est), "acc2": any(near(bpm_est * f) for f in (1, *factors))}
 
 
 def key_scores(wav: torch.Tensor | np.ndarray, sample_rate: int) -> np.ndarray:

@@ -14,6 +14,9 @@ the score:
   track moves to a new semitone; for chords, librosa's spectral-flux detector;
 - ``chroma_f1`` (chords): per frame, pitch classes whose CQT chroma reaches half the frame's maximum
   against those the score sounds, F1 over all frames where it sounds any.
+
+The same pitch track gives the suite's note-change rate of any clip (:func:`note_change_rate`), which
+``musiclm eval`` sets against the rate of the real clip each prompt describes.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import numpy as np
 import pretty_midi
 import torch
 
+from musiclm.audio import resample
+
 SECONDS = 5.0
 RATE = 24000  # renders at the dataset's rate
 SOUNDFONT = "FluidR3_GM"
@@ -36,6 +41,7 @@ CENTS = 50.0
 ONSET_TOLERANCE = 0.05
 CHROMA_THRESHOLD = 0.5
 PITCH_RANGE = (librosa.note_to_hz("C2"), librosa.note_to_hz("C7"))
+CHANGE_RATE = 16000
 SCALE = [0, 2, 4, 5, 7, 9, 11, 12, 11, 9, 7, 5, 4, 2]  # up and down, then again
 CHORDS = [[0, 4, 7], [5, 9, 12], [7, 11, 14], [0, 4, 7], [9, 12, 16], [2, 5, 9], [7, 11, 14], [0, 4, 7]]
 
@@ -102,11 +108,20 @@ def render_items(items: Sequence[Item], seconds: float = SECONDS) -> torch.Tenso
 
 
 # ---------------------------------------------------------------- scores against the score
-def pitch_track(wav: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """(times, MIDI pitch or NaN where unvoiced) by pYIN, every 10 ms."""
-    hop = rate // 100
+def pitch_track(
+    wav: np.ndarray, rate: int, hop_seconds: float = 0.01, frame_length: int = 2048, resolution: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
+    """(times, MIDI pitch or NaN where unvoiced) by pYIN, every ``hop_seconds``; ``resolution`` is the
+    size of pYIN's pitch bins in semitones."""
+    hop = round(rate * hop_seconds)
     f0, voiced, _ = librosa.pyin(
-        wav, fmin=PITCH_RANGE[0], fmax=PITCH_RANGE[1], sr=rate, frame_length=2048, hop_length=hop
+        wav,
+        fmin=PITCH_RANGE[0],
+        fmax=PITCH_RANGE[1],
+        sr=rate,
+        frame_length=frame_length,
+        hop_length=hop,
+        resolution=resolution,
     )
     pitch = np.where(voiced, librosa.hz_to_midi(np.nan_to_num(f0, nan=1.0)), np.nan)
     return librosa.times_like(f0, sr=rate, hop_length=hop), pitch
@@ -144,6 +159,31 @@ def note_onsets(times: np.ndarray, pitch: np.ndarray, min_frames: int = 4) -> li
             previous = None
         run_start = i
     return onsets
+
+
+def note_change_rate(wav: torch.Tensor | np.ndarray, rate: int) -> float:
+    """New notes a second of the predominant pitch line: where the pYIN track settles on another semitone
+    for at least 60 ms, or resumes after a rest (:func:`note_onsets`). A held tone or drone scores about
+    0; chords that change under a held top voice count less than they should.
+
+    At 16 kHz with 64 ms frames, 20 ms hops and quarter-semitone bins pYIN runs about ten times faster
+    than with the score check's settings, and a whole-step move no longer glides through a semitone long
+    enough to count as a note of its own."""
+    y = resample(torch.as_tensor(wav).float(), rate, CHANGE_RATE).numpy()
+    times, pitch = pitch_track(y, CHANGE_RATE, hop_seconds=0.02, frame_length=1024, resolution=0.25)
+    return len(note_onsets(times, pitch, min_frames=3)) / (len(y) / CHANGE_RATE)
+
+
+def note_rate_ratios(rates: Sequence[float], real_rates: Sequence[float]) -> dict[str, Any]:
+    """Per prompt, a row's note-change rate over the rate of the real clip the prompt describes (NaN where
+    the real clip has no note change to compare with), and the median of the defined ratios."""
+    ratios = [r / real if real > 0 else float("nan") for r, real in zip(rates, real_rates)]
+    defined = [r for r in ratios if np.isfinite(r)]
+    return {
+        "per_clip_note_rate_ratio": ratios,
+        "note_rate_ratio_median": float(np.median(defined)) if defined else float("nan"),
+        "note_rate_ratio_n": len(defined),
+    }
 
 
 def onset_f1(found: Sequence[float], notes: Sequence[tuple[float, float, int]]) -> float:

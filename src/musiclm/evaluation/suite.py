@@ -18,9 +18,11 @@ from musiclm.audio import AudioError, resample
 from musiclm.data.manifest import Clip
 from musiclm.data.skips import SKIPPED_FILE, SkipLog
 from musiclm.evaluation import adherence as adh
+from musiclm.evaluation.asked import asked_scores
 from musiclm.evaluation.fad import EmbedFn, FADError, fad, fad_infinity, frame_embeddings
 from musiclm.evaluation.kld import kld
 from musiclm.evaluation.mcc import mcc_scores
+from musiclm.evaluation.melodies import note_change_rate, note_rate_ratios
 from musiclm.evaluation.melody import melody_agreement
 from musiclm.evaluation.prompts import Prompt
 from musiclm.progress import tqdm
@@ -93,6 +95,13 @@ def evaluate_row(
         out[f"adherence_{k}" if k != "bpm_estimate" else "bpm_estimate_mean"] = float(np.mean(vals))
     out["per_clip_adherence"] = rows
     timings["adherence"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out.update(asked_scores(wavs, sample_rate, [p.text for p in prompts]))
+    timings["asked"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out["per_clip_note_rate"] = [note_change_rate(w, sample_rate) for w in wavs]
+    out["note_rate_median"] = float(np.median(out["per_clip_note_rate"]))
+    timings["note_rate"] = time.perf_counter() - t0
     melodic = [(i, p.melody) for i, p in enumerate(prompts) if p.melody is not None]
     if melodic:
         from musiclm.audio import load_audio
@@ -388,6 +397,11 @@ def run_evaluation(
     if floor:
         rows["random training"] = [floor[i % len(floor)] for i in range(len(prompts))]
     metrics = evaluate_rows(rows, prompts, sample_rate, ev, fad_ref, kld_ref, fad_inf)
+    if "ground truth" in metrics:
+        real = metrics["ground truth"]["per_clip_note_rate"]
+        for name, m in metrics.items():
+            if name != "ground truth":
+                m.update(note_rate_ratios(m["per_clip_note_rate"], real))
     info = {
         "prompts": len(prompts),
         "seconds_per_clip": seconds,
@@ -403,7 +417,7 @@ def run_evaluation(
     samples.update(
         {f"generated {i}: {prompts[i].text[:80]}": generated[i] for i in range(1, min(3, len(prompts)))}
     )
-    write_report(out_dir, metrics, info, samples, sample_rate)
+    write_report(out_dir, metrics, info, samples, sample_rate, [p.text for p in prompts])
     summary = skips.finish()
     if summary:
         tqdm.write(summary)

@@ -89,10 +89,12 @@ def collect_embeddings(
     batch_size: int = 16,
     desc: str = "embeddings for the RVQ",
 ) -> torch.Tensor:
-    """``count`` embeddings of ``dataset[key]["audio"]`` for keys 0..count-1 (key-seeded random crops)."""
+    """``count`` embeddings of ``dataset[key]`` for keys 0..count-1 (key-seeded random crops): ``embed``
+    takes the items' ``"audio"`` stacked, and their ``"notes"`` where they have them."""
     out = []
     for start in tqdm(range(0, count, batch_size), desc=desc, leave=False):
-        wav = torch.stack([dataset[k]["audio"] for k in range(start, min(count, start + batch_size))])
-        emb = embed(wav)
+        items = [dataset[k] for k in range(start, min(count, start + batch_size))]
+        given = [torch.stack([item[key] for item in items]) for key in ("audio", "notes") if key in items[0]]
+        emb = embed(*given)
         out.append(emb.reshape(-1, emb.shape[-1]).cpu())  # melody embeddings come per window: [B, W, D]
     return torch.cat(out)

@@ -36,6 +36,7 @@ from musiclm.data.captions import PAIR_KINDS, caption_from_attributes, caption_p
 from musiclm.data.manifest import Clip
 from musiclm.data.skips import SKIPPED_FILE, SkipLog
 from musiclm.interfaces import AcousticCodec, Conditioner, MelodyEmbedder, SemanticTokenizer
+from musiclm.mulan.notes import note_posteriors, window_frames
 from musiclm.progress import tqdm
 from musiclm.stages.shards import CODEBOOKS_FILE, META_FILE, write_shard
 
@@ -65,13 +66,20 @@ def mulan_window_tokens(
     rate = mulan.sample_rate
     length = round(mulan.window_seconds * rate)
     starts = range(0, max(wav.shape[-1] - length, 0) + 1, round(hop * rate))
+    # a MuLan that reads notes gets the clip transcribed once, not each of its overlapping windows again
+    posteriors = (
+        note_posteriors(loudness_normalize(wav, rate)[None], rate)
+        if getattr(mulan, "note_features", None) is not None
+        else None
+    )
     tokens = []
     for first in range(0, len(starts), batch):
-        windows = [
-            loudness_normalize(crop_or_pad(wav, length, offset=s), rate)
-            for s in starts[first : first + batch]
-        ]
-        tokens.append(mulan.quantize(mulan.embed_audio(torch.stack(windows).to(device))).cpu())
+        chosen = starts[first : first + batch]
+        windows = torch.stack([loudness_normalize(crop_or_pad(wav, length, offset=s), rate) for s in chosen])
+        notes = (
+            posteriors if posteriors is None else window_frames(posteriors, chosen, rate, length / rate)[0]
+        )
+        tokens.append(mulan.quantize(mulan.embed_audio(windows.to(device), notes)).cpu())
     return torch.cat(tokens)
 
 

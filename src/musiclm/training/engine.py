@@ -396,7 +396,7 @@ class Trainer:
                     loss = losses(0, batch)["loss"]
                 loss.backward()
 
-        params = [p for spec in self.groups.values() for p in spec["params"]]
+        params = [p for spec in self.groups.values() for p in _tensors(spec)]
         moments = 2 * sum(
             p.numel() * p.element_size() for p in params
         )  # AdamW's, allocated at its first step
@@ -455,7 +455,7 @@ class Trainer:
             for key, value in out.items():
                 logs[prefix + key] = logs.get(prefix + key, 0.0) + float(value.detach()) / len(micro_batches)
         if self.config.grad_clip:
-            params = self.groups[name]["params"]
+            params = _tensors(self.groups[name])
             logs[prefix + "grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip))
         logs[prefix + "lr"] = self.schedulers[name].get_last_lr()[0]
         self.optimizers[name].step()
@@ -465,12 +465,18 @@ class Trainer:
         cfg = self.config
         options = {"lr": cfg.lr, "betas": cfg.betas, "weight_decay": cfg.weight_decay}
         options.update({k: v for k, v in spec.items() if k != "params"})
-        params = list(spec["params"])
-        # Biases, norms and gains (tensors under 2-D) are not decayed, as in GPT-2 and most audio models.
-        groups = [
-            {"params": [p for p in params if p.ndim >= 2]},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-        ]
+        # params: tensors, or sets of them as {"params": [...], "lr_scale": s} (a pretrained part fine-tuned
+        # slower than the layers trained from scratch)
+        sets = list(spec["params"])
+        sets = sets if _in_sets(spec) else [{"params": sets}]
+        groups = []
+        for chosen in sets:
+            params, lr = list(chosen["params"]), options["lr"] * chosen.get("lr_scale", 1.0)
+            # Biases, norms and gains (tensors under 2-D) are not decayed, as in GPT-2 and most audio models.
+            groups += [
+                {"params": [p for p in params if p.ndim >= 2], "lr": lr},
+                {"params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0},
+            ]
         return torch.optim.AdamW([g for g in groups if g["params"]], **options)
 
     def _lr_factor(self, step: int) -> float:
@@ -740,3 +746,14 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _in_sets(spec: dict[str, Any]) -> bool:
+    """Whether an optimiser group's ``params`` come as sets (dicts of params and their ``lr_scale``)."""
+    return bool(spec["params"]) and isinstance(spec["params"][0], dict)
+
+
+def _tensors(spec: dict[str, Any]) -> list[torch.Tensor]:
+    return (
+        [p for chosen in spec["params"] for p in chosen["params"]] if _in_sets(spec) else list(spec["params"])
+    )
