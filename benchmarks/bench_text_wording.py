@@ -7,11 +7,12 @@ where the loss happens, with text alone (no audio, a few minutes on one thread):
 - **sentence probes**, side by side for several text towers (issue 36): a probe per attribute (tempo
   class, mode) trained on training-wording captions of train clips, then tested on the test clips'
   captions drawn in the training wording and in the held-out wording; their difference is the gap. The
-  towers: the frozen MiniLM mean-pooled (MuLan's today) and that vector through MuLan's projection
-  (logistic regressions); the frozen MiniLM's token states under a learned attention pooling (one query
-  vector, softmax over the non-padding tokens, then a linear classifier, trained with torch); and the
-  frozen all-mpnet-base-v2 mean-pooled, joined from its five PyPI parts (skipped, with a note, when they
-  are not installed). Each tower's cost of embedding one prompt is timed too (median of 20, in CPU seconds).
+  towers: the packaged MiniLM mean-pooled, and MuLan's own text embedding (its encoder, whose top layers
+  may be fine-tuned, its pooling and its projection), read by logistic regressions; the packaged MiniLM's
+  token states under a learned attention pooling (one query vector, softmax over the non-padding tokens,
+  then a linear classifier, trained with torch); and the frozen all-mpnet-base-v2 mean-pooled, joined from
+  its five PyPI parts (skipped, with a note, when they are not installed). Each tower's cost of embedding
+  one prompt is timed too (median of 20, in CPU seconds).
 - **word probes**: each held-out word of an attribute (``musiclm.data.captions.WORDS``), embedded alone,
   given the value whose training words' mean embedding is nearest.
 
@@ -155,7 +156,7 @@ def main() -> None:
 
     from musiclm.data.captions import WORDS, caption_from_attributes
     from musiclm.data.manifest import read_manifest
-    from musiclm.mulan.model import MuLan
+    from musiclm.mulan.model import DEFAULT_TEXT_MODEL, MuLan, resolve_text_model
     from musiclm.pipeline import SHIPPED_MODEL
 
     os.environ["HF_HUB_OFFLINE"] = "1"  # every tower loads from a local folder, never from a hub
@@ -179,7 +180,12 @@ def main() -> None:
         "held-out wording": captions([{**a, "caption_set": "heldout"} for a in test_clips], TEST_PER_CLIP),
     }
 
-    encoders = {"MiniLM": (mulan.tokenizer, mulan.text_encoder)}
+    # the packaged MiniLM as it comes, and MuLan's own text tower (its top layers may be fine-tuned)
+    minilm = resolve_text_model(DEFAULT_TEXT_MODEL)
+    encoders = {
+        "MiniLM": (AutoTokenizer.from_pretrained(minilm), AutoModel.from_pretrained(minilm)),
+        "MuLan": (mulan.tokenizer, mulan.text_encoder),
+    }
     mpnet = mpnet_folder()
     if mpnet is None:
         print(f"note: all-mpnet-base-v2 skipped, its parts are not installed ({', '.join(MPNET_PARTS)})")
@@ -191,13 +197,13 @@ def main() -> None:
 
     @torch.no_grad()
     def projected(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return F.normalize(mulan.text_proj(mean_pool(states, mask)), dim=-1)
+        return F.normalize(mulan.text_proj(mulan.pool_states(states, mask.bool())), dim=-1)
 
     # each tower: its (frozen) encoder, how it pools the token states, the probe it is read with
     towers = {
         "MiniLM, mean-pooled": ("MiniLM", mean_pool, fit_logistic),
         "MiniLM, attention-pooled probe": ("MiniLM", lambda *states_mask: states_mask, fit_attention_probe),
-        "MuLan text embedding (MiniLM mean-pooled, projected)": ("MiniLM", projected, fit_logistic),
+        "MuLan text embedding (its own tower, pooling and projection)": ("MuLan", projected, fit_logistic),
         "all-mpnet-base-v2, mean-pooled": ("all-mpnet-base-v2", mean_pool, fit_logistic),
     }
     sentence, one_prompt = {}, {}

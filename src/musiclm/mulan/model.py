@@ -366,7 +366,10 @@ class MuLan(Trainable, PretrainedMixin):
             hidden = self.text_encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[
                 0
             ]
-        mask = batch["attention_mask"].bool()
+        return self.pool_states(hidden, batch["attention_mask"].bool())
+
+    def pool_states(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Token states ``[B, L, H]`` and their mask ``[B, L]`` (True: a token) -> ``[B, H]``."""
         if self.text_query is None:
             weights = mask[..., None].to(hidden.dtype)
             return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1)
