@@ -290,6 +290,10 @@ class MuLan(Trainable, PretrainedMixin):
     def window_samples(self) -> int:
         return round(self.config.window_seconds * self.sample_rate)
 
+    @property
+    def stride_samples(self) -> int:
+        return round(self.config.stride_seconds * self.sample_rate)
+
     # --- audio -------------------------------------------------------------------------------------
     def _windows(self, wav: torch.Tensor) -> torch.Tensor:
         """``[B, T]`` -> windows ``[B, W, window_samples]``; a clip shorter than one window is zero-padded to
@@ -298,7 +302,7 @@ class MuLan(Trainable, PretrainedMixin):
             wav = wav[None]
         if wav.ndim != 2 or wav.shape[-1] == 0:
             raise ValueError(f"expected audio of shape [B, T] with T > 0, got {tuple(wav.shape)}")
-        return sliding_windows(wav, self.window_samples, round(self.config.stride_seconds * self.sample_rate))
+        return sliding_windows(wav, self.window_samples, self.stride_samples)
 
     def audio_features(self, wav: torch.Tensor, notes: torch.Tensor | None = None) -> torch.Tensor:
         """Unnormalized ``[B, D]``: projected window features, averaged over windows. ``notes``: the audio's
@@ -313,8 +317,7 @@ class MuLan(Trainable, PretrainedMixin):
         out = self.audio_proj(feats)
         if self.note_features is not None:
             posteriors = notes if notes is not None else note_posteriors(wav, self.sample_rate)
-            stride = round(self.config.stride_seconds * self.sample_rate)
-            starts = window_starts(wav.shape[-1], self.window_samples, stride)
+            starts = window_starts(wav.shape[-1], self.window_samples, self.stride_samples)
             windows = window_frames(posteriors.to(out.device), starts, self.sample_rate, self.window_seconds)
             out = out + self.note_proj(self.note_features(windows.flatten(0, 1)))
         return out.unflatten(0, chunks.shape[:2]).mean(1)

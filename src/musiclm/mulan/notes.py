@@ -82,16 +82,16 @@ class NoteFeatures(nn.Module):
 
     def forward(self, posteriors: torch.Tensor) -> torch.Tensor:
         notes, onsets = posteriors[..., :88].float(), posteriors[..., 88].float()
-        sounding = notes * (notes > SOUNDING)
+        active = notes > SOUNDING
+        sounding = notes * active
         profile = (sounding @ self.fold).sum(1)
         profile = profile / profile.amax(-1, keepdim=True).clamp(min=1e-6)
         before, after = F.pad(onsets, (1, 0))[..., :-1], F.pad(onsets, (0, 1))[..., 1:]
         peaks = (onsets > ONSET) & (onsets >= before) & (onsets > after)
         seconds = posteriors.shape[1] / FRAME_RATE
-        count = (notes > SOUNDING).sum(-1).float()  # sounding keys per frame
+        count = active.sum(-1).float()  # sounding keys per frame
         voiced = count > 0
         keys = torch.arange(88, device=notes.device, dtype=torch.float32) / 87
-        active = notes > SOUNDING
         lowest = torch.where(active, keys, torch.ones_like(keys)).amin(-1)
         highest = torch.where(active, keys, torch.zeros_like(keys)).amax(-1)
         mean_key = (sounding * keys).sum(-1) / sounding.sum(-1).clamp(min=1e-6)
@@ -142,7 +142,6 @@ def read_cached(clip: Clip, manifest: Path, start: float, seconds: float) -> tor
 
 def _write_clip(job: tuple[Clip, Path, int]) -> None:
     clip, path, sample_rate = job
-    torch.set_num_threads(1)
     wav = loudness_normalize(read_clip(clip, sample_rate), sample_rate)  # as training crops are
     posteriors = note_posteriors(wav[None], sample_rate)[0]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +160,8 @@ def write_note_cache(manifest: str | Path, sample_rate: int, workers: int = 1) -
         for job in tqdm(jobs, desc="note posteriors"):
             _write_clip(job)
     else:
-        with ProcessPoolExecutor(workers) as pool:
+        # one thread a process: the processes share the cores (the caller's own threads stay as they are)
+        with ProcessPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
             for _ in tqdm(pool.map(_write_clip, jobs, chunksize=4), total=len(jobs), desc="note posteriors"):
                 pass
     return len(jobs)

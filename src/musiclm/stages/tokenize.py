@@ -76,9 +76,9 @@ def mulan_window_tokens(
     for first in range(0, len(starts), batch):
         chosen = starts[first : first + batch]
         windows = torch.stack([loudness_normalize(crop_or_pad(wav, length, offset=s), rate) for s in chosen])
-        notes = (
-            posteriors if posteriors is None else window_frames(posteriors, chosen, rate, length / rate)[0]
-        )
+        notes = None
+        if posteriors is not None:
+            notes = window_frames(posteriors, chosen, rate, length / rate)[0]
         tokens.append(mulan.quantize(mulan.embed_audio(windows.to(device), notes)).cpu())
     return torch.cat(tokens)
 
