@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: text in, music out with the shipped model (checkpoints/musiclm_small).
-# PROMPT="..." OUT=file.wav SEED=N make demo  changes the prompt, the output file and the seed.
+# PROMPT="..." OUT=file.wav SEED=N make demo  changes the prompt, the output file (replaced on each run)
+# and the seed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +11,7 @@ SEED=${SEED:-0}
 CHECKPOINT=checkpoints/musiclm_small
 
 start=$(date +%s.%N)
-.venv/bin/musiclm generate "$PROMPT" --duration 10 --checkpoint "$CHECKPOINT" --out "$OUT" --seed "$SEED"
+.venv/bin/musiclm generate "$PROMPT" --duration 10 --checkpoint "$CHECKPOINT" --out "$OUT" --seed "$SEED" --overwrite
 end=$(date +%s.%N)
 echo "prompt:  $PROMPT"
 echo "model:   $CHECKPOINT"

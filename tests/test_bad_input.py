@@ -2,7 +2,8 @@
 
 Each bad input gets one clear error that names the problem (from the CLI: one ``error:`` line on
 stderr and exit status 1, never a traceback or a usage box) or a documented success; no half-written
-file is left behind and what earlier runs wrote stays intact. Documented successes: 8-channel audio
+file is left behind, what earlier runs wrote stays intact, and no output replaces one of the command's
+inputs or, without ``--overwrite``, an existing file. Documented successes: 8-channel audio
 is downmixed; a 0-length file reads as 0 samples; a 2 MHz file is resampled; a WAV whose data stops
 short reads the samples that are there; FLAC, OGG and MP3 decode; prompts of 20,000 characters
 (truncated by the text tower), emoji, CJK and control characters generate.
@@ -28,10 +29,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from musiclm.audio import AudioError, load_audio
+from musiclm.audio import AudioError, load_audio, save_audio
 from musiclm.cli.main import main
 from musiclm.config import ConfigError
 from musiclm.data.manifest import Clip, read_manifest, write_manifest
+from musiclm.files import atomic_write
 from musiclm.interfaces import load_component
 from musiclm.pipeline import SHIPPED_MODEL, GenerationError, MusicLM
 from musiclm.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -595,7 +597,9 @@ def test_batch_generation_keeps_earlier_files_when_a_later_run_fails(capsys, mon
         return real_write(file, data, *a, **kw)
 
     monkeypatch.setattr(sf, "write", dies_while_writing)
-    code, text = cli(capsys, monkeypatch, *args[:-2], "--seed", "2", "--out", tmp_path / "o.wav")
+    code, text = cli(
+        capsys, monkeypatch, *args[:-2], "--seed", "2", "--out", tmp_path / "o.wav", "--overwrite"
+    )
     assert code == 130 and "Traceback" not in text, text
     assert digest(tmp_path / "o-1.wav") == before["o-1.wav"]  # the interrupted write left the old file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o-0.wav", "o-1.wav", "p.txt"]
@@ -636,6 +640,184 @@ def test_data_build_keeps_the_earlier_build_when_a_later_one_fails(tmp_path, mon
     assert not [p for p in now if ".partial" in p.name or p.suffix == ".tmp"]
 
 
+@pytest.fixture
+def owned(tmp_path) -> Path:
+    """A user's files: a folder of audio with a caption sidecar, a 48 kHz stereo recording and a link to it,
+    codes, a manifest, a prompt file, a MusicCaps CSV, two eval-pairs folders and one earlier output of
+    each kind the commands write."""
+    (tmp_path / "dir").mkdir()
+    sf.write(tmp_path / "dir" / "song.wav", tone(), RATE)
+    (tmp_path / "dir" / "song.txt").write_text("a calm tone\n")
+    sf.write(tmp_path / "intro.wav", np.stack([tone(rate=48000)] * 2, axis=1), 48000)
+    (tmp_path / "link.wav").symlink_to(tmp_path / "intro.wav")
+    np.savez(tmp_path / "codes.npz", codes=np.zeros((4, 50), np.int16), num_samples=16000)
+    write_manifest(tmp_path / "m.jsonl", [Clip(tmp_path / "dir" / "song.wav", split="test")])
+    (tmp_path / "p.txt").write_text("calm piano\nfast fiddle\n")
+    (tmp_path / "caps.csv").write_text("ytid,start_s,end_s,caption\nsong,0,1,a calm tone\n")
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "pairs.json").write_text("{}\n")
+    for name in ("old.wav", "batch-1.wav", "old.npz", "old.npy", "old.jsonl", "old.json", "old.safetensors"):
+        (tmp_path / name).write_bytes(b"the user's earlier result\n")
+    return tmp_path
+
+
+def snapshot(root: Path) -> dict[str, tuple[str, int]]:
+    return {
+        str(p.relative_to(root)): (digest(p), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()
+    }
+
+
+def refused_untouched(capsys, monkeypatch, root: Path, args: list[str]) -> str:
+    """The refusal line of ``musiclm ARGS`` (``{tmp}`` standing for ``root``), checked to come before any
+    model loads and to leave every file under ``root`` as it was, with none added."""
+    monkeypatch.setattr("musiclm.interfaces.load_component", lambda *a, **k: pytest.fail("loaded a part"))
+    monkeypatch.setattr(MusicLM, "from_pretrained", lambda *a, **k: pytest.fail("loaded a pipeline"))
+    before = snapshot(root)
+    line = refusal(capsys, monkeypatch, *(str(a).format(tmp=root) for a in args))
+    assert snapshot(root) == before, line
+    return line
+
+
+SEMANTIC = ["--tokenizer", SHIPPED_MODEL / "semantic"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["data", "index", "{tmp}/dir", "--out", "{tmp}/dir/song.wav"],
+        ["data", "index", "{tmp}/dir", "--out", "{tmp}/dir/song.txt"],  # its caption sidecar
+        ["data", "musiccaps", "{tmp}/caps.csv", "--audio-dir", "{tmp}/dir", "--out", "{tmp}/caps.csv"],
+        ["data", "musiccaps", "{tmp}/caps.csv", "--audio-dir", "{tmp}/dir", "--out", "{tmp}/dir/song.wav"],
+        ["generate", "calm", "--continue", "{tmp}/intro.wav", "--out", "{tmp}/intro.wav"],
+        ["generate", "calm", "--continue", "{tmp}/intro.wav", "--out", "{tmp}/link.wav"],  # the same file
+        ["generate", "calm", "--melody", "{tmp}/intro.wav", "--out", "{tmp}/intro.wav"],
+        ["codec", "encode", "{tmp}/intro.wav", "{tmp}/intro.wav"],
+        ["semantic", "tokenize", "{tmp}/intro.wav", "--out", "{tmp}/intro.wav", *SEMANTIC],
+        ["semantic", "probe", "--data", "{tmp}/m.jsonl", "--out", "{tmp}/m.jsonl"],
+        ["mulan", "embed", "--audio", "{tmp}/intro.wav", "--out", "{tmp}/intro.wav"],
+        ["mulan", "eval", "--data", "{tmp}/m.jsonl", "--out", "{tmp}/m.jsonl"],
+        ["eval-prompts", "--manifest", "{tmp}/m.jsonl", "--out", "{tmp}/m.jsonl"],
+        ["eval-pairs-compare", "--first", "{tmp}/a", "--second", "{tmp}/b", "--out", "{tmp}/a/pairs.json"],
+    ],
+    ids=[
+        "index: audio",
+        "index: sidecar",
+        "musiccaps: csv",
+        "musiccaps: audio",
+        "generate: --continue",
+        "generate: a link to --continue",
+        "generate: --melody",
+        "codec encode",
+        "semantic tokenize",
+        "semantic probe",
+        "mulan embed",
+        "mulan eval",
+        "eval-prompts",
+        "eval-pairs-compare",
+    ],
+)
+def test_no_output_replaces_an_input_even_with_overwrite(capsys, monkeypatch, owned, args):
+    line = refused_untouched(capsys, monkeypatch, owned, [*args, "--overwrite"])
+    assert "it is also an input of this command and would be lost" in line, line
+
+
+@pytest.mark.parametrize(
+    "args, existing",
+    [
+        (["generate", "calm", "--out", "{tmp}/old.wav"], "old.wav"),
+        (["generate", "--prompts-file", "{tmp}/p.txt", "--out", "{tmp}/batch.wav"], "batch-1.wav"),
+        (["codec", "encode", "{tmp}/intro.wav", "{tmp}/old.npz"], "old.npz"),
+        (["codec", "decode", "{tmp}/codes.npz", "{tmp}/old.wav"], "old.wav"),
+        (["data", "index", "{tmp}/dir", "--out", "{tmp}/old.jsonl"], "old.jsonl"),
+        (
+            ["data", "musiccaps", "{tmp}/caps.csv", "--audio-dir", "{tmp}/dir", "--out", "{tmp}/old.jsonl"],
+            "old.jsonl",
+        ),
+        (["semantic", "tokenize", "{tmp}/intro.wav", "--out", "{tmp}/old.npy", *SEMANTIC], "old.npy"),
+        (["semantic", "probe", "--data", "{tmp}/m.jsonl", "--out", "{tmp}/old.json"], "old.json"),
+        (["mulan", "embed", "--text", "calm", "--out", "{tmp}/old.safetensors"], "old.safetensors"),
+        (["mulan", "eval", "--data", "{tmp}/m.jsonl", "--out", "{tmp}/old.json"], "old.json"),
+        (["eval-stage", "--tokens", "{tmp}/dir", "--out", "{tmp}/old.json"], "old.json"),
+        (["eval-prompts", "--manifest", "{tmp}/m.jsonl", "--out", "{tmp}/old.jsonl"], "old.jsonl"),
+        (
+            ["eval-pairs-compare", "--first", "{tmp}/a", "--second", "{tmp}/b", "--out", "{tmp}/old.json"],
+            "old.json",
+        ),
+    ],
+    ids=[
+        "generate",
+        "generate: batch",
+        "codec encode",
+        "codec decode",
+        "data index",
+        "data musiccaps",
+        "semantic tokenize",
+        "semantic probe",
+        "mulan embed",
+        "mulan eval",
+        "eval-stage",
+        "eval-prompts",
+        "eval-pairs-compare",
+    ],
+)
+def test_an_existing_output_is_kept_without_overwrite(capsys, monkeypatch, owned, args, existing):
+    line = refused_untouched(capsys, monkeypatch, owned, args)
+    assert f"{owned / existing} already exists; pass --overwrite to replace it" in line, line
+
+
+def test_overwrite_replaces_an_earlier_output(capsys, monkeypatch, owned):
+    args = ["data", "index", owned / "dir", "--out", owned / "old.jsonl", "--overwrite"]
+    assert cli(capsys, monkeypatch, *args)[0] == 0
+    assert [c.path.name for c in read_manifest(owned / "old.jsonl")] == ["song.wav"]
+    assert not list(owned.glob("*.partial"))
+
+
+def test_an_interrupted_write_leaves_the_earlier_file_whole(tmp_path):
+    path = tmp_path / "out.json"
+    path.write_text("earlier\n")
+    with pytest.raises(KeyboardInterrupt), atomic_write(path) as tmp:
+        tmp.write_text('{"half": ')
+        raise KeyboardInterrupt
+    assert path.read_text() == "earlier\n" and [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_non_finite_audio_is_never_written(tmp_path):
+    kept = tmp_path / "kept.wav"
+    sf.write(kept, tone(), RATE)
+    before = snapshot(tmp_path)
+    for bad in (math.nan, math.inf):
+        wav = torch.from_numpy(tone())
+        wav[5] = bad
+        for path in (kept, tmp_path / "new.wav"):
+            with pytest.raises(AudioError, match=f"refusing to write {path}: 1 of {RATE} samples are NaN"):
+                save_audio(path, wav, RATE)
+    assert snapshot(tmp_path) == before
+
+
+def test_non_finite_weights_are_refused_at_load_with_the_part_name(capsys, monkeypatch, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    pipeline = _pipeline_copy(tmp_path / "pipeline")
+    stage = pipeline / "coarse_stage"
+    stage.unlink()  # a link to the shipped part: poison a copy
+    shutil.copytree(SHIPPED_MODEL / "coarse_stage", stage)
+    weights = load_file(stage / "model.safetensors")
+    name = next(k for k, v in weights.items() if v.is_floating_point() and v.numel() >= 3)
+    weights[name] = weights[name].clone()
+    weights[name].view(-1)[:3] = torch.tensor([math.nan, math.inf, -math.inf])
+    save_file(weights, stage / "model.safetensors")
+    total = sum(v.numel() for v in weights.values() if v.is_floating_point())
+    message = f"{stage} holds non-finite weights (3 of {total} values are NaN/inf); retrain or restore it"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_component(stage)
+    out = tmp_path / "o.wav"
+    line = refusal(
+        capsys, monkeypatch, "generate", "calm", "--duration", "1", "--checkpoint", pipeline, "--out", out
+    )
+    assert line == f"error: {message}" and not out.exists()
+
+
 def test_ctrl_c_during_batch_generation_keeps_what_was_written(interrupted, capsys, monkeypatch):
     run = interrupted["generate"]
     code, log = run.result()
@@ -668,7 +850,7 @@ def test_ctrl_c_during_training_keeps_the_checkpoints(interrupted):
     code, log = run.result()
     folder, before = run.folder, run.before
     assert code == 130 and "Traceback" not in log, log
-    assert not list(folder.glob("*.tmp"))
+    assert not list(folder.glob("*.partial"))
     found = sorted(folder.glob("step_*.pt"))
     assert found and all(load_checkpoint(p)["step"] > 0 for p in found)
     assert max(found).name >= max(before)

@@ -6,9 +6,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
-from musiclm.audio import AudioError
+from musiclm.audio import AudioError, save_audio
 from musiclm.cli.main import _raised_on_purpose
 
 
@@ -97,3 +98,64 @@ def test_commands_that_take_a_part_default_to_the_shipped_models(tmp_path):
     assert result.exit_code == 0, result.output
     shipped = MusicLM.from_pretrained()
     assert read_meta(tmp_path / "tok") == vocab_meta(shipped.codec, shipped.semantic, shipped.mulan, None)
+
+
+@pytest.mark.parametrize(
+    "style, words",
+    [
+        ("{tmp}/missing.wav", "style file {tmp}/missing.wav not found"),
+        ("{tmp}/text.wav", "cannot read audio file"),
+        ("{tmp}/silent.wav", "is silent"),
+        ("{tmp}/short.wav", "give at least 1 s of music"),
+        ("{tmp}/song.wav:loud", "the weight after the last ':' must be a number"),
+        ("{tmp}/song.wav:-1", "must be a finite number >= 0"),
+        ("{tmp}/song.wav:nan", "must be a finite number >= 0"),
+    ],
+)
+def test_bad_style_clips_are_refused_before_the_model_loads(capsys, monkeypatch, tmp_path, style, words):
+    for name, seconds, level in (("song", 2.0, 0.2), ("silent", 2.0, 0.0), ("short", 0.3, 0.2)):
+        t = torch.arange(round(seconds * 16000)) / 16000
+        save_audio(tmp_path / f"{name}.wav", level * torch.sin(2 * torch.pi * 330 * t), 16000)
+    (tmp_path / "text.wav").write_text("not audio")
+    style = style.format(tmp=tmp_path)
+    for args in (["calm piano", "--style", style], ["--style", style]):
+        line = refused_before_loading(capsys, monkeypatch, tmp_path, *args)
+        assert words.format(tmp=tmp_path) in line, line
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--style", "{tmp}/song.wav:0"], "every style clip weighs 0 and there is no text"),
+        (["--story", "calm piano:1", "--style", "{tmp}/song.wav"], "story mode takes text prompts only"),
+    ],
+)
+def test_style_requests_that_cannot_be_served_are_refused(capsys, monkeypatch, tmp_path, args, words):
+    t = torch.arange(32000) / 16000
+    save_audio(tmp_path / "song.wav", 0.2 * torch.sin(2 * torch.pi * 330 * t), 16000)
+    line = refused_before_loading(capsys, monkeypatch, tmp_path, *(a.format(tmp=tmp_path) for a in args))
+    assert words in line, line
+
+
+def refused_before_loading(capsys, monkeypatch, tmp_path, *args: str) -> str:
+    """The one ``error:`` line of ``musiclm generate ARGS`` run in this process (exit status 1), refused
+    before any model loads and with nothing written."""
+    from musiclm.cli.main import main
+    from musiclm.pipeline import MusicLM
+
+    def forbidden(*a, **kw):
+        raise AssertionError("the model was loaded")
+
+    before = sorted(tmp_path.iterdir())
+    monkeypatch.setattr(MusicLM, "from_pretrained", forbidden)
+    monkeypatch.setattr(
+        sys, "argv", ["musiclm", "generate", *args, "--duration", "1", "--out", str(tmp_path / "o.wav")]
+    )
+    monkeypatch.delenv("MUSICLM_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert exit_.value.code == 1 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert sorted(tmp_path.iterdir()) == before
+    return lines[0]

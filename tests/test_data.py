@@ -272,13 +272,13 @@ def test_deterministic_and_resume_repairs_half_written(tmp_path):
     clips[0].path.unlink()  # a half-finished work: its audio is gone...
     marker = sorted((tmp_path / "a" / "works").glob("*.json"))[-1]
     marker.unlink()  # ...and another work never finished
-    (tmp_path / "a" / "clips" / "stale.tmp.wav").write_bytes(b"RIFF")
+    (tmp_path / "a" / "clips" / "stale.wav.partial").write_bytes(b"RIFF")
     first_seconds = json.loads((tmp_path / "a" / "card.json").read_text())["build_seconds"]
     assert small_build(tmp_path / "a").read_text() == lines
     resumed_seconds = json.loads((tmp_path / "a" / "card.json").read_text())["build_seconds"]
     assert resumed_seconds > first_seconds > 0  # the card counts the time of every run of the folder
     assert np.array_equal(sf.read(str(clips[0].path))[0], before)
-    assert marker.is_file() and not (tmp_path / "a" / "clips" / "stale.tmp.wav").exists()
+    assert marker.is_file() and not (tmp_path / "a" / "clips" / "stale.wav.partial").exists()
 
 
 def test_bad_works_and_renders_are_skipped_and_listed(tmp_path, monkeypatch):

@@ -840,3 +840,116 @@ def test_register_and_polyphony_measures_of_the_real_semantic_check():
     assert polyphony(notes(60), rate) < 1.5 and polyphony(notes(60, 64, 67), rate) > 2.5
     assert correlation([1, 2, float("nan"), 4], [2, 4, 5, 8]) == pytest.approx(1.0)
     assert math.isnan(correlation([1, 1, 1], [1, 2, 3]))
+
+
+def test_whistled_tune_has_the_midi_pitch_and_is_the_same_for_a_seed(tmp_path):
+    import pretty_midi
+
+    from musiclm.evaluation import whistle
+
+    midi = pretty_midi.PrettyMIDI()
+    tune, bass = pretty_midi.Instrument(program=73), pretty_midi.Instrument(program=32)
+    tune.notes = [pretty_midi.Note(90, p, 0.5 * i, 0.5 * i + 0.45) for i, p in enumerate([50, 54, 57, 62])]
+    tune.notes.append(pretty_midi.Note(90, 45, 0.0, 0.45))  # a lower note struck with the first
+    bass.notes = [pretty_midi.Note(90, 38, 0.0, 2.0)]
+    midi.instruments += [tune, bass]
+    midi.write(str(tmp_path / "t.mid"))
+    notes = whistle.whistle_register(whistle.tune(tmp_path / "t.mid"))
+    assert [p for _, _, p in notes] == [62, 66, 69, 74]  # the top line, an octave up: its highest in C5..B5
+
+    rate = 16000
+    wav = whistle.whistle(notes, 2.0, rate, seed=1)
+    assert np.array_equal(wav, whistle.whistle(notes, 2.0, rate, seed=1))
+    assert not np.array_equal(wav, whistle.whistle(notes, 2.0, rate, seed=2))
+    pitch = melody.pitch_track(torch.from_numpy(wav), rate)  # the suite's tracker
+    times = np.arange(len(pitch)) * melody.HOP / melody.TRACK_RATE
+    for start, end, note in notes:
+        held = (times > start + 0.1) & (times < end - 0.1)
+        assert abs(np.nanmedian(librosa.hz_to_midi(pitch[held])) - note) * 100 < 50
+
+
+def test_melody_prompts_are_also_generated_without_their_melody_and_scored_both_ways(tmp_path):
+    from musiclm.audio import load_audio
+    from musiclm.data.manifest import Clip
+    from musiclm.evaluation import suite, whistle
+
+    rate, seconds = 16000, 3.0
+    tune = [(0.5 * i, 0.5 * i + 0.45, p) for i, p in enumerate([67, 71, 74, 72, 69, 67])]
+    other = [(s, e, p - 5) for s, e, p in tune]  # the same rhythm a fourth lower: other pitch classes
+
+    class FollowsTheMelody:
+        """Plays the melody it is given, else another tune."""
+
+        sample_rate = rate
+
+        def __init__(self):
+            self.calls: list[dict] = []
+
+        def generate(self, texts, duration, seed, melody=None, **kwargs):
+            self.calls.append({"texts": texts, "seed": seed, "melody": melody, **kwargs})
+            wav = load_audio(melody, rate) if melody else torch.from_numpy(whistle.whistle(other, 3.0, rate))
+            return wav[None].expand(len(texts), -1)
+
+    def clip(name: str, wav: np.ndarray, split: str = "valid") -> Clip:
+        sf.write(tmp_path / f"{name}.wav", wav, rate)
+        return Clip(tmp_path / f"{name}.wav", seconds, split=split)
+
+    real = [clip(f"real{i}", whistle.whistle(tune, seconds, rate, seed=i)) for i in range(2)]
+    spare = [clip(f"spare{i}", whistle.whistle(other, seconds, rate)) for i in range(2)]
+    items = [
+        prompts.Prompt("a plain tune", reference=real[0].path),
+        prompts.Prompt("a whistled tune", reference=real[1].path, melody=real[1].path),
+    ]
+    pipeline, audio = FollowsTheMelody(), tmp_path / "audio"
+    settings = {"seed": 5, "out_dir": audio, "guidance": 2.0}
+    generated = suite.generate_audio(pipeline, items, seconds, **settings)
+    without = suite.generate_audio(pipeline, items, seconds, melody=False, **settings)
+    with_call, without_call = [c for c in pipeline.calls if c["texts"] == ["a whistled tune"]]
+    assert with_call["melody"] == real[1].path and without_call["melody"] is None
+    assert {**with_call, "melody": None} == without_call  # same text, seed and settings: only the melody goes
+    assert without[0] is None  # no baseline for a prompt without a melody
+    assert sorted(p.name for p in audio.iterdir()) == ["000.wav", "001-no-melody.wav", "001.wav"]
+
+    metrics = suite.run_evaluation(
+        items,
+        real + spare + [clip("train", whistle.whistle(other, seconds, rate), "train")],
+        tmp_path / "eval",
+        suite.Evaluators(),
+        sample_rate=rate,
+        seconds=seconds,
+        generated=generated,
+        reference_clips_min=2,
+        without_melody=without,
+    )
+    row = metrics["generated"]
+    assert row["melody_n"] == 1 and row["per_clip_melody_chroma"][0] is None
+    assert row["melody_with"] > 0.9 and row["melody_without"] < 0.2
+    assert row["melody_gain"] == pytest.approx(row["melody_with"] - row["melody_without"])
+    assert "melody_with" not in metrics["ground truth"] and metrics["ground truth"]["melody_chroma"] > 0.9
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "## Melody conditioning" in report and "same text and seed" in report
+    assert "melody" not in report.split("## Metrics")[1].split("## Tempo")[0]  # not in the big table
+
+
+def test_eval_prompts_give_melodies_whistled_from_test_split_clips_only(tiny_dataset, tmp_path):
+    from musiclm.audio import load_audio
+    from musiclm.evaluation import whistle
+
+    pfile, runner = tmp_path / "p.jsonl", CliRunner()
+    res = runner.invoke(
+        app, ["eval-prompts", "--manifest", str(tiny_dataset), "--out", str(pfile), "--melodies", "1"]
+    )
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    items = prompts.read_prompts(pfile)
+    (i, given), *others = [(i, p) for i, p in enumerate(items) if p.melody is not None]
+    assert not others and "(1 with a whistled melody)" in res.output
+    clip = next(c for c in read_manifest(tiny_dataset) if c.path == given.reference)
+    assert clip.split == "test" and given.melody == tmp_path / "p_melodies" / f"{i:03d}.wav"
+    notes = whistle.whistle_register(whistle.tune(clip.midi))
+    expected = whistle.whistle(notes, clip.duration, whistle.RATE, seed=i)
+    assert np.allclose(load_audio(given.melody).numpy(), expected, atol=1e-4)  # 16-bit PCM
+    res = runner.invoke(
+        app,
+        ["eval-prompts", "--musiccaps", str(pfile), "--out", str(tmp_path / "m.jsonl"), "--melodies", "1"],
+    )
+    assert res.exit_code != 0 and "--melodies needs --manifest" in res.output

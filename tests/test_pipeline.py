@@ -637,3 +637,135 @@ def test_eval_stage_reports_every_link(folder, parts, tmp_path, device):
     (wrong / "meta.json").write_text(json.dumps({**read_meta(tmp_path / "held"), "semantic_vocab": 99}))
     result = CliRunner().invoke(app, ["eval-stage", "--tokens", str(wrong), "--checkpoint", str(folder)])
     assert result.exit_code != 0 and "semantic_vocab" in result.output
+
+
+# ------------------------------------------------------------------------------------ audio prompts
+def recorded_mulan_tokens(monkeypatch) -> list:
+    """Where each later ``generate`` puts the MuLan tokens its stages are conditioned on."""
+    used = []
+
+    def recording(*args, **kwargs):
+        used.append(args[1][0][1])
+        return pipeline_generate_tokens(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "generate_tokens", recording)
+    return used
+
+
+def test_style_conditions_the_stages_on_the_clips_mulan_audio_tokens(model, monkeypatch, tmp_path):
+    used = recorded_mulan_tokens(monkeypatch)
+    rate = model.mulan.sample_rate
+    clip = tone(1.5, freq=330.0, sr=rate)  # within one window of the tiny MuLan (2 s)
+    path = save_audio(tmp_path / "clip.wav", clip, rate)
+    long_clip = torch.cat([tone(3.0, freq=330.0, sr=rate), tone(3.0, freq=550.0, sr=rate)])
+    model.generate("calm piano", 0.5, seed=0)
+    model.generate(None, 0.5, seed=0, style=clip)
+    model.generate(None, 0.5, seed=0, style=path)
+    model.generate(None, 0.5, seed=0, style=long_clip)
+    text, audio, from_file, long = used
+    # a clip of one window: the very tokens tokenization gave the windows the stages trained on
+    assert audio.equal(tokenize.mulan_window_tokens(model.mulan, clip)) and not audio.equal(text)
+    assert from_file.equal(tokenize.mulan_window_tokens(model.mulan, load_audio(path, rate)))
+    # a longer clip: its windows' embeddings averaged, renormalised, then quantized
+    windows = tokenize.mulan_window_embeddings(model.mulan, long_clip)
+    averaged = torch.nn.functional.normalize(windows.mean(0, keepdim=True), dim=-1)
+    assert len(windows) > 1 and long.equal(model.mulan.quantize(averaged))
+
+
+def test_style_blends_with_text_in_mulans_space(model, monkeypatch):
+    used = recorded_mulan_tokens(monkeypatch)
+    rate = model.mulan.sample_rate
+    a, b = tone(1.5, freq=330.0, sr=rate), tone(1.5, freq=550.0, sr=rate)
+    texts = ["calm piano", "fast drums"]
+    model.generate(texts, 0.5, seed=0)
+    model.generate(texts, 0.5, seed=0, style=(a, 0.0))  # a clip of weight 0 leaves the text alone
+    model.generate(None, 0.5, seed=0, style=[a, (b, 0)])  # no text: the clip alone
+    judged = []
+
+    def first_candidate(wavs, embedded):
+        judged.append(embedded)
+        return wavs[:, 0]
+
+    monkeypatch.setattr(model, "_closest_to_prompt", first_candidate)
+    model.generate(texts, 0.5, seed=0, style=[(a, 2.0), (b, 0.5)], candidates=2)
+    text, zero, alone, blend = used
+    assert zero.equal(text)
+    assert alone.equal(tokenize.mulan_window_tokens(model.mulan, a))
+    clips = 2.0 * model.embed_style(a) + 0.5 * model.embed_style(b)
+    expected = torch.nn.functional.normalize(model.mulan.embed_text(texts) + clips, dim=-1)
+    assert blend.equal(model.mulan.quantize(expected).repeat_interleave(2, 0))
+    assert torch.allclose(judged[0][0][1], expected)  # the candidates are judged against the blend
+
+
+@pytest.mark.parametrize(
+    "request_, message",
+    [
+        (dict(style="missing.wav"), "style file missing.wav not found"),
+        (dict(style="unreadable"), "cannot read audio file"),
+        (dict(style="silent"), "is silent"),
+        (dict(style="short"), "give at least 1 s of music"),
+        (dict(style="stereo"), "must be mono"),
+        (dict(style="nan"), "NaN"),
+        (dict(style=("ok", -1.0)), "must be a finite number >= 0"),
+        (dict(style=("ok", math.inf)), "must be a finite number >= 0"),
+        (dict(style=[3]), "a style clip is an audio file"),
+        (dict(texts=None, style=("ok", 0)), "every style clip weighs 0 and there is no text"),
+        (dict(texts=None, story=[("a", 1.0)], style="ok"), "story mode takes text prompts only"),
+    ],
+)
+def test_bad_style_requests_fail_before_generation(model, monkeypatch, tmp_path, request_, message):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("generation started")
+
+    monkeypatch.setattr(pipeline, "generate_tokens", forbidden)
+    rate = model.mulan.sample_rate
+    (tmp_path / "unreadable.wav").write_text("not audio")
+    clips = {
+        "ok": tone(1.5, sr=rate),
+        "missing.wav": "missing.wav",
+        "unreadable": tmp_path / "unreadable.wav",
+        "silent": torch.zeros(2 * rate),
+        "short": tone(0.5, sr=rate),
+        "stereo": tone(1.5, sr=rate).expand(2, -1),
+        "nan": torch.full((2 * rate,), math.nan),
+    }
+
+    def resolved(style):
+        if isinstance(style, tuple):
+            return (clips[style[0]], style[1])
+        return [3] if isinstance(style, list) else clips[style]
+
+    request_ = {"texts": "calm piano", "duration": 1.0, **request_}
+    request_["style"] = resolved(request_["style"])
+    with pytest.raises(GenerationError, match=message):
+        model.generate(**request_)
+
+
+def test_cli_generates_from_a_style_clip_alone_or_blended(folder, tmp_path, monkeypatch):
+    clip = save_audio(tmp_path / "song.wav", tone(1.5, sr=24000), 24000)
+    requests = []
+    generate = MusicLM.generate
+
+    def recording(self, *args, **kwargs):
+        requests.append((args[0], kwargs["style"]))
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(MusicLM, "generate", recording)
+    base = ["generate", "--duration", "0.5", "--checkpoint", str(folder), "--seed", "0"]
+    runner = CliRunner()
+    alone = runner.invoke(app, [*base, "--style", str(clip), "--out", str(tmp_path / "a.wav")])
+    assert alone.exit_code == 0, alone.output
+    both = [
+        *base,
+        "calm piano",
+        "--style",
+        f"{clip}:0.5",
+        "--style",
+        str(clip),
+        "--out",
+        str(tmp_path / "b.wav"),
+    ]
+    blended = runner.invoke(app, both)
+    assert blended.exit_code == 0, blended.output
+    assert (tmp_path / "a.wav").is_file() and (tmp_path / "b.wav").is_file()
+    assert requests == [(None, [(clip, 1.0)]), (["calm piano"], [(clip, 0.5), (clip, 1.0)])]

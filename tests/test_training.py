@@ -109,7 +109,7 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path, monkeypatch):
     # The next run cleans the partial file and resumes from the intact checkpoint.
     resumed = Trainer(ToyModel(ToyConfig()), ToyData(), TrainConfig(steps=8, progress=False), tmp_path)
     assert resumed.step == 6
-    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+    assert not list((tmp_path / "checkpoints").glob("*.partial"))
 
 
 def test_corrupt_checkpoint_is_a_clear_error_and_keeps_the_previous(tmp_path):

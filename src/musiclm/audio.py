@@ -6,19 +6,20 @@ Waveforms are float32 torch tensors, mono ``[T]`` or batched ``[B, T]``. soundfi
 
 from __future__ import annotations
 
+import functools
 import math
-import os
 import warnings
 from pathlib import Path
 
 import librosa
 import numpy as np
-import pyloudnorm
 import soundfile as sf
 import soxr
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from musiclm.files import atomic_write, unwritable
 
 
 class AudioError(ValueError):
@@ -89,8 +90,8 @@ def read_clip(
     return load_audio(clip.path, sample_rate, offset=(clip.offset or 0.0) + start, duration=seconds)
 
 
-# what save_audio writes, by extension (soundfile picks the format by it; Ogg holds Vorbis, not PCM)
-AUDIO_OUT_SUBTYPES = {".wav": "PCM_16", ".flac": "PCM_16", ".ogg": "VORBIS"}
+# what save_audio writes, by extension: the container and its samples (Ogg holds Vorbis, not PCM)
+AUDIO_OUT_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
 _WRITABLE = "choose a writable path ending in .wav, .flac or .ogg"
 
 
@@ -98,14 +99,11 @@ def check_audio_out(path: str | Path) -> Path:
     """Refuse an output path :func:`save_audio` could not write, so a command can refuse it before any
     work (loading a model, generating) is spent on audio that would then be lost."""
     path = Path(path)
-    if path.is_dir():
-        raise AudioError(f"cannot write audio file {path}: it is a folder; {_WRITABLE}")
-    if path.suffix.lower() not in AUDIO_OUT_SUBTYPES:
-        what = f"unknown extension {path.suffix}" if path.suffix else "no extension"
-        raise AudioError(f"cannot write audio file {path}: {what}; {_WRITABLE}")
-    existing = next((p for p in path.parents if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise AudioError(f"cannot write audio file {path}: {existing} is a file, not a folder; {_WRITABLE}")
+    reason = unwritable(path)
+    if reason is None and path.suffix.lower() not in AUDIO_OUT_FORMATS:
+        reason = f"unknown extension {path.suffix}" if path.suffix else "no extension"
+    if reason is not None:
+        raise AudioError(f"cannot write audio file {path}: {reason}; {_WRITABLE}")
     return path
 
 
@@ -116,23 +114,21 @@ def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: in
     data = torch.as_tensor(wav).detach().float().cpu().squeeze()
     if data.ndim != 1:
         raise AudioError(f"save_audio expects mono audio [T], got shape {tuple(data.shape)}")
-    check_finite(data, f"audio for {path}")
+    bad = int((~torch.isfinite(data)).sum())
+    if bad:
+        raise AudioError(
+            f"refusing to write {path}: {bad} of {data.numel()} samples are NaN or infinite; "
+            "the model or input that made them is broken"
+        )
     peak = float(data.abs().max()) if data.numel() else 0.0
     if peak > 1.0:
         warnings.warn(f"audio for {path} peaks at {peak:.2f}; clipping to [-1, 1]", stacklevel=2)
-    # a temporary name keeps the extension (soundfile picks the format by it); renamed only when
-    # complete, so a failed or interrupted write never leaves half a file under the real name
-    tmp = path.with_name(f"{path.stem}.partial{path.suffix}")
+    container, subtype = AUDIO_OUT_FORMATS[path.suffix.lower()]
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        subtype = AUDIO_OUT_SUBTYPES[path.suffix.lower()]
-        sf.write(str(tmp), data.clamp(-1, 1).numpy(), sample_rate, subtype=subtype)
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            sf.write(str(tmp), data.clamp(-1, 1).numpy(), sample_rate, subtype=subtype, format=container)
     except Exception as err:
         raise AudioError(f"cannot write audio file {path}: {_reason(err)}; {_WRITABLE}") from err
-    finally:
-        if tmp.exists():  # unlink(missing_ok) still raises when a file sits where a folder should
-            tmp.unlink()
     return path
 
 
@@ -167,6 +163,8 @@ def loudness_normalize(
         rms = float(np.sqrt(np.mean(data**2))) if data.size else 0.0
         loudness = 20 * math.log10(rms) - 0.691 if rms > 0 else -math.inf
     else:
+        import pyloudnorm  # imports scipy.signal: 0.6 s of start-up that a text prompt never needs
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pyloudnorm warns on silence; handled below
             loudness = pyloudnorm.Meter(sample_rate).integrated_loudness(data)
@@ -232,9 +230,8 @@ class MelSpectrogram(nn.Module):
     ):
         super().__init__()
         self.sample_rate, self.n_fft, self.hop_length = sample_rate, n_fft, hop_length
+        self.n_mels, self.f_min, self.f_max = n_mels, f_min, f_max
         self.center, self.log, self.eps = center, log, eps
-        fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max)
-        self.register_buffer("filterbank", torch.from_numpy(fb).float(), persistent=False)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
@@ -252,7 +249,10 @@ class MelSpectrogram(nn.Module):
             .abs()
             .pow(2)
         )
-        mel = self.filterbank @ spec
+        filterbank = _mel_filterbank(
+            self.sample_rate, self.n_fft, self.n_mels, self.f_min, self.f_max, spec.device
+        )
+        mel = filterbank @ spec
         out = torch.log(mel.clamp_min(self.eps)) if self.log else mel
         return out[0] if squeeze else out
 
@@ -295,12 +295,8 @@ class RhythmAndKey(nn.Module):
         if chroma not in CHROMAS:
             raise ValueError(f"chroma must be one of {CHROMAS}, got {chroma!r}")
         self.lags = tuple(round(s * frame_rate) for s in self.LAG_SECONDS)
+        self.sample_rate, self.chroma = sample_rate, chroma
         self.n_fft, self.power = self.N_FFT[chroma], 2 if chroma == "stft" else 1
-        if chroma == "stft":
-            filters = librosa.filters.chroma(sr=sample_rate, n_fft=self.n_fft, n_chroma=12)
-        else:
-            filters = semitone_chroma_filters(sample_rate, self.n_fft, *self.SEMITONE_HZ)
-        self.register_buffer("chroma_filters", torch.from_numpy(filters).float(), persistent=False)
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
         self.dim = self.lags[1] - self.lags[0] + 2 * 12 + 12
 
@@ -310,7 +306,8 @@ class RhythmAndKey(nn.Module):
 
     def key(self, wav: torch.Tensor) -> torch.Tensor:
         spec = torch.stft(wav.float(), self.n_fft, self.n_fft // 4, window=self.window, return_complex=True)
-        chroma = self.chroma_filters @ spec.abs().pow(self.power)  # [B, 12, F]
+        filters = _chroma_filters(self.sample_rate, self.n_fft, self.chroma, spec.device)
+        chroma = filters @ spec.abs().pow(self.power)  # [B, 12, F]
         return key_profile_features((chroma / chroma.amax(1, keepdim=True).clamp(min=1e-10)).mean(-1))
 
     def forward(self, wav: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
@@ -341,6 +338,27 @@ def key_profile_features(chroma: torch.Tensor) -> torch.Tensor:
     order = (torch.arange(12, device=chroma.device)[None] + best[:, None]) % 12
     corr = torch.gather(corr, 2, order[:, None].expand(-1, 2, -1))
     return torch.cat([corr.flatten(1), torch.gather(chroma, 1, order)], dim=1)
+
+
+# Filter tables are made at a module's first forward, not when it is built, and kept outside nn.Module's
+# registry (as buffers made later they would misalign the model's buffers with an EMA copy's): librosa's
+# filters import and compile numba, 1.4 s of start-up for a model loaded to generate from text, which never
+# computes a spectrogram. Cached per device, as a buffer would have been moved once.
+@functools.cache
+def _mel_filterbank(
+    sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float | None, device: torch.device
+) -> torch.Tensor:
+    fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max)
+    return torch.from_numpy(fb).float().to(device)
+
+
+@functools.cache
+def _chroma_filters(sample_rate: int, n_fft: int, chroma: str, device: torch.device) -> torch.Tensor:
+    if chroma == "stft":
+        filters = librosa.filters.chroma(sr=sample_rate, n_fft=n_fft, n_chroma=12)
+    else:
+        filters = semitone_chroma_filters(sample_rate, n_fft, *RhythmAndKey.SEMITONE_HZ)
+    return torch.from_numpy(filters).float().to(device)
 
 
 def semitone_chroma_filters(sample_rate: int, n_fft: int, low_hz: float, high_hz: float) -> np.ndarray:

@@ -8,28 +8,35 @@ are used only through the protocols of :mod:`musiclm.interfaces` and loaded by t
 so any codec / tokenizer / conditioner implementing them (ours or an HF adapter) can be assembled.
 
 :func:`generate_tokens` is the token-level procedure (tested and benchmarked on its own);
-:meth:`MusicLM.generate` adds checking of the request, text/melody/audio tokenization and decoding.
+:meth:`MusicLM.generate` adds checking of the request, text/melody/audio tokenization and decoding. A
+prompt may be a clip of music (``style``) as well as, or instead of, text: the stages were trained on
+MuLan *audio* tokens, so the clip's tokens condition them as a training clip's did, and text and clips
+blend in MuLan's joint space before quantisation.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import itertools
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from musiclm.audio import load_audio, loudness_normalize, resample
+from musiclm.audio import AudioError, load_audio, loudness_normalize, resample
 from musiclm.config import ConfigError
+from musiclm.files import write_text_atomic
 from musiclm.interfaces import AcousticCodec, Conditioner, MelodyEmbedder, SemanticTokenizer, load_component
 from musiclm.pretrained import PretrainedMixin
 from musiclm.progress import tqdm
 from musiclm.stages.sampling import Sampling, generate_stage
 from musiclm.stages.stages import StageConfig, StageLM
-from musiclm.stages.tokenize import encode_aligned
+from musiclm.stages.tokenize import encode_aligned, mulan_window_embeddings
 
 PIPELINE_FILE = "pipeline.json"
 # The trained small model committed with the repository (an editable install finds it here)
@@ -38,6 +45,11 @@ SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "checkpoints" / "musiclm_s
 PARTS = ("codec", "semantic", "mulan", "semantic_stage", "coarse_stage")
 PAPER_TEMPERATURES = (1.0, 0.95, 0.4)  # semantic, coarse, fine
 MAX_DURATION = 300.0  # the paper generates clips of up to 5 minutes
+# MuLan pads a clip shorter than its window with silence, as it did the short clips it trained on; under a
+# second there is too little music left to hear (and it is more likely a cut-off file than a prompt)
+MIN_STYLE_SECONDS = 1.0
+
+AudioSource = str | Path | torch.Tensor
 
 
 class GenerationError(ValueError):
@@ -173,6 +185,22 @@ def vocabularies(
     }
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Loading imports the parts' libraries (transformers, einx) and builds their modules, some 400,000
+    objects that live as long as the model, and sampling makes tensors freed as they go: neither leaves
+    cyclic garbage. Python's collector, started every few hundred new objects, would still walk that whole
+    heap again and again: a fifth of the shipped pipeline's load, and 0.4 s of a generation's first
+    seconds. It runs again afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 class MusicLM:
     """The assembled model. Build it from parts, or load a pipeline folder with :meth:`from_pretrained`."""
 
@@ -222,6 +250,7 @@ class MusicLM:
 
     # ------------------------------------------------------------ persistence
     @classmethod
+    @_collector_paused()
     def from_pretrained(
         cls, directory: str | Path = SHIPPED_MODEL, map_location: str | torch.device = "cpu"
     ) -> MusicLM:
@@ -279,12 +308,13 @@ class MusicLM:
                 part.save_pretrained(directory / name, dtype)
             else:
                 part.save_pretrained(directory / name)
-        (directory / PIPELINE_FILE).write_text(
+        write_text_atomic(
+            directory / PIPELINE_FILE,
             json.dumps(
                 {"max_duration": self.max_duration, "guidance": self.guidance, "candidates": self.candidates},
                 indent=2,
             )
-            + "\n"
+            + "\n",
         )
         return directory
 
@@ -315,6 +345,7 @@ class MusicLM:
         return self.codec.sample_rate
 
     @torch.no_grad()
+    @_collector_paused()
     def generate(
         self,
         texts: str | Sequence[str] | None,
@@ -328,6 +359,7 @@ class MusicLM:
         top_k: int | None = None,
         top_p: float | None = None,
         candidates: int | None = None,
+        style: AudioSource | tuple[AudioSource, float] | Sequence | None = None,
         progress: bool = False,
     ) -> torch.Tensor:
         """Waveforms ``[B, T]`` at :attr:`sample_rate`, one per prompt.
@@ -338,10 +370,14 @@ class MusicLM:
         rate) whose melody tokens join the text tokens. ``guidance``: classifier-free guidance scale
         (None: the pipeline's own, :attr:`guidance`; 1: off, the paper's sampling). ``temperatures``:
         semantic, coarse, fine (paper's default). ``candidates``: samples drawn per prompt, of which the one
-        whose MuLan audio embedding is closest to the prompt's text embedding is returned (None: the
-        pipeline's own, :attr:`candidates`; 1: no choosing, the paper's sampling).
+        whose MuLan audio embedding is closest to the prompt's embedding is returned (None: the
+        pipeline's own, :attr:`candidates`; 1: no choosing, the paper's sampling). ``style``: music to sound
+        like: an audio file or a ``[T]`` tensor at MuLan's rate, a ``(clip, weight)`` pair, or a list of
+        these (see :func:`style_parts`); each text prompt is blended with the clips, the text weighing 1
+        (without texts: one output, from the clips alone). Not with ``story``.
         """
-        schedule = self._check_request(texts, duration, story)
+        styles = style_parts(style, texts, story)
+        schedule = self._check_request(texts, duration, story, styles)
         if len(temperatures) != 3 or not all(math.isfinite(t) and t >= 0 for t in temperatures):
             raise GenerationError(
                 f"temperatures takes 3 finite values >= 0 (semantic, coarse, fine), got {list(temperatures)}"
@@ -349,18 +385,19 @@ class MusicLM:
         guidance = self.guidance_for(guidance)
         samplings = [Sampling(t, top_k, top_p, guidance) for t in temperatures]
         candidates = self.candidates_for(candidates)
-        rows = len(schedule[0][1]) * candidates  # the candidates of a prompt are adjacent rows
+        clips = [(read_style(source, self.mulan.sample_rate), weight) for source, weight in styles]
+        rows = max(len(schedule[0][1]), 1) * candidates  # the candidates of a prompt are adjacent rows
         melody_tokens = self._melody_tokens(melody, rows)
         prompt_sem = prompt_ac = None
         prompt_seconds = 0.0
         if continuation is not None:
             prompt_sem, prompt_ac, prompt_seconds = self._prompt_tokens(continuation, rows)
-        texts_embedded = [
-            (start + prompt_seconds, self.mulan.embed_text(list(texts))) for start, texts in schedule
+        prompts_embedded = [
+            (start + prompt_seconds, self._embed_prompts(texts, clips)) for start, texts in schedule
         ]
         mulan = [
             (start, self.mulan.quantize(embedded).repeat_interleave(candidates, 0).to(self.device))
-            for start, embedded in texts_embedded
+            for start, embedded in prompts_embedded
         ]
         mulan[0] = (0.0, mulan[0][1])
         generator = torch.Generator(self.device)
@@ -381,20 +418,39 @@ class MusicLM:
         wavs = self.codec.decode(torch.cat(levels, dim=1))
         if candidates == 1:
             return wavs
-        return self._closest_to_text(wavs.unflatten(0, (-1, candidates)), texts_embedded)
+        return self._closest_to_prompt(wavs.unflatten(0, (-1, candidates)), prompts_embedded)
 
     @torch.no_grad()
-    def _closest_to_text(self, wavs: torch.Tensor, texts_embedded) -> torch.Tensor:
+    def _closest_to_prompt(self, wavs: torch.Tensor, prompts_embedded) -> torch.Tensor:
         """``wavs [B, N, T]`` -> ``[B, T]``: per prompt, the candidate whose MuLan audio embedding is closest
-        to the text embedding, each story segment judged against its own prompt and weighted by its
-        length (audio prepared as MuLan saw it in training: its rate, loudness-normalised)."""
+        to the prompt's (text, clips or their blend), each story segment judged against its own prompt and
+        weighted by its length (audio prepared as MuLan saw it in training: its rate, loudness-normalised)."""
         batch, count, length = wavs.shape
-        bounds = [round(start * self.sample_rate) for start, _ in texts_embedded] + [length]
+        bounds = [round(start * self.sample_rate) for start, _ in prompts_embedded] + [length]
         score = torch.zeros(batch, count)
-        for (begin, end), (_, text) in zip(itertools.pairwise(bounds), texts_embedded):
+        for (begin, end), (_, prompt) in zip(itertools.pairwise(bounds), prompts_embedded):
             audio = self.embed_audio(wavs[..., begin:end].flatten(0, 1), self.sample_rate)
-            score += (audio.unflatten(0, (batch, count)).cpu() * text[:, None].cpu()).sum(-1) * (end - begin)
+            closeness = (audio.unflatten(0, (batch, count)).cpu() * prompt[:, None].cpu()).sum(-1)
+            score += closeness * (end - begin)
         return wavs[torch.arange(batch), score.argmax(1)]
+
+    @torch.no_grad()
+    def embed_style(self, wav: torch.Tensor) -> torch.Tensor:
+        """The unit MuLan embedding ``[D]`` of a style clip ``[T]`` at MuLan's rate: its windows prepared and
+        embedded as tokenization does for the clips the stages trained on, averaged (a clip up to one
+        window long has one window, whose tokens are then those of a training clip's window)."""
+        windows = mulan_window_embeddings(self.mulan, wav, device=self.device)
+        return F.normalize(windows.mean(0), dim=-1)
+
+    def _embed_prompts(self, texts: list[str], clips: list[tuple[torch.Tensor, float]]) -> torch.Tensor:
+        """``[B, D]`` unit embeddings to quantize: each text's, blended with the clips' (the text weighing
+        1) as the weighted sum of unit embeddings, renormalised; without texts, one row of the clips."""
+        if not clips:
+            return self.mulan.embed_text(texts)
+        blend = sum(weight * self.embed_style(wav) for wav, weight in clips).to(self.device)
+        if texts:
+            blend = self.mulan.embed_text(texts).to(self.device) + blend
+        return F.normalize(blend.reshape(-1, blend.shape[-1]), dim=-1)
 
     @torch.no_grad()
     def embed_audio(self, wavs: torch.Tensor, rate: int) -> torch.Tensor:
@@ -404,8 +460,9 @@ class MusicLM:
         heard = resample(wavs.float().cpu(), rate, mulan_rate)
         return self.mulan.embed_audio(torch.stack([loudness_normalize(w, mulan_rate) for w in heard]))
 
-    def _check_request(self, texts, duration: float, story) -> list[tuple[float, list[str]]]:
-        """Everything that can be wrong with a request, raised before any work is done."""
+    def _check_request(self, texts, duration: float, story, styles) -> list[tuple[float, list[str]]]:
+        """Everything that can be wrong with a request, raised before any work is done (the style clips'
+        prompts: :func:`style_parts`; their audio: :func:`read_style`)."""
         if not isinstance(duration, (int, float)) or not math.isfinite(duration) or duration <= 0:
             raise GenerationError(f"duration must be a positive number of seconds, got {duration!r}")
         if duration > self.max_duration:
@@ -432,7 +489,9 @@ class MusicLM:
         if isinstance(texts, str):
             texts = [texts]
         if not texts:
-            raise GenerationError("no prompts: pass at least one text (or a story)")
+            if not styles:
+                raise GenerationError("no prompts: pass at least one text, a style clip or a story")
+            return [(0.0, [])]
         empty = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
         if empty:
             raise GenerationError(f"prompt(s) at position {empty} are empty; describe the music to generate")
@@ -450,7 +509,7 @@ class MusicLM:
                 f"the melody is {seconds:.2f} s long; it needs at least one window of "
                 f"{self.melody.window_seconds} s"
             )
-        if wav.abs().max() < 1e-4 or wav.pow(2).mean().sqrt() < 1e-4:
+        if _silent(wav):
             raise GenerationError("the melody file is silent; record the hummed/whistled melody louder")
         tokens = self.melody.quantize(self.melody.embed(wav[None]))
         return tokens.to(self.device).expand(batch, -1, -1)
@@ -488,13 +547,79 @@ def _checked_candidates(candidates: int) -> int:
     return candidates
 
 
+def style_parts(style, texts=None, story=None) -> list[tuple[AudioSource, float]]:
+    """``style`` of :meth:`MusicLM.generate` as ``(clip, weight)`` pairs, checked against the request's
+    ``texts`` and ``story``: ``style`` is one clip (an audio file or a ``[T]`` tensor), one ``(clip,
+    weight)`` pair, or a list of clips and pairs; a clip without a weight weighs 1, as a text prompt does.
+    Weights are finite and >= 0 (0 leaves a clip out)."""
+    if style is None:
+        return []
+    items = [style] if isinstance(style, (str, Path, torch.Tensor)) or _weighted(style) else list(style)
+    parts = [item if _weighted(item) else (item, 1.0) for item in items]
+    for source, weight in parts:
+        if not isinstance(source, (str, Path, torch.Tensor)):
+            raise GenerationError(
+                f"a style clip is an audio file or a [T] tensor, or a (clip, weight) pair; got {source!r}"
+            )
+        if not math.isfinite(weight) or weight < 0:
+            raise GenerationError(
+                f"the weight of style clip {_named(source)} must be a finite number >= 0 (a text prompt "
+                f"weighs 1), got {weight!r}"
+            )
+    if parts and story:
+        raise GenerationError("story mode takes text prompts only; give style clips with texts or alone")
+    if parts and not texts and not any(weight for _, weight in parts):
+        raise GenerationError("every style clip weighs 0 and there is no text: give a clip a weight above 0")
+    return parts
+
+
+def read_style(source: AudioSource, sample_rate: int) -> torch.Tensor:
+    """A style clip as mono ``[T]`` at ``sample_rate`` (a tensor is taken to be at that rate already),
+    refused when it is too short or too quiet to be heard."""
+    wav = _audio(source, sample_rate, "style")
+    seconds = wav.shape[-1] / sample_rate
+    if seconds < MIN_STYLE_SECONDS:
+        raise GenerationError(
+            f"style clip {_named(source)} is {seconds:.2f} s long; give at least "
+            f"{MIN_STYLE_SECONDS:g} s of music"
+        )
+    if _silent(wav):
+        raise GenerationError(
+            f"style clip {_named(source)} is silent; give a clip of the music to sound like"
+        )
+    return wav
+
+
+def _weighted(item) -> bool:
+    """Whether ``item`` is a ``(clip, weight)`` pair rather than a list of clips."""
+    return (
+        isinstance(item, tuple)
+        and len(item) == 2
+        and isinstance(item[1], (int, float))
+        and not isinstance(item[1], bool)
+    )
+
+
+def _named(source: AudioSource) -> str:
+    return "(a tensor)" if isinstance(source, torch.Tensor) else str(source)
+
+
+def _silent(wav: torch.Tensor) -> bool:
+    return bool(wav.abs().max() < 1e-4 or wav.pow(2).mean().sqrt() < 1e-4)
+
+
 def _audio(source, sample_rate: int, what: str) -> torch.Tensor:
     if isinstance(source, torch.Tensor):
         wav = source.float()
         if wav.dim() != 1:
             raise GenerationError(f"the {what} tensor must be mono [T], got shape {tuple(wav.shape)}")
+        if not torch.isfinite(wav).all():
+            raise GenerationError(f"the {what} tensor contains NaN or infinite samples")
         return wav
     path = Path(source)
     if not path.exists():
         raise GenerationError(f"{what} file {path} not found")
-    return load_audio(path, sample_rate)
+    try:
+        return load_audio(path, sample_rate)
+    except AudioError as err:  # the library's one error type for a request it cannot serve
+        raise GenerationError(str(err)) from err

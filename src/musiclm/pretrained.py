@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from musiclm.config import Config, ConfigError
+from musiclm.files import atomic_write, write_text_atomic
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -35,14 +36,12 @@ class PretrainedMixin:
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
         """Write config and weights; ``dtype=torch.float16`` halves the size of a shipped model."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / (WEIGHTS_NAME + ".tmp")
         rebuilt = self.rebuilt_prefixes()
         state = {k: v for k, v in _unique_state(self, dtype).items() if not k.startswith(rebuilt)}  # type: ignore[arg-type]
-        save_file(state, str(tmp))
-        tmp.replace(directory / WEIGHTS_NAME)
+        with atomic_write(directory / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp))
         meta = {"model_type": self.model_type, "config": self.config.to_dict()}
-        (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+        write_text_atomic(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
         return directory
 
     @classmethod
@@ -92,6 +91,14 @@ def load_weights(
         raise ConfigError(
             f"{path} is not a readable safetensors file ({err}); re-save or re-download it"
         ) from err
+    floats = [v for v in state.values() if v.is_floating_point()]
+    bad = sum(int((~torch.isfinite(v)).sum()) for v in floats)
+    if bad:  # such a part loads and runs, and makes silence or noise that looks like a result
+        total = sum(v.numel() for v in floats)
+        raise ConfigError(
+            f"{path.parent} holds non-finite weights ({bad} of {total} values are NaN/inf); "
+            "retrain or restore it"
+        )
     load_state_dict_checked(model, state, source=str(path), missing_ok=missing_ok)
     model.to(map_location)
 

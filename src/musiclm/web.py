@@ -65,9 +65,18 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
         t_semantic,
         t_coarse,
         t_fine,
+        # last and with defaults, so that a client of the page's /generate endpoint written before them works
+        style=None,
+        style_share=0.5,
         progress=gr.Progress(track_tqdm=True),
     ):
         segments = [story_segment(line) for line in (story or "").splitlines() if line.strip()] or None
+        texts, styles = prompt, None
+        if style:
+            # the slider is the clip's share of the blend; the library weighs a text 1 and a clip its weight
+            texts = prompt if prompt.strip() and style_share < 1 else None
+            weight = style_share / (1 - style_share) if texts else 1.0
+            styles = [(style, weight)]
         seconds = sum(s for _, s in segments) if segments else float(duration)
         seed = int(seed) if seed is not None and seed >= 0 else secrets.randbelow(2**31)
         temperatures = (t_semantic, t_coarse, t_fine)
@@ -77,7 +86,7 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
             progress((i, int(variations)), desc=f"variation {i + 1} of {int(variations)}")
             wavs.append(
                 model.generate(
-                    prompt,
+                    texts,
                     seconds,
                     melody=melody,
                     continuation=continuation,
@@ -85,6 +94,7 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
                     seed=seed + i,
                     guidance=guidance,
                     temperatures=temperatures,
+                    style=styles,
                     progress=True,
                 )[0].cpu()  # the player and the spectrogram read NumPy
             )
@@ -92,12 +102,13 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
         command = [  # uploads by their file names: the user has them under those names
             "musiclm",
             "generate",
-            *([prompt] if prompt else []),
+            *([texts] if texts else []),
             *[f"--story={text}:{s:g}" for text, s in segments or []],
             f"--duration={seconds:g}",
             f"--seed={seed}",
             *([f"--melody={Path(melody).name}"] if melody else []),
             *([f"--continue={Path(continuation).name}"] if continuation else []),
+            *([f"--style={Path(style).name}:{weight:g}"] if style else []),
             *([f"--guidance={guidance:g}"] if guidance != default_guidance else []),
             *(["--temperatures", *map(str, temperatures)] if temperatures != PAPER_TEMPERATURES else []),
             *([f"--checkpoint={checkpoint}"] if checkpoint else []),
@@ -152,6 +163,19 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
                         type="filepath",
                         label="Audio to continue (kept at the start of the result)",
                     )
+                with gr.Accordion("Sound like a clip", open=False):
+                    style = gr.Audio(
+                        sources=["upload"],
+                        type="filepath",
+                        label="Music to sound like (its MuLan audio tokens condition the stages)",
+                    )
+                    style_share = gr.Slider(
+                        0,
+                        1,
+                        value=0.5,
+                        step=0.05,
+                        label="Blend: 0 the text only, 1 the clip only (without a text: the clip)",
+                    )
                 with gr.Accordion("Story mode", open=False):
                     story = gr.Textbox(
                         label="Story",
@@ -200,7 +224,19 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
                     )
         button.click(
             generate,
-            [prompt, duration, seed, variations, melody, continuation, story, guidance, *temperature_sliders],
+            [
+                prompt,
+                duration,
+                seed,
+                variations,
+                melody,
+                continuation,
+                story,
+                guidance,
+                *temperature_sliders,
+                style,
+                style_share,
+            ],
             [info, *outputs],
             concurrency_limit=1,
         )

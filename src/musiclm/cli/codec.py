@@ -15,6 +15,7 @@ from musiclm.cli.common import (
     Manifests,
     OutDir,
     Overrides,
+    Overwrite,
     Preset,
     Steps,
     model_config,
@@ -139,25 +140,29 @@ def encode(
     quantizers: Annotated[int | None, typer.Option(help="Keep the first q levels (lower bitrate).")] = None,
     checkpoint: Checkpoint = None,
     device: Device = "cpu",
+    overwrite: Overwrite = False,
 ) -> None:
     """Audio file -> codes (.npz with codes [Q, F], sample_rate, frame_rate, num_samples)."""
     import numpy as np
 
     from musiclm.audio import audio_info, load_audio
+    from musiclm.files import atomic_write, check_output
 
+    check_output(dst, inputs=[src], overwrite=overwrite)
     codec = _load(checkpoint, device)
     rate = audio_info(src).samplerate
     if rate != codec.sample_rate:
         typer.echo(f"note: {src} is at {rate} Hz; resampling to the codec's {codec.sample_rate} Hz", err=True)
     wav = load_audio(src, codec.sample_rate)
     codes = codec.encode(wav[None], quantizers)[0].cpu()
-    np.savez(
-        dst,
-        codes=codes.numpy().astype(np.int16),
-        sample_rate=codec.sample_rate,
-        frame_rate=codec.frame_rate,
-        num_samples=wav.shape[-1],
-    )
+    with atomic_write(dst) as tmp, open(tmp, "wb") as f:
+        np.savez(
+            f,
+            codes=codes.numpy().astype(np.int16),
+            sample_rate=codec.sample_rate,
+            frame_rate=codec.frame_rate,
+            num_samples=wav.shape[-1],
+        )
     typer.echo(f"{dst}: {codes.shape[0]} x {codes.shape[1]} codes")
 
 
@@ -167,14 +172,17 @@ def decode(
     dst: Annotated[Path, typer.Argument(help="Output .wav.")],
     checkpoint: Checkpoint = None,
     device: Device = "cpu",
+    overwrite: Overwrite = False,
 ) -> None:
     """Codes (.npz) -> audio file."""
     import torch
 
     from musiclm.audio import check_audio_out, save_audio
+    from musiclm.files import check_output
 
     codes, n = _read_codes(src)
     check_audio_out(dst)
+    check_output(dst, inputs=[src], overwrite=overwrite)
     codec = _load(checkpoint, device)
     wav = codec.decode(torch.from_numpy(codes)[None])[0]
     save_audio(dst, wav[:n] if n else wav, codec.sample_rate)

@@ -1,4 +1,5 @@
-"""Options shared by every ``musiclm train ...`` command, so they read the same everywhere."""
+"""Options shared by several commands (every ``musiclm train ...``, every writer of one output file), so
+they read the same everywhere."""
 
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ Manifests = Annotated[
     list[Path], typer.Option("--data", help="JSONL manifest(s) of audio clips (repeatable).")
 ]
 Preset = Annotated[str, typer.Option(help="Model size preset: tiny, small or paper.")]
+Overwrite = Annotated[
+    bool,
+    typer.Option(help="Replace an output file that exists (one of the command's inputs never is)."),
+]
 Strict = Annotated[
     bool,
     typer.Option(

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from musiclm.cli.apps import app
-from musiclm.cli.common import Strict
+from musiclm.cli.common import Overwrite, Strict
 
 data_app = typer.Typer(
     help="Datasets: render the embedded dataset, index audio folders.", no_args_is_help=True
@@ -71,11 +71,14 @@ def index_cmd(
     license: Annotated[str | None, typer.Option(help="License recorded for every clip.")] = None,
     min_seconds: Annotated[float, typer.Option(help="Skip files shorter than this.")] = 0.5,
     strict: Strict = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Index a folder of your own audio; captions come from sidecar .json/.txt files when present.
     Unreadable, empty, silent or too-short files are skipped and listed in OUT-NAME.skipped.jsonl."""
-    from musiclm.data.index import IndexingError, index_folder
+    from musiclm.data.index import IndexingError, index_folder, index_inputs
+    from musiclm.files import check_output
 
+    check_output(out, inputs=index_inputs(folder), overwrite=overwrite)
     try:
         clips, skipped = index_folder(
             folder, out, split=split, license=license, min_seconds=min_seconds, strict=strict
@@ -99,10 +102,13 @@ def musiccaps_cmd(
         Path, typer.Option(help="Folder with the audio, named <ytid>.<ext> or <ytid>_<start>.<ext>.")
     ],
     out: Annotated[Path, typer.Option("--out", help="Manifest to write.")],
+    overwrite: Overwrite = False,
 ) -> None:
     """Import a MusicCaps-format CSV whose rows point at local audio files."""
-    from musiclm.data.index import IndexingError, import_musiccaps
+    from musiclm.data.index import IndexingError, audio_files, import_musiccaps
+    from musiclm.files import check_output
 
+    check_output(out, inputs=[csv, *audio_files(audio_dir)], overwrite=overwrite)
     try:
         clips, missing = import_musiccaps(csv, audio_dir, out)
     except IndexingError as err:

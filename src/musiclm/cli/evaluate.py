@@ -15,6 +15,7 @@ from musiclm.cli.common import (
     Manifests,
     OutDir,
     Overrides,
+    Overwrite,
     Preset,
     Steps,
     Strict,
@@ -135,6 +136,7 @@ def eval_command(
     # before any generation: an evaluation without a spare reference would be wasted
     suite.spare_reference(items, [c for c in clips if c.split != "train"], given, reference_clips)
     t0 = time.perf_counter()
+    without_melody = None
     if pipeline is not None and audio is None:
         info["guidance"] = pipeline.guidance_for(guidance)
         info["candidates"] = pipeline.candidates_for(candidates)
@@ -142,17 +144,13 @@ def eval_command(
         settings["candidates"] = info["candidates"]
         settings.update(seconds=seconds, batch=batch, prompts=[(p.text, str(p.melody)) for p in items])
         suite.claim_audio_folder(out / "audio", settings)
+        generation = {"out_dir": out / "audio", "guidance": guidance, "candidates": candidates}
         with torch.no_grad():
-            wavs = suite.generate_audio(
-                pipeline,
-                items,
-                seconds,
-                seed,
-                batch,
-                out_dir=out / "audio",
-                guidance=guidance,
-                candidates=candidates,
-            )
+            wavs = suite.generate_audio(pipeline, items, seconds, seed, batch, **generation)
+            if any(p.melody is not None for p in items):
+                without_melody = suite.generate_audio(
+                    pipeline, items, seconds, seed, batch, melody=False, **generation
+                )
         info["generation_wall_s"] = round(time.perf_counter() - t0, 1)
         info["device"] = str(pipeline.device)
     else:
@@ -184,6 +182,7 @@ def eval_command(
         under_test=given,
         reference_clips_min=reference_clips,
         skips=skips,
+        without_melody=without_melody,
     )
     summary = {r: {k: round(v, 4) for k, v in m.items() if isinstance(v, float)} for r, m in metrics.items()}
     typer.echo(json.dumps(summary, indent=1))
@@ -378,12 +377,17 @@ def eval_pairs_compare(
         typer.Option("--second", help="An eval-pairs --out folder of the second model (repeat per seed)."),
     ],
     out: Annotated[PathOpt, typer.Option(help="Also write the comparison to this JSON file.")] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Whether a second model's paired adherence differs from a first's: the pairs (same prompts, same
     seeds) on which exactly one of them moved the asked way, and a sign test on those."""
     import json
 
     from musiclm.evaluation import pairs as pe
+    from musiclm.files import check_output, write_text_atomic
+
+    if out is not None:
+        check_output(out, inputs=[folder / "pairs.json" for folder in [*first, *second]], overwrite=overwrite)
 
     def load(folders: list[Path]) -> list[dict]:
         runs = []
@@ -401,8 +405,7 @@ def eval_pairs_compare(
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1) + "\n")
+        write_text_atomic(out, json.dumps(result, indent=1) + "\n")
     typer.echo(json.dumps(result, indent=1))
 
 
@@ -417,20 +420,41 @@ def eval_prompts(
     ] = None,
     musiccaps: Annotated[PathOpt, typer.Option(help="Import the MusicCaps CSV instead.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="At most N prompts.")] = None,
+    melodies: Annotated[
+        int,
+        typer.Option(
+            help="With --manifest: give the first N prompts of test-split clips their clip's tune, "
+            "whistled, in OUT_melodies/ (melodies unseen in training); `musiclm eval` then scores "
+            "melody agreement with and without it."
+        ),
+    ] = 0,
+    overwrite: Overwrite = False,
 ) -> None:
     """Write a JSONL prompt file for `musiclm eval`."""
     from musiclm.data.manifest import read_manifest
     from musiclm.evaluation.prompts import import_musiccaps, prompts_from_manifest, write_prompts
+    from musiclm.files import check_output
 
     if (manifest is None) == (musiccaps is None):
         raise typer.BadParameter("pass exactly one of --manifest or --musiccaps")
+    if melodies and manifest is None:
+        raise typer.BadParameter("--melodies needs --manifest (the tunes come from its clips' MIDI)")
+    check_output(out, inputs=[manifest, musiccaps], overwrite=overwrite)
+    clips = read_manifest(manifest) if manifest else []
     items = (
-        prompts_from_manifest([c for c in read_manifest(manifest) if c.split != "train"])
+        prompts_from_manifest([c for c in clips if c.split != "train"])
         if manifest
         else import_musiccaps(musiccaps, limit)
     )[:limit]
+    if melodies:
+        from musiclm.evaluation.whistle import whistled_melodies
+
+        items = whistled_melodies(items, clips, out.with_name(out.stem + "_melodies"), melodies)
     write_prompts(out, items)
-    typer.echo(f"wrote {len(items)} prompts to {out}")
+    given = sum(p.melody is not None for p in items)
+    typer.echo(
+        f"wrote {len(items)} prompts to {out}" + (f" ({given} with a whistled melody)" if melodies else "")
+    )
 
 
 @train_app.command("classifier")

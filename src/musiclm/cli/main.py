@@ -7,6 +7,8 @@ so that ``musiclm --help`` answers at once.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 import platform
 from pathlib import Path
@@ -83,6 +85,10 @@ def main() -> None:
     # The command works offline by default (every default part ships in the repository or a package); a user
     # who can reach a model hub sets HF_HUB_OFFLINE=0. The library itself leaves the environment alone.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # At exit the interpreter's collector walks every object the command's imports made (a second of CPU
+    # once torch and transformers are loaded) to find garbage that the process's end frees anyway; frozen,
+    # they are skipped. Run at exit, after the command, so a caller of main() in-process keeps its collector.
+    atexit.register(gc.freeze)
     try:
         # not standalone: click and typer would print their own boxed usage errors and exit with status 2
         code = app(standalone_mode=False)

@@ -16,6 +16,7 @@ from musiclm.cli.common import (
     Manifests,
     OutDir,
     Overrides,
+    Overwrite,
     Preset,
     Steps,
     model_config,
@@ -191,12 +192,16 @@ def evaluate(
     ] = 30.0,
     out: Annotated[Path | None, typer.Option(help="Write the results here as JSON.")] = None,
     device: Device = "cpu",
+    overwrite: Overwrite = False,
 ) -> None:
     """Retrieval, zero-shot attributes (seen and held-out wording), RVQ fidelity, melody retrieval."""
+    from musiclm.files import check_output, write_text_atomic
     from musiclm.interfaces import load_component
     from musiclm.mulan.evaluate import evaluate_melody, evaluate_mulan
     from musiclm.training.distributed import pick_device
 
+    if out is not None:
+        check_output(out, inputs=data, overwrite=overwrite)
     if model is None and melody is None:  # the shipped model's conditioner and melody embedder
         from musiclm.pipeline import SHIPPED_MODEL
 
@@ -210,8 +215,7 @@ def evaluate(
     text = json.dumps(results, indent=2)
     typer.echo(text)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
+        write_text_atomic(out, text + "\n")
 
 
 @mulan_app.command("embed")
@@ -228,16 +232,20 @@ def embed(
         Path | None, typer.Option(help="Save embeddings and tokens to this .safetensors file.")
     ] = None,
     device: Device = "cpu",
+    overwrite: Overwrite = False,
 ) -> None:
     """Embed audio files and/or texts; print their tokens and the audio-text cosine similarities."""
     import torch
     from safetensors.torch import save_file
 
     from musiclm.audio import load_audio
+    from musiclm.files import atomic_write, check_output
     from musiclm.interfaces import load_component
     from musiclm.pipeline import SHIPPED_MODEL
     from musiclm.training.distributed import pick_device
 
+    if out is not None:
+        check_output(out, inputs=audio or [], overwrite=overwrite)
     part = load_component(model or SHIPPED_MODEL / "mulan", pick_device(device))
     tensors: dict[str, torch.Tensor] = {}
     with torch.no_grad():
@@ -259,7 +267,8 @@ def embed(
                 sims = [round(float(tensors[f"audio{i}"] @ tensors[f"text{j}"]), 3) for j in range(len(text))]
                 typer.echo(f"cosine(audio {i}, texts) = {sims}")
     if out is not None:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(out))
+        with atomic_write(out) as tmp:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
         typer.echo(f"saved {len(tensors)} tensors to {out}")
 
 

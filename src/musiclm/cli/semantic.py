@@ -15,6 +15,7 @@ from musiclm.cli.common import (
     Manifests,
     OutDir,
     Overrides,
+    Overwrite,
     Preset,
     Steps,
     model_config,
@@ -138,17 +139,21 @@ def tokenize(
     out: Annotated[Path, typer.Option("--out", help="Where to write the tokens (.npy, int64 [F]).")],
     tokenizer: Annotated[Path, typer.Option(help="Tokenizer folder written by fit-kmeans.")],
     device: Device = "cpu",
+    overwrite: Overwrite = False,
 ) -> None:
     """Semantic tokens of one audio file, 25 a second."""
     import numpy as np
 
     from musiclm.audio import load_audio
+    from musiclm.files import atomic_write, check_output
     from musiclm.interfaces import load_component
     from musiclm.training.distributed import pick_device
 
+    check_output(out, inputs=[audio], overwrite=overwrite)
     model = load_component(tokenizer, pick_device(device))
     tokens = model.tokenize(load_audio(audio, model.sample_rate)[None])[0].cpu()
-    np.save(out, tokens.numpy())
+    with atomic_write(out) as tmp, open(tmp, "wb") as f:
+        np.save(f, tokens.numpy())
     typer.echo(
         f"{len(tokens)} tokens ({len(tokens) / model.frame_rate:.2f} s at {model.frame_rate:g} Hz) -> {out}"
     )
@@ -173,6 +178,7 @@ def probe(
     ] = 2.0,
     seed: int = 0,
     device: Device = "cpu",
+    overwrite: Overwrite = False,
 ) -> None:
     """How well a tokenizer's tokens carry the notes of rendered clips (their MIDI): pitch-class and onset
     F1 from each token's mean piano roll, per-clip correlations, and stability under context."""
@@ -180,12 +186,14 @@ def probe(
 
     import numpy as np
 
-    from musiclm.data.manifest import read_manifest, write_text_atomic
+    from musiclm.data.manifest import read_manifest
     from musiclm.evaluation.semantic_probe import probe as run_probe
+    from musiclm.files import check_output, write_text_atomic
     from musiclm.interfaces import load_component
     from musiclm.pipeline import SHIPPED_MODEL
     from musiclm.training.distributed import pick_device
 
+    check_output(out, inputs=data, overwrite=overwrite)
     path = tokenizer or SHIPPED_MODEL / "semantic"
     model = load_component(path, pick_device(device))
     every = [c for m in data for c in read_manifest(m)]

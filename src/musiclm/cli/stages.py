@@ -18,6 +18,7 @@ from musiclm.cli.common import (
     Manifests,
     OutDir,
     Overrides,
+    Overwrite,
     Preset,
     Steps,
     Strict,
@@ -29,6 +30,9 @@ Part = Annotated[Path, typer.Option(help="Folder of a saved part (save_pretraine
 ShippedPart = Annotated[
     Path | None, typer.Option(help="Folder of a saved part (default: the shipped model's).")
 ]
+# `generate` reads each --style clip at this rate to refuse a bad one before the model loads: any rate tells a
+# clip's length and loudness, and a low one is cheap (the model reads it again at MuLan's rate)
+STYLE_CHECK_RATE = 16000
 
 
 @app.command()
@@ -300,9 +304,11 @@ def generate(
     skip_existing: Annotated[
         bool,
         typer.Option(
-            help="Batch mode: skip batches whose files all exist (rerun an interrupted batch job to resume)."
+            help="Batch mode: skip batches whose files all exist and keep any file that exists (rerun an "
+            "interrupted batch job to resume)."
         ),
     ] = False,
+    overwrite: Overwrite = False,
     seed: Annotated[int | None, typer.Option(help="Random seed: the same seed gives the same music.")] = None,
     melody: Annotated[Path | None, typer.Option(help="Hummed/whistled melody wav to follow.")] = None,
     continue_: Annotated[Path | None, typer.Option("--continue", help="Audio to continue.")] = None,
@@ -330,13 +336,23 @@ def generate(
     ] = (1.0, 0.95, 0.4),
     top_k: Annotated[int | None, typer.Option(help="Sample from the k most likely tokens only.")] = None,
     top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass.")] = None,
+    style: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Music to sound like: --style CLIP[:WEIGHT], repeatable. Each prompt is blended with the "
+            "clips in MuLan's space, the text weighing 1 and a clip its WEIGHT (default 1): song.wav:0.5 "
+            "makes the clip a third of the blend. Without a text prompt the clips alone are the prompt."
+        ),
+    ] = None,
     device: Device = "cpu",
 ) -> None:
-    """Generate music from text (with a progress bar per stage, and one over the batches in batch mode)."""
+    """Generate music from text and/or audio prompts (with a progress bar per stage, and one over the batches
+    in batch mode)."""
     import torch
 
     from musiclm.audio import check_audio_out, save_audio
-    from musiclm.pipeline import SHIPPED_MODEL, GenerationError, MusicLM
+    from musiclm.files import check_output
+    from musiclm.pipeline import SHIPPED_MODEL, GenerationError, MusicLM, read_style, style_parts
     from musiclm.progress import tqdm
     from musiclm.training.distributed import pick_device
 
@@ -350,9 +366,17 @@ def generate(
     empty = [i for i, text in enumerate(prompts or []) if not text.strip()]
     if empty:
         raise typer.BadParameter(f"prompt(s) at position {empty} are empty; describe the music to generate")
-    if not texts and not segments:
+    try:
+        styles = style_parts([_style_clip(item) for item in style or []], texts, segments)
+        for path, _ in styles:
+            read_style(path, STYLE_CHECK_RATE)
+    except GenerationError as err:
+        raise typer.BadParameter(str(err), param_hint="--style") from err
+    if not texts and not segments and not styles:
         where = f" in {prompts_file}" if prompts_file is not None else ""
-        raise typer.BadParameter(f"no prompts{where}: give one ('calm piano'), a --prompts-file or --story")
+        raise typer.BadParameter(
+            f"no prompts{where}: give one ('calm piano'), a --prompts-file, --style or --story"
+        )
     if not math.isfinite(duration) or duration <= 0:
         raise typer.BadParameter(f"--duration must be a positive number of seconds, got {duration:g}")
     shortest = _shortest_duration(checkpoint)
@@ -368,10 +392,13 @@ def generate(
         if path is not None and not path.exists():
             raise typer.BadParameter(f"{path} not found", param_hint=option)
     check_audio_out(out)
-    model = MusicLM.from_pretrained(checkpoint, map_location=device)
-    batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)] or [None]
     count = len(texts) or 1
     paths = [out] if count == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(count)]
+    inputs = (melody, continue_, *(clip for clip, _ in styles))
+    for path in paths:  # --skip-existing keeps the files that exist (below) instead of refusing them
+        check_output(path, inputs, overwrite=overwrite or skip_existing)
+    model = MusicLM.from_pretrained(checkpoint, map_location=device)
+    batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)] or [None]
     for number, batch in enumerate(tqdm(batches, desc="batches", unit="batch", disable=len(batches) == 1)):
         if skip_existing and all(p.is_file() for p in paths[number * batch_size : (number + 1) * batch_size]):
             continue
@@ -388,11 +415,14 @@ def generate(
                 top_k=top_k,
                 top_p=top_p,
                 candidates=candidates,
+                style=styles,
                 progress=len(batches) == 1,
             )
         except GenerationError as err:
             raise typer.BadParameter(str(err)) from err
         for path, wav in zip(paths[number * batch_size :], wavs):
+            if path.exists() and not overwrite:
+                continue
             save_audio(path, wav.to(torch.float32), model.sample_rate)
             if len(batches) == 1:
                 typer.echo(f"wrote {path} ({wav.shape[-1] / model.sample_rate:.1f} s)")
@@ -425,6 +455,23 @@ def _prompt_texts(path: Path) -> list[str]:
             f"{path}: prompt(s) {empty[:10]} (0-based) are empty", param_hint="--prompts-file"
         )
     return [p.text for p in found]
+
+
+def _style_clip(item: str) -> tuple[Path, float]:
+    """``'CLIP[:WEIGHT]'`` of ``--style`` -> ``(CLIP, WEIGHT)``, weight 1 when none is given (a colon not
+    followed by a number is part of the path)."""
+    path, sep, weight = item.rpartition(":")
+    if not sep or Path(item).exists():
+        return Path(item), 1.0
+    try:
+        return Path(path), float(weight)
+    except ValueError:
+        if Path(path).exists():
+            raise typer.BadParameter(
+                f"{item!r}: the weight after the last ':' must be a number, e.g. {path}:0.5",
+                param_hint="--style",
+            ) from None
+        return Path(item), 1.0
 
 
 def _story_segment(item: str) -> tuple[str, float]:
@@ -471,12 +518,14 @@ def eval_stage(
     ] = 5.0,
     out: Annotated[Path | None, typer.Option("--out", help="Write the figures to this JSON file.")] = None,
     device: Device = "cpu",
+    overwrite: Overwrite = False,
 ) -> None:
     """Does each stage listen? Teacher-forced NLL under each conditioning, alignment costs, real-semantic
     decoding."""
     import torch
 
     from musiclm.evaluation import diagnostics
+    from musiclm.files import check_output, write_text_atomic
     from musiclm.interfaces import load_component
     from musiclm.pipeline import SHIPPED_MODEL, MusicLM, StageSet
     from musiclm.stages.data import StageDataset, dataset_options, load_shards, shard_paths
@@ -485,6 +534,8 @@ def eval_stage(
     from musiclm.training.distributed import pick_device
 
     device = pick_device(device)
+    if out is not None:
+        check_output(out, overwrite=overwrite)
     pipeline = MusicLM.from_pretrained(checkpoint or SHIPPED_MODEL, map_location=device)
     replaced = {"semantic": semantic_stage, "coarse": coarse_stage, "fine": fine_stage}
     stages = StageSet(
@@ -532,8 +583,7 @@ def eval_stage(
             )
             typer.echo(f"real semantic: {_figures(report['real_semantic'])}")
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
+        write_text_atomic(out, json.dumps(report, indent=2) + "\n")
         typer.echo(f"wrote {out}")
 
 

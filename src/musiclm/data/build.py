@@ -25,9 +25,10 @@ import pretty_midi
 from musiclm.audio import save_audio
 from musiclm.data import corpus, instruments
 from musiclm.data.captions import make_captions
-from musiclm.data.manifest import Clip, write_manifest, write_text_atomic
+from musiclm.data.manifest import Clip, write_manifest
 from musiclm.data.render import RenderError, available_soundfonts, render_midi
 from musiclm.data.skips import SKIPPED_FILE, SkipLog
+from musiclm.files import write_text_atomic
 from musiclm.progress import tqdm
 
 KEY_NAMES = {
@@ -343,10 +344,7 @@ def render_work(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _finish(marker: Path, result: dict[str, Any]) -> dict[str, Any]:
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    tmp.replace(marker)
+    write_text_atomic(marker, json.dumps(result))
     return result
 
 
@@ -393,7 +391,7 @@ def build(opts: BuildOptions) -> Path:
     available_soundfonts(opts.soundfonts)  # fail early with the install command
     opts.out = Path(opts.out).resolve()
     opts.out.mkdir(parents=True, exist_ok=True)
-    for stale in [*opts.out.glob("clips/*.tmp.wav"), *opts.out.glob("clips/*.partial.wav")]:
+    for stale in opts.out.glob("clips/*.partial"):
         stale.unlink()  # left by an interrupted run; their works have no marker and are redone
     works = plan_works(opts)
     target = (opts.hours or float("inf")) * 3600

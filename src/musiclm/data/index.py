@@ -20,9 +20,23 @@ class IndexingError(ValueError):
     """A folder or CSV that cannot be indexed (the name avoids shadowing the builtin IndexError)."""
 
 
+def audio_files(folder: Path) -> list[Path]:
+    """The files under ``folder`` (searched recursively) whose extension is an audio format's."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+
+
+def index_inputs(folder: Path) -> list[Path]:
+    """Every file :func:`index_folder` may read: the audio files under ``folder`` and their sidecars."""
+    return [p for audio in audio_files(folder) for p in (audio, *_sidecar_paths(audio))]
+
+
+def _sidecar_paths(path: Path) -> tuple[Path, Path]:
+    return path.with_suffix(".json"), path.with_suffix(".txt")
+
+
 def _sidecar(path: Path) -> tuple[list[str], dict]:
     """Captions and attributes from ``<name>.json`` (AudioCraft-style fields) or ``<name>.txt``."""
-    js, txt = path.with_suffix(".json"), path.with_suffix(".txt")
+    js, txt = _sidecar_paths(path)
     if js.is_file():
         try:
             meta = json.loads(js.read_text(encoding="utf-8"))
@@ -82,7 +96,7 @@ def index_folder(
         raise IndexingError(f"{folder} is not a folder; pass the folder that holds your audio files")
     clips = []
     skips = SkipLog(Path(out).with_name(Path(out).stem + ".skipped.jsonl"), strict)
-    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
+    for path in audio_files(folder):
         try:
             info = sf.info(str(path))
             reason = unusable(path, info, min_seconds)
@@ -124,7 +138,7 @@ def import_musiccaps(csv_path: Path, audio_dir: Path, out: Path) -> tuple[list[C
         raise IndexingError(f"CSV {csv_path} not found")
     if not audio_dir.is_dir():
         raise IndexingError(f"audio folder {audio_dir} not found")
-    files = {p.stem: p for p in audio_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES}
+    files = {p.stem: p for p in audio_files(audio_dir)}
     clips, missing = [], 0
     with open(csv_path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)

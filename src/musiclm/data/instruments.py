@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pretty_midi
 
 # family -> [(GM program, plain name, lowest comfortable MIDI pitch, highest)]
 FAMILIES: dict[str, list[tuple[int, str, int, int]]] = {
@@ -83,6 +82,8 @@ ACCOMPANIMENT = [0, 24, 25, 21, 19, 48, 46, 89, 16, 4]
 
 def gm_name(program: int) -> str:
     """The General MIDI name, e.g. 'Acoustic Grand Piano' (what the manifests' `instruments` hold)."""
+    import pretty_midi  # with mido and fluidsynth, which importing the pipeline never needs
+
     return pretty_midi.program_to_instrument_name(program)
 
 

@@ -20,6 +20,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from musiclm.files import write_text_atomic
+
 
 class ManifestError(ValueError):
     """A manifest that cannot be used: names the file and line."""
@@ -88,21 +90,6 @@ def read_manifest(path: str | Path, skip_bad: bool = False, check_files: bool = 
 def write_manifest(path: str | Path, clips: list[Clip]) -> Path:
     """Write atomically; paths are stored relative to the manifest's folder."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     root = path.parent.resolve()
     lines = (json.dumps(c.to_json(root), ensure_ascii=False) + "\n" for c in clips)
     return write_text_atomic(path, "".join(lines))
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write to a temporary name, then rename: a job that fails or is killed while writing leaves the
-    previous file whole instead of half a new one."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from musiclm.data.manifest import write_text_atomic
+from musiclm.files import write_text_atomic
 
 SKIPPED_FILE = "skipped.jsonl"
 SHOWN = 5  # reasons printed at the end of a job; the file holds all of them

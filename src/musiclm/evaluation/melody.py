@@ -21,7 +21,11 @@ HOP = 320  # 20 ms
 def pitch_track(wav: torch.Tensor, sample_rate: int) -> np.ndarray:
     """f0 in Hz per 20 ms frame, NaN where unvoiced."""
     y = resample(wav.float(), sample_rate, TRACK_RATE).numpy()
-    f0, voiced, _ = librosa.pyin(y, fmin=65.0, fmax=1000.0, sr=TRACK_RATE, frame_length=1024, hop_length=HOP)
+    # quarter-semitone bins (pYIN's default is a tenth): a bin is off by at most 12.5 cents, well inside the
+    # 50 cents the chroma agreement allows, and the tracker runs several times faster on every suite row
+    f0, voiced, _ = librosa.pyin(
+        y, fmin=65.0, fmax=1000.0, sr=TRACK_RATE, frame_length=1024, hop_length=HOP, resolution=0.25
+    )
     return np.where(voiced, f0, np.nan)
 
 

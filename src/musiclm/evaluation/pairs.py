@@ -36,8 +36,8 @@ import librosa
 import numpy as np
 import torch
 
+from musiclm.audio import save_audio
 from musiclm.evaluation.adherence import key_scores
-from musiclm.evaluation.suite import save_atomic
 from musiclm.progress import tqdm
 
 PAIRS_FILE = Path(__file__).with_name("pairs.jsonl")
@@ -401,7 +401,7 @@ def generate_pairs(
             texts = [getattr(pairs[i], side) for i in idx]
             wavs = pipeline.generate(texts, duration=seconds, seed=seed + start, **generate_kwargs)
             for i, wav in zip(idx, wavs):
-                save_atomic(side_paths(out_dir, i)[side == "b"], wav.float().cpu(), pipeline.sample_rate)
+                save_audio(side_paths(out_dir, i)[side == "b"], wav.float().cpu(), pipeline.sample_rate)
     return out_dir
 
 
@@ -526,7 +526,7 @@ def render_reference_pairs(
                 wav = _render_side(
                     notes, attrs, start_q, seconds, u, [seed, index, 1], font, sample_rate, Path(tmp)
                 )
-                save_atomic(path, wav, sample_rate)
+                save_audio(path, wav, sample_rate)
     return out_dir
 
 
@@ -584,7 +584,7 @@ def chain_pairs(
             if all(p.is_file() for p in paths):
                 continue
             for wav, path in zip(sides, paths):
-                save_atomic(path, sampled(index, wav, link).float().cpu(), pipeline.sample_rate)
+                save_audio(path, sampled(index, wav, link).float().cpu(), pipeline.sample_rate)
     return folders
 
 

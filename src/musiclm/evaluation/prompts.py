@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from musiclm.data.manifest import Clip
+from musiclm.files import write_text_atomic
 
 
 class PromptError(ValueError):
@@ -80,12 +81,9 @@ def read_prompts(path: str | Path) -> list[Prompt]:
 
 
 def write_prompts(path: str | Path, prompts: list[Prompt]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in prompts), encoding="utf-8"
+    return write_text_atomic(
+        path, "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in prompts)
     )
-    return path
 
 
 def prompts_from_manifest(clips: list[Clip], caption_set: str | None = "heldout") -> list[Prompt]:

@@ -22,7 +22,7 @@ ROW_NOTES = {
     "random training": "random training clips that ignore the prompt (floor)",
 }
 LOWER_IS_BETTER = ("fad", "kld")
-SECTIONS = ("note_rate", "asked_")  # keys reported in sections of their own, not the metrics table
+SECTIONS = ("note_rate", "asked_", "melody_")  # keys reported in sections of their own, not the metrics table
 MOVES = (
     "Note-change rate: new notes a second of a clip's predominant pitch line (pYIN; a held tone or a "
     "drone is about 0). Ratio: a row's rate over that of the real clip its prompt describes (ground "
@@ -37,6 +37,19 @@ ASKED = (
     "for >= 60 % of prompts naming a BPM, asked mode for >= 80 % of prompts naming a key. Published "
     "anchor: a 2026 comparison found Stable Audio 3 playing the asked tempo in 61 % of clips and the "
     "asked key in 64 %."
+)
+
+MELODY = (
+    "Prompts that carry a melody (`musiclm eval-prompts --melodies`: the tune of the test-split clip "
+    "the prompt describes, whistled; no training clip holds it): pitch class, the share of frames "
+    "voiced in both where the output's pYIN pitch has the melody's pitch class (within 50 cents, octave "
+    "errors forgiven); contour, the correlation of the two pitch curves. Ground truth is the ceiling. "
+    "Target for the generated row: pitch class >= 0.60 with the melody, above its level without."
+)
+MELODY_BASELINE = (
+    "Without the melody: each melody prompt generated again from the same text and seed, its melody "
+    "left out, and scored against the same melody; the difference is what the melody adds (over the "
+    "prompts where both are defined)."
 )
 
 
@@ -91,6 +104,27 @@ def asked_section(metrics: dict[str, dict[str, Any]]) -> list[str]:
             f"| {name} | {m.get('asked_tempo_n', 0)} | {tempo} | {octave} | {m.get('asked_key_n', 0)} "
             f"| {key} | {mode} |"
         )
+    return md + [""]
+
+
+def melody_section(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    scored = {name: m for name, m in metrics.items() if "melody_chroma" in m}
+    if not scored:
+        return []
+    md = ["## Melody conditioning", "", MELODY, ""]
+    md += ["| row | prompts with a melody | pitch class | contour |", "|---|---|---|---|"]
+    for name, m in scored.items():
+        n = sum(a is not None for a in m["per_clip_melody_chroma"])
+        md.append(f"| {name} | {n} | {_fmt(m['melody_chroma'])} | {_fmt(m['melody_contour'])} |")
+    generated = metrics.get("generated", {})
+    if "melody_with" in generated:
+        cells = " | ".join(_fmt(generated[k]) for k in ("melody_with", "melody_without", "melody_gain"))
+        md += ["", MELODY_BASELINE, ""]
+        md += [
+            "| prompts | pitch class with the melody | without (same text and seed) | difference |",
+            "|---|---|---|---|",
+            f"| {generated['melody_n']} | {cells} |",
+        ]
     return md + [""]
 
 
@@ -172,7 +206,7 @@ def write_report(
         table(summary),
         "",
     ]
-    md += asked_section(metrics) + moves_section(metrics, texts)
+    md += asked_section(metrics) + moves_section(metrics, texts) + melody_section(metrics)
     md += [f"![{p.stem}]({p.name})" for p in plots]
     (out / "report.md").write_text("\n".join(md) + "\n")
     return out / "report.md"

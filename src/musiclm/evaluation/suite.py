@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from musiclm.audio import AudioError, resample
+from musiclm.audio import AudioError, resample, save_audio
 from musiclm.data.manifest import Clip
 from musiclm.data.skips import SKIPPED_FILE, SkipLog
 from musiclm.evaluation import adherence as adh
@@ -102,18 +101,56 @@ def evaluate_row(
     out["per_clip_note_rate"] = [note_change_rate(w, sample_rate) for w in wavs]
     out["note_rate_median"] = float(np.median(out["per_clip_note_rate"]))
     timings["note_rate"] = time.perf_counter() - t0
-    melodic = [(i, p.melody) for i, p in enumerate(prompts) if p.melody is not None]
-    if melodic:
-        from musiclm.audio import load_audio
-
+    if any(p.melody is not None for p in prompts):
         t0 = time.perf_counter()
-        agree = [melody_agreement(load_audio(path, sample_rate), wavs[i], sample_rate) for i, path in melodic]
+        agree = melody_agreements(prompts, wavs, sample_rate)
         for k in ("chroma", "contour"):
-            vals = [a[k] for a in agree if np.isfinite(a[k])]
+            vals = [a[k] for a in agree if a is not None and np.isfinite(a[k])]
             out[f"melody_{k}"] = float(np.mean(vals)) if vals else float("nan")
+        out["per_clip_melody_chroma"] = [None if a is None else a["chroma"] for a in agree]
         timings["melody"] = time.perf_counter() - t0
     out["seconds"] = timings
     return out
+
+
+def melody_agreements(
+    prompts: list[Prompt], wavs: list[torch.Tensor | None], sample_rate: int
+) -> list[dict[str, float] | None]:
+    """Per prompt, :func:`melody_agreement` of its melody with ``wavs[i]`` (None without either)."""
+    from musiclm.audio import load_audio
+
+    return [
+        melody_agreement(load_audio(p.melody, sample_rate), w, sample_rate)
+        if p.melody is not None and w is not None
+        else None
+        for p, w in zip(prompts, wavs)
+    ]
+
+
+def melody_baseline(
+    prompts: list[Prompt],
+    with_melody: list[float | None],
+    without: list[torch.Tensor | None],
+    sample_rate: int,
+) -> dict[str, Any]:
+    """Pitch-class agreement with the melody of the clips made with it (``with_melody``, per prompt, as
+    ``per_clip_melody_chroma``) against that of the clips made from the same text and seed without it
+    (``without``), both over the prompts where both are defined, and their difference."""
+    alone = [None if a is None else a["chroma"] for a in melody_agreements(prompts, without, sample_rate)]
+    pairs = [
+        (a, b)
+        for a, b in zip(with_melody, alone)
+        if a is not None and b is not None and np.isfinite(a) and np.isfinite(b)
+    ]
+    with_mean = float(np.mean([a for a, _ in pairs])) if pairs else float("nan")
+    without_mean = float(np.mean([b for _, b in pairs])) if pairs else float("nan")
+    return {
+        "melody_with": with_mean,
+        "melody_without": without_mean,
+        "melody_gain": with_mean - without_mean,
+        "melody_n": len(pairs),
+        "per_clip_melody_without": alone,
+    }
 
 
 def fad_reference_embeddings(
@@ -175,16 +212,6 @@ def usable_clip(clip, sample_rate: int, seconds: float, skips: SkipLog) -> torch
 GENERATION_FILE = "generation.json"
 
 
-def save_atomic(path: Path, wav: torch.Tensor | np.ndarray, sample_rate: int) -> None:
-    """Write under a temporary name, then rename: an interrupted run never leaves a half file that a
-    resumed run would take for finished."""
-    from musiclm.audio import save_audio
-
-    tmp = path.with_name(path.stem + ".tmp.wav")
-    save_audio(tmp, wav, sample_rate)
-    os.replace(tmp, path)
-
-
 def claim_audio_folder(folder: Path, settings: dict[str, Any]) -> None:
     """Record what the audio in ``folder`` is generated with, or check that a resumed run asks for the
     same: audio of another checkpoint, guidance, seed or prompt list must never be mixed into a result."""
@@ -211,19 +238,25 @@ def generate_audio(
     seed: int = 0,
     batch_size: int = 4,
     out_dir: str | Path | None = None,
+    melody: bool = True,
     **generate_kwargs,
-) -> list[torch.Tensor]:
+) -> list[torch.Tensor | None]:
     """One clip per prompt from a MusicLM pipeline (melody prompts one at a time, the rest in batches).
 
-    With ``out_dir`` each clip is also written there as ``NNN.wav`` (prompt order), and a batch whose
-    files all exist is read back instead of generated: an interrupted evaluation rerun with the same
-    settings resumes, and gives the audio an uninterrupted one would (batches have fixed bounds)."""
+    ``melody=False`` makes the baseline of the melody measure instead: only the prompts that carry a
+    melody, each from its text alone with the seed its melody clip has (None for the other prompts).
+
+    With ``out_dir`` each clip is also written there as ``NNN.wav`` (``NNN-no-melody.wav`` for the
+    baseline; prompt order), and a batch whose files all exist is read back instead of generated: an
+    interrupted evaluation rerun with the same settings resumes, and gives the audio an uninterrupted one
+    would (batches have fixed bounds)."""
     folder = Path(out_dir) if out_dir is not None else None
     rate = pipeline.sample_rate
     out: list[torch.Tensor | None] = [None] * len(prompts)
+    suffix = "" if melody else "-no-melody"
 
     def batch(idx: list[int], make) -> None:
-        paths = [folder / f"{i:03d}.wav" for i in idx] if folder is not None else []
+        paths = [folder / f"{i:03d}{suffix}.wav" for i in idx] if folder is not None else []
         if paths and all(p.is_file() for p in paths):
             for i, path in zip(idx, paths):
                 out[i] = load_clip(path, rate, seconds)
@@ -231,9 +264,9 @@ def generate_audio(
         for k, (i, w) in enumerate(zip(idx, make())):
             out[i] = w.float().cpu()
             if paths:
-                save_atomic(paths[k], out[i], rate)
+                save_audio(paths[k], out[i], rate)
 
-    plain = [i for i, p in enumerate(prompts) if p.melody is None]
+    plain = [i for i, p in enumerate(prompts) if p.melody is None] if melody else []
     for start in tqdm(range(0, len(plain), batch_size), desc="generating", unit="batch"):
         idx = plain[start : start + batch_size]
         texts = [prompts[i].text for i in idx]
@@ -243,13 +276,17 @@ def generate_audio(
             batch(
                 [i],
                 lambda: pipeline.generate(
-                    [p.text], duration=seconds, melody=p.melody, seed=seed + i, **generate_kwargs
+                    [p.text],
+                    duration=seconds,
+                    melody=p.melody if melody else None,
+                    seed=seed + i,
+                    **generate_kwargs,
                 ),
             )
     length = round(seconds * rate)
     from musiclm.audio import crop_or_pad
 
-    return [crop_or_pad(w, length) for w in out]
+    return [None if w is None else crop_or_pad(w, length) for w in out]
 
 
 def given_audio_paths(source, prompts: list[Prompt]) -> list:
@@ -331,8 +368,11 @@ def run_evaluation(
     under_test: list = (),
     reference_clips_min: int = 16,
     skips: SkipLog | None = None,
+    without_melody: list[torch.Tensor | None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Evaluate ``generated`` (one clip per prompt) with the reference rows and write the report.
+    ``without_melody[i]``: prompt i's clip made from the same text and seed without its melody (the
+    baseline of the melody measure; None for prompts without a melody).
 
     The FAD reference is every usable held-out clip that is not under test (not a prompt's own reference,
     not a file of ``under_test``: already generated audio given by path), and each prompt's KLD reference
@@ -357,6 +397,7 @@ def run_evaluation(
     if not keep:
         raise EvalError(f"none of the {len(prompts)} prompts has usable audio; see {skips.path}")
     prompts, generated = [prompts[i] for i in keep], [generated[i] for i in keep]
+    without_melody = None if without_melody is None else [without_melody[i] for i in keep]
     paired = None if paired is None else [paired[i] for i in keep]
     heldout = [c for c in reference_clips if c.split != "train"]
     train = [c for c in reference_clips if c.split == "train"]
@@ -397,6 +438,9 @@ def run_evaluation(
     if floor:
         rows["random training"] = [floor[i % len(floor)] for i in range(len(prompts))]
     metrics = evaluate_rows(rows, prompts, sample_rate, ev, fad_ref, kld_ref, fad_inf)
+    if without_melody is not None and "per_clip_melody_chroma" in metrics["generated"]:
+        with_melody = metrics["generated"]["per_clip_melody_chroma"]
+        metrics["generated"].update(melody_baseline(prompts, with_melody, without_melody, sample_rate))
     if "ground truth" in metrics:
         real = metrics["ground truth"]["per_clip_note_rate"]
         for name, m in metrics.items():

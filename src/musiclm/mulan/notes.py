@@ -31,6 +31,7 @@ from torch import nn
 
 from musiclm.audio import key_profile_features, loudness_normalize, onset_autocorrelation, read_clip, resample
 from musiclm.data.manifest import Clip, read_manifest
+from musiclm.files import atomic_write
 from musiclm.progress import tqdm
 
 FRAME_RATE = 25  # posteriors a second: a 16th note at 180 BPM still gets its own frame
@@ -144,10 +145,8 @@ def _write_clip(job: tuple[Clip, Path, int]) -> None:
     clip, path, sample_rate = job
     wav = loudness_normalize(read_clip(clip, sample_rate), sample_rate)  # as training crops are
     posteriors = note_posteriors(wav[None], sample_rate)[0]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.stem + ".partial.npy")
-    np.save(partial, (posteriors.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
-    os.replace(partial, path)
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, (posteriors.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
 
 
 def write_note_cache(manifest: str | Path, sample_rate: int, workers: int = 1) -> int:

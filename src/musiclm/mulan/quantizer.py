@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import faiss
 import numpy as np
 import torch
 from torch import nn
@@ -34,6 +33,8 @@ class ResidualKMeans(nn.Module):
         With fewer embeddings than codes (a tiny dataset), a level gets ``N`` clusters and its remaining
         codes repeat them: they are never the unique nearest code, so they are simply unused.
         """
+        import faiss  # only fitting clusters; a loaded model quantizes with its saved codebooks
+
         x = embeddings.detach().float().reshape(-1, self.dim).cpu().numpy().astype(np.float32)
         if len(x) < 2:
             raise ValueError(f"fitting the RVQ needs at least 2 embeddings, got {len(x)}")

@@ -23,6 +23,7 @@ from torch import nn
 
 from musiclm.audio import AudioError, check_finite
 from musiclm.config import Config, ConfigError
+from musiclm.files import atomic_write
 from musiclm.pretrained import PretrainedMixin
 from musiclm.progress import tqdm
 
@@ -210,12 +211,13 @@ class KMeansTokenizer(nn.Module, PretrainedMixin):
 
     def save_kmeans(self, path: str | Path) -> Path:
         """The k-means part alone (``.npz``: centroids, mean, std), to reuse over the same feature model."""
-        np.savez(
-            path,
-            centroids=self.centroids.cpu().numpy(),
-            mean=self.mean.cpu().numpy(),
-            std=self.std.cpu().numpy(),
-        )
+        with atomic_write(path) as tmp, open(tmp, "wb") as f:
+            np.savez(
+                f,
+                centroids=self.centroids.cpu().numpy(),
+                mean=self.mean.cpu().numpy(),
+                std=self.std.cpu().numpy(),
+            )
         return Path(path)
 
     def load_kmeans(self, path: str | Path) -> None:

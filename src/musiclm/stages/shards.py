@@ -18,6 +18,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from musiclm.files import atomic_write
+
 META_FILE = "meta.json"
 # the code vectors of the MuLan whose tokens the shards hold: "codebook" stages embed its tokens by them
 CODEBOOKS_FILE = "mulan_codebooks.safetensors"
@@ -72,9 +74,8 @@ def write_shard(
     path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], dtype: torch.dtype = torch.int32
 ) -> None:
     """Write atomically: a shard that exists is complete."""
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.to(dtype).contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        save_file({k: v.to(dtype).contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
 class Packed(NamedTuple):

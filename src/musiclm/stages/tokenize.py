@@ -35,6 +35,7 @@ from musiclm.audio import AudioError, crop_or_pad, loudness_normalize, read_clip
 from musiclm.data.captions import PAIR_KINDS, caption_from_attributes, caption_pair, pair_kinds
 from musiclm.data.manifest import Clip
 from musiclm.data.skips import SKIPPED_FILE, SkipLog
+from musiclm.files import atomic_write
 from musiclm.interfaces import AcousticCodec, Conditioner, MelodyEmbedder, SemanticTokenizer
 from musiclm.mulan.notes import note_posteriors, window_frames
 from musiclm.progress import tqdm
@@ -57,7 +58,20 @@ def mulan_window_tokens(
     device: str | torch.device = "cpu",
     batch: int = 16,
 ) -> torch.Tensor:
-    """MuLan audio tokens ``[W, Qm]`` of windows every ``hop`` s of ``[T]`` audio at ``mulan.sample_rate``.
+    """MuLan audio tokens ``[W, Qm]`` of windows every ``hop`` s of ``[T]`` audio at ``mulan.sample_rate``:
+    the quantized :func:`mulan_window_embeddings`."""
+    return mulan.quantize(mulan_window_embeddings(mulan, wav, hop, device, batch).to(device)).cpu()
+
+
+def mulan_window_embeddings(
+    mulan: Conditioner,
+    wav: torch.Tensor,
+    hop: float = MULAN_HOP,
+    device: str | torch.device = "cpu",
+    batch: int = 16,
+) -> torch.Tensor:
+    """Unit MuLan audio embeddings ``[W, D]`` of windows every ``hop`` s of ``[T]`` audio at
+    ``mulan.sample_rate``.
 
     Each window is prepared as MuLan's training crops are (its window length, zero-padded when the clip is
     shorter, loudness-normalised), so the tokens a stage learns from are those MuLan would give that audio.
@@ -72,15 +86,15 @@ def mulan_window_tokens(
         if getattr(mulan, "note_features", None) is not None
         else None
     )
-    tokens = []
+    embeddings = []
     for first in range(0, len(starts), batch):
         chosen = starts[first : first + batch]
         windows = torch.stack([loudness_normalize(crop_or_pad(wav, length, offset=s), rate) for s in chosen])
         notes = None
         if posteriors is not None:
             notes = window_frames(posteriors, chosen, rate, length / rate)[0]
-        tokens.append(mulan.quantize(mulan.embed_audio(windows.to(device), notes)).cpu())
-    return torch.cat(tokens)
+        embeddings.append(mulan.embed_audio(windows.to(device), notes).cpu())
+    return torch.cat(embeddings)
 
 
 def encode_aligned(
@@ -391,10 +405,9 @@ def refresh_mulan_tokens(
 
 
 def save_codebooks(out: Path, mulan: Conditioner, fingerprint: str) -> None:
-    tmp = out / (CODEBOOKS_FILE + ".tmp")
     codebooks = mulan.code_vectors().detach().float().cpu().contiguous()
-    save_file({"codebooks": codebooks}, str(tmp), metadata={"mulan": fingerprint})
-    tmp.replace(out / CODEBOOKS_FILE)
+    with atomic_write(out / CODEBOOKS_FILE) as tmp:
+        save_file({"codebooks": codebooks}, str(tmp), metadata={"mulan": fingerprint})
 
 
 def _save_shard(

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from musiclm.files import atomic_write
+
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
 
@@ -33,16 +35,10 @@ def list_checkpoints(directory: Path) -> list[Path]:
 
 
 def save_checkpoint(state: dict[str, Any], path: Path, keep: int | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:  # an interrupted write (Ctrl-C) leaves no partial file behind
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
     _fsync_dir(path.parent)
     if keep is not None:
         for old in list_checkpoints(path.parent)[:-keep]:
@@ -83,9 +79,9 @@ def _loads(path: Path) -> bool:
 
 
 def remove_partial_writes(directory: Path) -> None:
-    """Delete ``*.tmp`` files left by a run killed while writing a checkpoint."""
+    """Delete ``*.partial`` files left by a run killed while writing a checkpoint."""
     if directory.is_dir():
-        for tmp in directory.glob("*.tmp"):
+        for tmp in directory.glob("*.partial"):
             tmp.unlink(missing_ok=True)
 
 
