@@ -22,7 +22,7 @@ lint: setup
 bench: setup
 	.venv/bin/python -m benchmarks
 
-# A GPU run in one call (README, "Training on a GPU"): `make device-prep TOKENS=tokens/ [VALID=tokens_valid/]` here
+# A GPU run in one call (docs/training.md, "Training on a GPU"): `make device-prep TOKENS=tokens/ [VALID=tokens_valid/]` here
 # packs what the run carries into .device/; `make device-train STAGE=coarse MINUTES=6` runs on the GPU machine,
 # which has no .venv (so no setup).
 device-prep: setup

@@ -2,7 +2,7 @@
 # A GPU run in one call: on a lent GPU machine (a bare copy of the repository with Python 3.12 and PyTorch,
 # no package registry), check the GPU, then train a token stage for MINUTES with bf16 and the largest batch
 # that pays, and put what comes back into one folder. The package runs from src/; the tokens and any wheels
-# come from .device/, which scripts/device_prep.sh fills here (README: "Training on a GPU").
+# come from .device/, which scripts/device_prep.sh fills here (docs/training.md: "Training on a GPU").
 #
 #   scripts/device_train.sh STAGE MINUTES [PRESET [train stage options...]]
 #
