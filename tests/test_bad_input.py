@@ -773,6 +773,71 @@ def test_overwrite_replaces_an_earlier_output(capsys, monkeypatch, owned):
     assert not list(owned.glob("*.partial"))
 
 
+PARTS = [f"--{part}" for part in ("codec", "semantic", "mulan", "semantic-stage", "coarse-stage")]
+
+
+def assemble(out: str, part: str = "{tmp}/dir", codec: str | None = None) -> list[str]:
+    parts = [x for flag in PARTS for x in (flag, codec if codec and flag == "--codec" else part)]
+    return ["assemble", *parts, "--out", out]
+
+
+KMEANS = ["semantic", "fit-kmeans", "--data", "{tmp}/m.jsonl", "--backbone", "basic_pitch"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        assemble("{tmp}/dir"),
+        assemble("{tmp}/a", codec="{tmp}/a"),
+        assemble("{tmp}/dir/pipeline"),  # inside an input
+        assemble("{tmp}"),  # holds the inputs
+        ["codec", "export", "{tmp}/dir", "{tmp}/dir"],
+        ["codec", "export", "{tmp}/dir", "{tmp}/dir/codec"],
+        [*KMEANS, "--out", "{tmp}"],  # holds the manifest
+        ["semantic", "fit-kmeans", "--data", "{tmp}/m.jsonl", "--model", "{tmp}/dir", "--out", "{tmp}/dir/k"],
+        ["train", "classifier", "--data", "{tmp}/m.jsonl", "--augment-codec", "{tmp}/a", "--out", "{tmp}/a"],
+    ],
+    ids=[
+        "assemble: a part",
+        "assemble: --codec",
+        "assemble: inside a part",
+        "assemble: around the parts",
+        "codec export: the run",
+        "codec export: inside the run",
+        "fit-kmeans: around --data",
+        "fit-kmeans: inside --model",
+        "train classifier: --augment-codec",
+    ],
+)
+def test_no_output_folder_overlaps_an_input_even_with_overwrite(capsys, monkeypatch, owned, args):
+    if args[:2] != ["train", "classifier"]:  # it resumes an existing run instead, and has no --overwrite
+        args = [*args, "--overwrite"]
+    line = refused_untouched(capsys, monkeypatch, owned, args)
+    assert "an input of this command, which would be lost" in line, line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        assemble("{tmp}/b", part="{tmp}/dir"),
+        ["codec", "export", "{tmp}/dir", "{tmp}/b"],
+        [*KMEANS, "--out", "{tmp}/b"],
+    ],
+    ids=["assemble", "codec export", "fit-kmeans"],
+)
+def test_an_existing_output_folder_is_kept_without_overwrite(capsys, monkeypatch, owned, args):
+    line = refused_untouched(capsys, monkeypatch, owned, args)
+    assert f"{owned / 'b'} already exists and is not empty; pass --overwrite to replace it" in line, line
+
+
+def test_overwrite_replaces_an_earlier_output_folder(capsys, monkeypatch, owned):
+    code, text = cli(
+        capsys, monkeypatch, "codec", "export", SHIPPED_MODEL / "codec", owned / "b", "--overwrite"
+    )
+    assert code == 0, text
+    assert (owned / "b" / "config.json").is_file() and (owned / "b" / "model.safetensors").is_file()
+
+
 def test_an_interrupted_write_leaves_the_earlier_file_whole(tmp_path):
     path = tmp_path / "out.json"
     path.write_text("earlier\n")

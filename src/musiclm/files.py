@@ -33,6 +33,42 @@ def check_output(path: str | Path, inputs: Iterable[str | Path | None] = (), ove
     return path
 
 
+def check_output_folder(
+    path: str | Path, inputs: Iterable[str | Path | None] = (), overwrite: bool = False
+) -> Path:
+    """Refuse ``path`` as a command's output folder when it is, contains or lies inside one of ``inputs``
+    (even with ``overwrite``), is a file, or is a non-empty folder that ``overwrite`` does not allow to
+    replace. Like :func:`check_output`, commands call it before any model loads."""
+    path = Path(path)
+    for source in inputs:
+        if source is not None and _overlaps(path, Path(source)):
+            raise OutputError(
+                f"cannot write {path}: it is, holds or lies inside {source}, an input of this command, "
+                "which would be lost; choose another output folder"
+            )
+    if path.exists() and not path.is_dir():
+        reason: str | None = "it is a file, not a folder"
+    else:
+        existing = next((p for p in path.parents if p.exists()), None)
+        reason = None if existing is None or existing.is_dir() else f"{existing} is a file, not a folder"
+    if reason is not None:
+        raise OutputError(f"cannot write {path}: {reason}; choose another output folder")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise OutputError(
+            f"{path} already exists and is not empty; pass --overwrite to replace it, "
+            "or choose another output folder"
+        )
+    return path
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are the same path or one lies inside the other (links followed)."""
+    if _same_file(a, b):
+        return True
+    a, b = a.resolve(), b.resolve()
+    return a.is_relative_to(b) or b.is_relative_to(a)
+
+
 def unwritable(path: Path) -> str | None:
     """Why no file can be written at ``path``, or None: a folder is there, or a file where one of its
     folders should be."""

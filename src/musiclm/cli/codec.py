@@ -267,12 +267,15 @@ def export(
     run: Annotated[Path, typer.Argument(help="Training run folder (uses its latest checkpoint).")],
     dst: Annotated[Path, typer.Argument(help="Folder to save the codec into (save_pretrained).")],
     fp16: Annotated[bool, typer.Option(help="Store weights in float16 (half the size).")] = True,
+    overwrite: Overwrite = False,
 ) -> None:
     """Save a run's latest checkpoint as a codec folder (config.json + model.safetensors)."""
     import torch
 
     from musiclm.codec.soundstream import codec_from_checkpoint
+    from musiclm.files import check_output_folder
 
+    check_output_folder(dst, inputs=[run], overwrite=overwrite)
     codec = codec_from_checkpoint(str(run))
     codec.save_pretrained(dst, dtype=torch.float16 if fp16 else None)
     typer.echo(f"saved step {getattr(codec, 'train_steps', '?')} to {dst}")

@@ -33,7 +33,10 @@ Manifests = Annotated[
 Preset = Annotated[str, typer.Option(help="Model size preset: tiny, small or paper.")]
 Overwrite = Annotated[
     bool,
-    typer.Option(help="Replace an output file that exists (one of the command's inputs never is)."),
+    typer.Option(
+        help="Replace an output file, or fill an output folder, that exists (one of the command's inputs "
+        "never is)."
+    ),
 ]
 Strict = Annotated[
     bool,

@@ -489,10 +489,15 @@ def train_classifier(
         accuracy,
         labels_from_clips,
     )
+    from musiclm.files import check_output_folder
     from musiclm.interfaces import load_component
     from musiclm.pipeline import SHIPPED_MODEL
     from musiclm.training import TrainConfig, Trainer, seed_everything
 
+    augment_codec = augment_codec or SHIPPED_MODEL / "codec"
+    # a rerun with the same --out resumes its training (as every `musiclm train`), so an existing folder is
+    # kept and continued, never refused; it must not be, hold or lie inside an input
+    check_output_folder(out, inputs=[*data, augment_codec if augment else None], overwrite=True)
     clips = [c for m in data for c in read_manifest(m)]
     train = [c for c in clips if c.split == "train"]
     heldout = [c for c in clips if c.split != "train"]
@@ -502,9 +507,7 @@ def train_classifier(
     tc = train_config(TrainConfig.from_dict(TRAIN_DEFAULTS[preset]), steps, batch_size, lr, device, overrides)
     seed_everything(tc.seed)
     model = EvalClassifier(config)
-    augmenter = (
-        Augment(codec=load_component(augment_codec or SHIPPED_MODEL / "codec").eval()) if augment else None
-    )
+    augmenter = Augment(codec=load_component(augment_codec).eval()) if augment else None
     Trainer(
         model,
         ClassifierDataset(train, config, augment=augmenter),

@@ -85,15 +85,18 @@ def fit_kmeans(
     max_frames: Annotated[int, typer.Option(help="Feature frames to cluster at most.")] = 200_000,
     seed: int = 0,
     device: Device = "cpu",
+    overwrite: Overwrite = False,
 ) -> None:
     """Fit k-means on one layer's features of the training audio; write a tokenizer folder."""
     import numpy as np
 
     from musiclm.audio import read_clip
     from musiclm.data.manifest import read_manifest
+    from musiclm.files import check_output_folder
     from musiclm.semantic.tokenizer import BACKBONES, KMeansTokenizer, build_backbone
     from musiclm.training.distributed import pick_device
 
+    check_output_folder(out, inputs=[*data, model], overwrite=overwrite)
     if backbone == "basic_pitch":  # the model ships in the basic-pitch package: nothing to point at
         features, default_layer = build_backbone(backbone, {}), 0
     elif model is None:

@@ -259,13 +259,17 @@ def assemble(
         ),
     ] = 1,
     fp16: Annotated[bool, typer.Option(help="Store weights in float16 (half the size).")] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Put trained parts together into one pipeline folder (checks that they fit each other)."""
     import torch
 
+    from musiclm.files import check_output_folder
     from musiclm.interfaces import load_component
     from musiclm.pipeline import MusicLM, StageSet
 
+    parts = [codec, semantic, mulan, semantic_stage, coarse_stage, fine_stage, melody]
+    check_output_folder(out, inputs=parts, overwrite=overwrite)
     stages = StageSet(*(load_component(p) if p else None for p in (semantic_stage, coarse_stage, fine_stage)))
     model = MusicLM(
         load_component(codec),

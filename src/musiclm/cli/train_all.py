@@ -181,6 +181,7 @@ def train_all(
                 model=parts / "w2vbert",
                 clusters=KMEANS_CLUSTERS[preset],
                 device=device,
+                overwrite=True,  # this run's own part: a rerun redoes a part without its .done marker
             ),
         ),
         (
@@ -253,6 +254,7 @@ def train_all(
                 parts / "coarse_stage",
                 fine_stage=parts / "fine_stage",
                 melody=melody_dir,
+                overwrite=True,  # this run's own pipeline folder, redone when its .done marker is missing
             ),
         )
     )
