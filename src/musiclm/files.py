@@ -46,11 +46,12 @@ def check_output_folder(
                 f"cannot write {path}: it is, holds or lies inside {source}, an input of this command, "
                 "which would be lost; choose another output folder"
             )
-    if path.exists() and not path.is_dir():
-        reason: str | None = "it is a file, not a folder"
+    if path.is_dir():
+        reason = None
+    elif path.exists():
+        reason = "it is a file, not a folder"
     else:
-        existing = next((p for p in path.parents if p.exists()), None)
-        reason = None if existing is None or existing.is_dir() else f"{existing} is a file, not a folder"
+        reason = unwritable(path)
     if reason is not None:
         raise OutputError(f"cannot write {path}: {reason}; choose another output folder")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
