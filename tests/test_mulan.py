@@ -224,11 +224,11 @@ def test_attribute_heads_learn_and_only_shape_training(tmp_path):
             load_component(tmp_path / "with_heads").embed_audio(audio), model.embed_audio(audio)
         )
     # the heads are drawn afresh at each load, yet the same folder names the same MuLan in token folders
-    from musiclm.stages.tokenize import mulan_fingerprint
+    from musiclm.stages.tokenize import fingerprint
 
     first, second = (load_component(tmp_path / "with_heads") for _ in range(2))
     assert not torch.equal(first.attribute_heads["mode"].weight, second.attribute_heads["mode"].weight)
-    assert mulan_fingerprint(first) == mulan_fingerprint(second) != mulan_fingerprint(plain)
+    assert fingerprint(first) == fingerprint(second) != fingerprint(plain)
 
 
 def test_hard_negative_texts_only_add_audio_to_text_terms():

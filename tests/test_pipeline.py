@@ -335,6 +335,35 @@ def test_refresh_mulan_rewrites_only_the_conditioning_tokens(parts, tmp_path):
     assert result.exit_code != 0 and "tokenize again" in result.output
 
 
+def test_refresh_semantic_replaces_only_the_semantic_tokens(parts, tmp_path):
+    codec, semantic, mulan, melody = parts
+    clips = [
+        Clip(path=save_audio(tmp_path / f"clip{i}.wav", tone(4.5, 220.0 * (i + 1)) * 0.1, SR), captions=["a"])
+        for i in range(2)
+    ]
+    write_manifest(tmp_path / "clips.jsonl", clips)
+    out = tmp_path / "tokens"
+    tokenize_clips(clips, out, *parts, shard_size=1, progress=False)
+    before = load_shards(out)
+    # another tokenizer on the same features: the old centroids in reverse order, then 8 far from any
+    # feature, so that each old token t becomes 7 - t in a vocabulary of 16
+    other = KMeansTokenizer.on(semantic.backbone, layer=1, num_clusters=16)
+    other.centroids.copy_(torch.cat([semantic.centroids.flip(0), semantic.centroids + 1e4]))
+    other.save_pretrained(tmp_path / "semantic2")
+    run = ["tokenize", "--data", str(tmp_path / "clips.jsonl"), "--out", str(out)]
+    run += ["--semantic", str(tmp_path / "semantic2"), "--refresh-semantic"]
+    result = CliRunner().invoke(app, run)
+    assert result.exit_code == 0 and "2 shard(s)" in result.output, result.output
+    after = load_shards(out)
+    for old, new in zip(before, after, strict=True):
+        for kind in ("acoustic", "mulan", "text", "melody"):
+            assert new[kind].equal(old[kind])
+        assert new["semantic"].equal(7 - old["semantic"])
+    assert read_meta(out)["semantic_vocab"] == 16
+    result = CliRunner().invoke(app, run)  # done shards are recognised
+    assert result.exit_code == 0 and "0 shard(s)" in result.output, result.output
+
+
 def test_rendered_clips_bring_fresh_caption_tokens(parts, tmp_path):
     render = dict(
         caption_set="train",

@@ -61,6 +61,13 @@ def tokenize(
             "(after MuLan was retrained); acoustic, semantic and melody tokens stay. Resumable."
         ),
     ] = False,
+    refresh_semantic: Annotated[
+        bool,
+        typer.Option(
+            help="Only replace the semantic tokens of the shards already in OUT by --semantic's (to try another "
+            "semantic tokenizer on the stages); acoustic, MuLan and melody tokens stay. Resumable."
+        ),
+    ] = False,
     fresh_captions: Annotated[
         int | None,
         typer.Option(
@@ -82,7 +89,7 @@ def tokenize(
     from musiclm.data.manifest import read_manifest
     from musiclm.interfaces import load_component
     from musiclm.pipeline import SHIPPED_MODEL
-    from musiclm.stages.tokenize import refresh_mulan_tokens, tokenize_clips
+    from musiclm.stages.tokenize import refresh_mulan_tokens, refresh_semantic_tokens, tokenize_clips
     from musiclm.training.distributed import pick_device
 
     device = str(pick_device(device, int(os.environ.get("LOCAL_RANK", 0))))
@@ -90,7 +97,15 @@ def tokenize(
     captions = {name: value for name, value in given.items() if value is not None}
     # a missing file is skipped and counted like an unreadable one, not an end to the job
     every_clip = [c for m in data for c in read_manifest(m, check_files=False)]
-    if refresh_mulan:  # the shards name their clips, whatever split they were made from
+    if refresh_semantic:  # the shards name their clips, whatever split they were made from
+        tokenizer = load_component(semantic or SHIPPED_MODEL / "semantic", device)
+        try:
+            rewritten = refresh_semantic_tokens(out, every_clip, tokenizer, device=device)
+        except (FileNotFoundError, ValueError) as err:
+            raise typer.BadParameter(str(err)) from err
+        typer.echo(f"semantic tokens of {rewritten} shard(s) in {out} replaced")
+        return
+    if refresh_mulan:
         conditioner = load_component(mulan or SHIPPED_MODEL / "mulan", device)
         try:
             rewritten = refresh_mulan_tokens(out, every_clip, conditioner, device=device, **captions)

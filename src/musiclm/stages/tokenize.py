@@ -35,11 +35,11 @@ from musiclm.audio import AudioError, crop_or_pad, loudness_normalize, read_clip
 from musiclm.data.captions import PAIR_KINDS, caption_from_attributes, caption_pair, pair_kinds
 from musiclm.data.manifest import Clip
 from musiclm.data.skips import SKIPPED_FILE, SkipLog
-from musiclm.files import atomic_write
+from musiclm.files import atomic_write, write_text_atomic
 from musiclm.interfaces import AcousticCodec, Conditioner, MelodyEmbedder, SemanticTokenizer
 from musiclm.mulan.notes import note_posteriors, window_frames
 from musiclm.progress import tqdm
-from musiclm.stages.shards import CODEBOOKS_FILE, META_FILE, write_shard
+from musiclm.stages.shards import CODEBOOKS_FILE, META_FILE, PACKED_LEVELS, write_shard
 
 MULAN_HOP = 2.0  # seconds between the MuLan windows of a clip
 FRESH_CAPTIONS = 16  # captions drawn from a rendered clip's attributes beside its stored ones
@@ -241,13 +241,14 @@ def tokenize_clips(
     out.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
-    meta, fingerprint = vocab_meta(codec, semantic, mulan, melody), mulan_fingerprint(mulan)
+    meta, mulan_digest = vocab_meta(codec, semantic, mulan, melody), fingerprint(mulan)
+    semantic_digest = fingerprint(semantic)
     meta_path = out / META_FILE
     if meta_path.is_file() and json.loads(meta_path.read_text()) != meta:
         raise ValueError(f"{out} holds tokens of other parts ({meta_path} differs); use another --out")
     if rank == 0:
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-        save_codebooks(out, mulan, fingerprint)
+        save_codebooks(out, mulan, mulan_digest)
     shards = [s for s in range((len(clips) + shard_size - 1) // shard_size) if s % world_size == rank]
     todo = [s for s in shards if not _shard_path(out, s).is_file()]
     done = [_shard_path(out, s) for s in shards]
@@ -282,7 +283,15 @@ def tokenize_clips(
                         del tensors[key]
                     continue
                 paths.append(str(clip.path))
-            _save_shard(_shard_path(out, s), tensors, paths, fingerprint, fresh_captions, caption_pairs)
+            _save_shard(
+                _shard_path(out, s),
+                tensors,
+                paths,
+                mulan_digest,
+                fresh_captions,
+                caption_pairs,
+                semantic_digest,
+            )
     summary = skips.finish()
     if summary:
         tqdm.write(summary)
@@ -327,13 +336,13 @@ def _mulan_tensors(
     return out
 
 
-def mulan_fingerprint(mulan: Conditioner) -> str:
-    """A digest of the MuLan's weights: which MuLan a shard's conditioning tokens came from. Weights that
-    only shape training are left out: they are drawn afresh at each load, so the same MuLan folder must
-    give the same digest in every process."""
+def fingerprint(part: torch.nn.Module) -> str:
+    """A digest of a part's weights: which MuLan (or semantic tokenizer) a shard's tokens came from. Weights
+    that only shape training are left out: they are drawn afresh at each load, so the same folder must give
+    the same digest in every process."""
     digest = hashlib.sha1()
-    training_only = getattr(mulan, "TRAINING_ONLY_PREFIXES", ())
-    for name, tensor in sorted(mulan.state_dict().items()):
+    training_only = getattr(part, "TRAINING_ONLY_PREFIXES", ())
+    for name, tensor in sorted(part.state_dict().items()):
         if name.startswith(training_only):
             continue
         digest.update(name.encode())
@@ -374,17 +383,17 @@ def refresh_mulan_tokens(
             "a new folder"
         )
     by_path = {str(c.path): c for c in clips}
-    fingerprint = mulan_fingerprint(mulan)
+    mulan_digest = fingerprint(mulan)
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if rank == 0:
-        save_codebooks(out, mulan, fingerprint)
+        save_codebooks(out, mulan, mulan_digest)
     shards = sorted(out.glob("shard-*.safetensors"))[rank::world_size]
     rewritten = 0
     for shard in tqdm(shards, unit="shard", desc="refresh MuLan tokens", disable=not progress):
         with safe_open(str(shard), "pt") as f:
             info = f.metadata() or {}
             if (
-                info.get("mulan") == fingerprint
+                info.get("mulan") == mulan_digest
                 and int(info.get("fresh_captions", 0)) == fresh_captions
                 and int(info.get("caption_pairs", 0)) == caption_pairs
             ):
@@ -399,31 +408,95 @@ def refresh_mulan_tokens(
             )
         for i, path in enumerate(paths):
             tensors.update(_mulan_tensors(i, by_path[path], mulan, device, fresh_captions, caption_pairs))
-        _save_shard(shard, tensors, paths, fingerprint, fresh_captions, caption_pairs)
+        _save_shard(shard, tensors, paths, mulan_digest, fresh_captions, caption_pairs, info.get("semantic"))
         rewritten += 1
     return rewritten
 
 
-def save_codebooks(out: Path, mulan: Conditioner, fingerprint: str) -> None:
+@torch.no_grad()
+def refresh_semantic_tokens(
+    out: str | Path,
+    clips: list[Clip],
+    semantic: SemanticTokenizer,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+    window_seconds: float | None = WINDOW_SECONDS,
+) -> int:
+    """Replace the semantic tokens of every shard in ``out`` by ``semantic``'s, keeping the acoustic, MuLan
+    and melody tokens: a new semantic tokenizer is tried on the stages without encoding the audio with the
+    codec and MuLan again. Both streams are cut to the whole semantic frames they share, as
+    :func:`encode_aligned` cuts them. ``meta.json`` takes the new vocabulary and rate. Shards that already
+    hold this tokenizer's tokens are left as they are, so a killed job resumes; under ``torchrun`` each rank
+    takes every ``world_size``-th shard. Returns the number of shards this rank rewrote."""
+    out = Path(out)
+    meta_path = out / META_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{out} has no {META_FILE}: tokenize the clips first (musiclm tokenize)")
+    meta = json.loads(meta_path.read_text())
+    if PACKED_LEVELS in meta:
+        raise ValueError(f"{out} is a packed copy; refresh the folder it was packed from, then pack it again")
+    by_path = {str(c.path): c for c in clips}
+    semantic_digest = fingerprint(semantic)
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    shards = sorted(out.glob("shard-*.safetensors"))
+    rewritten = 0
+    for shard in tqdm(
+        shards[rank::world_size], unit="shard", desc="refresh semantic tokens", disable=not progress
+    ):
+        with safe_open(str(shard), "pt") as f:
+            info = f.metadata() or {}
+            if info.get("semantic") == semantic_digest:
+                continue
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        paths = json.loads(info["paths"])
+        missing = [p for p in paths if p not in by_path]
+        if missing:
+            raise ValueError(
+                f"{shard.name} holds {len(missing)} clip(s) the manifests do not list (e.g. {missing[0]}): "
+                "pass the manifest the shards were tokenized from"
+            )
+        for i, path in enumerate(paths):
+            wav = read_clip(by_path[path], semantic.sample_rate)
+            if window_seconds is None or wav.shape[-1] <= 2 * window_seconds * semantic.sample_rate:
+                tokens = semantic.tokenize(wav[None].to(device))[0].cpu()
+            else:
+                tokens = semantic_windows(wav, semantic, device, window_seconds)
+            acoustic = tensors[f"{i}/acoustic"]
+            seconds = min(acoustic.shape[-1] / meta["acoustic_rate"], tokens.shape[-1] / semantic.frame_rate)
+            seconds = int(seconds * semantic.frame_rate) / semantic.frame_rate
+            tensors[f"{i}/semantic"] = tokens[: round(seconds * semantic.frame_rate)]
+            tensors[f"{i}/acoustic"] = acoustic[:, : round(seconds * meta["acoustic_rate"])]
+        write_shard(shard, tensors, {**info, "semantic": semantic_digest})
+        rewritten += 1
+    if rank == 0:
+        meta.update(semantic_vocab=semantic.vocab_size, semantic_rate=float(semantic.frame_rate))
+        write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
+    return rewritten
+
+
+def save_codebooks(out: Path, mulan: Conditioner, mulan_digest: str) -> None:
     codebooks = mulan.code_vectors().detach().float().cpu().contiguous()
     with atomic_write(out / CODEBOOKS_FILE) as tmp:
-        save_file({"codebooks": codebooks}, str(tmp), metadata={"mulan": fingerprint})
+        save_file({"codebooks": codebooks}, str(tmp), metadata={"mulan": mulan_digest})
 
 
 def _save_shard(
     path: Path,
     tensors: dict[str, torch.Tensor],
     paths: list[str],
-    fingerprint: str,
+    mulan_digest: str,
     fresh_captions: int,
     caption_pairs: int,
+    semantic_digest: str | None,
 ) -> None:
     metadata = {
         "paths": json.dumps(paths),
-        "mulan": fingerprint,
+        "mulan": mulan_digest,
         "fresh_captions": str(fresh_captions),
         "caption_pairs": str(caption_pairs),
     }
+    if semantic_digest is not None:  # shards written before it was kept lack it
+        metadata["semantic"] = semantic_digest
     write_shard(path, tensors, metadata)
 
 
