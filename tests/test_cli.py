@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 from musiclm.audio import AudioError, save_audio
-from musiclm.cli.main import _raised_on_purpose
+from musiclm.errors import PACKAGE_DIR, raised_on_purpose
+from musiclm.pipeline import story_segment
 
 
 def musiclm(*args: str, debug: bool = False) -> subprocess.CompletedProcess:
@@ -38,6 +41,14 @@ def test_user_errors_print_one_line_and_exit_1(tmp_path):
     assert debug.returncode != 0 and "FileNotFoundError" in debug.stderr and "pipeline.py" in debug.stderr
 
 
+def caught(call) -> Exception:
+    try:
+        call()
+    except Exception as err:
+        return err
+    raise AssertionError("nothing raised")
+
+
 def test_only_errors_raised_on_purpose_lose_their_traceback():
     def raise_here(err):
         try:
@@ -45,9 +56,16 @@ def test_only_errors_raised_on_purpose_lose_their_traceback():
         except Exception as caught:
             return caught
 
-    assert _raised_on_purpose(raise_here(AudioError("unreadable")))  # musiclm's own error class
-    assert not _raised_on_purpose(raise_here(ValueError("raised outside musiclm")))
-    assert not _raised_on_purpose(raise_here(ZeroDivisionError()))
+    assert raised_on_purpose(raise_here(AudioError("unreadable")))  # musiclm's own error class
+    assert not raised_on_purpose(raise_here(ValueError("raised outside musiclm")))
+    assert not raised_on_purpose(raise_here(ZeroDivisionError()))
+
+
+def test_a_value_error_is_the_users_only_where_musiclm_raised_it():
+    """Judged by the frame that raised it, in the package's own folder: musiclm's refusal of a malformed story
+    segment is the user's; numpy's refusal of a shape, called from here, is a bug."""
+    assert raised_on_purpose(caught(lambda: story_segment("calm piano without seconds")))
+    assert not raised_on_purpose(caught(lambda: np.reshape(np.zeros(3), 2)))
 
 
 def test_a_library_in_a_folder_named_musiclm_keeps_its_traceback(tmp_path):
@@ -57,7 +75,22 @@ def test_a_library_in_a_folder_named_musiclm_keeps_its_traceback(tmp_path):
     try:
         exec(code)
     except ValueError as err:
-        assert not _raised_on_purpose(err)
+        assert not raised_on_purpose(err)
+
+
+def test_the_library_never_imports_the_command_line():
+    """The command line is built on the library (its recipes, the pipeline, the errors), never the reverse."""
+    importers = []
+    for path in PACKAGE_DIR.rglob("*.py"):
+        if path.relative_to(PACKAGE_DIR).parts[0] == "cli":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            if any(name == "musiclm.cli" or name.startswith("musiclm.cli.") for name in names):
+                importers.append(str(path.relative_to(PACKAGE_DIR)))
+    assert not importers, importers
 
 
 def test_progress_bars_write_plain_lines_into_a_pipe(tmp_path):

@@ -202,7 +202,8 @@ def _collector_paused() -> Iterator[None]:
 
 
 class MusicLM:
-    """The assembled model. Build it from parts, or load a pipeline folder with :meth:`from_pretrained`."""
+    """The assembled model. Build it from parts, or from their folders with :meth:`from_parts`, or load a
+    pipeline folder with :meth:`from_pretrained`."""
 
     def __init__(
         self,
@@ -271,22 +272,43 @@ class MusicLM:
             meta = json.loads((directory / PIPELINE_FILE).read_text())
         except json.JSONDecodeError as err:
             raise ConfigError(f"{directory / PIPELINE_FILE} is not valid JSON ({err}); restore it") from err
-        parts = {p: load_component(directory / p, map_location) for p in PARTS}
-        optional = {
-            p: load_component(directory / p, map_location) if (directory / p).is_dir() else None
-            for p in ("melody", "fine_stage")
-        }
-        melody = optional["melody"]
-        stages = StageSet(parts["semantic_stage"], parts["coarse_stage"], optional["fine_stage"])
+        optional = {p: directory / p for p in ("melody", "fine_stage") if (directory / p).is_dir()}
+        return cls.from_parts(
+            **{p: directory / p for p in PARTS},
+            **optional,
+            max_duration=meta.get("max_duration", MAX_DURATION),
+            guidance=meta.get("guidance"),
+            candidates=meta.get("candidates", 1),
+            map_location=map_location,
+        )
+
+    @classmethod
+    @_collector_paused()
+    def from_parts(
+        cls,
+        codec: str | Path,
+        semantic: str | Path,
+        mulan: str | Path,
+        semantic_stage: str | Path,
+        coarse_stage: str | Path,
+        fine_stage: str | Path | None = None,
+        melody: str | Path | None = None,
+        *,
+        max_duration: float = MAX_DURATION,
+        guidance: float | None = None,
+        candidates: int = 1,
+        map_location: str | torch.device = "cpu",
+    ) -> MusicLM:
+        """The pipeline of trained part folders, each saved with ``save_pretrained`` (``musiclm assemble``
+        puts them together so); the parts are checked to fit each other. Without ``fine_stage`` the codec
+        decodes the coarse levels alone."""
+
+        def load(folder):
+            return None if folder is None else load_component(folder, map_location)
+
+        stages = StageSet(load(semantic_stage), load(coarse_stage), load(fine_stage))
         return cls(
-            parts["codec"],
-            parts["semantic"],
-            parts["mulan"],
-            stages,
-            melody,
-            meta.get("max_duration", MAX_DURATION),
-            meta.get("guidance"),
-            meta.get("candidates", 1),
+            load(codec), load(semantic), load(mulan), stages, load(melody), max_duration, guidance, candidates
         )
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
@@ -545,6 +567,17 @@ def _checked_candidates(candidates: int) -> int:
             f"candidates must be a whole number >= 1 (samples per prompt; 1: no choosing), got {candidates!r}"
         )
     return candidates
+
+
+def story_segment(item: str) -> tuple[str, float]:
+    """``'TEXT:SECONDS'`` -> ``(TEXT, SECONDS)``: a story segment of ``--story`` and of the web page."""
+    text, sep, seconds = item.rpartition(":")
+    try:
+        if sep:
+            return text.strip(), float(seconds)
+    except ValueError:
+        pass
+    raise ValueError(f"a story segment is 'TEXT:SECONDS', e.g. 'calm piano:15'; got {item!r}")
 
 
 def style_parts(style, texts=None, story=None) -> list[tuple[AudioSource, float]]:

@@ -24,9 +24,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from musiclm.audio import MelSpectrogram
-from musiclm.cli.main import _raised_on_purpose
-from musiclm.cli.stages import story_segment
-from musiclm.pipeline import PAPER_TEMPERATURES, SHIPPED_MODEL, MusicLM
+from musiclm.errors import raised_on_purpose
+from musiclm.pipeline import PAPER_TEMPERATURES, SHIPPED_MODEL, MusicLM, story_segment
 
 MAX_VARIATIONS = 4
 MAX_SECONDS = 60  # the model allows more; past this a page waits minutes on 2 cores
@@ -281,7 +280,7 @@ def _messages_in_page(fn):
                 warnings.simplefilter("always")
                 result = fn(*args, **kwargs)
         except Exception as err:
-            if _raised_on_purpose(err):
+            if raised_on_purpose(err):
                 raise gr.Error(html.escape(str(err), quote=False), print_exception=False) from None
             raise
         for warning in caught:

@@ -18,8 +18,8 @@ from musiclm.cli.common import (
     Overwrite,
     Preset,
     Steps,
-    model_config,
-    train_config,
+    refusing_bad_input,
+    setting_changes,
 )
 
 codec_app = typer.Typer(
@@ -74,42 +74,19 @@ def train_codec(
     overrides: Overrides = None,
 ) -> None:
     """Train SoundStream (generator + discriminators) on audio manifests with the shared engine; resumable."""
-    from musiclm.codec.soundstream import (
-        CROP_SECONDS,
-        TRAIN_DEFAULTS,
-        TRAIN_GAIN_DB,
-        SoundStream,
-        SoundStreamConfig,
-    )
-    from musiclm.data.datasets import AudioCropDataset
-    from musiclm.training import TrainConfig, Trainer, seed_everything
-    from musiclm.training.distributed import setup
+    from musiclm.codec.recipe import train_codec as train
 
-    config = model_config(SoundStreamConfig, preset, overrides)
-    cfg = train_config(
-        TrainConfig.from_dict(TRAIN_DEFAULTS[preset]), steps, batch_size, lr, device, overrides
-    )
-    crop = crop_seconds or CROP_SECONDS[preset]
-    try:
-        dataset = AudioCropDataset(
-            [str(m) for m in data],
-            config.sample_rate,
-            crop,
-            split="train",
-            weights=data_weight,
-            gain_db=TRAIN_GAIN_DB,
+    model, settings = setting_changes(steps, batch_size, lr, device, overrides)
+    with refusing_bad_input():
+        train(
+            data,
+            out,
+            preset,
+            crop_seconds=crop_seconds,
+            data_weights=data_weight,
+            model=model,
+            train=settings,
         )
-    except ValueError as err:
-        raise typer.BadParameter(str(err)) from err
-    setup(cfg.device)  # under torchrun, the quantizer syncs its codebooks only if built in the process group
-    seed_everything(cfg.seed)  # identical initial weights in every DDP process
-    model = SoundStream(config)
-    typer.echo(
-        f"SoundStream {preset}: {sum(p.numel() for p in model.generator_parameters()) / 1e6:.2f}M generator "
-        f"params, {len(dataset)} training clips, {crop} s crops, batch {cfg.batch_size}, {cfg.steps} steps"
-    )
-    Trainer(model, dataset, cfg, out).fit()
-    typer.echo(f"saved the trained codec to {out}")
 
 
 @codec_app.command()

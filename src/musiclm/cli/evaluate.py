@@ -19,8 +19,8 @@ from musiclm.cli.common import (
     Preset,
     Steps,
     Strict,
-    model_config,
-    train_config,
+    refusing_bad_input,
+    setting_changes,
 )
 
 PathOpt = Optional[Path]
@@ -479,45 +479,17 @@ def train_classifier(
     validate on the valid split, and print the accuracy per head on every held-out clip."""
     import json
 
-    from musiclm.data.augment import Augment
-    from musiclm.data.manifest import read_manifest
-    from musiclm.evaluation.classifier import (
-        TRAIN_DEFAULTS,
-        ClassifierConfig,
-        ClassifierDataset,
-        EvalClassifier,
-        accuracy,
-        labels_from_clips,
-    )
+    from musiclm.evaluation.classifier import train_classifier as train
     from musiclm.files import check_output_folder
-    from musiclm.interfaces import load_component
     from musiclm.pipeline import SHIPPED_MODEL
-    from musiclm.training import TrainConfig, Trainer, seed_everything
 
     augment_codec = augment_codec or SHIPPED_MODEL / "codec"
     # a rerun with the same --out resumes its training (as every `musiclm train`), so an existing folder is
     # kept and continued, never refused; it must not be, hold or lie inside an input
     check_output_folder(out, inputs=[*data, augment_codec if augment else None], overwrite=True)
-    clips = [c for m in data for c in read_manifest(m)]
-    train = [c for c in clips if c.split == "train"]
-    heldout = [c for c in clips if c.split != "train"]
-    if not train or not heldout:
-        raise typer.BadParameter(f"need train and held-out clips; got {len(train)} and {len(heldout)}")
-    config = model_config(ClassifierConfig, preset, overrides, **labels_from_clips(train))
-    tc = train_config(TrainConfig.from_dict(TRAIN_DEFAULTS[preset]), steps, batch_size, lr, device, overrides)
-    seed_everything(tc.seed)
-    model = EvalClassifier(config)
-    augmenter = Augment(codec=load_component(augment_codec).eval()) if augment else None
-    Trainer(
-        model,
-        ClassifierDataset(train, config, augment=augmenter),
-        tc,
-        out,
-        # the kept step is chosen on the valid split alone, so the test split's figures stay unselected
-        val_data=ClassifierDataset(
-            [c for c in heldout if c.split == "valid"] or heldout, config, random=False
-        ),
-    ).fit()
-    acc = accuracy(EvalClassifier.from_pretrained(out).eval(), heldout)
-    (Path(out) / "heldout_accuracy.json").write_text(json.dumps(acc, indent=2) + "\n")
+    model, settings = setting_changes(steps, batch_size, lr, device, overrides)
+    with refusing_bad_input():
+        acc = train(
+            data, out, preset, augment_codec=augment_codec if augment else None, model=model, train=settings
+        )
     typer.echo(json.dumps(acc, indent=1))

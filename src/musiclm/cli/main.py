@@ -11,7 +11,6 @@ import atexit
 import gc
 import os
 import platform
-from pathlib import Path
 from typing import NoReturn
 
 import typer
@@ -33,6 +32,7 @@ from musiclm.cli import (
     train_all,  # noqa: F401,E402  (registers its commands)
 )
 from musiclm.cli.apps import app
+from musiclm.cli.common import shown_as_refusal
 
 
 @app.command()
@@ -44,25 +44,6 @@ def info() -> None:
     typer.echo(f"python {platform.python_version()}, torch {torch.__version__}")
     device = f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else "cpu"
     typer.echo(f"device: {device}, torch threads: {torch.get_num_threads()}")
-
-
-PACKAGE_DIR = Path(musiclm.__file__).resolve().parent
-
-
-def _raised_on_purpose(err: BaseException) -> bool:
-    """An error musiclm raises about the user's input: one of its own error classes, or a ValueError /
-    FileNotFoundError raised in its code. Anything else is a bug and keeps its traceback."""
-    if type(err).__module__.startswith("musiclm."):
-        return True
-    frame = err.__traceback__
-    while frame is not None and frame.tb_next is not None:
-        frame = frame.tb_next
-    # the package's own folder, not any path with a musiclm/ in it: a clone into ~/musiclm/ puts torch's
-    # and numpy's files (in .venv) there too
-    in_musiclm = frame is not None and Path(frame.tb_frame.f_code.co_filename).resolve().is_relative_to(
-        PACKAGE_DIR
-    )
-    return in_musiclm and isinstance(err, (ValueError, FileNotFoundError))
 
 
 def _usage_message(err: typer.TyperException) -> str:
@@ -102,7 +83,7 @@ def main() -> None:
     except typer.Abort:
         _refuse("aborted")
     except Exception as err:
-        if os.environ.get("MUSICLM_DEBUG") or not _raised_on_purpose(err):
+        if not shown_as_refusal(err):
             raise
         _refuse(str(err))
     # --help, typer.Exit and Ctrl-C (130) come back as an exit status; a finished command returns None

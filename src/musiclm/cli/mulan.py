@@ -19,8 +19,8 @@ from musiclm.cli.common import (
     Overwrite,
     Preset,
     Steps,
-    model_config,
-    train_config,
+    refusing_bad_input,
+    setting_changes,
 )
 
 mulan_app = typer.Typer(
@@ -29,49 +29,6 @@ mulan_app = typer.Typer(
 app.add_typer(mulan_app, name="mulan")
 
 RvqPoints = Annotated[int, typer.Option(help="Training crops embedded to fit the RVQ codebooks.")]
-
-
-def _fit_rvq_and_save(trainer, embed, crops, points: int, out: Path, what: str) -> None:
-    """Fit the trained model's RVQ on embeddings of training crops and save the folder: on rank 0 only
-    under torchrun (one writer), while the other ranks wait for the folder."""
-    from musiclm.mulan.quantizer import collect_embeddings
-    from musiclm.training.distributed import barrier
-
-    if trainer.dist.is_main:
-        model = trainer.averaged_model().eval()
-        errors = model.fit_quantizer(collect_embeddings(embed(model), crops, points))
-        model.save_pretrained(out)
-        energy = [round(e, 4) for e in errors]
-        typer.echo(f"{what} saved to {out}; RVQ residual energy after each level: {energy}")
-    barrier()
-
-
-def _valid_set(
-    data: list[Path],
-    sample_rate: int,
-    seconds: float,
-    with_text: bool,
-    hard_negatives: bool = False,
-    with_labels: bool = False,
-    with_notes: bool = False,
-):
-    """Fixed middle crops of the 'valid' split, or None where the manifests have none."""
-    from musiclm.data.datasets import AudioCropDataset
-
-    try:
-        return AudioCropDataset(
-            data,
-            sample_rate,
-            seconds,
-            split="valid",
-            random_crop=False,
-            with_text=with_text,
-            hard_negatives=hard_negatives,
-            with_labels=with_labels,
-            with_notes=with_notes,
-        )
-    except ValueError:
-        return None
 
 
 @train_app.command("mulan")
@@ -93,54 +50,13 @@ def train_mulan(
     overrides: Overrides = None,
 ) -> None:
     """Train MuLan contrastively on the manifests' text-audio pairs, then fit its RVQ on audio embeddings."""
-    from musiclm.audio import REFERENCE_LUFS
-    from musiclm.data.augment import Augment
-    from musiclm.data.datasets import AudioCropDataset
-    from musiclm.mulan.model import TRAIN_DEFAULTS, MuLan, MuLanConfig
-    from musiclm.mulan.notes import write_note_cache
-    from musiclm.training import TrainConfig, Trainer, seed_everything
+    from musiclm.mulan.recipe import train_mulan as train
 
-    changes = {
-        k: v for k, v in (("text_model", text_model), ("finetune_text", finetune_text)) if v is not None
-    }
-    config = model_config(MuLanConfig, preset, overrides, **changes)
-    tc = train_config(TrainConfig.from_dict(TRAIN_DEFAULTS[preset]), steps, batch_size, lr, device, overrides)
-    seed_everything(tc.seed)
-    if config.notes:  # transcribed once (resumable), so that no training crop waits for basic-pitch
-        for manifest in data:
-            write_note_cache(manifest, config.sample_rate, workers=tc.num_workers or 1)
-    crops = dict(
-        manifests=data,
-        sample_rate=config.sample_rate,
-        crop_seconds=config.window_seconds,
-        split="train",
-        with_notes=config.notes,
-    )
-    with_labels = config.attribute_weight > 0  # the heads' targets
-    # the level stays at the dataset's loudness: tokenization feeds MuLan loudness-normalised audio
-    augment = Augment(level_lufs=(REFERENCE_LUFS, REFERENCE_LUFS)) if config.augment else None
-    train = AudioCropDataset(
-        **crops,
-        with_text=True,
-        hard_negatives=config.hard_negatives,
-        fresh_captions=config.fresh_captions,
-        augment=augment,
-        with_labels=with_labels,
-    )
-    val = _valid_set(
-        data,
-        config.sample_rate,
-        config.window_seconds,
-        with_text=True,
-        hard_negatives=config.hard_negatives,
-        with_labels=with_labels,
-        with_notes=config.notes,
-    )
-    trainer = Trainer(MuLan(config), train, tc, out, val_data=val)
-    trainer.fit()
-    # the RVQ is fitted on clean crops, as tokenization will embed them
-    rvq_crops = AudioCropDataset(**crops) if augment is not None else train
-    _fit_rvq_and_save(trainer, lambda model: model.embed_audio, rvq_crops, rvq_points, out, "MuLan")
+    given = {"text_model": text_model, "finetune_text": finetune_text}
+    model, settings = setting_changes(steps, batch_size, lr, device, overrides)
+    model = {**{k: v for k, v in given.items() if v is not None}, **model}
+    with refusing_bad_input():
+        train(data, out, preset, rvq_points=rvq_points, model=model, train=settings)
 
 
 @train_app.command("melody")
@@ -156,24 +72,11 @@ def train_melody(
     overrides: Overrides = None,
 ) -> None:
     """Train the melody embedder with a semi-hard triplet loss on melody pairs, then fit its RVQ."""
-    from musiclm.data.datasets import AudioCropDataset
-    from musiclm.data.manifest import read_manifest
-    from musiclm.mulan.melody import TRAIN_DEFAULTS, MelodyConfig, MelodyEmbedder, MelodyPairs
-    from musiclm.training import TrainConfig, Trainer, seed_everything
+    from musiclm.mulan.recipe import train_melody as train
 
-    config = model_config(MelodyConfig, preset, overrides)
-    tc = train_config(TrainConfig.from_dict(TRAIN_DEFAULTS[preset]), steps, batch_size, lr, device, overrides)
-    seed_everything(tc.seed)
-    clips = [c for m in data for c in read_manifest(m)]
-    pairs = MelodyPairs([c for c in clips if c.split == "train"], config.sample_rate, config.window_seconds)
-    try:
-        val = MelodyPairs([c for c in clips if c.split == "valid"], config.sample_rate, config.window_seconds)
-    except ValueError:
-        val = None
-    trainer = Trainer(MelodyEmbedder(config), pairs, tc, out, val_data=val)
-    trainer.fit()
-    crops = AudioCropDataset(data, config.sample_rate, config.window_seconds, split="train", with_text=False)
-    _fit_rvq_and_save(trainer, lambda model: model.embed, crops, rvq_points, out, "melody embedder")
+    model, settings = setting_changes(steps, batch_size, lr, device, overrides)
+    with refusing_bad_input():
+        train(data, out, preset, rvq_points=rvq_points, model=model, train=settings)
 
 
 @mulan_app.command("eval")

@@ -18,8 +18,8 @@ from musiclm.cli.common import (
     Overwrite,
     Preset,
     Steps,
-    model_config,
-    train_config,
+    refusing_bad_input,
+    setting_changes,
 )
 
 semantic_app = typer.Typer(
@@ -44,17 +44,11 @@ def train_semantic(
     overrides: Overrides = None,
 ) -> None:
     """Train w2v-BERT (contrastive + MLM, self-supervised on audio alone) with the shared engine."""
-    from musiclm.data.datasets import AudioCropDataset
-    from musiclm.semantic.w2vbert import TRAIN_DEFAULTS, W2VBert, W2VBertConfig
-    from musiclm.training import TrainConfig, Trainer
+    from musiclm.semantic.recipe import train_w2vbert
 
-    model = W2VBert(model_config(W2VBertConfig, preset, overrides))
-    dataset = AudioCropDataset(data, model.sample_rate, crop_seconds, split="train")
-    config = train_config(
-        TrainConfig.from_dict(TRAIN_DEFAULTS[preset]), steps, batch_size, lr, device, overrides
-    )
-    Trainer(model, dataset, config, out).fit()
-    typer.echo(f"w2v-BERT saved to {out}")
+    model, settings = setting_changes(steps, batch_size, lr, device, overrides)
+    with refusing_bad_input():
+        train_w2vbert(data, out, preset, crop_seconds=crop_seconds, model=model, train=settings)
 
 
 @semantic_app.command("fit-kmeans")
@@ -88,52 +82,24 @@ def fit_kmeans(
     overwrite: Overwrite = False,
 ) -> None:
     """Fit k-means on one layer's features of the training audio; write a tokenizer folder."""
-    import numpy as np
-
-    from musiclm.audio import read_clip
-    from musiclm.data.manifest import read_manifest
     from musiclm.files import check_output_folder
-    from musiclm.semantic.tokenizer import BACKBONES, KMeansTokenizer, build_backbone
-    from musiclm.training.distributed import pick_device
+    from musiclm.semantic.recipe import fit_kmeans as fit
 
     check_output_folder(out, inputs=[*data, model], overwrite=overwrite)
-    if backbone == "basic_pitch":  # the model ships in the basic-pitch package: nothing to point at
-        features, default_layer = build_backbone(backbone, {}), 0
-    elif model is None:
-        raise typer.BadParameter(f"--backbone {backbone} needs --model DIR (its weights)")
-    elif backbone == "w2vbert":
-        from musiclm.semantic.w2vbert import W2VBert
-
-        features = W2VBert.from_pretrained(model)
-        # The paper takes the 7th of 12 MLM layers; by default take the same relative depth.
-        default_layer = features.config.contrastive_layers + max(
-            1, round(features.config.mlm_layers * 7 / 12)
+    with refusing_bad_input():
+        fit(
+            data,
+            out,
+            model,
+            backbone,
+            layer=layer,
+            clusters=clusters,
+            standardize=standardize,
+            max_clips=max_clips,
+            max_frames=max_frames,
+            seed=seed,
+            device=device,
         )
-    elif backbone in BACKBONES:
-        import importlib
-
-        module, cls = BACKBONES[backbone].split(":")
-        features = getattr(importlib.import_module(module), cls).from_hf_pretrained(model)
-        default_layer = features.num_layers // 2
-    else:
-        raise typer.BadParameter(f"--backbone must be one of {sorted(BACKBONES)}")
-    if standardize is None:
-        standardize = backbone != "basic_pitch"
-    tokenizer = KMeansTokenizer.on(
-        features, layer if layer is not None else default_layer, clusters, standardize=standardize
-    )
-    tokenizer.to(pick_device(device))  # the features are computed there; faiss clusters them on the CPU
-    clips = [c for m in data for c in read_manifest(m) if c.split == "train"]
-    rng = np.random.default_rng(seed)
-    chosen = rng.permutation(len(clips))[:max_clips]
-    audio = (read_clip(clips[i], tokenizer.sample_rate) for i in chosen)
-    stats = tokenizer.fit_kmeans(audio, max_frames=max_frames, seed=seed)
-    tokenizer.save_pretrained(out)
-    tokenizer.save_kmeans(Path(out) / "kmeans.npz")
-    typer.echo(
-        f"k-means of {clusters} clusters on layer {tokenizer.config.layer} "
-        f"({int(stats['frames'])} frames, inertia/frame {stats['inertia']:.3f}) saved to {out}"
-    )
 
 
 @semantic_app.command("tokenize")

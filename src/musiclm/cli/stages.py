@@ -22,8 +22,8 @@ from musiclm.cli.common import (
     Preset,
     Steps,
     Strict,
-    parse_overrides,
-    train_config,
+    refusing_bad_input,
+    setting_changes,
 )
 
 Part = Annotated[Path, typer.Option(help="Folder of a saved part (save_pretrained).")]
@@ -186,64 +186,20 @@ def train_stage(
     overrides: Overrides = None,
 ) -> None:
     """Train one token stage from token shards with the shared engine."""
-    from musiclm.config import ConfigError
-    from musiclm.stages.data import StageDataset, dataset_options, load_shards
-    from musiclm.stages.shards import coarse_levels, codebooks_mulan, read_codebooks, read_meta, same_parts
-    from musiclm.stages.stages import TRAIN_DEFAULTS, StageConfig, StageLM
-    from musiclm.training import TrainConfig, Trainer
+    from musiclm.stages.recipe import train_stage as train
 
-    meta = read_meta(tokens)
-    # folders made before the codebooks file was kept name no MuLan: only their layouts are compared
-    mulans = {codebooks_mulan(tokens), codebooks_mulan(val_tokens)} if val_tokens else set()
-    differ = val_tokens is not None and not same_parts(read_meta(val_tokens), meta)
-    if differ or None not in mulans and len(mulans) > 1:
-        raise typer.BadParameter(
-            f"{val_tokens} was tokenized with other parts than {tokens}: tokenize both "
-            "with the same codec, semantic, MuLan and melody folders"
-        )
-    vocab = {
-        k: meta[k]
-        for k in (
-            "mulan_quantizers",
-            "mulan_codebook",
-            "melody_quantizers",
-            "melody_codebook",
-            "semantic_vocab",
-            "semantic_rate",
-            "codebook_size",
-            "acoustic_rate",
-        )
-    }
-    if coarse_quantizers is None:
-        coarse_quantizers = coarse_levels(meta["num_quantizers"])
-    if not 0 < coarse_quantizers < meta["num_quantizers"]:
-        raise typer.BadParameter(f"--coarse-quantizers must be in 1..{meta['num_quantizers'] - 1}")
-    try:  # the preset's windows are scaled per stage (for_stage), then the --set model.FIELD changes apply
-        config = StageConfig.for_stage(
+    model, settings = setting_changes(steps, batch_size, lr, device, overrides)
+    with refusing_bad_input():
+        train(
             stage,
+            tokens,
+            out,
             preset,
+            val_tokens=val_tokens,
             coarse_quantizers=coarse_quantizers,
-            fine_quantizers=meta["num_quantizers"] - coarse_quantizers,
-            **vocab,
-            **parse_overrides(overrides)[0],
+            model=model,
+            train=settings,
         )
-        codebooks = None
-        if config.mulan_embedding == "codebook" and stage != "fine":  # the fine stage has no MuLan tokens
-            codebooks = read_codebooks(tokens)
-            config = config.replace(mulan_dim=codebooks.shape[-1])
-    except (ConfigError, FileNotFoundError) as err:
-        raise typer.BadParameter(str(err)) from err
-    defaults = TrainConfig.from_dict(TRAIN_DEFAULTS.get(preset, {}))
-    settings = train_config(defaults, steps, batch_size, lr, device, overrides)
-    model = StageLM(config)
-    if codebooks is not None:
-        model.set_mulan_codebooks(codebooks)
-    hops = dataset_options(meta)
-    data, val_data = (
-        StageDataset(load_shards(t), model, **hops) if t else None for t in (tokens, val_tokens)
-    )
-    Trainer(model, data, settings, out, val_data=val_data).fit()
-    typer.echo(f"trained {stage} stage saved to {out}")
 
 
 @app.command()
@@ -280,21 +236,11 @@ def assemble(
     import torch
 
     from musiclm.files import check_output_folder
-    from musiclm.interfaces import load_component
-    from musiclm.pipeline import MusicLM, StageSet
+    from musiclm.pipeline import MusicLM
 
     parts = [codec, semantic, mulan, semantic_stage, coarse_stage, fine_stage, melody]
     check_output_folder(out, inputs=parts, overwrite=overwrite)
-    stages = StageSet(*(load_component(p) if p else None for p in (semantic_stage, coarse_stage, fine_stage)))
-    model = MusicLM(
-        load_component(codec),
-        load_component(semantic),
-        load_component(mulan),
-        stages,
-        load_component(melody) if melody else None,
-        guidance=guidance,
-        candidates=candidates,
-    )
+    model = MusicLM.from_parts(*parts, guidance=guidance, candidates=candidates)
     typer.echo(f"pipeline saved to {model.save_pretrained(out, torch.float16 if fp16 else None)}")
 
 
@@ -494,21 +440,12 @@ def _style_clip(item: str) -> tuple[Path, float]:
 
 
 def _story_segment(item: str) -> tuple[str, float]:
+    from musiclm.pipeline import story_segment
+
     try:
         return story_segment(item)
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--story") from err
-
-
-def story_segment(item: str) -> tuple[str, float]:
-    """``'TEXT:SECONDS'`` -> ``(TEXT, SECONDS)``: a story segment of ``--story`` and of the web page."""
-    text, sep, seconds = item.rpartition(":")
-    try:
-        if sep:
-            return text.strip(), float(seconds)
-    except ValueError:
-        pass
-    raise ValueError(f"a story segment is 'TEXT:SECONDS', e.g. 'calm piano:15'; got {item!r}")
 
 
 @app.command("eval-stage")

@@ -21,7 +21,7 @@ from typing import Annotated
 import typer
 
 from musiclm.cli.apps import train_app
-from musiclm.cli.common import Device, Manifests, OutDir, Preset
+from musiclm.cli.common import Device, Manifests, OutDir, Preset, refusing_bad_input, setting_changes
 
 TRAINED_PARTS = ("codec", "w2vbert", "mulan", "melody", "semantic_stage", "coarse_stage", "fine_stage")
 
@@ -123,7 +123,6 @@ def train_all(
 ) -> None:
     """Train codec, w2v-BERT + k-means, MuLan (+ melody), tokenize, then the three stages; write
     OUT/pipeline."""
-    from musiclm.cli import codec, mulan, semantic, stages
     from musiclm.training.distributed import barrier, setup
 
     if preset not in KMEANS_CLUSTERS:
@@ -141,123 +140,7 @@ def train_all(
     _, dist_info = setup(device)  # the group exists before the codec is built: its codebooks sync in it
     parts = out / "parts"
     one_writer = {"semantic", "pipeline"}  # parts that rank 0 makes alone
-
-    def steps_of(defaults: dict) -> int | None:
-        return None if steps_scale == 1.0 else max(1, round(defaults["steps"] * steps_scale))
-
-    from musiclm.codec.soundstream import TRAIN_DEFAULTS as CODEC_DEFAULTS
-    from musiclm.mulan.model import TRAIN_DEFAULTS as MULAN_DEFAULTS
-    from musiclm.semantic.w2vbert import TRAIN_DEFAULTS as W2VBERT_DEFAULTS
-    from musiclm.stages.stages import TRAIN_DEFAULTS as STAGE_DEFAULTS
-
-    plan: list[tuple[str, Callable[[], None]]] = [
-        (
-            "codec",
-            lambda: codec.train_codec(
-                data,
-                parts / "codec",
-                preset,
-                steps=steps_of(CODEC_DEFAULTS[preset]),
-                device=device,
-                overrides=per_part["codec"],
-            ),
-        ),
-        (
-            "w2vbert",
-            lambda: semantic.train_semantic(
-                data,
-                parts / "w2vbert",
-                preset,
-                steps=steps_of(W2VBERT_DEFAULTS[preset]),
-                device=device,
-                overrides=per_part["w2vbert"],
-            ),
-        ),
-        (
-            "semantic",
-            lambda: semantic.fit_kmeans(
-                data,
-                parts / "semantic",
-                model=parts / "w2vbert",
-                clusters=KMEANS_CLUSTERS[preset],
-                device=device,
-                overwrite=True,  # this run's own part: a rerun redoes a part without its .done marker
-            ),
-        ),
-        (
-            "mulan",
-            lambda: mulan.train_mulan(
-                data,
-                parts / "mulan",
-                preset,
-                steps=steps_of(MULAN_DEFAULTS[preset]),
-                device=device,
-                overrides=per_part["mulan"],
-            ),
-        ),
-    ]
-    if melody:
-        from musiclm.mulan.melody import TRAIN_DEFAULTS as MELODY_DEFAULTS
-
-        plan.append(
-            (
-                "melody",
-                lambda: mulan.train_melody(
-                    data,
-                    parts / "melody",
-                    preset,
-                    steps=steps_of(MELODY_DEFAULTS[preset]),
-                    device=device,
-                    overrides=per_part["melody"],
-                ),
-            )
-        )
-    melody_dir = parts / "melody" if melody else None
-    plan.append(
-        (
-            "tokens",
-            lambda: stages.tokenize(
-                data,
-                parts / "tokens",
-                codec=parts / "codec",
-                semantic=parts / "semantic",
-                mulan=parts / "mulan",
-                melody=melody_dir,
-                device=device,
-            ),
-        )
-    )
-    for stage in ("semantic", "coarse", "fine"):
-        plan.append(
-            (
-                f"{stage}_stage",
-                lambda stage=stage: stages.train_stage(
-                    stage,
-                    parts / "tokens",
-                    parts / f"{stage}_stage",
-                    preset,
-                    steps=steps_of(STAGE_DEFAULTS[preset]),
-                    device=device,
-                    overrides=per_part[f"{stage}_stage"],
-                ),
-            )
-        )
-    plan.append(
-        (
-            "pipeline",
-            lambda: stages.assemble(
-                parts / "codec",
-                parts / "semantic",
-                parts / "mulan",
-                out / "pipeline",
-                parts / "semantic_stage",
-                parts / "coarse_stage",
-                fine_stage=parts / "fine_stage",
-                melody=melody_dir,
-                overwrite=True,  # this run's own pipeline folder, redone when its .done marker is missing
-            ),
-        )
-    )
+    plan = _plan(data, out, preset, melody, device, per_part, steps_scale)
 
     echo = typer.echo if dist_info.is_main else lambda _: None
     started = time.perf_counter()
@@ -269,7 +152,8 @@ def train_all(
         echo(f"[{number}/{len(plan)}] {name} ...")
         part_started = time.perf_counter()
         if dist_info.is_main or name not in one_writer:
-            run()
+            with refusing_bad_input():
+                run()
         barrier()
         if dist_info.is_main:
             marker.parent.mkdir(parents=True, exist_ok=True)
@@ -279,3 +163,92 @@ def train_all(
         f"pipeline ready in {out / 'pipeline'} ({minutes:.1f} min); try:\n"
         f'  musiclm generate "a calm piano piece" --checkpoint {out / "pipeline"} --out out.wav'
     )
+
+
+def _plan(
+    data: list[Path],
+    out: Path,
+    preset: str,
+    melody: bool,
+    device: str,
+    per_part: dict[str, list[str]],
+    steps_scale: float,
+) -> list[tuple[str, Callable[[], object]]]:
+    """Each part's name and the library call that makes it, in the order of their dependencies."""
+    from musiclm.cli import stages
+    from musiclm.codec.recipe import train_codec
+    from musiclm.codec.soundstream import TRAIN_DEFAULTS as CODEC_DEFAULTS
+    from musiclm.files import check_output_folder
+    from musiclm.mulan.melody import TRAIN_DEFAULTS as MELODY_DEFAULTS
+    from musiclm.mulan.model import TRAIN_DEFAULTS as MULAN_DEFAULTS
+    from musiclm.mulan.recipe import train_melody, train_mulan
+    from musiclm.pipeline import MusicLM
+    from musiclm.semantic.recipe import fit_kmeans, train_w2vbert
+    from musiclm.semantic.w2vbert import TRAIN_DEFAULTS as W2VBERT_DEFAULTS
+    from musiclm.stages.recipe import train_stage
+    from musiclm.stages.stages import TRAIN_DEFAULTS as STAGE_DEFAULTS
+
+    parts = out / "parts"
+    melody_dir = parts / "melody" if melody else None
+    stage_dirs = [parts / f"{stage}_stage" for stage in ("semantic", "coarse", "fine")]
+
+    def changes(part: str, defaults: dict) -> dict[str, dict]:
+        """The ``model`` and ``train`` changes of a part's recipe: its --set items, the device, and its
+        preset's steps scaled."""
+        steps = None if steps_scale == 1.0 else max(1, round(defaults[preset]["steps"] * steps_scale))
+        model, train = setting_changes(steps, device=device, overrides=per_part[part])
+        return {"model": model, "train": train}
+
+    def kmeans() -> None:
+        # this run's own part: a rerun redoes a part without its .done marker
+        check_output_folder(parts / "semantic", inputs=[*data, parts / "w2vbert"], overwrite=True)
+        fit_kmeans(
+            data, parts / "semantic", parts / "w2vbert", clusters=KMEANS_CLUSTERS[preset], device=device
+        )
+
+    def tokenize() -> None:
+        stages.tokenize(
+            data,
+            parts / "tokens",
+            codec=parts / "codec",
+            semantic=parts / "semantic",
+            mulan=parts / "mulan",
+            melody=melody_dir,
+            device=device,
+        )
+
+    def assemble() -> None:
+        inputs = [parts / "codec", parts / "semantic", parts / "mulan", *stage_dirs, melody_dir]
+        # this run's own pipeline folder, redone when its .done marker is missing
+        check_output_folder(out / "pipeline", inputs=inputs, overwrite=True)
+        pipeline = MusicLM.from_parts(*inputs)
+        typer.echo(f"pipeline saved to {pipeline.save_pretrained(out / 'pipeline')}")
+
+    plan: list[tuple[str, Callable[[], object]]] = [
+        ("codec", lambda: train_codec(data, parts / "codec", preset, **changes("codec", CODEC_DEFAULTS))),
+        (
+            "w2vbert",
+            lambda: train_w2vbert(data, parts / "w2vbert", preset, **changes("w2vbert", W2VBERT_DEFAULTS)),
+        ),
+        ("semantic", kmeans),
+        ("mulan", lambda: train_mulan(data, parts / "mulan", preset, **changes("mulan", MULAN_DEFAULTS))),
+    ]
+    if melody:
+        plan.append(
+            (
+                "melody",
+                lambda: train_melody(data, parts / "melody", preset, **changes("melody", MELODY_DEFAULTS)),
+            )
+        )
+    plan.append(("tokens", tokenize))
+    for stage, folder in zip(("semantic", "coarse", "fine"), stage_dirs):
+        plan.append(
+            (
+                folder.name,
+                lambda stage=stage, folder=folder: train_stage(
+                    stage, parts / "tokens", folder, preset, **changes(folder.name, STAGE_DEFAULTS)
+                ),
+            )
+        )
+    plan.append(("pipeline", assemble))
+    return plan
