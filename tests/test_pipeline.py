@@ -557,7 +557,7 @@ def test_cli_generate_and_train_stage(folder, tmp_path, parts):
     (other / "meta.json").write_text(json.dumps({**meta, "codebook_size": 2048}))
     # same layout, but the conditioning tokens of another MuLan
     another_mulan = shutil.copytree(tmp_path / "tok", tmp_path / "another_mulan")
-    tokenize.save_codebooks(another_mulan, parts[2], fingerprint="another MuLan")
+    tokenize.save_codebooks(another_mulan, parts[2], mulan_digest="another MuLan")
     for val in (other, another_mulan):
         result = runner.invoke(
             app, [*train_coarse, "--out", str(tmp_path / "run2"), "--val-tokens", str(val)]

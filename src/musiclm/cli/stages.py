@@ -64,8 +64,8 @@ def tokenize(
     refresh_semantic: Annotated[
         bool,
         typer.Option(
-            help="Only replace the semantic tokens of the shards already in OUT by --semantic's (to try another "
-            "semantic tokenizer on the stages); acoustic, MuLan and melody tokens stay. Resumable."
+            help="Only replace the semantic tokens of the shards already in OUT by --semantic's (to try "
+            "another semantic tokenizer on the stages); acoustic, MuLan and melody tokens stay. Resumable."
         ),
     ] = False,
     fresh_captions: Annotated[
