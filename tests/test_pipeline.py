@@ -306,7 +306,7 @@ def test_refresh_mulan_rewrites_only_the_conditioning_tokens(parts, tmp_path):
     write_manifest(tmp_path / "clips.jsonl", clips)
     out = tmp_path / "tokens"
     tokenize_clips(clips, out, *parts, shard_size=1, progress=False)
-    before = load_shards(out)
+    before = list(load_shards(out))  # read now: the shards are read lazily, and the refresh rewrites them
     # a retrained MuLan: other weights, a quantizer fitted anew
     torch.manual_seed(7)
     retrained = MuLan(MuLanConfig.preset("tiny")).eval()
@@ -344,7 +344,7 @@ def test_refresh_semantic_replaces_only_the_semantic_tokens(parts, tmp_path):
     write_manifest(tmp_path / "clips.jsonl", clips)
     out = tmp_path / "tokens"
     tokenize_clips(clips, out, *parts, shard_size=1, progress=False)
-    before = load_shards(out)
+    before = list(load_shards(out))  # read now: the shards are read lazily, and the refresh rewrites them
     # another tokenizer on the same features: the old centroids in reverse order, then 8 far from any
     # feature, so that each old token t becomes 7 - t in a vocabulary of 16
     other = KMeansTokenizer.on(semantic.backbone, layer=1, num_clusters=16)
