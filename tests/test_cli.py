@@ -93,6 +93,13 @@ def test_the_library_never_imports_the_command_line():
     assert not importers, importers
 
 
+def test_train_all_composes_library_calls_only():
+    """`train all` calls the recipes, never another command: it imports no command module of the CLI."""
+    tree = ast.parse((PACKAGE_DIR / "cli" / "train_all.py").read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert {m for m in imported if m.startswith("musiclm.cli")} == {"musiclm.cli.apps", "musiclm.cli.common"}
+
+
 def test_progress_bars_write_plain_lines_into_a_pipe(tmp_path):
     """A log gets whole lines, not a bar redrawn with carriage returns. The interval is 0 here, so that
     every redraw of the three stage bars is such a line (at the real 10 s, a short bar writes none)."""

@@ -364,6 +364,18 @@ def test_refresh_semantic_replaces_only_the_semantic_tokens(parts, tmp_path):
     assert result.exit_code == 0 and "0 shard(s)" in result.output, result.output
 
 
+def test_tokenize_manifests_refuses_a_bad_request_before_loading_a_part(tmp_path):
+    from musiclm.config import ConfigError
+    from musiclm.data.manifest import ManifestError
+    from musiclm.stages.recipe import tokenize_manifests
+
+    manifest = write_manifest(tmp_path / "m.jsonl", [Clip(path=tmp_path / "a.wav", split="train")])
+    with pytest.raises(ManifestError, match="no clips of split 'valid'"):
+        tokenize_manifests([manifest], tmp_path / "tok", tmp_path / "no codec", split="valid")
+    with pytest.raises(ConfigError, match="refresh must be 'semantic' or 'mulan'"):
+        tokenize_manifests([manifest], tmp_path / "tok", refresh="codec")
+
+
 def test_rendered_clips_bring_fresh_caption_tokens(parts, tmp_path):
     render = dict(
         caption_set="train",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -86,60 +85,25 @@ def tokenize(
 ) -> None:
     """Turn audio clips into token shards (acoustic, semantic, MuLan audio, melody); resumable,
     torchrun-aware."""
-    from musiclm.data.manifest import read_manifest
-    from musiclm.interfaces import load_component
-    from musiclm.pipeline import SHIPPED_MODEL
-    from musiclm.stages.tokenize import refresh_mulan_tokens, refresh_semantic_tokens, tokenize_clips
-    from musiclm.training.distributed import pick_device
+    from musiclm.stages.recipe import tokenize_manifests
 
-    device = str(pick_device(device, int(os.environ.get("LOCAL_RANK", 0))))
     given = {"fresh_captions": fresh_captions, "caption_pairs": caption_pairs}
-    captions = {name: value for name, value in given.items() if value is not None}
-    # a missing file is skipped and counted like an unreadable one, not an end to the job
-    every_clip = [c for m in data for c in read_manifest(m, check_files=False)]
-    if refresh_semantic:  # the shards name their clips, whatever split they were made from
-        tokenizer = load_component(semantic or SHIPPED_MODEL / "semantic", device)
-        try:
-            rewritten = refresh_semantic_tokens(out, every_clip, tokenizer, device=device)
-        except (FileNotFoundError, ValueError) as err:
-            raise typer.BadParameter(str(err)) from err
-        typer.echo(f"semantic tokens of {rewritten} shard(s) in {out} replaced")
-        return
-    if refresh_mulan:
-        conditioner = load_component(mulan or SHIPPED_MODEL / "mulan", device)
-        try:
-            rewritten = refresh_mulan_tokens(out, every_clip, conditioner, device=device, **captions)
-        except (FileNotFoundError, ValueError) as err:
-            raise typer.BadParameter(str(err)) from err
-        typer.echo(f"MuLan tokens of {rewritten} shard(s) in {out} recomputed")
-        return
-    clips = [
-        c
-        for c in every_clip
-        if split == "all" or c.split == split or split == "heldout" and c.split != "train"
-    ]
-    if not clips:
-        raise typer.BadParameter(f"no clips of split {split!r} in {[str(m) for m in data]}")
-    folders = {"codec": codec, "semantic": semantic, "mulan": mulan}
-    folders = {name: path or SHIPPED_MODEL / name for name, path in folders.items()}
-    parts = {
-        name: load_component(path, device)
-        for name, path in {**folders, "melody": melody}.items()
-        if path is not None
-    }
-    shards = tokenize_clips(
-        clips,
-        out,
-        parts["codec"],
-        parts["semantic"],
-        parts["mulan"],
-        parts.get("melody"),
-        shard_size=shard_size,
-        device=device,
-        strict=strict,
-        **captions,
-    )
-    typer.echo(f"{len(shards)} shard(s) of this rank in {out}")
+    with refusing_bad_input():
+        tokenize_manifests(
+            data,
+            out,
+            codec,
+            semantic,
+            mulan,
+            melody,
+            split=split,
+            refresh="semantic" if refresh_semantic else "mulan" if refresh_mulan else None,
+            shard_size=shard_size,
+            device=device,
+            strict=strict,
+            # an option left unset takes the library's default, which `musiclm --help` would import to show
+            **{name: value for name, value in given.items() if value is not None},
+        )
 
 
 @app.command("pack-tokens")

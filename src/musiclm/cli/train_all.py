@@ -175,7 +175,6 @@ def _plan(
     steps_scale: float,
 ) -> list[tuple[str, Callable[[], object]]]:
     """Each part's name and the library call that makes it, in the order of their dependencies."""
-    from musiclm.cli import stages
     from musiclm.codec.recipe import train_codec
     from musiclm.codec.soundstream import TRAIN_DEFAULTS as CODEC_DEFAULTS
     from musiclm.files import check_output_folder
@@ -185,7 +184,7 @@ def _plan(
     from musiclm.pipeline import MusicLM
     from musiclm.semantic.recipe import fit_kmeans, train_w2vbert
     from musiclm.semantic.w2vbert import TRAIN_DEFAULTS as W2VBERT_DEFAULTS
-    from musiclm.stages.recipe import train_stage
+    from musiclm.stages.recipe import tokenize_manifests, train_stage
     from musiclm.stages.stages import TRAIN_DEFAULTS as STAGE_DEFAULTS
 
     parts = out / "parts"
@@ -204,17 +203,6 @@ def _plan(
         check_output_folder(parts / "semantic", inputs=[*data, parts / "w2vbert"], overwrite=True)
         fit_kmeans(
             data, parts / "semantic", parts / "w2vbert", clusters=KMEANS_CLUSTERS[preset], device=device
-        )
-
-    def tokenize() -> None:
-        stages.tokenize(
-            data,
-            parts / "tokens",
-            codec=parts / "codec",
-            semantic=parts / "semantic",
-            mulan=parts / "mulan",
-            melody=melody_dir,
-            device=device,
         )
 
     def assemble() -> None:
@@ -240,7 +228,20 @@ def _plan(
                 lambda: train_melody(data, parts / "melody", preset, **changes("melody", MELODY_DEFAULTS)),
             )
         )
-    plan.append(("tokens", tokenize))
+    plan.append(
+        (
+            "tokens",
+            lambda: tokenize_manifests(
+                data,
+                parts / "tokens",
+                parts / "codec",
+                parts / "semantic",
+                parts / "mulan",
+                melody_dir,
+                device=device,
+            ),
+        )
+    )
     for stage, folder in zip(("semantic", "coarse", "fine"), stage_dirs):
         plan.append(
             (

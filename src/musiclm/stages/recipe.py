@@ -1,4 +1,5 @@
-"""The token stages' recipe: a token folder written by ``musiclm tokenize`` in, a trained stage out.
+"""The token stages' recipes: audio manifests in, a token folder out (:func:`tokenize_manifests`); a token
+folder in, a trained stage out (:func:`train_stage`).
 
 The folder dictates what a stage's config cannot choose: the parts' vocabularies, how many RVQ levels the
 codec has (the coarse stage models the first ones, the fine stage the rest) and, for a stage that embeds
@@ -7,16 +8,28 @@ MuLan tokens as MuLan's code vectors, those vectors.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from musiclm.config import ConfigError
+from musiclm.data.manifest import ManifestError, read_manifest
+from musiclm.interfaces import load_component
+from musiclm.pipeline import SHIPPED_MODEL
 from musiclm.progress import tqdm
 from musiclm.stages.data import StageDataset, dataset_options, load_shards
 from musiclm.stages.shards import coarse_levels, codebooks_mulan, read_codebooks, read_meta, same_parts
 from musiclm.stages.stages import TRAIN_DEFAULTS, StageConfig, StageLM
+from musiclm.stages.tokenize import (
+    CAPTION_PAIRS,
+    FRESH_CAPTIONS,
+    refresh_mulan_tokens,
+    refresh_semantic_tokens,
+    tokenize_clips,
+)
 from musiclm.training import TrainConfig, Trainer
+from musiclm.training.distributed import pick_device
 
 # the fields of StageConfig that a token folder's meta.json sets
 VOCAB_FIELDS = (
@@ -29,6 +42,64 @@ VOCAB_FIELDS = (
     "codebook_size",
     "acoustic_rate",
 )
+
+
+def tokenize_manifests(
+    data: Sequence[Path],
+    out: Path,
+    codec: Path | None = None,
+    semantic: Path | None = None,
+    mulan: Path | None = None,
+    melody: Path | None = None,
+    *,
+    split: str = "train",
+    refresh: Literal["semantic", "mulan"] | None = None,
+    shard_size: int = 64,
+    device: str = "cpu",
+    strict: bool = False,
+    fresh_captions: int = FRESH_CAPTIONS,
+    caption_pairs: int = CAPTION_PAIRS,
+) -> int:
+    """Turn the clips of ``split`` in the manifests ``data`` into token shards in ``out`` (acoustic, semantic,
+    MuLan audio and text, melody), ``shard_size`` clips a shard; resumable, and under ``torchrun`` each rank
+    writes its share. ``codec``, ``semantic`` and ``mulan``: part folders (default: the shipped model's);
+    ``melody``: a melody embedder's folder (default: no melody tokens). ``split``: a manifest split,
+    'heldout' (every split but train) or 'all'. ``refresh`` 'semantic' (or 'mulan') only replaces the
+    semantic (MuLan) tokens of the shards already in ``out`` by those of ``semantic`` (``mulan``), the
+    other tokens kept. ``strict``: an unusable clip is an error instead of a skip. ``fresh_captions`` and
+    ``caption_pairs``: the MuLan text tokens a rendered clip adds. Returns how many of this rank's shards
+    were written or found, or rewritten by a refresh."""
+    if refresh not in (None, "semantic", "mulan"):
+        raise ConfigError(f"refresh must be 'semantic' or 'mulan', got {refresh!r}")
+    device = str(pick_device(device, int(os.environ.get("LOCAL_RANK", 0))))
+    captions = {"fresh_captions": fresh_captions, "caption_pairs": caption_pairs}
+    # a missing file is skipped and counted like an unreadable one, not an end to the job
+    every_clip = [c for m in data for c in read_manifest(m, check_files=False)]
+    if refresh == "semantic":  # the shards name their clips, whatever split they were made from
+        tokenizer = load_component(semantic or SHIPPED_MODEL / "semantic", device)
+        rewritten = refresh_semantic_tokens(out, every_clip, tokenizer, device=device)
+        tqdm.write(f"semantic tokens of {rewritten} shard(s) in {out} replaced")
+        return rewritten
+    if refresh == "mulan":
+        conditioner = load_component(mulan or SHIPPED_MODEL / "mulan", device)
+        rewritten = refresh_mulan_tokens(out, every_clip, conditioner, device=device, **captions)
+        tqdm.write(f"MuLan tokens of {rewritten} shard(s) in {out} recomputed")
+        return rewritten
+    clips = [
+        c
+        for c in every_clip
+        if split == "all" or c.split == split or split == "heldout" and c.split != "train"
+    ]
+    if not clips:
+        raise ManifestError(f"no clips of split {split!r} in {[str(m) for m in data]}")
+    folders = {"codec": codec, "semantic": semantic, "mulan": mulan}
+    parts = [load_component(path or SHIPPED_MODEL / name, device) for name, path in folders.items()]
+    parts.append(load_component(melody, device) if melody is not None else None)
+    shards = tokenize_clips(
+        clips, out, *parts, shard_size=shard_size, device=device, strict=strict, **captions
+    )
+    tqdm.write(f"{len(shards)} shard(s) of this rank in {out}")
+    return len(shards)
 
 
 def train_stage(
