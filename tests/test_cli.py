@@ -100,6 +100,14 @@ def test_train_all_composes_library_calls_only():
     assert {m for m in imported if m.startswith("musiclm.cli")} == {"musiclm.cli.apps", "musiclm.cli.common"}
 
 
+def test_train_w2vbert_is_named_for_the_model_it_trains():
+    """`train stage --stage semantic` trains the semantic stage; w2v-BERT, whose features k-means turns into
+    semantic tokens, has a command of its own name."""
+    assert musiclm("train", "w2vbert", "--help").returncode == 0
+    old = musiclm("train", "semantic", "--data", "m.jsonl", "--out", "w2vbert")
+    assert old.returncode == 1 and "No such command 'semantic'" in old.stderr, old.stderr
+
+
 def test_progress_bars_write_plain_lines_into_a_pipe(tmp_path):
     """A log gets whole lines, not a bar redrawn with carriage returns. The interval is 0 here, so that
     every redraw of the three stage bars is such a line (at the real 10 s, a short bar writes none)."""

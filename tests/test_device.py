@@ -151,7 +151,7 @@ def test_tokenize_and_train_every_part_on_the_gpu(tiny_dataset, tmp_path):
     for stage in ("semantic", "coarse", "fine"):
         musiclm("train", "stage", "--stage", stage, "--tokens", tokens, "--out", tmp_path / stage, *one_step)
     musiclm("train", "codec", *data, "--out", tmp_path / "codec", *one_step)
-    musiclm("train", "semantic", *data, "--out", tmp_path / "w2vbert", *one_step)
+    musiclm("train", "w2vbert", *data, "--out", tmp_path / "w2vbert", *one_step)
     musiclm("train", "mulan", *data, "--out", tmp_path / "mulan", "--rvq-points", 16, *one_step)
     musiclm("train", "melody", *data, "--out", tmp_path / "melody", "--rvq-points", 16, *one_step)
     musiclm("train", "classifier", *data, "--out", tmp_path / "classifier", "--no-augment", *one_step)

@@ -1,4 +1,4 @@
-"""``musiclm train semantic`` and ``musiclm semantic fit-kmeans``, ``tokenize`` and ``probe``."""
+"""``musiclm train w2vbert`` and ``musiclm semantic fit-kmeans``, ``tokenize`` and ``probe``."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ app.add_typer(semantic_app, name="semantic")
 CropSeconds = Annotated[float, typer.Option(help="Seconds of audio per training crop (the paper: 30).")]
 
 
-@train_app.command("semantic")
-def train_semantic(
+@train_app.command("w2vbert")
+def train_w2vbert(
     data: Manifests,
     out: OutDir,
     preset: Preset = "small",
@@ -44,11 +44,11 @@ def train_semantic(
     overrides: Overrides = None,
 ) -> None:
     """Train w2v-BERT (contrastive + MLM, self-supervised on audio alone) with the shared engine."""
-    from musiclm.semantic.recipe import train_w2vbert
+    from musiclm.semantic.recipe import train_w2vbert as train
 
     model, settings = setting_changes(steps, batch_size, lr, device, overrides)
     with refusing_bad_input():
-        train_w2vbert(data, out, preset, crop_seconds=crop_seconds, model=model, train=settings)
+        train(data, out, preset, crop_seconds=crop_seconds, model=model, train=settings)
 
 
 @semantic_app.command("fit-kmeans")

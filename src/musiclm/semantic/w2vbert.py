@@ -22,7 +22,7 @@ from musiclm.config import Config
 from musiclm.pretrained import PretrainedMixin
 from musiclm.training import Trainable
 
-# What `musiclm train semantic` trains with per preset (TrainConfig fields), before --set changes.
+# What `musiclm train w2vbert` trains with per preset (TrainConfig fields), before --set changes.
 TRAIN_DEFAULTS = {
     "tiny": {"steps": 50, "batch_size": 4, "lr": 1e-3, "warmup_steps": 5, "log_every": 5, "ckpt_every": 25},
     "small": {"steps": 2000, "batch_size": 8, "lr": 5e-4, "warmup_steps": 200, "ckpt_every": 100},
