@@ -32,16 +32,6 @@ LONG_SECONDS = 600.0
 RATE = 24000  # the long file's rate (the embedded clips')
 ITEMS = 300
 COPIES = 10
-VOCAB = (
-    "mulan_quantizers",
-    "mulan_codebook",
-    "melody_quantizers",
-    "melody_codebook",
-    "semantic_vocab",
-    "semantic_rate",
-    "codebook_size",
-    "acoustic_rate",
-)
 
 
 def memory_mib(field: str = "VmHWM") -> float:
@@ -86,6 +76,7 @@ def eager_clips(folder: str) -> list[dict[str, torch.Tensor]]:
 def child_shards(folder: str, mode: str) -> dict:
     from musiclm.stages import StageConfig, StageLM
     from musiclm.stages.data import StageDataset, dataset_options, load_shards
+    from musiclm.stages.recipe import VOCAB_FIELDS
     from musiclm.stages.shards import read_meta
 
     meta = read_meta(folder)
@@ -95,7 +86,7 @@ def child_shards(folder: str, mode: str) -> dict:
         "small",
         coarse_quantizers=coarse,
         fine_quantizers=meta["num_quantizers"] - coarse,
-        **{k: meta[k] for k in VOCAB},
+        **{k: meta[k] for k in VOCAB_FIELDS},
     )
     model = StageLM(config)
     base = memory_mib()

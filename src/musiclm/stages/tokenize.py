@@ -124,10 +124,9 @@ def encode_aligned(
     semantic_wav = resample(wav, sample_rate, semantic.sample_rate)
     if window_seconds is None or wav.shape[-1] <= 2 * window_seconds * sample_rate:
         acoustic = codec.encode(codec_wav[None].to(device))[0].cpu()
-        tokens = semantic.tokenize(semantic_wav[None].to(device))[0].cpu()
     else:
         acoustic = _acoustic_windows(codec_wav, codec, device, window_seconds)
-        tokens = semantic_windows(semantic_wav, semantic, device, window_seconds)
+    tokens = _semantic_tokens(semantic_wav, semantic, device, window_seconds)
     seconds = min(acoustic.shape[-1] / codec.frame_rate, tokens.shape[-1] / semantic.frame_rate)
     # whole semantic frames only, so that both streams cut at the same instant
     seconds = int(seconds * semantic.frame_rate) / semantic.frame_rate
@@ -144,6 +143,16 @@ def _acoustic_windows(
     step = round(window_seconds * codec.sample_rate)
     chunks = (wav[None, s : s + step].to(device) for s in range(0, wav.shape[-1], step))
     return torch.cat([codes[0].cpu() for codes in stream(chunks)], dim=-1)
+
+
+def _semantic_tokens(
+    wav: torch.Tensor, semantic: SemanticTokenizer, device: str | torch.device, window_seconds: float | None
+) -> torch.Tensor:
+    """``[Fs]`` tokens of ``[T]`` audio at the tokenizer's rate: whole, or a window at a time when it is
+    longer than two ``window_seconds``."""
+    if window_seconds is None or wav.shape[-1] <= 2 * window_seconds * semantic.sample_rate:
+        return semantic.tokenize(wav[None].to(device))[0].cpu()
+    return semantic_windows(wav, semantic, device, window_seconds)
 
 
 def semantic_windows(
@@ -399,13 +408,7 @@ def refresh_mulan_tokens(
             ):
                 continue
             tensors = {k: f.get_tensor(k) for k in f.keys() if not k.endswith(MULAN_TENSORS)}
-        paths = json.loads(info["paths"])
-        missing = [p for p in paths if p not in by_path]
-        if missing:
-            raise ValueError(
-                f"{shard.name} holds {len(missing)} clip(s) the manifests do not list (e.g. {missing[0]}): "
-                "pass the manifest the shards were tokenized from"
-            )
+        paths = _listed_paths(shard, info, by_path)
         for i, path in enumerate(paths):
             tensors.update(_mulan_tensors(i, by_path[path], mulan, device, fresh_captions, caption_pairs))
         _save_shard(shard, tensors, paths, mulan_digest, fresh_captions, caption_pairs, info.get("semantic"))
@@ -448,19 +451,11 @@ def refresh_semantic_tokens(
             if info.get("semantic") == semantic_digest:
                 continue
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-        paths = json.loads(info["paths"])
-        missing = [p for p in paths if p not in by_path]
-        if missing:
-            raise ValueError(
-                f"{shard.name} holds {len(missing)} clip(s) the manifests do not list (e.g. {missing[0]}): "
-                "pass the manifest the shards were tokenized from"
-            )
+        paths = _listed_paths(shard, info, by_path)
         for i, path in enumerate(paths):
-            wav = read_clip(by_path[path], semantic.sample_rate)
-            if window_seconds is None or wav.shape[-1] <= 2 * window_seconds * semantic.sample_rate:
-                tokens = semantic.tokenize(wav[None].to(device))[0].cpu()
-            else:
-                tokens = semantic_windows(wav, semantic, device, window_seconds)
+            tokens = _semantic_tokens(
+                read_clip(by_path[path], semantic.sample_rate), semantic, device, window_seconds
+            )
             acoustic = tensors[f"{i}/acoustic"]
             seconds = min(acoustic.shape[-1] / meta["acoustic_rate"], tokens.shape[-1] / semantic.frame_rate)
             seconds = int(seconds * semantic.frame_rate) / semantic.frame_rate
@@ -472,6 +467,18 @@ def refresh_semantic_tokens(
         meta.update(semantic_vocab=semantic.vocab_size, semantic_rate=float(semantic.frame_rate))
         write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
     return rewritten
+
+
+def _listed_paths(shard: Path, info: dict[str, str], by_path: dict[str, Clip]) -> list[str]:
+    """The clip paths a shard's metadata names, each of which the manifests must list."""
+    paths = json.loads(info["paths"])
+    missing = [p for p in paths if p not in by_path]
+    if missing:
+        raise ValueError(
+            f"{shard.name} holds {len(missing)} clip(s) the manifests do not list (e.g. {missing[0]}): "
+            "pass the manifest the shards were tokenized from"
+        )
+    return paths
 
 
 def save_codebooks(out: Path, mulan: Conditioner, mulan_digest: str) -> None:
