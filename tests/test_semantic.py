@@ -240,7 +240,7 @@ def test_cli_train(tmp_path):
     (tmp_path / "m.jsonl").write_text("".join(json.dumps({"path": f"{i}.wav"}) + "\n" for i in range(2)))
     args = [
         "train",
-        "semantic",
+        "w2vbert",
         "--data",
         str(tmp_path / "m.jsonl"),
         "--out",

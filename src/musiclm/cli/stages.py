@@ -87,7 +87,6 @@ def tokenize(
     torchrun-aware."""
     from musiclm.stages.recipe import tokenize_manifests
 
-    given = {"fresh_captions": fresh_captions, "caption_pairs": caption_pairs}
     with refusing_bad_input():
         tokenize_manifests(
             data,
@@ -101,8 +100,8 @@ def tokenize(
             shard_size=shard_size,
             device=device,
             strict=strict,
-            # an option left unset takes the library's default, which `musiclm --help` would import to show
-            **{name: value for name, value in given.items() if value is not None},
+            fresh_captions=fresh_captions,
+            caption_pairs=caption_pairs,
         )
 
 

@@ -16,18 +16,10 @@ from typing import Any, Literal
 from musiclm.config import ConfigError
 from musiclm.data.manifest import ManifestError, read_manifest
 from musiclm.interfaces import load_component
-from musiclm.pipeline import SHIPPED_MODEL
 from musiclm.progress import tqdm
 from musiclm.stages.data import StageDataset, dataset_options, load_shards
 from musiclm.stages.shards import coarse_levels, codebooks_mulan, read_codebooks, read_meta, same_parts
 from musiclm.stages.stages import TRAIN_DEFAULTS, StageConfig, StageLM
-from musiclm.stages.tokenize import (
-    CAPTION_PAIRS,
-    FRESH_CAPTIONS,
-    refresh_mulan_tokens,
-    refresh_semantic_tokens,
-    tokenize_clips,
-)
 from musiclm.training import TrainConfig, Trainer
 from musiclm.training.distributed import pick_device
 
@@ -57,8 +49,8 @@ def tokenize_manifests(
     shard_size: int = 64,
     device: str = "cpu",
     strict: bool = False,
-    fresh_captions: int = FRESH_CAPTIONS,
-    caption_pairs: int = CAPTION_PAIRS,
+    fresh_captions: int | None = None,
+    caption_pairs: int | None = None,
 ) -> int:
     """Turn the clips of ``split`` in the manifests ``data`` into token shards in ``out`` (acoustic, semantic,
     MuLan audio and text, melody), ``shard_size`` clips a shard; resumable, and under ``torchrun`` each rank
@@ -67,12 +59,25 @@ def tokenize_manifests(
     'heldout' (every split but train) or 'all'. ``refresh`` 'semantic' (or 'mulan') only replaces the
     semantic (MuLan) tokens of the shards already in ``out`` by those of ``semantic`` (``mulan``), the
     other tokens kept. ``strict``: an unusable clip is an error instead of a skip. ``fresh_captions`` and
-    ``caption_pairs``: the MuLan text tokens a rendered clip adds. Returns how many of this rank's shards
-    were written or found, or rewritten by a refresh."""
+    ``caption_pairs``: the MuLan text tokens a rendered clip adds (default: the tokenizing job's). Returns
+    how many of this rank's shards were written or found, or rewritten by a refresh."""
+    # tokenizing needs the audio stack, which training from a token folder runs without (a GPU machine)
+    from musiclm.pipeline import SHIPPED_MODEL
+    from musiclm.stages.tokenize import (
+        CAPTION_PAIRS,
+        FRESH_CAPTIONS,
+        refresh_mulan_tokens,
+        refresh_semantic_tokens,
+        tokenize_clips,
+    )
+
     if refresh not in (None, "semantic", "mulan"):
         raise ConfigError(f"refresh must be 'semantic' or 'mulan', got {refresh!r}")
     device = str(pick_device(device, int(os.environ.get("LOCAL_RANK", 0))))
-    captions = {"fresh_captions": fresh_captions, "caption_pairs": caption_pairs}
+    captions = {
+        "fresh_captions": FRESH_CAPTIONS if fresh_captions is None else fresh_captions,
+        "caption_pairs": CAPTION_PAIRS if caption_pairs is None else caption_pairs,
+    }
     # a missing file is skipped and counted like an unreadable one, not an end to the job
     every_clip = [c for m in data for c in read_manifest(m, check_files=False)]
     if refresh == "semantic":  # the shards name their clips, whatever split they were made from
