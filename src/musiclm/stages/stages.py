@@ -159,16 +159,11 @@ class StageConfig(Config):
     }
     # Settings of one stage within a preset, over the preset's own (`for_stage` applies them): the shipped
     # small coarse stage's. It plays its semantic tokens under guidance only with `guide_semantic` (melodies
-    # with a known score: pitch 0.28 -> 0.78 at 1-2 notes/s, docs/experiments.md), and conditions on MuLan's
-    # first level by learned ids.
+    # with a known score: pitch 0.28 -> 0.78 at 1-2 notes/s, docs/experiments.md). It conditions on all MuLan
+    # levels as code vectors, as the preset does: note tokens say nothing of the instrument, and a coarse
+    # stage on one learned MuLan level ignored it (family pairs 0.855 -> 0.673).
     STAGE_PRESETS = {
-        ("small", "coarse"): {
-            "guide_semantic": True,
-            "semantic_lookahead": 4,
-            "history_noise": 0.3,
-            "mulan_levels": 1,
-            "mulan_embedding": "learned",
-        },
+        ("small", "coarse"): {"guide_semantic": True, "semantic_lookahead": 4, "history_noise": 0.3},
     }
     # The paper's crops differ per stage (30 / 10 / 3 s); `for_stage` applies them scaled to the preset.
     WINDOW_SCALE = {"semantic": 1.0, "coarse": 1 / 3, "fine": 1 / 10}
