@@ -39,7 +39,7 @@ from musiclm.files import atomic_write, write_text_atomic
 from musiclm.interfaces import AcousticCodec, Conditioner, MelodyEmbedder, SemanticTokenizer
 from musiclm.mulan.notes import note_posteriors, window_frames
 from musiclm.progress import tqdm
-from musiclm.stages.shards import CODEBOOKS_FILE, META_FILE, PACKED_LEVELS, write_shard
+from musiclm.stages.shards import CODEBOOKS_FILE, META_FILE, PACKED_LEVELS, read_meta, write_shard
 
 MULAN_HOP = 2.0  # seconds between the MuLan windows of a clip
 FRESH_CAPTIONS = 16  # captions drawn from a rendered clip's attributes beside its stored ones
@@ -127,10 +127,17 @@ def encode_aligned(
     else:
         acoustic = _acoustic_windows(codec_wav, codec, device, window_seconds)
     tokens = _semantic_tokens(semantic_wav, semantic, device, window_seconds)
-    seconds = min(acoustic.shape[-1] / codec.frame_rate, tokens.shape[-1] / semantic.frame_rate)
-    # whole semantic frames only, so that both streams cut at the same instant
-    seconds = int(seconds * semantic.frame_rate) / semantic.frame_rate
-    return tokens[: round(seconds * semantic.frame_rate)], acoustic[:, : round(seconds * codec.frame_rate)]
+    return _shared_frames(tokens, acoustic, semantic.frame_rate, codec.frame_rate)
+
+
+def _shared_frames(
+    semantic: torch.Tensor, acoustic: torch.Tensor, semantic_rate: float, acoustic_rate: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Semantic ``[Fs]`` and acoustic ``[Q, Fa]`` tokens cut to the time both cover, in whole semantic frames
+    so that both streams end at the same instant."""
+    seconds = min(acoustic.shape[-1] / acoustic_rate, semantic.shape[-1] / semantic_rate)
+    seconds = int(seconds * semantic_rate) / semantic_rate
+    return semantic[: round(seconds * semantic_rate)], acoustic[:, : round(seconds * acoustic_rate)]
 
 
 def _acoustic_windows(
@@ -432,10 +439,7 @@ def refresh_semantic_tokens(
     hold this tokenizer's tokens are left as they are, so a killed job resumes; under ``torchrun`` each rank
     takes every ``world_size``-th shard. Returns the number of shards this rank rewrote."""
     out = Path(out)
-    meta_path = out / META_FILE
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{out} has no {META_FILE}: tokenize the clips first (musiclm tokenize)")
-    meta = json.loads(meta_path.read_text())
+    meta = read_meta(out)
     if PACKED_LEVELS in meta:
         raise ValueError(f"{out} is a packed copy; refresh the folder it was packed from, then pack it again")
     by_path = {str(c.path): c for c in clips}
@@ -456,16 +460,14 @@ def refresh_semantic_tokens(
             tokens = _semantic_tokens(
                 read_clip(by_path[path], semantic.sample_rate), semantic, device, window_seconds
             )
-            acoustic = tensors[f"{i}/acoustic"]
-            seconds = min(acoustic.shape[-1] / meta["acoustic_rate"], tokens.shape[-1] / semantic.frame_rate)
-            seconds = int(seconds * semantic.frame_rate) / semantic.frame_rate
-            tensors[f"{i}/semantic"] = tokens[: round(seconds * semantic.frame_rate)]
-            tensors[f"{i}/acoustic"] = acoustic[:, : round(seconds * meta["acoustic_rate"])]
+            tensors[f"{i}/semantic"], tensors[f"{i}/acoustic"] = _shared_frames(
+                tokens, tensors[f"{i}/acoustic"], semantic.frame_rate, meta["acoustic_rate"]
+            )
         write_shard(shard, tensors, {**info, "semantic": semantic_digest})
         rewritten += 1
     if rank == 0:
         meta.update(semantic_vocab=semantic.vocab_size, semantic_rate=float(semantic.frame_rate))
-        write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
+        write_text_atomic(out / META_FILE, json.dumps(meta, indent=2) + "\n")
     return rewritten
 
 
