@@ -410,12 +410,6 @@ def test_rendered_clips_bring_fresh_caption_tokens(parts, tmp_path):
     )
     assert load_shards(tmp_path / "d")[0]["text"].equal(four)
     assert len({tuple(row.tolist()) for row in four}) > 1
-    # caption pairs of the kinds a solo violin allows (tempo, mode, family, density; no register or
-    # articulation is known), in turn
-    pairs, kinds = (load_shards(tmp_path / "a")[0][k] for k in ("pairs", "pair_kinds"))
-    assert pairs.shape == (tokenize.CAPTION_PAIRS, 2, mulan.num_quantizers)
-    assert kinds.tolist() == [0, 1, 2, 5] * (tokenize.CAPTION_PAIRS // 4)
-    assert sum(not true.equal(flipped) for true, flipped in pairs) >= tokenize.CAPTION_PAIRS // 2
     # a refresh asking for another number of drawn captions rewrites the shard, then finds it done
     assert tokenize.refresh_mulan_tokens(tmp_path / "c", clips, mulan, progress=False, fresh_captions=4) == 1
     assert load_shards(tmp_path / "c")[0]["text"].equal(four)

@@ -74,14 +74,6 @@ def tokenize(
             "its stored captions' (the stages' text-conditioned windows pick among them; default: 16)."
         ),
     ] = None,
-    caption_pairs: Annotated[
-        int | None,
-        typer.Option(
-            help="Pairs of captions differing in one attribute (tempo, mode, family, register, articulation, "
-            "density), as MuLan text tokens, of each rendered clip (model.direction_weight trains on them; "
-            "default: 12)."
-        ),
-    ] = None,
 ) -> None:
     """Turn audio clips into token shards (acoustic, semantic, MuLan audio, melody); resumable,
     torchrun-aware."""
@@ -101,7 +93,6 @@ def tokenize(
             device=device,
             strict=strict,
             fresh_captions=fresh_captions,
-            caption_pairs=caption_pairs,
         )
 
 

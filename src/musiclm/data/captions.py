@@ -328,45 +328,29 @@ def caption_from_attributes(
 # A clip's attributes with one changed, for hard negatives: its caption then differs from the true one in
 # that attribute alone.
 COUNTERFACTUAL_KINDS = ("tempo", "mode", "family")
-# The one-attribute changes of caption pairs: the six kinds of `musiclm eval-pairs`.
-PAIR_KINDS = ("tempo", "mode", "family", "register", "articulation", "density")
-OPPOSITE = {
-    "slow": "fast",
-    "fast": "slow",
-    "low": "high",
-    "high": "low",
-    "plucked": "sustained",
-    "sustained": "plucked",
-}
 
 
 def _captionable(attrs: dict) -> bool:
     return all(attrs.get(k) is not None for k in CAPTION_ATTRIBUTES) and attrs["mode"] in ("major", "minor")
 
 
-def _changed(attrs: dict, kind: str, rng: np.random.Generator, opposite: bool) -> tuple[dict, list[int]]:
-    """``attrs`` with ``kind`` changed, and the programs its caption names. With ``opposite`` a slow or fast
-    tempo becomes the other extreme; without, any other tempo class (the hard negatives' draw)."""
+def _changed(attrs: dict, kind: str, rng: np.random.Generator) -> tuple[dict, list[int]]:
+    """``attrs`` with ``kind`` (one of :data:`COUNTERFACTUAL_KINDS`) changed, and the programs its caption
+    names."""
     from musiclm.data.build import TEMPO_BANDS  # build imports this module
 
     changed, programs = dict(attrs), list(dict.fromkeys(attrs["programs"]))
     if kind == "tempo":
-        tempo = (OPPOSITE.get(attrs["tempo_class"]) if opposite else None) or str(
-            rng.choice([t for t in TEMPO_BANDS if t != attrs["tempo_class"]])
-        )
+        tempo = str(rng.choice([t for t in TEMPO_BANDS if t != attrs["tempo_class"]]))
         changed["tempo_class"], changed["bpm"] = tempo, int(rng.integers(*TEMPO_BANDS[tempo]))
     elif kind == "mode":
         changed["mode"] = "minor" if attrs["mode"] == "major" else "major"
-    elif kind == "family":
+    else:  # family
         own = {instruments.FAMILY_OF.get(p) for p in programs}
         others = [f for f in instruments.FAMILIES if f not in own]
         family = instruments.FAMILIES[str(rng.choice(others))]
         programs = [int(family[int(rng.integers(len(family)))][0]) for _ in programs]
         changed["families"] = list(dict.fromkeys(instruments.FAMILY_OF[p] for p in programs))
-    elif kind == "density":
-        changed["voices"] = 3 if attrs["voices"] == 1 else 1
-    else:  # register, articulation
-        changed[kind] = OPPOSITE[attrs[kind]]
     return changed, programs
 
 
@@ -376,44 +360,5 @@ def counterfactual_caption(attrs: dict, rng: np.random.Generator, family_share: 
     if not _captionable(attrs):
         return None
     kind = COUNTERFACTUAL_KINDS[int(rng.integers(2 if attrs["is_melody"] else 3))]
-    changed, programs = _changed(attrs, kind, rng, opposite=False)
+    changed, programs = _changed(attrs, kind, rng)
     return make_captions(changed, [instruments.caption_name(p) for p in programs], rng, 1, family_share)[0]
-
-
-def pair_kinds(attrs: dict) -> list[str]:
-    """The kinds of :func:`caption_pair` a clip's attributes allow: a change must name the opposite of what
-    the clip is (a middle register has no opposite), and a melody alone has no family to change."""
-    if not _captionable(attrs) or attrs.get("style") is None:
-        return []
-    allowed = {
-        "tempo": True,
-        "mode": True,
-        "family": not attrs["is_melody"],
-        "register": attrs.get("register") in OPPOSITE,
-        "articulation": attrs.get("articulation") in OPPOSITE,
-        "density": attrs["voices"] == 1 or attrs["voices"] >= 3,
-    }
-    return [kind for kind in PAIR_KINDS if allowed[kind]]
-
-
-def caption_pair(
-    attrs: dict, kind: str, rng: np.random.Generator, family_share: float = FAMILY_SHARE
-) -> tuple[str, str] | None:
-    """A caption of the clip and the same caption with ``kind`` changed to its opposite, worded alike
-    everywhere else (both drawn from one random state): what a stage learns the direction of an attribute
-    from. None when the change leaves the words as they were."""
-    changed, programs = _changed(attrs, kind, rng, opposite=True)
-    texture = 1.0 if kind in ("register", "articulation", "density") else TEXTURE_SHARE
-    seed = int(rng.integers(2**63))
-    own, other = (
-        make_captions(
-            a,
-            [instruments.caption_name(p) for p in progs],
-            np.random.default_rng(seed),
-            1,
-            family_share,
-            texture,
-        )[0]
-        for a, progs in ((attrs, list(dict.fromkeys(attrs["programs"]))), (changed, programs))
-    )
-    return None if own == other else (own, other)

@@ -6,9 +6,7 @@ clip under each conditioning: the window's own MuLan *audio* tokens, its caption
 lower NLL with the right tokens than with NULL or another clip's; ``gain`` is NULL minus that.
 
 For the coarse stage also the cost of misaligned semantic tokens (the window's S taken 0.5 s later in the
-same clip) and of another clip's S; a stage that follows its semantic tokens in time pays for both. Where
-the clips have caption pairs, ``pair_direction``: how often the true caption beats the one with an attribute
-flipped (see :func:`pair_direction`).
+same clip) and of another clip's S; a stage that follows its semantic tokens in time pays for both.
 
 ``real_semantic``: held-out clips' *real* semantic tokens decoded through the coarse and fine stages and
 the codec; the onset rate of the result against the real clip's (mean ratio and correlation over clips),
@@ -29,7 +27,6 @@ import torch
 
 from musiclm.audio import load_audio
 from musiclm.codec.evaluate import mel_distance
-from musiclm.data.captions import PAIR_KINDS
 from musiclm.pipeline import PAPER_TEMPERATURES, MusicLM
 from musiclm.progress import tqdm
 from musiclm.stages.data import StageDataset
@@ -41,11 +38,12 @@ EARLY_SECONDS = 1.0  # the gains are also reported over the window's first secon
 
 
 @torch.no_grad()
-def item_nll(
+def nll_all_and_early(
     model: StageLM, items: Sequence[dict[str, torch.Tensor]], early_frames: int, batch_size: int = 16
-) -> tuple[np.ndarray, np.ndarray]:
-    """Teacher-forced NLL per target token of each of ``items`` (StageDataset items of equal shapes): over
-    the whole window, and over its first ``early_frames`` target frames alone (0 where none)."""
+) -> tuple[float, float]:
+    """Mean teacher-forced NLL per target token over ``items`` (StageDataset items of equal shapes, so the
+    mean of the items' means): over the whole window, and over its first ``early_frames`` target frames
+    alone (0 with none)."""
     whole, early, device = [], [], model.output_heads.device
     for i in range(0, len(items), batch_size):
         batch = {k: torch.stack([it[k] for it in items[i : i + batch_size]]).to(device) for k in items[0]}
@@ -54,16 +52,7 @@ def item_nll(
         early.append(
             nll[:, :early_frames].flatten(1).mean(1).cpu() if early_frames else torch.zeros(len(nll))
         )
-    return torch.cat(whole).numpy(), torch.cat(early).numpy()
-
-
-def nll_all_and_early(
-    model: StageLM, items: Sequence[dict[str, torch.Tensor]], early_frames: int, batch_size: int = 16
-) -> tuple[float, float]:
-    """Mean teacher-forced NLL per target token over ``items`` (of equal shapes, so the mean of the items'
-    means): over the whole window, and over its first ``early_frames`` target frames alone."""
-    whole, early = item_nll(model, items, early_frames, batch_size)
-    return float(whole.mean()), float(early.mean())
+    return float(torch.cat(whole).numpy().mean()), float(torch.cat(early).numpy().mean())
 
 
 def mean_nll(model: StageLM, items: Sequence[dict[str, torch.Tensor]], batch_size: int = 16) -> float:
@@ -116,7 +105,6 @@ def conditioning_nll(model: StageLM, data: StageDataset, clips: int) -> dict[str
         nll = {name: nll_all_and_early(model, items, early) for name, items in rows.items()}
         for name, (whole, first) in nll.items():
             out[f"nll_{name}"], out[f"nll_{name}_first_second"] = whole, first
-        out.update(pair_direction(model, data, usable, early))
         for gain, (cond, base) in {
             "text": ("text", "null_captioned"),
             "own_audio": ("own_audio", "null"),
@@ -139,39 +127,6 @@ def conditioning_nll(model: StageLM, data: StageDataset, clips: int) -> dict[str
         base = out["nll_own_audio"]
         out["cost_shift_semantic"] = mean_nll(model, shifted) - base
         out["cost_other_semantic"] = mean_nll(model, swapped) - base
-    return out
-
-
-def pair_direction(
-    model: StageLM, data: StageDataset, clips: Sequence[dict[str, torch.Tensor]], early_frames: int
-) -> dict[str, float]:
-    """Of the clips' caption pairs (true caption, the same with one attribute flipped; `musiclm tokenize`),
-    the share in which the window's NLL is lower under the true caption's tokens than under the flipped
-    one's, over all pairs and per kind, and the mean NLL gap (flipped minus true): does the stage know which
-    way each attribute word moves the music? Pairs whose two token strings are equal are left out. Empty
-    when no clip has pairs."""
-    true_rows, flipped_rows, kinds = [], [], []
-    for clip in clips:
-        for (true, flipped), kind in zip(clip.get("pairs", ()), clip.get("pair_kinds", ())):
-            if not true.equal(flipped):
-                true_rows.append(data.window(clip, 0, true[None]))
-                flipped_rows.append(data.window(clip, 0, flipped[None]))
-                kinds.append(PAIR_KINDS[int(kind)])
-    if not true_rows:
-        return {}
-    (true_whole, true_early), (flipped_whole, flipped_early) = (
-        item_nll(model, rows, early_frames) for rows in (true_rows, flipped_rows)
-    )
-    gap, kinds = flipped_whole - true_whole, np.array(kinds)
-    out = {
-        "pairs": len(kinds),
-        "pair_direction": float((gap > 0).mean()),
-        "pair_direction_first_second": float((flipped_early > true_early).mean()),
-        "pair_gap": float(gap.mean()),
-    }
-    for kind in PAIR_KINDS:
-        if (kinds == kind).any():
-            out[f"pair_direction_{kind}"] = float((gap[kinds == kind] > 0).mean())
     return out
 
 

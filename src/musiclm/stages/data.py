@@ -117,9 +117,7 @@ class StageDataset(torch.utils.data.Dataset):
     Clips shorter than a window are left out (a window is never padded, so every position a stage
     learns from is real). The window start is drawn from ``np.random.default_rng(key)``. The MuLan
     conditioning is the audio tokens of the MuLan window centred nearest the training window or, in
-    ``config.text_share`` of the windows of captioned clips, the text tokens of one of its captions. With
-    ``config.direction_weight``, such a window of a clip with caption pairs takes a pair's true caption and
-    adds ``contrast``, its prefix under the flipped caption (``contrasted`` marks the items that have one).
+    ``config.text_share`` of the windows of captioned clips, the text tokens of one of its captions.
     ``clips`` is best a :class:`TokenShards`: clips are then chosen from the shard headers and an item
     reads its clip only, keeping it in int32 until the window is cut (items are int64). A stage that models
     more acoustic levels than the clips hold (a packed folder, for the fine stage) is refused.
@@ -182,21 +180,11 @@ class StageDataset(torch.utils.data.Dataset):
         clip, c = self.clips[key % len(self.clips)], self.model.config
         rng = np.random.default_rng(key)
         start = int(rng.integers(clip["semantic"].shape[-1] - self.sem_frames + 1))  # in semantic frames
-        contrast = None
         if "text" in clip and rng.random() < c.text_share:
-            if c.direction_weight > 0 and "pairs" in clip:
-                mulan, contrast = clip["pairs"][int(rng.integers(clip["pairs"].shape[0]))][:, None]
-            else:
-                mulan = clip["text"][int(rng.integers(clip["text"].shape[0]))][None]
+            mulan = clip["text"][int(rng.integers(clip["text"].shape[0]))][None]
         else:
             mulan = self.audio_tokens(clip, start / c.semantic_rate)
-        item = self.window(clip, start, mulan)
-        if c.direction_weight > 0:  # every item of a batch has the keys; `contrasted` says which count
-            item["contrasted"] = torch.tensor(contrast is not None)
-            item["contrast"] = (
-                item["prefix"] if contrast is None else self.window(clip, start, contrast)["prefix"]
-            )
-        return item
+        return self.window(clip, start, mulan)
 
     def window(
         self,

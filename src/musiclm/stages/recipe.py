@@ -50,7 +50,6 @@ def tokenize_manifests(
     device: str = "cpu",
     strict: bool = False,
     fresh_captions: int | None = None,
-    caption_pairs: int | None = None,
 ) -> int:
     """Turn the clips of ``split`` in the manifests ``data`` into token shards in ``out`` (acoustic, semantic,
     MuLan audio and text, melody), ``shard_size`` clips a shard; resumable, and under ``torchrun`` each rank
@@ -58,13 +57,12 @@ def tokenize_manifests(
     ``melody``: a melody embedder's folder (default: no melody tokens). ``split``: a manifest split,
     'heldout' (every split but train) or 'all'. ``refresh`` 'semantic' (or 'mulan') only replaces the
     semantic (MuLan) tokens of the shards already in ``out`` by those of ``semantic`` (``mulan``), the
-    other tokens kept. ``strict``: an unusable clip is an error instead of a skip. ``fresh_captions`` and
-    ``caption_pairs``: the MuLan text tokens a rendered clip adds (default: the tokenizing job's). Returns
+    other tokens kept. ``strict``: an unusable clip is an error instead of a skip. ``fresh_captions``: the
+    MuLan text tokens of drawn captions a rendered clip adds (default: the tokenizing job's). Returns
     how many of this rank's shards were written or found, or rewritten by a refresh."""
     # tokenizing needs the audio stack, which training from a token folder runs without (a GPU machine)
     from musiclm.pipeline import SHIPPED_MODEL
     from musiclm.stages.tokenize import (
-        CAPTION_PAIRS,
         FRESH_CAPTIONS,
         refresh_mulan_tokens,
         refresh_semantic_tokens,
@@ -74,10 +72,7 @@ def tokenize_manifests(
     if refresh not in (None, "semantic", "mulan"):
         raise ConfigError(f"refresh must be 'semantic' or 'mulan', got {refresh!r}")
     device = str(pick_device(device, int(os.environ.get("LOCAL_RANK", 0))))
-    captions = {
-        "fresh_captions": FRESH_CAPTIONS if fresh_captions is None else fresh_captions,
-        "caption_pairs": CAPTION_PAIRS if caption_pairs is None else caption_pairs,
-    }
+    fresh_captions = FRESH_CAPTIONS if fresh_captions is None else fresh_captions
     # a missing file is skipped and counted like an unreadable one, not an end to the job
     every_clip = [c for m in data for c in read_manifest(m, check_files=False)]
     if refresh == "semantic":  # the shards name their clips, whatever split they were made from
@@ -87,7 +82,9 @@ def tokenize_manifests(
         return rewritten
     if refresh == "mulan":
         conditioner = load_component(mulan or SHIPPED_MODEL / "mulan", device)
-        rewritten = refresh_mulan_tokens(out, every_clip, conditioner, device=device, **captions)
+        rewritten = refresh_mulan_tokens(
+            out, every_clip, conditioner, device=device, fresh_captions=fresh_captions
+        )
         tqdm.write(f"MuLan tokens of {rewritten} shard(s) in {out} recomputed")
         return rewritten
     clips = [
@@ -101,7 +98,7 @@ def tokenize_manifests(
     parts = [load_component(path or SHIPPED_MODEL / name, device) for name, path in folders.items()]
     parts.append(load_component(melody, device) if melody is not None else None)
     shards = tokenize_clips(
-        clips, out, *parts, shard_size=shard_size, device=device, strict=strict, **captions
+        clips, out, *parts, shard_size=shard_size, device=device, strict=strict, fresh_captions=fresh_captions
     )
     tqdm.write(f"{len(shards)} shard(s) of this rank in {out}")
     return len(shards)

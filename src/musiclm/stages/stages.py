@@ -97,12 +97,6 @@ class StageConfig(Config):
     # the melody tokens alone are NULL in this share of training windows, so that a melody-conditioned
     # model still generates from text alone (melody conditioning is optional at inference)
     melody_dropout: float = 0.5
-    # Weight of the direction loss (0: off, the paper's training). A text-conditioned window of a clip with
-    # caption pairs (`musiclm tokenize`) is conditioned on one pair's true caption, and its NLL is pushed at
-    # least `direction_margin` nats/token below the NLL under the caption with one attribute flipped: the
-    # plain loss teaches that a prompt matters, this which way each attribute word should move the music.
-    direction_weight: float = 0.0
-    direction_margin: float = 0.05
     # Interleaved coarse stage: each acoustic frame also sees the next `semantic_lookahead` semantic tokens
     # after its own (40 ms each at 25 Hz). A note's steady semantic token comes 150-250 ms after its attack,
     # so without them the stage must guess the pitch of an attack and then follows its own guess. They enter
@@ -534,31 +528,13 @@ class StageLM(Trainable, PretrainedMixin):
             noisy = torch.rand(codes.shape, device=codes.device) < self.config.history_noise
             history = torch.where(noisy, torch.randint_like(codes, self.codebook), codes)
         logits = self(prefix, history, aligned)
-        nll = self.window_nll(logits, codes)
-        loss = nll.mean()
-        out = {"ppl": loss.detach().exp().clamp(max=math.exp(20))}
-        if self.config.direction_weight > 0 and "contrast" in batch:
-            rows = batch["contrasted"] & (prefix[:, 0] != NULL)  # not where all conditioning was dropped
-            if rows.any():
-                # the flipped caption's prefix loses the melody where the true one's did
-                contrast = torch.where(prefix == NULL, prefix, batch["contrast"])[rows]
-                flipped = self.window_nll(
-                    self(contrast, codes[rows], None if aligned is None else aligned[rows]), codes[rows]
-                )
-                gap = flipped - nll[rows]
-                if self.training:  # validation reports the plain loss, comparable with a run without
-                    hinge = F.relu(self.config.direction_margin - gap).mean()
-                    loss = loss + self.config.direction_weight * hinge
-                out["direction_gap"] = gap.detach().mean()
-                # the flipped caption fits as well or better
-                out["direction_miss"] = (gap <= 0).float().mean()
-        return {"loss": loss, **out}
+        loss = self.window_nll(logits, codes).mean()
+        return {"loss": loss, "ppl": loss.detach().exp().clamp(max=math.exp(20))}
 
     def batch_cost(self, batch: dict) -> tuple[int, float]:
         """Tokens of a batch's sequences and the FLOPs of its training step, counted as PaLM's appendix B
         does: 6 a token per weight it passes through (the embeddings are lookups; a target's output head
-        alone), plus attention's 12 * layers * dim * length a token, causality not taken off. The direction
-        loss's second pass is not counted."""
+        alone), plus attention's 12 * layers * dim * length a token, causality not taken off."""
         c = self.config
         rows, frames = batch["codes"].shape[0], batch["codes"].shape[-1]
         length = batch["prefix"].shape[1] + frames * (self.given + self.levels) - 1

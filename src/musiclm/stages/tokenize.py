@@ -5,11 +5,8 @@ Each shard ``shard-NNNNN.safetensors`` holds, per clip ``i`` of the shard, ``i/a
 training time the audio embedding of the window around a training crop stands in for the text),
 ``i/text [C, Qm]`` (MuLan *text* tokens of each of the clip's captions, when it has any: what inference
 feeds; a rendered clip adds ``fresh_captions`` more drawn from its attributes, so that a stage cannot learn
-a training clip's one to three stored captions as its name), for a rendered clip ``i/pairs [P, 2, Qm]``
-(text tokens of ``caption_pairs`` captions of the clip, each beside the same caption with one attribute
-changed to its opposite: what a stage learns the direction of an attribute from) with their kinds
-``i/pair_kinds [P]`` (indices into :data:`musiclm.data.captions.PAIR_KINDS`), and ``i/melody [W, Qmel]``
-when a melody embedder is given; the clip paths are in the shard's metadata. ``meta.json`` holds the
+a training clip's one to three stored captions as its name), and ``i/melody [W, Qmel]`` when a melody
+embedder is given; the clip paths are in the shard's metadata. ``meta.json`` holds the
 vocabularies and rates (the folder's files: :mod:`musiclm.stages.shards`). Shard ``s`` belongs to rank
 ``s % world_size`` under ``torchrun``; a shard that exists is done, so a killed job resumes where it stopped.
 
@@ -32,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from musiclm.audio import AudioError, crop_or_pad, loudness_normalize, read_clip, resample
-from musiclm.data.captions import PAIR_KINDS, caption_from_attributes, caption_pair, pair_kinds
+from musiclm.data.captions import caption_from_attributes
 from musiclm.data.manifest import Clip
 from musiclm.data.skips import SKIPPED_FILE, SkipLog
 from musiclm.files import atomic_write, write_text_atomic
@@ -43,12 +40,11 @@ from musiclm.stages.shards import CODEBOOKS_FILE, META_FILE, PACKED_LEVELS, read
 
 MULAN_HOP = 2.0  # seconds between the MuLan windows of a clip
 FRESH_CAPTIONS = 16  # captions drawn from a rendered clip's attributes beside its stored ones
-CAPTION_PAIRS = 12  # caption pairs differing in one attribute, of each rendered clip (kinds in turn)
 WINDOW_SECONDS = 30.0  # audio a model sees at once when a clip is longer than two of these
 # Seconds of audio either side of a semantic window, tokenized and dropped: with them, tokens of 30 s windows
 # placed 15 s apart agree on 59 % of frames, without on 51 % (shipped model, 3 minutes of music).
 SEMANTIC_CONTEXT = 5.0
-MULAN_TENSORS = ("/mulan", "/text", "/pairs", "/pair_kinds")  # what `refresh_mulan_tokens` recomputes
+MULAN_TENSORS = ("/mulan", "/text")  # what `refresh_mulan_tokens` recomputes
 
 
 def mulan_window_tokens(
@@ -246,7 +242,6 @@ def tokenize_clips(
     strict: bool = False,
     window_seconds: float | None = WINDOW_SECONDS,
     fresh_captions: int = FRESH_CAPTIONS,
-    caption_pairs: int = CAPTION_PAIRS,
 ) -> list[Path]:
     """Write this rank's shards (skipping finished ones); returns the shard paths written or found.
 
@@ -288,7 +283,7 @@ def tokenize_clips(
                     tensors[f"{i}/semantic"], tensors[f"{i}/acoustic"] = encode_aligned(
                         wav, codec.sample_rate, codec, semantic, device, window_seconds
                     )
-                    tensors.update(_mulan_tensors(i, clip, mulan, device, fresh_captions, caption_pairs))
+                    tensors.update(_mulan_tensors(i, clip, mulan, device, fresh_captions))
                     if melody is not None:
                         mel_wav = resample(wav, codec.sample_rate, melody.sample_rate)
                         if mel_wav.shape[-1] >= melody.window_seconds * melody.sample_rate:
@@ -299,15 +294,7 @@ def tokenize_clips(
                         del tensors[key]
                     continue
                 paths.append(str(clip.path))
-            _save_shard(
-                _shard_path(out, s),
-                tensors,
-                paths,
-                mulan_digest,
-                fresh_captions,
-                caption_pairs,
-                semantic_digest,
-            )
+            _save_shard(_shard_path(out, s), tensors, paths, mulan_digest, fresh_captions, semantic_digest)
     summary = skips.finish()
     if summary:
         tqdm.write(summary)
@@ -320,12 +307,10 @@ def _mulan_tensors(
     mulan: Conditioner,
     device: str | torch.device,
     fresh_captions: int,
-    caption_pairs: int,
 ) -> dict[str, torch.Tensor]:
     """Clip ``i``'s MuLan audio tokens per window and, when it has captions, their text tokens: the
-    stored captions', then ``fresh_captions`` drawn from its attributes, then ``caption_pairs`` pairs of
-    captions that differ in one attribute, the kinds its attributes allow in turn (the same for a clip in
-    every run and on every machine)."""
+    stored captions', then ``fresh_captions`` drawn from its attributes (the same for a clip in every run
+    and on every machine)."""
     out = {f"{i}/mulan": mulan_window_tokens(mulan, read_clip(clip, mulan.sample_rate), device=device)}
     captions = list(clip.captions)
     # seeded by the file's name, not its folder: a build writes the same names on every machine
@@ -335,20 +320,8 @@ def _mulan_tensors(
         if caption is None:  # not a render (no attributes to draw from)
             break
         captions.append(caption)
-    kinds, pairs, pair_kind = pair_kinds(clip.attributes or {}), [], []
-    for n in range(caption_pairs if kinds else 0):
-        kind = kinds[n % len(kinds)]
-        pair = caption_pair(clip.attributes, kind, rng)
-        if pair is not None:
-            pairs += pair
-            pair_kind.append(PAIR_KINDS.index(kind))
-    if captions or pairs:
-        tokens = mulan.quantize(mulan.embed_text(captions + pairs)).cpu()
-        if captions:
-            out[f"{i}/text"] = tokens[: len(captions)]
-        if pairs:
-            out[f"{i}/pairs"] = tokens[len(captions) :].view(len(pair_kind), 2, -1)
-            out[f"{i}/pair_kinds"] = torch.tensor(pair_kind)
+    if captions:
+        out[f"{i}/text"] = mulan.quantize(mulan.embed_text(captions)).cpu()
     return out
 
 
@@ -374,12 +347,11 @@ def refresh_mulan_tokens(
     progress: bool = True,
     device: str | torch.device = "cpu",
     fresh_captions: int = FRESH_CAPTIONS,
-    caption_pairs: int = CAPTION_PAIRS,
 ) -> int:
     """Recompute the MuLan audio and text tokens of every shard in ``out`` with ``mulan``, keeping the
     acoustic, semantic and melody tokens: after MuLan improves, the stages retrain on its tokens without
     encoding the audio again. Shards already holding this MuLan's tokens with ``fresh_captions`` drawn
-    captions and ``caption_pairs`` pairs are left as they are, so a killed job resumes; under ``torchrun``
+    captions are left as they are, so a killed job resumes; under ``torchrun``
     each rank takes every ``world_size``-th shard. ``clips`` must include every clip of the shards. Returns
     the number of shards this rank rewrote."""
     out = Path(out)
@@ -408,17 +380,13 @@ def refresh_mulan_tokens(
     for shard in tqdm(shards, unit="shard", desc="refresh MuLan tokens", disable=not progress):
         with safe_open(str(shard), "pt") as f:
             info = f.metadata() or {}
-            if (
-                info.get("mulan") == mulan_digest
-                and int(info.get("fresh_captions", 0)) == fresh_captions
-                and int(info.get("caption_pairs", 0)) == caption_pairs
-            ):
+            if info.get("mulan") == mulan_digest and int(info.get("fresh_captions", 0)) == fresh_captions:
                 continue
             tensors = {k: f.get_tensor(k) for k in f.keys() if not k.endswith(MULAN_TENSORS)}
         paths = _listed_paths(shard, info, by_path)
         for i, path in enumerate(paths):
-            tensors.update(_mulan_tensors(i, by_path[path], mulan, device, fresh_captions, caption_pairs))
-        _save_shard(shard, tensors, paths, mulan_digest, fresh_captions, caption_pairs, info.get("semantic"))
+            tensors.update(_mulan_tensors(i, by_path[path], mulan, device, fresh_captions))
+        _save_shard(shard, tensors, paths, mulan_digest, fresh_captions, info.get("semantic"))
         rewritten += 1
     return rewritten
 
@@ -495,15 +463,9 @@ def _save_shard(
     paths: list[str],
     mulan_digest: str,
     fresh_captions: int,
-    caption_pairs: int,
     semantic_digest: str | None,
 ) -> None:
-    metadata = {
-        "paths": json.dumps(paths),
-        "mulan": mulan_digest,
-        "fresh_captions": str(fresh_captions),
-        "caption_pairs": str(caption_pairs),
-    }
+    metadata = {"paths": json.dumps(paths), "mulan": mulan_digest, "fresh_captions": str(fresh_captions)}
     if semantic_digest is not None:  # shards written before it was kept lack it
         metadata["semantic"] = semantic_digest
     write_shard(path, tensors, metadata)
