@@ -96,9 +96,9 @@ def test_layout_offsets_and_conditioning_dropout(name):
     ends = sorted(model.offsets.values()) + [model.transformer.spec.vocab_size]
     assert ends[0] == 2 and all(a < b for a, b in zip(ends, ends[1:]))
     codes = torch.full((2, model.levels, 5), model.codebook - 1)
-    ids = model.targets(codes)
+    ids = model.target.ids(codes)
     assert ids.shape == (2, 5 * model.levels) and ids.max() == model.transformer.spec.vocab_size - 1
-    levels = ids[0, : model.levels] - model.offsets[model.target]
+    levels = ids[0, : model.levels] - model.target.offset
     assert levels.tolist() == [(lv + 1) * model.codebook - 1 for lv in range(model.levels)]
     dropped = model.drop_condition(prefix, torch.tensor([True, False]))
     assert dropped[0, : model.droppable].eq(NULL).all() and dropped[1].equal(prefix[1])
@@ -106,12 +106,34 @@ def test_layout_offsets_and_conditioning_dropout(name):
     assert model.droppable == (3 if name != "fine" else 0)
 
 
+def test_layouts_place_the_semantic_stream_in_the_prefix_or_before_each_frame():
+    """The coarse stage's ids, written out: vocabulary [SEP, NULL], MuLan 2..49 (3 levels of 16), semantic
+    50..69, coarse 70..117 (2 levels of 24); a "codebook" MuLan moves past the learned rows."""
+    mulan, semantic = torch.tensor([[1, 2, 3]]), torch.tensor([[4, 5]])
+    codes = torch.tensor([[[0, 1, 2, 3], [10, 11, 12, 13]]])  # [B, levels, frames]
+    mulan_ids = [3, 20, 37]
+    prefix = stage("coarse", layout="prefix")
+    assert prefix.condition(mulan=mulan, semantic=semantic).tolist() == [[*mulan_ids, 54, 55, SEP]]
+    assert prefix.aligned(0, 4, semantic=semantic) is None
+    assert prefix.frame_inputs(codes)[0].tolist() == [[70, 104, 71, 105, 72, 106, 73, 107]]
+    interleaved = stage("coarse", layout="interleaved")
+    assert interleaved.condition(mulan=mulan, semantic=semantic).tolist() == [[*mulan_ids, SEP]]
+    given = interleaved.aligned(0, 4, semantic=semantic)
+    assert given.tolist() == [[[54], [54], [55], [55]]]  # acoustic frame f reads semantic token f // 2
+    assert interleaved.frame_inputs(codes, given)[0].tolist() == [
+        [54, 70, 104, 54, 71, 105, 55, 72, 106, 55, 73, 107]
+    ]
+    by_codes = stage("coarse", mulan_embedding="codebook", mulan_dim=4)
+    assert by_codes.offsets == {"semantic": 2, "coarse": 22, "mulan": 70}
+    assert by_codes.transformer.spec.vocab_size == 70  # the learned rows end where MuLan's ids begin
+
+
 @pytest.mark.parametrize("name", ["coarse", "fine"])
 def test_interleaved_frames_see_their_own_aligned_tokens(name):
     """Each target frame is preceded by the aligned tokens of its own time, and only frames from then on see
     them."""
     model = stage(name)
-    assert model.interleaved and model.given == {"coarse": 1, "fine": 2}[name]
+    assert model.config.layout == "interleaved" and model.given == {"coarse": 1, "fine": 2}[name]
     condition, aligned, _ = conditioner(model, batch=1)
     frames = 40
     prefix, given = condition(0, 0, frames), aligned(0, frames)
@@ -119,7 +141,7 @@ def test_interleaved_frames_see_their_own_aligned_tokens(name):
     if name == "coarse":  # acoustic frame f (50 Hz) gets semantic token f // 2 (25 Hz)
         assert given[0, 7, 0] == given[0, 6, 0] and given[0, 8, 0] != -1
     codes = torch.randint(0, 24, (1, model.levels, frames))
-    ids = model.frames(codes, given)
+    ids, _ = model.frame_inputs(codes, given)
     assert ids.shape == (1, frames * (model.given + model.levels))
     assert ids.view(frames, -1)[:, : model.given].equal(given[0])
     base = model(prefix, codes, given)
@@ -243,7 +265,7 @@ def test_melody_is_optional_and_dropped_on_its_own_in_training():
     mulan, melody = torch.randint(0, 16, (64, 3)), torch.randint(0, 8, (64, 3, 2))
     with_melody = model.condition(mulan=mulan, melody=melody)
     without = model.condition(mulan=mulan)  # no melody given: its 6 positions are NULL, the text stays
-    assert without.shape == with_melody.shape and model.melody_positions == 6
+    assert without.shape == with_melody.shape and model.droppable == 3 + 6
     assert without[:, 3:9].eq(NULL).all() and without[:, :3].equal(with_melody[:, :3])
     seen = []
     model.transformer.forward = lambda ids, added=None: (

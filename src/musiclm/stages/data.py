@@ -136,7 +136,7 @@ class StageDataset(torch.utils.data.Dataset):
         self.mulan_hop, self.mulan_window = mulan_hop, mulan_window
         self.sem_frames = round(c.window_seconds * c.semantic_rate)
         self.ac_frames = round(c.window_seconds * c.acoustic_rate)
-        needs_melody = c.stage == "semantic" and c.melody_quantizers > 0
+        self.needs_melody = needs_melody = model.reads("melody")
         lazy = isinstance(clips, TokenShards)
         shapes = clips.shapes if lazy else [{k: tuple(v.shape) for k, v in clip.items()} for clip in clips]
         keep = [
@@ -153,15 +153,11 @@ class StageDataset(torch.utils.data.Dataset):
                 f"{c.window_seconds} s{' with melody tokens' if needs_melody else ''}; "
                 "use longer clips or a shorter window (--set model.window_seconds=...)"
             )
-        levels = {
-            "semantic": 0,
-            "coarse": c.coarse_quantizers,
-            "fine": c.coarse_quantizers + c.fine_quantizers,
-        }
+        levels = model.target.acoustic_levels
         held = min(shapes[i]["acoustic"][0] for i in keep)
-        if held < levels[c.stage]:
+        if held < levels:
             raise ValueError(
-                f"the {c.stage} stage models acoustic levels 1-{levels[c.stage]}, and these clips hold "
+                f"the {c.stage} stage models acoustic levels 1-{levels}, and these clips hold "
                 f"{held} (a folder packed by `musiclm pack-tokens --levels N` keeps the first N): train it "
                 "from the folder they were packed from"
             )
@@ -203,24 +199,16 @@ class StageDataset(torch.utils.data.Dataset):
             semantic = clip["semantic"][start : start + self.sem_frames]
         semantic, mulan = semantic.long(), mulan.long()
         acoustic = clip["acoustic"][:, a0 : a0 + self.ac_frames].long()
-        coarse, fine = (
-            acoustic[: c.coarse_quantizers],
-            acoustic[c.coarse_quantizers : c.coarse_quantizers + c.fine_quantizers],
-        )
-        if c.stage == "semantic":
-            melody = None
-            if c.melody_quantizers:
-                melody = model.melody_windows(clip["melody"][None], start, self.melody_hop).long()
-            prefix, codes = model.condition(mulan=mulan, melody=melody), semantic[None]
-        elif c.stage == "coarse":
-            prefix, codes = model.condition(mulan=mulan, semantic=semantic[None]), coarse
-        else:
-            prefix, codes = model.condition(coarse=coarse[None]), fine
+        coarse = acoustic[None, : c.coarse_quantizers]
+        melody = None
+        if self.needs_melody:
+            melody = model.melody_windows(clip["melody"][None], start, self.melody_hop).long()
+        prefix = model.condition(mulan=mulan, melody=melody, semantic=semantic[None], coarse=coarse)
+        codes = model.target.cut({"semantic": semantic[None], "acoustic": acoustic})
         item = {"prefix": prefix[0], "codes": codes}
         if model.given:
-            frames, ahead = codes.shape[-1], c.semantic_lookahead
             # the window's last frames look past it, as in generation (a stand-in S ends where it ends)
-            if ahead and own_semantic and c.stage == "coarse":
-                semantic = clip["semantic"][start : start + self.sem_frames + ahead].long()
-            item["aligned"] = model.aligned(0, frames, semantic=semantic[None], coarse=coarse[None])[0]
+            if c.semantic_lookahead and own_semantic:
+                semantic = clip["semantic"][start : start + self.sem_frames + c.semantic_lookahead].long()
+            item["aligned"] = model.aligned(0, codes.shape[-1], semantic=semantic[None], coarse=coarse)[0]
         return item

@@ -13,7 +13,6 @@ import dataclasses
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 from musiclm.stages.stages import StageLM
 
@@ -72,10 +71,10 @@ def generate_stage(
 
     ``condition(start, new, end)`` gives the conditioning prefix ``[B, P]`` of the window of frames
     ``start..end`` (the stage's own frame rate) whose frames from ``new`` on are to be generated. ``prompt``
-    ``[B, L, F0]`` are known first frames
-    (continuation); they are kept in the output. ``use_cache=False`` re-encodes the whole window for
-    every token (for tests and benchmarks of the cache). An interleaved stage needs ``aligned(start, end)``:
-    its given ids ``[B, end - start, given]`` of frames ``start..end`` (:meth:`StageLM.aligned`).
+    ``[B, L, F0]`` are known first frames (continuation); they are kept in the output. ``use_cache=False``
+    re-encodes the whole window for every token (for tests and benchmarks of the cache). An interleaved
+    stage needs ``aligned(start, end)``: its given ids ``[B, end - start, given]`` of frames ``start..end``
+    (:meth:`StageLM.aligned`).
     """
     levels, window, keep = model.levels, model.window_frames, model.prefix_frames
     device = model.output_heads.device
@@ -87,8 +86,7 @@ def generate_stage(
     guided = sampling.guidance is not None and sampling.guidance != 1 and model.droppable > 0
     if model.given and aligned is None:
         raise ValueError(f"an interleaved {model.config.stage} stage needs aligned=...; see StageLM.aligned")
-    target_offset = model.offsets[model.target]
-    level_offset = torch.arange(levels, device=device) * model.codebook + target_offset
+    level_offset = torch.arange(levels, device=device) * model.codebook + model.target.offset
 
     def rows(ids: torch.Tensor) -> torch.Tensor:  # guidance: the same ids for the unconditional rows
         return torch.cat([ids, ids]) if guided else ids
@@ -101,15 +99,7 @@ def generate_stage(
         )
         if given is None:
             return ids, added
-        return _joined((ids, added), next_given(given, have - start))
-
-    def next_given(given: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The given ids of the window's frame ``index`` and the vectors added to them."""
-        frame = given[:, index : index + 1]
-        vectors = model.lookahead_vectors(frame)
-        if vectors is not None:  # on the frame's own semantic position, its last given one
-            vectors = F.pad(vectors, (0, 0, model.given - 1, 0))
-        return frame[..., : model.given].flatten(1), vectors
+        return _joined((ids, added), _given_at(model, given, have - start))
 
     while have < num_frames:
         start = max(0, have - keep)
@@ -128,16 +118,13 @@ def generate_stage(
         for frame in range(have, end):
             for level in range(levels):
                 logits = model.level_logits(hidden, level)
-                if guided:
-                    cond, uncond = logits.chunk(2)
-                    logits = uncond + sampling.guidance * (cond - uncond)
-                token = sample(logits, sampling, generator)
+                token = sample(_guided(logits, sampling.guidance) if guided else logits, sampling, generator)
                 out[:, level, frame] = token
                 if frame == end - 1 and level == levels - 1:
                     break
                 step = (rows((token + level_offset[level])[:, None]), None)
                 if given is not None and level == levels - 1:  # the next frame's given ids in the same pass
-                    step = _joined(step, next_given(given, frame + 1 - start))
+                    step = _joined(step, _given_at(model, given, frame + 1 - start))
                 if use_cache:
                     hidden = model.transformer(step[0], cache, added=step[1])[:, -1]
                 else:
@@ -150,6 +137,18 @@ def generate_stage(
 
 
 Inputs = tuple[torch.Tensor, "torch.Tensor | None"]  # ids [B, T] and the vectors added to them [B, T, D]
+
+
+def _guided(logits: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance of the conditional rows' logits by the unconditional rows after them."""
+    cond, uncond = logits.chunk(2)
+    return uncond + scale * (cond - uncond)
+
+
+def _given_at(model: StageLM, given: torch.Tensor, index: int) -> Inputs:
+    """The given ids of the window's frame ``index`` and the vectors added to them."""
+    ids, added = model.given_inputs(given[:, index : index + 1])
+    return ids.flatten(1), None if added is None else added.flatten(1, 2)
 
 
 def _joined(first: Inputs, second: Inputs) -> Inputs:

@@ -1,4 +1,4 @@
-"""The three MusicLM stages: one Transformer, three sequence layouts.
+"""The three MusicLM stages: one Transformer, each stage's parts laid out in one sequence.
 
 ================  ==========================================  ==========================
 stage             conditioning prefix                          targets
@@ -19,16 +19,10 @@ as its code vector in MuLan's space through one learned projection (``"codebook"
 :class:`MuLanCodeEmbedding`), so that a caption's text tokens, which rarely equal the audio tokens the stage
 learned from, still mean what MuLan means by them.
 
-Two layouts of the time-aligned stream (S for coarse, levels 1..Qc for fine), chosen by ``layout``:
-
-- ``"prefix"`` (the paper's): the window's aligned tokens all sit in the prefix, before the targets.
-  With relative positions only, an acoustic frame's own semantic token is then 40 to 400 positions
-  back, where T5 buckets are too coarse to find it: the shipped coarse stage ignored the timing of
-  its semantic tokens (shifting them by 0.5 s cost 0.001 nats/token).
-- ``"interleaved"``: each target frame is preceded by the aligned tokens of its own time
-  (``s[f//2], a[f,0..3]`` for coarse; ``a[f,0..3], a[f,4..11]`` for fine), always the same few
-  positions back. They are given, never predicted: the loss covers the targets only, and decoding
-  feeds them in with the last token of the frame before.
+``layout`` places the time-aligned stream (S for coarse, levels 1..Qc for fine): ``"prefix"`` (the paper's)
+in the prefix, ``"interleaved"`` in front of each target frame of its time. The parts and the layouts are
+the small objects of :mod:`musiclm.stages.layout`; the shipped coarse stage, on the prefix layout, ignored
+the timing of its semantic tokens (shifting them by 0.5 s cost 0.001 nats/token).
 """
 
 from __future__ import annotations
@@ -42,13 +36,26 @@ from torch import nn
 
 from musiclm.config import Config, ConfigError
 from musiclm.pretrained import PretrainedMixin
+from musiclm.stages.layout import (
+    LAYOUTS,
+    NULL,
+    SEP,
+    CoarseStream,
+    Condition,
+    MelodyTokens,
+    MuLanTokens,
+    SemanticLookahead,
+    SemanticStream,
+    Stream,
+    Targets,
+    assign_offsets,
+)
 from musiclm.stages.transformer import NORMS, Transformer, TransformerSpec
 from musiclm.training import Trainable
 
 STAGES = ("semantic", "coarse", "fine")
-LAYOUTS = ("prefix", "interleaved")
 MULAN_EMBEDDINGS = ("learned", "codebook")
-SEP, NULL = 0, 1  # special input ids; vocabularies of the parts start at 2
+__all__ = ["NULL", "SEP", "STAGES", "StageConfig", "StageLM", "count_parameters"]
 
 
 @dataclasses.dataclass
@@ -185,7 +192,7 @@ class StageConfig(Config):
         if self.norm not in NORMS:
             raise ConfigError(f"unknown norm {self.norm!r}; choose one of {NORMS}")
         if self.layout not in LAYOUTS:
-            raise ConfigError(f"unknown layout {self.layout!r}; choose one of {LAYOUTS}")
+            raise ConfigError(f"unknown layout {self.layout!r}; choose one of {tuple(LAYOUTS)}")
         if self.mulan_embedding not in MULAN_EMBEDDINGS:
             raise ConfigError(
                 f"unknown mulan_embedding {self.mulan_embedding!r}; choose one of {MULAN_EMBEDDINGS}"
@@ -214,8 +221,29 @@ class StageConfig(Config):
             )
 
 
+def stage_parts(c: StageConfig) -> tuple[list[Condition], Stream | None, Targets]:
+    """The droppable conditioning, the stream aligned with the targets, and the targets of ``c.stage``: the
+    one place that knows what each stage reads and predicts."""
+    mulan = MuLanTokens(c.mulan_levels or c.mulan_quantizers, c.mulan_codebook)
+    if c.stage == "semantic":
+        melody = MelodyTokens(c.melody_quantizers, c.melody_codebook, c.melody_windows, c.melody_dropout)
+        conditions = [mulan, melody] if c.melody_quantizers else [mulan]
+        return conditions, None, Targets("semantic", 1, c.semantic_vocab, c.semantic_rate, source="semantic")
+    if c.stage == "coarse":
+        window = round(c.window_seconds * c.semantic_rate)
+        semantic = SemanticStream(
+            c.semantic_vocab, c.semantic_rate, c.acoustic_rate, window, c.guide_semantic, c.semantic_lookahead
+        )
+        coarse = Targets("coarse", c.coarse_quantizers, c.codebook_size, c.acoustic_rate, source="acoustic")
+        return [mulan], semantic, coarse
+    coarse = CoarseStream(c.coarse_quantizers, c.codebook_size)
+    fine = Targets("fine", c.fine_quantizers, c.codebook_size, c.acoustic_rate, "acoustic", coarse.levels)
+    return [], coarse, fine
+
+
 class StageLM(Trainable, PretrainedMixin):
-    """One MusicLM stage: the layout of its sequence plus the shared Transformer and per-level heads."""
+    """One MusicLM stage: a prefix of conditioning, then target frames (each led by its ``given`` aligned ids
+    in the interleaved layout), through one Transformer with an output head per target level."""
 
     config_class = StageConfig
     model_type = "musiclm_stage"
@@ -229,34 +257,14 @@ class StageLM(Trainable, PretrainedMixin):
     def __init__(self, config: StageConfig):
         super().__init__()
         self.config = c = config
-        # input vocabulary: [SEP, NULL] + one slice per conditioning/target segment
-        sizes = {"mulan": self.mulan_levels * c.mulan_codebook}
-        if c.stage == "semantic":
-            if c.melody_quantizers:
-                sizes["melody"] = c.melody_quantizers * c.melody_codebook
-            sizes["semantic"] = c.semantic_vocab
-        elif c.stage == "coarse":
-            sizes["semantic"] = c.semantic_vocab
-            sizes["coarse"] = c.coarse_quantizers * c.codebook_size
-        else:
-            sizes = {
-                "coarse": c.coarse_quantizers * c.codebook_size,
-                "fine": c.fine_quantizers * c.codebook_size,
-            }
-        # a codebook stage's MuLan ids come after the learned table's rows: MuLan's codebooks embed them
-        if self.embeds_codebooks:
-            sizes["mulan"] = sizes.pop("mulan")
-        self.offsets, start = {}, 2
-        for name, size in sizes.items():
-            self.offsets[name] = start
-            start += size
-        rows = self.offsets["mulan"] if self.embeds_codebooks else start
-        self.target = {"semantic": "semantic", "coarse": "coarse", "fine": "fine"}[c.stage]
-        self.levels = {"semantic": 1, "coarse": c.coarse_quantizers, "fine": c.fine_quantizers}[c.stage]
-        self.codebook = c.semantic_vocab if c.stage == "semantic" else c.codebook_size
-        self.frame_rate = c.semantic_rate if c.stage == "semantic" else c.acoustic_rate
-        # tokens of the aligned stream in front of each target frame (interleaved layout)
-        self.given = {"semantic": 0, "coarse": 1, "fine": c.coarse_quantizers}[c.stage] * self.interleaved
+        self.conditions, self.stream, self.target = stage_parts(c)
+        self.layout = LAYOUTS[c.layout](self.stream)
+        parts = [*self.conditions, *([self.stream] if self.stream else []), self.target]
+        self.embeds_codebooks = c.mulan_embedding == "codebook" and self.reads("mulan")
+        rows = assign_offsets(parts, self.embeds_codebooks)
+        self.offsets = {part.name: part.offset for part in parts}
+        self.levels, self.codebook = self.target.levels, self.target.codebook
+        self.frame_rate, self.given = self.target.rate, self.layout.given
         self.transformer = Transformer(
             TransformerSpec(
                 vocab_size=rows,
@@ -275,14 +283,7 @@ class StageLM(Trainable, PretrainedMixin):
             count = self.mulan_levels * c.mulan_codebook
             self.transformer.embed = MuLanCodeEmbedding(self.transformer.embed, count, c.mulan_dim)
         self.output_heads = nn.Parameter(torch.randn(self.levels, self.codebook, c.dim) * 0.02)
-        if c.semantic_lookahead:
-            self.lookahead = nn.Embedding(c.semantic_lookahead * c.semantic_vocab, c.dim)
-            nn.init.normal_(self.lookahead.weight, std=0.02)
-
-    @property
-    def embeds_codebooks(self) -> bool:
-        """A "codebook" stage that is conditioned on MuLan (the fine stage never is)."""
-        return self.config.mulan_embedding == "codebook" and self.config.stage != "fine"
+        self.lookahead = SemanticLookahead(self.stream, c.dim) if c.semantic_lookahead else None
 
     def set_mulan_codebooks(self, codebooks: torch.Tensor) -> None:
         """Copy MuLan's RVQ codebooks ``[Q, K, D]`` (``Conditioner.code_vectors()``) into a "codebook" stage:
@@ -306,7 +307,7 @@ class StageLM(Trainable, PretrainedMixin):
             return ours.shape == theirs.shape
         return ours.shape == theirs.shape and torch.allclose(ours, theirs, atol=2e-3)
 
-    # ------------------------------------------------------------ layout
+    # ------------------------------------------------------------ sequence
     @property
     def window_frames(self) -> int:
         return round(self.config.window_seconds * self.frame_rate)
@@ -316,118 +317,31 @@ class StageLM(Trainable, PretrainedMixin):
         return round(self.config.prefix_seconds * self.frame_rate)
 
     @property
-    def uses_text(self) -> bool:
-        return self.config.stage != "fine"
-
-    @property
-    def interleaved(self) -> bool:
-        return self.config.layout == "interleaved"
-
-    @property
     def mulan_levels(self) -> int:
         return self.config.mulan_levels or self.config.mulan_quantizers
 
-    def _levels(self, name: str, codes: torch.Tensor, size: int) -> torch.Tensor:
-        """Codes ``[B, L, F]`` (or ``[B, F]``) -> flattened input ids ``[B, F*L]`` with per-level offsets."""
-        if codes.dim() == 2:
-            codes = codes.unsqueeze(1)
-        levels = torch.arange(codes.shape[1], device=codes.device)[None, :, None] * size
-        return (codes + levels + self.offsets[name]).transpose(1, 2).reshape(codes.shape[0], -1)
+    def reads(self, name: str) -> bool:
+        """Whether the stage is conditioned on ``name`` tokens ("mulan", "melody", "semantic", "coarse")."""
+        return any(part.name == name for part in [*self.conditions, self.stream] if part is not None)
 
-    def condition(
-        self,
-        mulan: torch.Tensor | None = None,
-        melody: torch.Tensor | None = None,
-        semantic: torch.Tensor | None = None,
-        coarse: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The conditioning prefix (ending in SEP) for one window.
-
-        mulan ``[B, Qm]``; melody ``[B, W, Qmel]`` (semantic stage, when it has melody tokens);
-        semantic ``[B, Fs]`` of the window (coarse stage); coarse ``[B, Qc, Fa]`` of the window (fine).
-        """
-        c, parts = self.config, []
-        if c.stage in ("semantic", "coarse"):
-            _need(mulan, "mulan", c.stage)
-            levels = self.mulan_levels
-            parts.append(
-                _flat_conditioning(mulan[:, :levels], self.offsets["mulan"], c.mulan_codebook, levels)
-            )
-        if c.stage == "semantic" and c.melody_quantizers and melody is None:
-            parts.append(
-                torch.full(
-                    (parts[0].shape[0], self.melody_positions), NULL, dtype=torch.long, device=parts[0].device
-                )
-            )
-        elif c.stage == "semantic" and c.melody_quantizers:
-            if melody.shape[1] != c.melody_windows:
-                raise ValueError(
-                    f"melody tokens have {melody.shape[1]} windows, the stage expects {c.melody_windows}"
-                )
-            parts.append(
-                _flat_conditioning(
-                    melody.flatten(1, 2), self.offsets["melody"], c.melody_codebook, c.melody_quantizers
-                )
-            )
-        if c.stage == "coarse" and not self.interleaved:
-            _need(semantic, "semantic", c.stage)
-            parts.append(semantic + self.offsets["semantic"])
-        if c.stage == "fine" and not self.interleaved:
-            _need(coarse, "coarse", c.stage)
-            parts.append(self._levels("coarse", coarse, c.codebook_size))
-        if not parts:  # an interleaved fine stage: all its conditioning is in the frames
-            _need(coarse, "coarse", c.stage)
-            parts.append(coarse.new_empty((coarse.shape[0], 0)))
-        batch = parts[0].shape[0]
-        parts.append(torch.full((batch, 1), SEP, dtype=torch.long, device=parts[0].device))
+    def condition(self, **tokens: torch.Tensor | None) -> torch.Tensor:
+        """The conditioning prefix (ending in SEP) of one window, from the tokens the stage reads (others are
+        ignored): mulan ``[B, Qm]``; melody ``[B, W, Qmel]`` (None: NULL melody); the window's semantic
+        ``[B, Fs]`` or coarse ``[B, Qc, Fa]`` stream (prefix layout)."""
+        given = next((t for t in tokens.values() if t is not None), None)
+        if given is None:
+            raise ValueError(f"pass the tokens the {self.config.stage} stage is conditioned on")
+        batch, device = given.shape[0], given.device
+        parts = [part.prefix_ids(tokens.get(part.name), batch, device) for part in self.conditions]
+        parts += self.layout.prefix_ids(tokens)
+        parts.append(torch.full((batch, 1), SEP, dtype=torch.long, device=device))
         return torch.cat(parts, dim=1)
 
-    def aligned(
-        self, start: int, end: int, semantic: torch.Tensor | None = None, coarse: torch.Tensor | None = None
-    ) -> torch.Tensor | None:
+    def aligned(self, start: int, end: int, **streams: torch.Tensor | None) -> torch.Tensor | None:
         """Given ids ``[B, end - start, given + semantic_lookahead]`` of target frames ``start..end``
         (interleaved layout; None otherwise): the ``given`` ids in front of each frame, then the semantic
-        tokens it sees ahead (:meth:`lookahead_vectors`). ``semantic [B, Fs]`` / ``coarse [B, Qc, Fa]`` are
-        the streams from frame 0."""
-        if not self.interleaved:
-            return None
-        if self.config.stage == "coarse":
-            _need(semantic, "semantic", "coarse")
-            frames = torch.arange(start, end, device=semantic.device)
-            own = (frames * self.config.semantic_rate / self.config.acoustic_rate).long()
-            ahead = torch.arange(1 + self.config.semantic_lookahead, device=own.device)
-            index = own[:, None] + ahead  # own token, then lookahead
-            return semantic[:, index.clamp(max=semantic.shape[1] - 1)] + self.offsets["semantic"]
-        _need(coarse, "coarse", "fine")
-        ids = self._levels("coarse", coarse[..., start:end], self.config.codebook_size)
-        return ids.view(ids.shape[0], end - start, self.given)
-
-    def lookahead_vectors(self, aligned: torch.Tensor) -> torch.Tensor | None:
-        """``[B, F, D]``: the sum of the embeddings of the semantic tokens each frame sees ahead, from the
-        ids of :meth:`aligned` ``[B, F, given + semantic_lookahead]`` (NULL ones add nothing); None without
-        lookahead."""
-        ahead = self.config.semantic_lookahead
-        if not ahead:
-            return None
-        local = aligned[..., self.given :] - self.offsets["semantic"]
-        tables = torch.arange(ahead, device=local.device) * self.config.semantic_vocab
-        vectors = self.lookahead(local.clamp(min=0) + tables)
-        return (vectors * (local >= 0)[..., None]).sum(2)
-
-    def frame_inputs(
-        self, codes: torch.Tensor, aligned: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Input ids of whole target frames ``[B, F * (given + L)]`` (:meth:`frames`) and the vectors added
-        to their embeddings, ``[B, F * (given + L), D]`` (each frame's lookahead on its own semantic
-        position), or None without lookahead."""
-        ids = self.frames(codes, aligned)
-        vectors = None if aligned is None else self.lookahead_vectors(aligned)
-        if vectors is None:
-            return ids, None
-        b, frames, d = vectors.shape
-        added = vectors.new_zeros(b, frames, self.given + self.levels, d)
-        added[:, :, self.given - 1] = vectors
-        return ids, added.flatten(1, 2)
+        tokens it sees ahead. ``semantic [B, Fs]`` / ``coarse [B, Qc, Fa]``: the streams from frame 0."""
+        return self.layout.aligned(start, end, streams)
 
     def melody_windows(self, melody: torch.Tensor, start: int, hop_seconds: float) -> torch.Tensor:
         """Melody tokens ``[B, Wm, Q]`` of windows every ``hop_seconds`` -> the ``melody_windows`` of them
@@ -437,28 +351,16 @@ class StageLM(Trainable, PretrainedMixin):
         return melody[:, index.clamp(max=melody.shape[1] - 1)]
 
     @property
-    def melody_positions(self) -> int:
-        """Prefix positions of melody tokens (they follow the MuLan tokens)."""
-        c = self.config
-        return c.melody_quantizers * c.melody_windows if c.stage == "semantic" else 0
-
-    @property
     def droppable(self) -> int:
         """How many leading prefix positions are droppable conditioning (replaced by NULL to drop it): text
         and melody, and with ``guide_semantic`` a prefix-layout coarse stage's semantic tokens after them."""
-        if self.config.stage == "fine":
-            return 0
-        semantic = round(self.config.window_seconds * self.config.semantic_rate)
-        drops_semantic = self.config.guide_semantic and not self.interleaved
-        return self.mulan_levels + self.melody_positions + semantic * drops_semantic
+        return sum(part.positions for part in self.conditions) + self.layout.dropped_positions
 
     def drop_aligned(self, aligned: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
-        """The ids of :meth:`aligned` with the semantic tokens of the rows where ``drop`` is True (all rows
-        if None) replaced by NULL, where the stage guides its semantic tokens; unchanged otherwise."""
-        if not self.config.guide_semantic:
-            return aligned
+        """The ids of :meth:`aligned` with the stream of the rows where ``drop`` is True (all rows if None)
+        replaced by NULL, where guidance drops the stream with the text; unchanged otherwise."""
         rows = torch.ones(aligned.shape[0], dtype=torch.bool, device=aligned.device) if drop is None else drop
-        return aligned.masked_fill(rows[:, None, None], NULL)
+        return self.layout.drop_aligned(aligned, rows)
 
     def drop_condition(
         self, prefix: torch.Tensor, drop: torch.Tensor | None = None, positions: slice | None = None
@@ -471,27 +373,35 @@ class StageLM(Trainable, PretrainedMixin):
         out[rows, positions or slice(0, min(self.droppable, prefix.shape[1] - 1))] = NULL
         return out
 
-    def targets(self, codes: torch.Tensor) -> torch.Tensor:
-        """Target codes ``[B, L, F]`` (or ``[B, F]``) -> input ids ``[B, F*L]``."""
-        return self._levels(self.target, codes, self.codebook)
+    def given_inputs(self, aligned: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The ids in front of each frame ``[B, F, given]`` of :meth:`aligned` ids, and the vectors added to
+        them ``[B, F, given, D]`` (the lookahead, on the frame's own semantic position), or None."""
+        ids = aligned[..., : self.given]
+        if self.lookahead is None:
+            return ids, None
+        vectors = self.lookahead.vectors(aligned[..., self.given :])
+        return ids, F.pad(vectors[:, :, None], (0, 0, self.given - 1, 0))
 
-    # ------------------------------------------------------------ network
-    def level_logits(self, hidden: torch.Tensor, level: int) -> torch.Tensor:
-        return hidden @ self.output_heads[level].T
-
-    def frames(self, codes: torch.Tensor, aligned: torch.Tensor | None = None) -> torch.Tensor:
-        """Input ids of whole target frames ``[B, F * (given + L)]``: each frame's given ids, then its
-        targets."""
-        targets = self.targets(codes)
+    def frame_inputs(
+        self, codes: torch.Tensor, aligned: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Input ids of whole target frames ``[B, F * (given + L)]`` (each frame's given ids, then its
+        targets) and the vectors added to their embeddings ``[B, F * (given + L), D]``, or None."""
+        targets = self.target.ids(codes)
         if not self.given:
-            return targets
+            return targets, None
         b, frames = targets.shape[0], codes.shape[-1]
         if aligned is None or aligned.shape[1] != frames:
             raise ValueError(
                 f"an interleaved {self.config.stage} stage needs aligned ids for all {frames} frames"
             )
-        given = aligned[..., : self.given]
-        return torch.cat([given, targets.view(b, frames, self.levels)], dim=2).flatten(1)
+        given, added = self.given_inputs(aligned)
+        ids = torch.cat([given, targets.view(b, frames, self.levels)], dim=2).flatten(1)
+        return ids, None if added is None else F.pad(added, (0, 0, 0, self.levels)).flatten(1, 2)
+
+    # ------------------------------------------------------------ network
+    def level_logits(self, hidden: torch.Tensor, level: int) -> torch.Tensor:
+        return hidden @ self.output_heads[level].T
 
     def forward(
         self, prefix: torch.Tensor, codes: torch.Tensor, aligned: torch.Tensor | None = None
@@ -518,17 +428,17 @@ class StageLM(Trainable, PretrainedMixin):
             prefix = self.drop_condition(prefix, drop)
             if aligned is not None:
                 aligned = self.drop_aligned(aligned, drop)
-        if self.training and self.melody_positions and self.config.melody_dropout > 0:
-            drop = torch.rand(prefix.shape[0], device=prefix.device) < self.config.melody_dropout
-            prefix = self.drop_condition(
-                prefix, drop, slice(self.droppable - self.melody_positions, self.droppable)
-            )
+        start = 0
+        for part in self.conditions:  # a part dropped on its own (the melody: optional at inference)
+            if self.training and part.dropout > 0:
+                drop = torch.rand(prefix.shape[0], device=prefix.device) < part.dropout
+                prefix = self.drop_condition(prefix, drop, slice(start, start + part.positions))
+            start += part.positions
         history = codes
         if self.training and self.config.history_noise > 0:
             noisy = torch.rand(codes.shape, device=codes.device) < self.config.history_noise
             history = torch.where(noisy, torch.randint_like(codes, self.codebook), codes)
-        logits = self(prefix, history, aligned)
-        loss = self.window_nll(logits, codes).mean()
+        loss = self.window_nll(self(prefix, history, aligned), codes).mean()
         return {"loss": loss, "ppl": loss.detach().exp().clamp(max=math.exp(20))}
 
     def batch_cost(self, batch: dict) -> tuple[int, float]:
@@ -577,17 +487,6 @@ class MuLanCodeEmbedding(nn.Embedding):
             return rows
         codes = self.projection(self.codebooks[local.clamp(0, self.count - 1)])
         return torch.where(is_mulan[..., None], codes, rows)
-
-
-def _need(value, name: str, stage: str) -> None:
-    if value is None:
-        raise ValueError(f"the {stage} stage is conditioned on {name} tokens; pass {name}=...")
-
-
-def _flat_conditioning(tokens: torch.Tensor, offset: int, codebook: int, quantizers: int) -> torch.Tensor:
-    """``[B, n*Q]`` RVQ tokens -> ids, each quantizer its own slice of the vocabulary."""
-    levels = torch.arange(tokens.shape[1], device=tokens.device) % quantizers * codebook
-    return tokens + levels + offset
 
 
 def count_parameters(config: StageConfig) -> int:
