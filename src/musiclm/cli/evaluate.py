@@ -242,8 +242,13 @@ def eval_pairs(
 
     import torch
 
-    from musiclm.evaluation import pairs as pe
     from musiclm.evaluation import suite
+    from musiclm.evaluation.pairs.audio import generate_pairs, load_pair_audio, side_paths
+    from musiclm.evaluation.pairs.detectors import score_pairs
+    from musiclm.evaluation.pairs.file import PAIRS_FILE, read_pairs
+    from musiclm.evaluation.pairs.references import render_reference_pairs
+    from musiclm.evaluation.pairs.report import write_pairs_report
+    from musiclm.evaluation.pairs.statistics import swapped
     from musiclm.interfaces import load_component
     from musiclm.pipeline import SHIPPED_MODEL
 
@@ -254,14 +259,14 @@ def eval_pairs(
     if checkpoint is None and audio is None and not reference:
         raise typer.BadParameter("nothing to score: pass --checkpoint, --audio or --reference")
     reference = reference or chain
-    pairs = pe.read_pairs(pairs_file or pe.PAIRS_FILE)[:limit]
+    pairs = read_pairs(pairs_file or PAIRS_FILE)[:limit]
     shipped = SHIPPED_MODEL.parent / "eval_classifier"
     clf_dir = classifier or (shipped if (shipped / "config.json").is_file() else None)
     clf = load_component(clf_dir).eval() if clf_dir is not None else None
     if clf is None and any(p.kind == "family" for p in pairs):
         typer.echo("no evaluation classifier: family pairs are left out (pass --classifier)", err=True)
     info = {
-        "pairs_file": str(pairs_file or pe.PAIRS_FILE),
+        "pairs_file": str(pairs_file or PAIRS_FILE),
         "pairs": len(pairs),
         "seconds_per_clip": seconds,
         "seed": seed,
@@ -280,7 +285,7 @@ def eval_pairs(
         settings.update(seconds=seconds, batch=batch, pairs=[(p.a, p.b) for p in pairs])
         suite.claim_audio_folder(out / "audio", settings)
         with torch.no_grad():
-            audio = pe.generate_pairs(
+            audio = generate_pairs(
                 pipeline, pairs, out / "audio", seconds, seed, batch, guidance=guidance, candidates=candidates
             )
         info.update(
@@ -293,28 +298,28 @@ def eval_pairs(
         if checkpoint is None:  # saved audio is scored at its own rate: resampling it moves the detectors
             from musiclm.audio import audio_info
 
-            first = pe.side_paths(audio, 0)[0]
+            first = side_paths(audio, 0)[0]
             if first.is_file():  # a missing file is load_pair_audio's to name, with the others missing
                 rate = audio_info(first).samplerate
         info["audio"] = str(audio)
-        rows["generated"] = pe.score_pairs(
-            pairs, pe.load_pair_audio(audio, len(pairs), rate, seconds), rate, clf
-        )
+        rows["generated"] = score_pairs(pairs, load_pair_audio(audio, len(pairs), rate, seconds), rate, clf)
     if reference:
-        folder = pe.render_reference_pairs(pairs, out / "reference", seconds, seed)
-        wavs = pe.load_pair_audio(folder, len(pairs), rate, seconds)
-        rows["reference renders"] = pe.score_pairs(pairs, wavs, rate, clf)
+        folder = render_reference_pairs(pairs, out / "reference", seconds, seed)
+        wavs = load_pair_audio(folder, len(pairs), rate, seconds)
+        rows["reference renders"] = score_pairs(pairs, wavs, rate, clf)
     if chain:
+        from musiclm.evaluation.pairs.chain import chain_pairs
+
         suite.claim_audio_folder(out / "chain", settings)
         with torch.no_grad():
-            folders = pe.chain_pairs(pipeline, pairs, wavs, rate, out / "chain", seed, guidance)
+            folders = chain_pairs(pipeline, pairs, wavs, rate, out / "chain", seed, guidance)
         for name, folder in folders.items():
-            got = pe.load_pair_audio(folder, len(pairs), rate, seconds)
-            rows[name] = pe.score_pairs(pairs, got, rate, clf)
+            got = load_pair_audio(folder, len(pairs), rate, seconds)
+            rows[name] = score_pairs(pairs, got, rate, clf)
     source = "reference renders" if reference else "generated"
-    rows["shuffled"] = pe.swapped(rows[source], seed)
+    rows["shuffled"] = swapped(rows[source], seed)
     info.update(shuffled_from=source, sample_rate=rate, wall_s=round(time.perf_counter() - t0, 1))
-    result = pe.write_pairs_report(out, rows, pairs, info)
+    result = write_pairs_report(out, rows, pairs, info)
     summary = {
         name: {"all": round(row["share"], 3), **{k: round(v["share"], 3) for k, v in row["by_kind"].items()}}
         for name, row in result["rows"].items()
@@ -383,7 +388,7 @@ def eval_pairs_compare(
     seeds) on which exactly one of them moved the asked way, and a sign test on those."""
     import json
 
-    from musiclm.evaluation import pairs as pe
+    from musiclm.evaluation.pairs.statistics import compare_runs
     from musiclm.files import check_output, write_text_atomic
 
     if out is not None:
@@ -401,7 +406,7 @@ def eval_pairs_compare(
         return runs
 
     try:
-        result = pe.compare_runs(load(first), load(second))
+        result = compare_runs(load(first), load(second))
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
     if out is not None:

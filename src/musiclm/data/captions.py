@@ -15,6 +15,7 @@ import re
 
 import numpy as np
 
+from musiclm.attributes import MODES, PAIR_KINDS, TEMPO_BANDS
 from musiclm.data import instruments
 
 # The vocabularies are tables of phrases, laid out by hand (one line per attribute value where it fits).
@@ -328,8 +329,6 @@ def caption_from_attributes(
 # A clip's attributes with one changed, for hard negatives: its caption then differs from the true one in
 # that attribute alone.
 COUNTERFACTUAL_KINDS = ("tempo", "mode", "family")
-# The one-attribute changes of caption pairs: the six kinds of `musiclm eval-pairs`.
-PAIR_KINDS = ("tempo", "mode", "family", "register", "articulation", "density")
 OPPOSITE = {
     "slow": "fast",
     "fast": "slow",
@@ -341,14 +340,12 @@ OPPOSITE = {
 
 
 def _captionable(attrs: dict) -> bool:
-    return all(attrs.get(k) is not None for k in CAPTION_ATTRIBUTES) and attrs["mode"] in ("major", "minor")
+    return all(attrs.get(k) is not None for k in CAPTION_ATTRIBUTES) and attrs["mode"] in MODES
 
 
 def _changed(attrs: dict, kind: str, rng: np.random.Generator, opposite: bool) -> tuple[dict, list[int]]:
     """``attrs`` with ``kind`` changed, and the programs its caption names. With ``opposite`` a slow or fast
     tempo becomes the other extreme; without, any other tempo class (the hard negatives' draw)."""
-    from musiclm.data.build import TEMPO_BANDS  # build imports this module
-
     changed, programs = dict(attrs), list(dict.fromkeys(attrs["programs"]))
     if kind == "tempo":
         tempo = (OPPOSITE.get(attrs["tempo_class"]) if opposite else None) or str(

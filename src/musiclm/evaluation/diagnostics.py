@@ -27,9 +27,9 @@ import librosa
 import numpy as np
 import torch
 
+from musiclm.attributes import PAIR_KINDS
 from musiclm.audio import load_audio
 from musiclm.codec.evaluate import mel_distance
-from musiclm.data.captions import PAIR_KINDS
 from musiclm.pipeline import PAPER_TEMPERATURES, MusicLM
 from musiclm.progress import tqdm
 from musiclm.stages.data import StageDataset
