@@ -675,6 +675,37 @@ def test_shipped_pairs_file():
     assert len({(p.a, p.b) for p in shipped}) == len(shipped)
 
 
+def test_eval_options_from_a_file(tmp_path):
+    import typer
+
+    from musiclm.cli.common import options_from_file
+
+    command = typer.main.get_command(app).commands["eval"]
+    given = tmp_path / "eval.json"
+    given.write_text(json.dumps({"seed": 5, "reference-clips": 8, "fad-inf": False, "prompts": "p.txt"}))
+    assert options_from_file(given, command) == {
+        "seed": 5,
+        "reference_clips": 8,
+        "fad_inf": False,
+        "prompts": "p.txt",
+    }
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"seed": 1, "reference_clip": 8}))
+    with pytest.raises(
+        typer.BadParameter, match=r"unknown option 'reference_clip'; valid: .*, reference-clips,"
+    ):
+        options_from_file(wrong, command)
+
+    # the file fills in what the command line leaves out; the command line wins wherever both give a value
+    args = ["--reference", "m.jsonl", "--out", "o", "--seed", "3"]
+    for order in (["--options", str(given), *args], [*args, "--options", str(given)]):
+        params = command.make_context("eval", order).params
+        assert (params["seed"], params["reference_clips"], params["fad_inf"]) == (3, 8, False)
+        assert (str(params["prompts"]), params["batch"]) == ("p.txt", 4)
+    res = CliRunner().invoke(app, ["eval", "--options", str(wrong)])
+    assert res.exit_code != 0 and "unknown option 'reference_clip'" in res.output
+
+
 def test_pairs_file_errors(tmp_path):
     good = read_pairs()[0].to_json()
     two = {**good, "attributes_b": {**good["attributes_b"], "mode": "minor"}}  # tempo and mode both change

@@ -13,6 +13,7 @@ from musiclm.cli.common import (
     Device,
     LearningRate,
     Manifests,
+    OptionsFile,
     OutDir,
     Overrides,
     Overwrite,
@@ -92,6 +93,7 @@ def eval_command(
     ] = 16,
     strict: Strict = False,
     device: GenerationDevice = "cpu",
+    options: OptionsFile = None,
 ) -> None:
     """Generate (or read) audio for every prompt and write report.md, metrics.json and plots to --out."""
     import json
@@ -234,6 +236,7 @@ def eval_pairs(
         ),
     ] = None,
     device: GenerationDevice = "cpu",
+    options: OptionsFile = None,
 ) -> None:
     """Paired adherence: per kind (tempo, mode, register, articulation, density, family), the share of
     prompt pairs that differ in that one attribute whose outputs move the asked way."""
