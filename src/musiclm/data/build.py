@@ -95,11 +95,10 @@ def render_work(job: dict[str, Any]) -> dict[str, Any]:
     opts: BuildOptions = job["opts"]
     work: corpus.Work = job["work"]
     index: int = job["index"]
-    out = opts.out
-    marker = out / "works" / f"{index:06d}.json"
+    marker = opts.out / "works" / f"{index:06d}.json"
     if marker.is_file():
         done = json.loads(marker.read_text())
-        if all((out / c["path"]).is_file() for c in done["clips"]):
+        if all((opts.out / c["path"]).is_file() for c in done["clips"]):
             return done
     rng = np.random.default_rng([opts.seed, index])
     split = split_of(index, opts.eval_every)
@@ -115,130 +114,185 @@ def render_work(job: dict[str, Any]) -> dict[str, Any]:
     except Exception as err:  # music21 raises many kinds; any of them means "skip this work"
         result["skipped"].append(["parse failed", f"{type(err).__name__}: {str(err)[:120]}"])
         return _finish(marker, result)
-    coll = corpus.BY_NAME[work.collection]
     soundfonts = available_soundfonts(opts.soundfonts)
-    sf_names = list(soundfonts)
-    sf_weights = np.array([soundfonts[n][2] for n in sf_names])
     n_variants = 1 if len(notes.parts) == 1 else int(rng.integers(1, 3))
     score_mode = notes.mode
-    for v in range(n_variants):
+    for variant in range(n_variants):
         notes = change_mode(notes, "minor" if rng.random() < opts.minor_share else "major")
-        bpm = int(rng.integers(*TEMPO_BANDS[str(rng.choice(list(TEMPO_BANDS)))], endpoint=True))
-        spq = 60.0 / bpm
-        want = float(rng.uniform(*opts.clip_seconds))
-        span_q = min(notes.length, want / spq)
-        if span_q * spq < min(opts.clip_seconds[0], 4.0) * 0.75:
-            result["skipped"].append(["too short", f"{notes.length * spq:.1f} s at {bpm} BPM"])
-            continue
-        # begin on a note of the tune: at slow tempi a leading rest would leave seconds of silence
-        onsets = sorted({on for on, _, _ in notes.parts[0] if on <= notes.length - span_q + 1e-9}) or [0.0]
-        start_q = float(onsets[int(rng.integers(len(onsets)))])
-        end_q = min(start_q + span_q, notes.length)
-        transpose = int(rng.integers(-5, 7))
-        parts = [list(p) for p in notes.parts]
-        programs, lineup = instruments.choose_instruments(len(parts), rng)
-        if len(parts) == 1 and rng.random() < 0.5:
-            parts.append(accompaniment(notes, transpose))
-            programs.append(int(rng.choice(instruments.ACCOMPANIMENT)))
-            lineup = "melody and accompaniment"
-        with_melody = rng.random() < opts.melody_fraction
-        group = f"{work.work_id}@{v}" if with_melody else None
-        octave_bias = int(rng.choice([-1, 0, 0, 1]))
-        base = {
-            "tonic": (notes.tonic_pc + transpose) % 12,
-            "mode": notes.mode,
-            "score_mode": score_mode,
-            "score_bpm": notes.bpm,
-            "time_signature": notes.time_signature,
-            "collection": coll.name,
-            "composer": coll.composer,
-            "style": coll.style,
-            "title": notes.title,
-            "transpose": transpose,
-            "work_id": work.work_id,
-            "melody_group": group,
-        }
-        renders = [(f"{index:06d}_{v}", parts, programs, lineup, bpm, 0.0, False)]
-        if with_melody:
-            timbre = int(rng.choice(list(instruments.MELODY_TIMBRES)))
-            m_bpm = int(round(bpm * rng.uniform(0.96, 1.04)))
-            bend = float(rng.uniform(-30, 30))
-            renders.append((f"{index:06d}_{v}m", parts[:1], [timbre], "melody only", m_bpm, bend, True))
-        for clip_id, r_parts, r_programs, r_lineup, r_bpm, bend, is_melody in renders:
-            r_spq = 60.0 / r_bpm
-            # a hummed or whistled tune stays where a voice sings it (whistles above C6 are silent in
-            # TimGM6mb)
-            pm = window_midi(
-                r_parts,
-                r_programs,
-                start_q,
-                end_q,
-                r_spq,
-                transpose,
-                rng,
-                bend,
-                0 if is_melody else octave_bias,
-            )
-            if not pm.instruments:
-                result["skipped"].append(["no notes in the window", clip_id])
-                continue
-            sf_name = sf_names[rng.choice(len(sf_names), p=sf_weights / sf_weights.sum())]
-            gain, reverb = float(rng.uniform(0.25, 0.45)), bool(rng.random() < 0.5)
-            midi_path, wav_path = out / "midi" / f"{clip_id}.mid", out / "clips" / f"{clip_id}.wav"
-            midi_path.parent.mkdir(parents=True, exist_ok=True)
-            wav_path.parent.mkdir(parents=True, exist_ok=True)
-            pm.write(str(midi_path))
-            seconds = (end_q - start_q) * r_spq
-            try:
-                wav, clipped = render_midi(
-                    midi_path, soundfonts[sf_name][0], opts.sample_rate, gain, reverb, seconds
-                )
-            except RenderError as err:
-                result["skipped"].append(["render failed", f"{clip_id}: {str(err)[:160]}"])
-                continue
-            rms = float(np.sqrt(np.mean(wav**2))) if wav.size else 0.0
-            if rms < 1e-4:
-                result["skipped"].append(["silent render", clip_id])
-                continue
-            if clipped > 1e-3:
-                result["skipped"].append(["clipped render", f"{clip_id}: {clipped:.2%} of samples"])
-                continue
-            save_audio(wav_path, wav, opts.sample_rate)  # atomic: a killed build leaves no half clip
-            used = [i.program for i in pm.instruments]
-            attrs = {
-                "instruments": list(dict.fromkeys(instruments.gm_name(p) for p in used)),
-                "families": list(dict.fromkeys(instruments.FAMILY_OF[p] for p in used)),
-                "programs": used,
-                "bpm": r_bpm,
-                "tempo_class": tempo_class(r_bpm),
-                "key": KEY_NAMES[notes.mode][base["tonic"]],
-                **{k: v for k, v in base.items() if k != "tonic"},
-                "voices": len(used),
-                "register": register([n.pitch for i in pm.instruments for n in i.notes]),
-                "articulation": instruments.articulation(used),
-                "lineup": r_lineup,
-                "soundfont": sf_name,
-                "gain": round(gain, 3),
-                "reverb": reverb,
-                "tuning_cents": round(bend, 1),
-                "is_melody": is_melody,
-                "license": f"{corpus.LICENSE}; rendered with {sf_name} ({soundfonts[sf_name][1]})",
-                "caption_set": "train" if split == "train" else "heldout",
-            }
-            names = [instruments.caption_name(p) for p in used]
-            captions = make_captions(attrs, names, rng, int(rng.integers(1, 4)))
-            result["clips"].append(
-                {
-                    "path": f"clips/{clip_id}.wav",
-                    "duration": round(len(wav) / opts.sample_rate, 4),
-                    "sample_rate": opts.sample_rate,
-                    "split": split,
-                    "captions": captions,
-                    "attributes": attrs,
-                    "midi": f"midi/{clip_id}.mid",
-                }
-            )
+        arrangement = _arrange(notes, score_mode, work, index, variant, rng, opts, result["skipped"])
+        for render in arrangement.renders if arrangement else []:
+            clip = _render_clip(arrangement, render, split, soundfonts, rng, opts, result["skipped"])
+            if clip is not None:
+                result["clips"].append(clip)
     return _finish(marker, result)
+
+
+@dataclasses.dataclass
+class _Render:
+    clip_id: str
+    parts: list[list[tuple[float, float, int]]]
+    programs: list[int]
+    lineup: str
+    bpm: int
+    bend_cents: float
+    is_melody: bool
+
+
+@dataclasses.dataclass
+class _Arrangement:
+    """A window of a work with its transposition and line-up: the full render and, for some, a melody-only
+    one, which share the attributes in ``base``."""
+
+    start_q: float
+    end_q: float
+    transpose: int
+    octave_bias: int
+    base: dict[str, Any]
+    renders: list[_Render]
+
+
+def _arrange(
+    notes: corpus.Notes,
+    score_mode: str,
+    work: corpus.Work,
+    index: int,
+    variant: int,
+    rng: np.random.Generator,
+    opts: BuildOptions,
+    skipped: list,
+) -> _Arrangement | None:
+    """Draw an arrangement of ``notes`` (None, with the reason in ``skipped``, when the work is too short at
+    the tempo drawn)."""
+    bpm = int(rng.integers(*TEMPO_BANDS[str(rng.choice(list(TEMPO_BANDS)))], endpoint=True))
+    spq = 60.0 / bpm
+    want = float(rng.uniform(*opts.clip_seconds))
+    span_q = min(notes.length, want / spq)
+    if span_q * spq < min(opts.clip_seconds[0], 4.0) * 0.75:
+        skipped.append(["too short", f"{notes.length * spq:.1f} s at {bpm} BPM"])
+        return None
+    # begin on a note of the tune: at slow tempi a leading rest would leave seconds of silence
+    onsets = sorted({on for on, _, _ in notes.parts[0] if on <= notes.length - span_q + 1e-9}) or [0.0]
+    start_q = float(onsets[int(rng.integers(len(onsets)))])
+    end_q = min(start_q + span_q, notes.length)
+    transpose = int(rng.integers(-5, 7))
+    parts = [list(p) for p in notes.parts]
+    programs, lineup = instruments.choose_instruments(len(parts), rng)
+    if len(parts) == 1 and rng.random() < 0.5:
+        parts.append(accompaniment(notes, transpose))
+        programs.append(int(rng.choice(instruments.ACCOMPANIMENT)))
+        lineup = "melody and accompaniment"
+    with_melody = rng.random() < opts.melody_fraction
+    octave_bias = int(rng.choice([-1, 0, 0, 1]))
+    coll = corpus.BY_NAME[work.collection]
+    base = {
+        "tonic": (notes.tonic_pc + transpose) % 12,
+        "mode": notes.mode,
+        "score_mode": score_mode,
+        "score_bpm": notes.bpm,
+        "time_signature": notes.time_signature,
+        "collection": coll.name,
+        "composer": coll.composer,
+        "style": coll.style,
+        "title": notes.title,
+        "transpose": transpose,
+        "work_id": work.work_id,
+        "melody_group": f"{work.work_id}@{variant}" if with_melody else None,
+    }
+    clip_id = f"{index:06d}_{variant}"
+    renders = [_Render(clip_id, parts, programs, lineup, bpm, 0.0, False)]
+    if with_melody:
+        timbre = int(rng.choice(list(instruments.MELODY_TIMBRES)))
+        m_bpm = int(round(bpm * rng.uniform(0.96, 1.04)))
+        bend = float(rng.uniform(-30, 30))
+        renders.append(_Render(f"{clip_id}m", parts[:1], [timbre], "melody only", m_bpm, bend, True))
+    return _Arrangement(start_q, end_q, transpose, octave_bias, base, renders)
+
+
+def _render_clip(
+    arrangement: _Arrangement,
+    render: _Render,
+    split: str,
+    soundfonts: dict,
+    rng: np.random.Generator,
+    opts: BuildOptions,
+    skipped: list,
+) -> dict[str, Any] | None:
+    """Render one clip of an arrangement to ``clips/`` (its MIDI to ``midi/``) and return its manifest
+    entry; None, with the reason in ``skipped``, for a window without notes or a failed, silent or clipped
+    render."""
+    spq = 60.0 / render.bpm
+    start_q, end_q = arrangement.start_q, arrangement.end_q
+    # a hummed or whistled tune stays where a voice sings it (whistles above C6 are silent in TimGM6mb)
+    octave_bias = 0 if render.is_melody else arrangement.octave_bias
+    pm = window_midi(
+        render.parts,
+        render.programs,
+        start_q,
+        end_q,
+        spq,
+        arrangement.transpose,
+        rng,
+        render.bend_cents,
+        octave_bias,
+    )
+    if not pm.instruments:
+        skipped.append(["no notes in the window", render.clip_id])
+        return None
+    sf_names = list(soundfonts)
+    sf_weights = np.array([soundfonts[n][2] for n in sf_names])
+    sf_name = sf_names[rng.choice(len(sf_names), p=sf_weights / sf_weights.sum())]
+    gain, reverb = float(rng.uniform(0.25, 0.45)), bool(rng.random() < 0.5)
+    midi_path = opts.out / "midi" / f"{render.clip_id}.mid"
+    wav_path = opts.out / "clips" / f"{render.clip_id}.wav"
+    midi_path.parent.mkdir(parents=True, exist_ok=True)
+    wav_path.parent.mkdir(parents=True, exist_ok=True)
+    pm.write(str(midi_path))
+    seconds = (end_q - start_q) * spq
+    try:
+        wav, clipped = render_midi(midi_path, soundfonts[sf_name][0], opts.sample_rate, gain, reverb, seconds)
+    except RenderError as err:
+        skipped.append(["render failed", f"{render.clip_id}: {str(err)[:160]}"])
+        return None
+    rms = float(np.sqrt(np.mean(wav**2))) if wav.size else 0.0
+    if rms < 1e-4:
+        skipped.append(["silent render", render.clip_id])
+        return None
+    if clipped > 1e-3:
+        skipped.append(["clipped render", f"{render.clip_id}: {clipped:.2%} of samples"])
+        return None
+    save_audio(wav_path, wav, opts.sample_rate)  # atomic: a killed build leaves no half clip
+    used = [i.program for i in pm.instruments]
+    base = arrangement.base
+    attrs = {
+        "instruments": list(dict.fromkeys(instruments.gm_name(p) for p in used)),
+        "families": list(dict.fromkeys(instruments.FAMILY_OF[p] for p in used)),
+        "programs": used,
+        "bpm": render.bpm,
+        "tempo_class": tempo_class(render.bpm),
+        "key": KEY_NAMES[base["mode"]][base["tonic"]],
+        **{k: v for k, v in base.items() if k != "tonic"},
+        "voices": len(used),
+        "register": register([n.pitch for i in pm.instruments for n in i.notes]),
+        "articulation": instruments.articulation(used),
+        "lineup": render.lineup,
+        "soundfont": sf_name,
+        "gain": round(gain, 3),
+        "reverb": reverb,
+        "tuning_cents": round(render.bend_cents, 1),
+        "is_melody": render.is_melody,
+        "license": f"{corpus.LICENSE}; rendered with {sf_name} ({soundfonts[sf_name][1]})",
+        "caption_set": "train" if split == "train" else "heldout",
+    }
+    names = [instruments.caption_name(p) for p in used]
+    return {
+        "path": f"clips/{render.clip_id}.wav",
+        "duration": round(len(wav) / opts.sample_rate, 4),
+        "sample_rate": opts.sample_rate,
+        "split": split,
+        "captions": make_captions(attrs, names, rng, int(rng.integers(1, 4))),
+        "attributes": attrs,
+        "midi": f"midi/{render.clip_id}.mid",
+    }
 
 
 def _finish(marker: Path, result: dict[str, Any]) -> dict[str, Any]:
