@@ -104,7 +104,6 @@ def eval_command(
     from musiclm.data.manifest import read_manifest
     from musiclm.data.skips import SKIPPED_FILE, SkipLog
     from musiclm.evaluation import suite
-    from musiclm.evaluation.fad import codec_embedder, conditioner_embedder
     from musiclm.evaluation.prompts import read_prompts
     from musiclm.interfaces import load_component
     from musiclm.training.distributed import pick_device
@@ -117,21 +116,8 @@ def eval_command(
         from musiclm.pipeline import MusicLM
 
         pipeline = MusicLM.from_pretrained(checkpoint, map_location=pick_device(device))
-    cond = load_component(mulan) if mulan else getattr(pipeline, "mulan", None)
     cdc = load_component(codec) if codec else getattr(pipeline, "codec", None)
-    clf = load_component(classifier).eval() if classifier else None
-    ev = suite.Evaluators(conditioner=cond, classifier=clf)
-    if cond is not None:
-        ev.embedders["mulan"] = (
-            conditioner_embedder(cond, window_seconds=min(10.0, seconds)),
-            cond.sample_rate,
-        )
-    if cdc is not None and hasattr(cdc, "encoder"):
-        ev.embedders["codec"] = (codec_embedder(cdc), cdc.sample_rate)
-    if clf is not None:
-        ev.embedders["classifier"] = (clf.frames, clf.config.sample_rate)
-    if not ev.embedders:
-        raise typer.BadParameter("no FAD embedding: pass --checkpoint, --mulan, --codec or --classifier")
+    ev = _evaluators(pipeline, mulan, cdc, classifier, seconds)
     rate = pipeline.sample_rate if pipeline is not None else (cdc.sample_rate if cdc is not None else 24000)
     info = {"checkpoint": str(checkpoint), "prompts_file": str(prompts), "reference": str(reference)}
     given = suite.given_audio_paths(audio, items) if pipeline is None or audio is not None else []
@@ -189,6 +175,29 @@ def eval_command(
     summary = {r: {k: round(v, 4) for k, v in m.items() if isinstance(v, float)} for r, m in metrics.items()}
     typer.echo(json.dumps(summary, indent=1))
     typer.echo(f"report: {out / 'report.md'}")
+
+
+def _evaluators(pipeline, mulan: Path | None, codec, classifier: Path | None, seconds: float):
+    """The suite's conditioner, classifier and FAD embedders: the folders given, else the pipeline's parts."""
+    from musiclm.evaluation import suite
+    from musiclm.evaluation.fad import codec_embedder, conditioner_embedder
+    from musiclm.interfaces import load_component
+
+    cond = load_component(mulan) if mulan else getattr(pipeline, "mulan", None)
+    clf = load_component(classifier).eval() if classifier else None
+    ev = suite.Evaluators(conditioner=cond, classifier=clf)
+    if cond is not None:
+        ev.embedders["mulan"] = (
+            conditioner_embedder(cond, window_seconds=min(10.0, seconds)),
+            cond.sample_rate,
+        )
+    if codec is not None and hasattr(codec, "encoder"):
+        ev.embedders["codec"] = (codec_embedder(codec), codec.sample_rate)
+    if clf is not None:
+        ev.embedders["classifier"] = (clf.frames, clf.config.sample_rate)
+    if not ev.embedders:
+        raise typer.BadParameter("no FAD embedding: pass --checkpoint, --mulan, --codec or --classifier")
+    return ev
 
 
 @app.command("eval-pairs")
