@@ -233,7 +233,7 @@ def test_training_and_heldout_vocabularies_are_disjoint():
 
 
 def test_evaluation_prompt_words_stay_out_of_training():
-    from musiclm.evaluation.pairs import read_pairs
+    from musiclm.evaluation.pairs.file import read_pairs
     from musiclm.mulan.evaluate import FAMILY_TEMPLATES
 
     prompts = "\n".join([f"{p.a}\n{p.b}" for p in read_pairs()] + [FAMILY_TEMPLATES["heldout"]])

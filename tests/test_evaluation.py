@@ -16,9 +16,14 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
+from musiclm.attributes import KIND_ATTRIBUTE, TEMPO_BANDS, tempo_class
 from musiclm.cli.main import app
 from musiclm.data.manifest import read_manifest, write_manifest
-from musiclm.evaluation import adherence, asked, fad, kld, melody, memorization, pairs, prompts
+from musiclm.evaluation import adherence, asked, fad, kld, melody, memorization, prompts
+from musiclm.evaluation.pairs import audio as pair_audio
+from musiclm.evaluation.pairs import detectors, references
+from musiclm.evaluation.pairs import statistics as pair_stats
+from musiclm.evaluation.pairs.file import PairsError, read_pairs
 
 SR = 22050
 
@@ -80,7 +85,7 @@ def test_frechet_distance_and_fad_infinity():
 def test_tempo_of_click_tracks(bpm, cls):
     est = adherence.estimate_bpm(click_track(bpm), SR)
     assert adherence.tempo_matches(est, bpm)["acc1"], est
-    assert adherence.tempo_class(est) == cls
+    assert tempo_class(est) == cls
 
 
 def test_key_of_triad_sequences():
@@ -566,34 +571,39 @@ def notes_with_envelope(
 
 
 def test_pair_detectors_move_the_asked_way_on_known_audio():
-    rate_a, rate_b = (pairs.onset_rate(click_track(bpm, 4).numpy(), SR) for bpm in (120, 360))  # 2 vs 6 Hz
+    rate_a, rate_b = (
+        detectors.onset_rate(click_track(bpm, 4).numpy(), SR) for bpm in (120, 360)
+    )  # 2 vs 6 Hz
     assert rate_a == pytest.approx(2, abs=0.3) and rate_b == pytest.approx(6, abs=0.6)
     minor = chord_sequence([[60, 63, 67], [65, 68, 72], [67, 71, 74], [60, 63, 67]])  # i iv V i in C minor
     major = chord_sequence([[60, 64, 67], [65, 69, 72], [67, 71, 74], [60, 64, 67]])  # I IV V I in C major
-    assert pairs.majorness(minor.numpy(), SR) < 0 < pairs.majorness(major.numpy(), SR)
+    assert detectors.majorness(minor.numpy(), SR) < 0 < detectors.majorness(major.numpy(), SR)
     # the pitch of a harmonic tone is its fundamental, not the centroid of its partials
-    low, high = (pairs.pitch_height(harmonic_tone(f).numpy(), SR) for f in (200.0, 800.0))
+    low, high = (detectors.pitch_height(harmonic_tone(f).numpy(), SR) for f in (200.0, 800.0))
     assert low == pytest.approx(librosa.hz_to_midi(200.0), abs=1)
     assert high == pytest.approx(librosa.hz_to_midi(800.0), abs=1)
     tune = [262.0, 294.0, 330.0, 349.0, 392.0, 349.0, 330.0, 294.0] * 2
     plucked = notes_with_envelope(tune, lambda t: torch.exp(-t / 0.08))
     sustained = notes_with_envelope(tune, lambda t: torch.clamp(t / 0.01, max=1.0))
-    assert pairs.note_decay(sustained.numpy(), SR) < 5 < 20 < pairs.note_decay(plucked.numpy(), SR)
+    assert detectors.note_decay(sustained.numpy(), SR) < 5 < 20 < detectors.note_decay(plucked.numpy(), SR)
     one = torch.sin(2 * torch.pi * 440 * torch.arange(2 * SR) / SR) * 0.3
     chord = sum(harmonic_tone(440 * 2 ** (k / 12)) for k in (0, 4, 7, 11)) / 4  # four notes at once
-    assert pairs.simultaneous_pitches(chord.numpy(), SR) > pairs.simultaneous_pitches(one.numpy(), SR) + 2
-    assert pairs.simultaneous_pitches(np.zeros(SR, np.float32), SR) == 0.0
+    assert (
+        detectors.simultaneous_pitches(chord.numpy(), SR)
+        > detectors.simultaneous_pitches(one.numpy(), SR) + 2
+    )
+    assert detectors.simultaneous_pitches(np.zeros(SR, np.float32), SR) == 0.0
 
 
 def test_pair_shares_carry_their_uncertainty():
-    assert pairs.wilson_interval(33, 66) == [0.383, 0.617]
-    assert pairs.wilson_interval(7, 11) == pytest.approx([0.354, 0.848], abs=1e-3)
-    low, high = pairs.wilson_interval(66, 66)
+    assert pair_stats.wilson_interval(33, 66) == [0.383, 0.617]
+    assert pair_stats.wilson_interval(7, 11) == pytest.approx([0.354, 0.848], abs=1e-3)
+    low, high = pair_stats.wilson_interval(66, 66)
     assert high == pytest.approx(1.0) and low > 0.94
     rows = [{"kind": "mode", "moved": m} for m in (True, True, False, True)]
-    summary = pairs.summarize(rows)
+    summary = pair_stats.summarize(rows)
     assert summary["n"] == 4 and summary["share"] == 0.75
-    assert summary["by_kind"]["mode"]["ci95"] == summary["ci95"] == pairs.wilson_interval(3, 4)
+    assert summary["by_kind"]["mode"]["ci95"] == summary["ci95"] == pair_stats.wilson_interval(3, 4)
 
 
 def test_comparing_two_models_on_the_same_pairs(tmp_path):
@@ -609,7 +619,7 @@ def test_comparing_two_models_on_the_same_pairs(tmp_path):
 
     first = [run(0, [True] * 4 + [False] * 16), run(1, [False] * 20)]
     second = [run(0, [True] * 20), run(1, [True] * 4 + [False] * 16)]
-    result = pairs.compare_runs(first, second)
+    result = pair_stats.compare_runs(first, second)
     assert result["seeds"] == [0, 1]
     assert result["all"] == {
         "n": 40,
@@ -620,9 +630,9 @@ def test_comparing_two_models_on_the_same_pairs(tmp_path):
         "p_value": pytest.approx(2 * 0.5**20, rel=1e-2),
     }
     assert result["by_kind"]["tempo"]["n"] == 20 and result["by_kind"]["mode"]["second_only"] == 10
-    assert pairs.sign_test(5, 5) == 1.0
+    assert pair_stats.sign_test(5, 5) == 1.0
     with pytest.raises(ValueError, match="share no scored pair"):
-        pairs.compare_runs(first, [run(7, [True] * 20)])
+        pair_stats.compare_runs(first, [run(7, [True] * 20)])
 
     folders = []
     for name, result_of_seed in (("a", first[0]), ("b", second[0])):
@@ -641,18 +651,17 @@ def test_comparing_two_models_on_the_same_pairs(tmp_path):
 
 def test_shipped_pairs_file():
     from musiclm.data import corpus
-    from musiclm.data.build import TEMPO_BANDS, articulation
     from musiclm.data.captions import STYLE_WORDS, WORDS
-    from musiclm.data.instruments import FAMILY_OF
+    from musiclm.data.instruments import FAMILY_OF, articulation
 
-    shipped = pairs.read_pairs()
+    shipped = read_pairs()
     kinds = [p.kind for p in shipped]
-    assert len(shipped) >= 60 and all(kinds.count(k) >= 10 for k in pairs.KIND_ATTRIBUTE)
+    assert len(shipped) >= 60 and all(kinds.count(k) >= 10 for k in KIND_ATTRIBUTE)
     caption_words = {
         w.lower() for sets in (WORDS, STYLE_WORDS) for d in sets.values() for ws in d.values() for w in ws
     }
     for p in shipped:
-        assert p.changed() == {pairs.KIND_ATTRIBUTE[p.kind]}, p
+        assert p.changed() == {KIND_ATTRIBUTE[p.kind]}, p
         for attrs in (p.attributes_a, p.attributes_b):  # renderable: the dataset's own instruments and styles
             assert attrs["families"] == list(dict.fromkeys(FAMILY_OF[i] for i in attrs["instruments"]))
             assert attrs["articulation"] == articulation(attrs["instruments"])
@@ -666,8 +675,39 @@ def test_shipped_pairs_file():
     assert len({(p.a, p.b) for p in shipped}) == len(shipped)
 
 
+def test_eval_options_from_a_file(tmp_path):
+    import typer
+
+    from musiclm.cli.common import options_from_file
+
+    command = typer.main.get_command(app).commands["eval"]
+    given = tmp_path / "eval.json"
+    given.write_text(json.dumps({"seed": 5, "reference-clips": 8, "fad-inf": False, "prompts": "p.txt"}))
+    assert options_from_file(given, command) == {
+        "seed": 5,
+        "reference_clips": 8,
+        "fad_inf": False,
+        "prompts": "p.txt",
+    }
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"seed": 1, "reference_clip": 8}))
+    with pytest.raises(
+        typer.BadParameter, match=r"unknown option 'reference_clip'; valid: .*, reference-clips,"
+    ):
+        options_from_file(wrong, command)
+
+    # the file fills in what the command line leaves out; the command line wins wherever both give a value
+    args = ["--reference", "m.jsonl", "--out", "o", "--seed", "3"]
+    for order in (["--options", str(given), *args], [*args, "--options", str(given)]):
+        params = command.make_context("eval", order).params
+        assert (params["seed"], params["reference_clips"], params["fad_inf"]) == (3, 8, False)
+        assert (str(params["prompts"]), params["batch"]) == ("p.txt", 4)
+    res = CliRunner().invoke(app, ["eval", "--options", str(wrong)])
+    assert res.exit_code != 0 and "unknown option 'reference_clip'" in res.output
+
+
 def test_pairs_file_errors(tmp_path):
-    good = pairs.read_pairs()[0].to_json()
+    good = read_pairs()[0].to_json()
     two = {**good, "attributes_b": {**good["attributes_b"], "mode": "minor"}}  # tempo and mode both change
     backwards = {**good, "attributes_a": good["attributes_b"], "attributes_b": good["attributes_a"]}
     for bad, message in (
@@ -677,14 +717,15 @@ def test_pairs_file_errors(tmp_path):
     ):
         path = tmp_path / "p.jsonl"
         path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
-        with pytest.raises(pairs.PairsError, match=rf"p.jsonl:2: .*{message}"):
-            pairs.read_pairs(path)
+        with pytest.raises(PairsError, match=rf"p.jsonl:2: .*{message}"):
+            read_pairs(path)
 
 
 def test_reference_renders_and_eval_pairs(tiny_pipeline, tmp_path):
     from musiclm.evaluation.classifier import ClassifierConfig, EvalClassifier
+    from musiclm.evaluation.pairs.chain import CHAIN_LINKS
 
-    shipped = pairs.read_pairs()
+    shipped = read_pairs()
     # piano folk tunes: clear onsets even in 2 s at a slow tempo, and a quick parse
     chosen = [
         next(
@@ -696,13 +737,13 @@ def test_reference_renders_and_eval_pairs(tiny_pipeline, tmp_path):
     ]
     pfile = tmp_path / "two.jsonl"
     pfile.write_text("".join(json.dumps(p.to_json()) + "\n" for p in chosen))
-    renders = pairs.render_reference_pairs(
+    renders = references.render_reference_pairs(
         chosen, tmp_path / "ceiling", seconds=2.0, seed=0, soundfonts=["TimGM6mb"]
     )
     audio = [renders / f"00{i}-{s}.wav" for i in (0, 1) for s in "ab"]
     assert all(sf.info(str(p)).duration == pytest.approx(2.0, abs=0.01) for p in audio)
     stamps = [p.stat().st_mtime_ns for p in audio]
-    pairs.render_reference_pairs(chosen, renders, seconds=2.0, seed=0, soundfonts=["TimGM6mb"])
+    references.render_reference_pairs(chosen, renders, seconds=2.0, seed=0, soundfonts=["TimGM6mb"])
     assert [p.stat().st_mtime_ns for p in audio] == stamps  # a rerun resumes: finished renders are kept
 
     runner = CliRunner()
@@ -764,7 +805,7 @@ def test_reference_renders_and_eval_pairs(tiny_pipeline, tmp_path):
     assert res.exit_code == 0, res.output + repr(res.exception)
     chained = json.loads((tmp_path / "gen" / "pairs.json").read_text())
     assert [p["generated"] for p in chained["pairs"]] == [p["generated"] for p in generated["pairs"]]
-    for name, link in pairs.CHAIN_LINKS.items():
+    for name, link in CHAIN_LINKS.items():
         assert chained["rows"][name]["n"] == 2
         wavs = sorted((tmp_path / "gen" / "chain" / link).glob("*.wav"))
         # (given semantic tokens, the acoustic stages cover their whole frames only: up to 0.5 s)
@@ -789,8 +830,8 @@ def test_reference_renders_and_eval_pairs(tiny_pipeline, tmp_path):
     assert rescored["info"]["sample_rate"] == generated["info"]["sample_rate"] != 24000
     assert [p["generated"] for p in rescored["pairs"]] == [p["generated"] for p in generated["pairs"]]
     (tmp_path / "gen" / "audio" / "001-b.wav").unlink()
-    with pytest.raises(pairs.PairsError, match="001-b.wav"):
-        pairs.load_pair_audio(tmp_path / "gen" / "audio", 2, 16000, 0.5)
+    with pytest.raises(PairsError, match="001-b.wav"):
+        pair_audio.load_pair_audio(tmp_path / "gen" / "audio", 2, 16000, 0.5)
     res = runner.invoke(app, ["eval-pairs", "--pairs", str(pfile), "--out", str(tmp_path / "none")])
     assert res.exit_code != 0 and "nothing to score" in res.output
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from musiclm.data.labels import encode_targets
+from musiclm.attribute_heads import encode_targets
 from musiclm.interfaces import Conditioner, MelodyEmbedder, load_component
 from musiclm.mulan.evaluate import token_agreement
 from musiclm.mulan.melody import MelodyConfig, semi_hard_triplet_loss

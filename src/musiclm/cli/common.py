@@ -50,6 +50,49 @@ Strict = Annotated[
 ]
 
 
+def options_from_file(path: Path, command: Any) -> dict[str, Any]:
+    """The options a JSON file gives ``command`` (a click command), keyed by parameter name: the file's keys
+    are the options' names as typed, without the dashes (``{"reference-clips": 8, "fad-inf": false}``)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise typer.BadParameter(f"cannot read {path} as JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise typer.BadParameter(f"{path} must hold a JSON object of option names and values")
+    names = {
+        opt.removeprefix("--"): param.name
+        for param in command.params
+        if param.name != "options"
+        for opt in param.opts
+        if opt.startswith("--")
+    }
+    unknown = [key for key in data if key not in names]
+    if unknown:
+        valid = ", ".join(sorted(names))
+        raise typer.BadParameter(f"{path}: unknown option {', '.join(map(repr, unknown))}; valid: {valid}")
+    return {names[key]: value for key, value in data.items()}
+
+
+def _use_options_file(ctx: typer.Context, path: Path | None) -> Path | None:
+    # click reads an option that the command line leaves out from the context's default map, so the file's
+    # values fill in only what the command line does not give
+    if path is not None and not ctx.resilient_parsing:
+        ctx.default_map = {**(ctx.default_map or {}), **options_from_file(path, ctx.command)}
+    return path
+
+
+OptionsFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--options",
+        help="A JSON file of this command's options, each named as on the command line without its leading "
+        'dashes: {"seed": 1, "seconds": 5}. Options given on the command line win over it.',
+        is_eager=True,
+        callback=_use_options_file,
+    ),
+]
+
+
 def parse_overrides(overrides: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """``--set`` items -> (model changes, training changes); values are JSON when they parse, else strings."""
     model: dict[str, Any] = {}

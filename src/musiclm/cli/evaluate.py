@@ -13,6 +13,7 @@ from musiclm.cli.common import (
     Device,
     LearningRate,
     Manifests,
+    OptionsFile,
     OutDir,
     Overrides,
     Overwrite,
@@ -92,6 +93,7 @@ def eval_command(
     ] = 16,
     strict: Strict = False,
     device: GenerationDevice = "cpu",
+    options: OptionsFile = None,
 ) -> None:
     """Generate (or read) audio for every prompt and write report.md, metrics.json and plots to --out."""
     import json
@@ -102,7 +104,6 @@ def eval_command(
     from musiclm.data.manifest import read_manifest
     from musiclm.data.skips import SKIPPED_FILE, SkipLog
     from musiclm.evaluation import suite
-    from musiclm.evaluation.fad import codec_embedder, conditioner_embedder
     from musiclm.evaluation.prompts import read_prompts
     from musiclm.interfaces import load_component
     from musiclm.training.distributed import pick_device
@@ -115,21 +116,8 @@ def eval_command(
         from musiclm.pipeline import MusicLM
 
         pipeline = MusicLM.from_pretrained(checkpoint, map_location=pick_device(device))
-    cond = load_component(mulan) if mulan else getattr(pipeline, "mulan", None)
     cdc = load_component(codec) if codec else getattr(pipeline, "codec", None)
-    clf = load_component(classifier).eval() if classifier else None
-    ev = suite.Evaluators(conditioner=cond, classifier=clf)
-    if cond is not None:
-        ev.embedders["mulan"] = (
-            conditioner_embedder(cond, window_seconds=min(10.0, seconds)),
-            cond.sample_rate,
-        )
-    if cdc is not None and hasattr(cdc, "encoder"):
-        ev.embedders["codec"] = (codec_embedder(cdc), cdc.sample_rate)
-    if clf is not None:
-        ev.embedders["classifier"] = (clf.frames, clf.config.sample_rate)
-    if not ev.embedders:
-        raise typer.BadParameter("no FAD embedding: pass --checkpoint, --mulan, --codec or --classifier")
+    ev = _evaluators(pipeline, mulan, cdc, classifier, seconds)
     rate = pipeline.sample_rate if pipeline is not None else (cdc.sample_rate if cdc is not None else 24000)
     info = {"checkpoint": str(checkpoint), "prompts_file": str(prompts), "reference": str(reference)}
     given = suite.given_audio_paths(audio, items) if pipeline is None or audio is not None else []
@@ -189,6 +177,29 @@ def eval_command(
     typer.echo(f"report: {out / 'report.md'}")
 
 
+def _evaluators(pipeline, mulan: Path | None, codec, classifier: Path | None, seconds: float):
+    """The suite's conditioner, classifier and FAD embedders: the folders given, else the pipeline's parts."""
+    from musiclm.evaluation import suite
+    from musiclm.evaluation.fad import codec_embedder, conditioner_embedder
+    from musiclm.interfaces import load_component
+
+    cond = load_component(mulan) if mulan else getattr(pipeline, "mulan", None)
+    clf = load_component(classifier).eval() if classifier else None
+    ev = suite.Evaluators(conditioner=cond, classifier=clf)
+    if cond is not None:
+        ev.embedders["mulan"] = (
+            conditioner_embedder(cond, window_seconds=min(10.0, seconds)),
+            cond.sample_rate,
+        )
+    if codec is not None and hasattr(codec, "encoder"):
+        ev.embedders["codec"] = (codec_embedder(codec), codec.sample_rate)
+    if clf is not None:
+        ev.embedders["classifier"] = (clf.frames, clf.config.sample_rate)
+    if not ev.embedders:
+        raise typer.BadParameter("no FAD embedding: pass --checkpoint, --mulan, --codec or --classifier")
+    return ev
+
+
 @app.command("eval-pairs")
 def eval_pairs(
     out: Annotated[
@@ -234,6 +245,7 @@ def eval_pairs(
         ),
     ] = None,
     device: GenerationDevice = "cpu",
+    options: OptionsFile = None,
 ) -> None:
     """Paired adherence: per kind (tempo, mode, register, articulation, density, family), the share of
     prompt pairs that differ in that one attribute whose outputs move the asked way."""
@@ -242,8 +254,13 @@ def eval_pairs(
 
     import torch
 
-    from musiclm.evaluation import pairs as pe
     from musiclm.evaluation import suite
+    from musiclm.evaluation.pairs.audio import generate_pairs, load_pair_audio, side_paths
+    from musiclm.evaluation.pairs.detectors import score_pairs
+    from musiclm.evaluation.pairs.file import PAIRS_FILE, read_pairs
+    from musiclm.evaluation.pairs.references import render_reference_pairs
+    from musiclm.evaluation.pairs.report import write_pairs_report
+    from musiclm.evaluation.pairs.statistics import swapped
     from musiclm.interfaces import load_component
     from musiclm.pipeline import SHIPPED_MODEL
 
@@ -254,14 +271,14 @@ def eval_pairs(
     if checkpoint is None and audio is None and not reference:
         raise typer.BadParameter("nothing to score: pass --checkpoint, --audio or --reference")
     reference = reference or chain
-    pairs = pe.read_pairs(pairs_file or pe.PAIRS_FILE)[:limit]
+    pairs = read_pairs(pairs_file or PAIRS_FILE)[:limit]
     shipped = SHIPPED_MODEL.parent / "eval_classifier"
     clf_dir = classifier or (shipped if (shipped / "config.json").is_file() else None)
     clf = load_component(clf_dir).eval() if clf_dir is not None else None
     if clf is None and any(p.kind == "family" for p in pairs):
         typer.echo("no evaluation classifier: family pairs are left out (pass --classifier)", err=True)
     info = {
-        "pairs_file": str(pairs_file or pe.PAIRS_FILE),
+        "pairs_file": str(pairs_file or PAIRS_FILE),
         "pairs": len(pairs),
         "seconds_per_clip": seconds,
         "seed": seed,
@@ -280,7 +297,7 @@ def eval_pairs(
         settings.update(seconds=seconds, batch=batch, pairs=[(p.a, p.b) for p in pairs])
         suite.claim_audio_folder(out / "audio", settings)
         with torch.no_grad():
-            audio = pe.generate_pairs(
+            audio = generate_pairs(
                 pipeline, pairs, out / "audio", seconds, seed, batch, guidance=guidance, candidates=candidates
             )
         info.update(
@@ -293,28 +310,28 @@ def eval_pairs(
         if checkpoint is None:  # saved audio is scored at its own rate: resampling it moves the detectors
             from musiclm.audio import audio_info
 
-            first = pe.side_paths(audio, 0)[0]
+            first = side_paths(audio, 0)[0]
             if first.is_file():  # a missing file is load_pair_audio's to name, with the others missing
                 rate = audio_info(first).samplerate
         info["audio"] = str(audio)
-        rows["generated"] = pe.score_pairs(
-            pairs, pe.load_pair_audio(audio, len(pairs), rate, seconds), rate, clf
-        )
+        rows["generated"] = score_pairs(pairs, load_pair_audio(audio, len(pairs), rate, seconds), rate, clf)
     if reference:
-        folder = pe.render_reference_pairs(pairs, out / "reference", seconds, seed)
-        wavs = pe.load_pair_audio(folder, len(pairs), rate, seconds)
-        rows["reference renders"] = pe.score_pairs(pairs, wavs, rate, clf)
+        folder = render_reference_pairs(pairs, out / "reference", seconds, seed)
+        wavs = load_pair_audio(folder, len(pairs), rate, seconds)
+        rows["reference renders"] = score_pairs(pairs, wavs, rate, clf)
     if chain:
+        from musiclm.evaluation.pairs.chain import chain_pairs
+
         suite.claim_audio_folder(out / "chain", settings)
         with torch.no_grad():
-            folders = pe.chain_pairs(pipeline, pairs, wavs, rate, out / "chain", seed, guidance)
+            folders = chain_pairs(pipeline, pairs, wavs, rate, out / "chain", seed, guidance)
         for name, folder in folders.items():
-            got = pe.load_pair_audio(folder, len(pairs), rate, seconds)
-            rows[name] = pe.score_pairs(pairs, got, rate, clf)
+            got = load_pair_audio(folder, len(pairs), rate, seconds)
+            rows[name] = score_pairs(pairs, got, rate, clf)
     source = "reference renders" if reference else "generated"
-    rows["shuffled"] = pe.swapped(rows[source], seed)
+    rows["shuffled"] = swapped(rows[source], seed)
     info.update(shuffled_from=source, sample_rate=rate, wall_s=round(time.perf_counter() - t0, 1))
-    result = pe.write_pairs_report(out, rows, pairs, info)
+    result = write_pairs_report(out, rows, pairs, info)
     summary = {
         name: {"all": round(row["share"], 3), **{k: round(v["share"], 3) for k, v in row["by_kind"].items()}}
         for name, row in result["rows"].items()
@@ -383,7 +400,7 @@ def eval_pairs_compare(
     seeds) on which exactly one of them moved the asked way, and a sign test on those."""
     import json
 
-    from musiclm.evaluation import pairs as pe
+    from musiclm.evaluation.pairs.statistics import compare_runs
     from musiclm.files import check_output, write_text_atomic
 
     if out is not None:
@@ -401,7 +418,7 @@ def eval_pairs_compare(
         return runs
 
     try:
-        result = pe.compare_runs(load(first), load(second))
+        result = compare_runs(load(first), load(second))
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
     if out is not None:

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pretty_midi
 
+from musiclm.attributes import TEMPO_BANDS, register, tempo_class
 from musiclm.audio import save_audio
 from musiclm.data import corpus, instruments
+from musiclm.data.arrange import accompaniment, change_mode, window_midi
 from musiclm.data.captions import make_captions
 from musiclm.data.manifest import Clip, write_manifest
 from musiclm.data.render import RenderError, available_soundfonts, render_midi
@@ -63,50 +64,6 @@ class BuildOptions:
     strict: bool = False  # a skipped work or clip stops the build instead of being counted
 
 
-def tempo_class(bpm: float) -> str:
-    return "slow" if bpm < 90 else "medium" if bpm < 130 else "fast"
-
-
-# Each arrangement draws its tempo class uniformly, then a tempo inside that class's band: tempo is then
-# independent of the style (the corpus' own tempi are mostly medium), and the bands stay clear of the class
-# borders (90, 130) so that a class is a tempo a listener can tell apart, not a coin flip at 89 vs 91 BPM.
-TEMPO_BANDS = {"slow": (50, 82), "medium": (98, 122), "fast": (138, 184)}
-
-# Scale degrees (semitones above the tonic) that change with the mode: major <-> harmonic minor keeps the
-# dominant chord and the leading tone, so cadences stay idiomatic in both modes.
-MODE_DEGREES = {"minor": {4: 3, 9: 8}, "major": {3: 4, 8: 9, 10: 11}}
-
-
-def change_mode(notes: corpus.Notes, mode: str) -> corpus.Notes:
-    """The same work in ``mode``: its third and sixth (and, into major, seventh) degrees moved by a
-    semitone."""
-    if mode == notes.mode:
-        return notes
-    shift = MODE_DEGREES[mode]
-
-    def move(pitch: int) -> int:
-        degree = (pitch - notes.tonic_pc) % 12
-        return pitch + shift.get(degree, degree) - degree
-
-    parts = [[(on, dur, move(p)) for on, dur, p in part] for part in notes.parts]
-    return dataclasses.replace(notes, parts=parts, mode=mode)
-
-
-# Plucked or struck: the note decays on its own (what "plucked"/"percussive" in a caption means).
-PLUCKED = {0, 1, 4, 8, 11, 12, 13, 24, 25, 26, 32, 33, 45, 46}
-
-
-def articulation(programs: list[int]) -> str:
-    plucked = [p in PLUCKED for p in programs]
-    return "plucked" if all(plucked) else "sustained" if not any(plucked) else "mixed"
-
-
-def register(pitches: list[int]) -> str:
-    """Low / middle / high from the mean sounding pitch (MIDI 55 = G3, 72 = C5)."""
-    mean = float(np.mean(pitches))
-    return "low" if mean < 55 else "high" if mean >= 72 else "middle"
-
-
 def split_of(index: int, every: int) -> str:
     return {1: "test", 2: "valid"}.get(index % every, "train")
 
@@ -133,75 +90,15 @@ def plan_works(opts: BuildOptions) -> list[corpus.Work]:
     return order
 
 
-def _fit_octave(notes: list[tuple[float, float, int]], program: int, octave_bias: int = 0) -> int:
-    """Octave shift that puts the part's mean pitch inside the instrument's range, then ``octave_bias``
-    octaves further where the mean stays 6 semitones inside the range (so register varies within an
-    instrument)."""
-    lo, hi = instruments.RANGE_OF.get(program, (36, 96))
-    mean = float(np.mean([p for _, _, p in notes]))
-    shift = 0
-    while mean + shift < lo and shift < 48:
-        shift += 12
-    while mean + shift > hi and shift > -48:
-        shift -= 12
-    biased = shift + 12 * octave_bias
-    return biased if lo + 6 <= mean + biased <= hi - 6 else shift
-
-
-def _accompaniment(notes: corpus.Notes, shift: int) -> list[tuple[float, float, int]]:
-    """A plain tonic-and-fifth chord on each bar, under a single-line tune."""
-    num, den = (int(x) for x in notes.time_signature.split("/")) if "/" in notes.time_signature else (4, 4)
-    bar = num * 4 / den
-    root = 48 + (notes.tonic_pc + shift) % 12
-    chord = [root - 12, root, root + 7, root + (3 if notes.mode == "minor" else 4) + 12]
-    return [(t, bar, p) for t in np.arange(0.0, notes.length, bar) for p in chord]
-
-
-def window_midi(parts, programs, start_q, end_q, spq, transpose, rng, bend_cents=0.0, octave_bias=0):
-    # note times are in seconds; the file's tempo meta stays MIDI's default 120 BPM (the clip's bpm is an
-    # attribute)
-    pm = pretty_midi.PrettyMIDI()
-    for part, program in zip(parts, programs):
-        inst = pretty_midi.Instrument(program=program)
-        octave = _fit_octave(part, program, octave_bias) if part else 0
-        velocity = int(rng.integers(65, 105))
-        sounding: dict[int, pretty_midi.Note] = {}
-        for on, dur, pitch in part:  # sorted by onset
-            if start_q <= on < end_q:
-                p = int(np.clip(pitch + transpose + octave, 0, 127))
-                note = pretty_midi.Note(
-                    velocity, p, (on - start_q) * spq, (min(on + dur, end_q) - start_q) * spq
-                )
-                if p in sounding and sounding[p].end > note.start:
-                    # same pitch re-struck while sounding (unison voices on one instrument): end the first
-                    # note there, since overlapping note-ons of one key on one channel are ambiguous in MIDI
-                    sounding[p].end = note.start
-                    if sounding[p].end <= sounding[p].start:
-                        inst.notes.remove(sounding[p])
-                sounding[p] = note
-                inst.notes.append(note)
-        end = (end_q - start_q) * spq  # release pedal and all notes at the clip's end
-        inst.control_changes += [
-            pretty_midi.ControlChange(64, 0, end),
-            pretty_midi.ControlChange(123, 0, end),
-        ]
-        if bend_cents:  # small detuning of a hummed line; default bend range is +-2 semitones
-            inst.pitch_bends.append(pretty_midi.PitchBend(int(8191 * bend_cents / 200), 0.0))
-        if inst.notes:
-            pm.instruments.append(inst)
-    return pm
-
-
 def render_work(job: dict[str, Any]) -> dict[str, Any]:
     """Render all clips of one work; failures become a skip reason, never an exception."""
     opts: BuildOptions = job["opts"]
     work: corpus.Work = job["work"]
     index: int = job["index"]
-    out = opts.out
-    marker = out / "works" / f"{index:06d}.json"
+    marker = opts.out / "works" / f"{index:06d}.json"
     if marker.is_file():
         done = json.loads(marker.read_text())
-        if all((out / c["path"]).is_file() for c in done["clips"]):
+        if all((opts.out / c["path"]).is_file() for c in done["clips"]):
             return done
     rng = np.random.default_rng([opts.seed, index])
     split = split_of(index, opts.eval_every)
@@ -217,130 +114,185 @@ def render_work(job: dict[str, Any]) -> dict[str, Any]:
     except Exception as err:  # music21 raises many kinds; any of them means "skip this work"
         result["skipped"].append(["parse failed", f"{type(err).__name__}: {str(err)[:120]}"])
         return _finish(marker, result)
-    coll = corpus.BY_NAME[work.collection]
     soundfonts = available_soundfonts(opts.soundfonts)
-    sf_names = list(soundfonts)
-    sf_weights = np.array([soundfonts[n][2] for n in sf_names])
     n_variants = 1 if len(notes.parts) == 1 else int(rng.integers(1, 3))
     score_mode = notes.mode
-    for v in range(n_variants):
+    for variant in range(n_variants):
         notes = change_mode(notes, "minor" if rng.random() < opts.minor_share else "major")
-        bpm = int(rng.integers(*TEMPO_BANDS[str(rng.choice(list(TEMPO_BANDS)))], endpoint=True))
-        spq = 60.0 / bpm
-        want = float(rng.uniform(*opts.clip_seconds))
-        span_q = min(notes.length, want / spq)
-        if span_q * spq < min(opts.clip_seconds[0], 4.0) * 0.75:
-            result["skipped"].append(["too short", f"{notes.length * spq:.1f} s at {bpm} BPM"])
-            continue
-        # begin on a note of the tune: at slow tempi a leading rest would leave seconds of silence
-        onsets = sorted({on for on, _, _ in notes.parts[0] if on <= notes.length - span_q + 1e-9}) or [0.0]
-        start_q = float(onsets[int(rng.integers(len(onsets)))])
-        end_q = min(start_q + span_q, notes.length)
-        transpose = int(rng.integers(-5, 7))
-        parts = [list(p) for p in notes.parts]
-        programs, lineup = instruments.choose_instruments(len(parts), rng)
-        if len(parts) == 1 and rng.random() < 0.5:
-            parts.append(_accompaniment(notes, transpose))
-            programs.append(int(rng.choice(instruments.ACCOMPANIMENT)))
-            lineup = "melody and accompaniment"
-        with_melody = rng.random() < opts.melody_fraction
-        group = f"{work.work_id}@{v}" if with_melody else None
-        octave_bias = int(rng.choice([-1, 0, 0, 1]))
-        base = {
-            "tonic": (notes.tonic_pc + transpose) % 12,
-            "mode": notes.mode,
-            "score_mode": score_mode,
-            "score_bpm": notes.bpm,
-            "time_signature": notes.time_signature,
-            "collection": coll.name,
-            "composer": coll.composer,
-            "style": coll.style,
-            "title": notes.title,
-            "transpose": transpose,
-            "work_id": work.work_id,
-            "melody_group": group,
-        }
-        renders = [(f"{index:06d}_{v}", parts, programs, lineup, bpm, 0.0, False)]
-        if with_melody:
-            timbre = int(rng.choice(list(instruments.MELODY_TIMBRES)))
-            m_bpm = int(round(bpm * rng.uniform(0.96, 1.04)))
-            bend = float(rng.uniform(-30, 30))
-            renders.append((f"{index:06d}_{v}m", parts[:1], [timbre], "melody only", m_bpm, bend, True))
-        for clip_id, r_parts, r_programs, r_lineup, r_bpm, bend, is_melody in renders:
-            r_spq = 60.0 / r_bpm
-            # a hummed or whistled tune stays where a voice sings it (whistles above C6 are silent in
-            # TimGM6mb)
-            pm = window_midi(
-                r_parts,
-                r_programs,
-                start_q,
-                end_q,
-                r_spq,
-                transpose,
-                rng,
-                bend,
-                0 if is_melody else octave_bias,
-            )
-            if not pm.instruments:
-                result["skipped"].append(["no notes in the window", clip_id])
-                continue
-            sf_name = sf_names[rng.choice(len(sf_names), p=sf_weights / sf_weights.sum())]
-            gain, reverb = float(rng.uniform(0.25, 0.45)), bool(rng.random() < 0.5)
-            midi_path, wav_path = out / "midi" / f"{clip_id}.mid", out / "clips" / f"{clip_id}.wav"
-            midi_path.parent.mkdir(parents=True, exist_ok=True)
-            wav_path.parent.mkdir(parents=True, exist_ok=True)
-            pm.write(str(midi_path))
-            seconds = (end_q - start_q) * r_spq
-            try:
-                wav, clipped = render_midi(
-                    midi_path, soundfonts[sf_name][0], opts.sample_rate, gain, reverb, seconds
-                )
-            except RenderError as err:
-                result["skipped"].append(["render failed", f"{clip_id}: {str(err)[:160]}"])
-                continue
-            rms = float(np.sqrt(np.mean(wav**2))) if wav.size else 0.0
-            if rms < 1e-4:
-                result["skipped"].append(["silent render", clip_id])
-                continue
-            if clipped > 1e-3:
-                result["skipped"].append(["clipped render", f"{clip_id}: {clipped:.2%} of samples"])
-                continue
-            save_audio(wav_path, wav, opts.sample_rate)  # atomic: a killed build leaves no half clip
-            used = [i.program for i in pm.instruments]
-            attrs = {
-                "instruments": list(dict.fromkeys(instruments.gm_name(p) for p in used)),
-                "families": list(dict.fromkeys(instruments.FAMILY_OF[p] for p in used)),
-                "programs": used,
-                "bpm": r_bpm,
-                "tempo_class": tempo_class(r_bpm),
-                "key": KEY_NAMES[notes.mode][base["tonic"]],
-                **{k: v for k, v in base.items() if k != "tonic"},
-                "voices": len(used),
-                "register": register([n.pitch for i in pm.instruments for n in i.notes]),
-                "articulation": articulation(used),
-                "lineup": r_lineup,
-                "soundfont": sf_name,
-                "gain": round(gain, 3),
-                "reverb": reverb,
-                "tuning_cents": round(bend, 1),
-                "is_melody": is_melody,
-                "license": f"{corpus.LICENSE}; rendered with {sf_name} ({soundfonts[sf_name][1]})",
-                "caption_set": "train" if split == "train" else "heldout",
-            }
-            names = [instruments.caption_name(p) for p in used]
-            captions = make_captions(attrs, names, rng, int(rng.integers(1, 4)))
-            result["clips"].append(
-                {
-                    "path": f"clips/{clip_id}.wav",
-                    "duration": round(len(wav) / opts.sample_rate, 4),
-                    "sample_rate": opts.sample_rate,
-                    "split": split,
-                    "captions": captions,
-                    "attributes": attrs,
-                    "midi": f"midi/{clip_id}.mid",
-                }
-            )
+        arrangement = _arrange(notes, score_mode, work, index, variant, rng, opts, result["skipped"])
+        for render in arrangement.renders if arrangement else []:
+            clip = _render_clip(arrangement, render, split, soundfonts, rng, opts, result["skipped"])
+            if clip is not None:
+                result["clips"].append(clip)
     return _finish(marker, result)
+
+
+@dataclasses.dataclass
+class _Render:
+    clip_id: str
+    parts: list[list[tuple[float, float, int]]]
+    programs: list[int]
+    lineup: str
+    bpm: int
+    bend_cents: float
+    is_melody: bool
+
+
+@dataclasses.dataclass
+class _Arrangement:
+    """A window of a work with its transposition and line-up: the full render and, for some, a melody-only
+    one, which share the attributes in ``base``."""
+
+    start_q: float
+    end_q: float
+    transpose: int
+    octave_bias: int
+    base: dict[str, Any]
+    renders: list[_Render]
+
+
+def _arrange(
+    notes: corpus.Notes,
+    score_mode: str,
+    work: corpus.Work,
+    index: int,
+    variant: int,
+    rng: np.random.Generator,
+    opts: BuildOptions,
+    skipped: list,
+) -> _Arrangement | None:
+    """Draw an arrangement of ``notes`` (None, with the reason in ``skipped``, when the work is too short at
+    the tempo drawn)."""
+    bpm = int(rng.integers(*TEMPO_BANDS[str(rng.choice(list(TEMPO_BANDS)))], endpoint=True))
+    spq = 60.0 / bpm
+    want = float(rng.uniform(*opts.clip_seconds))
+    span_q = min(notes.length, want / spq)
+    if span_q * spq < min(opts.clip_seconds[0], 4.0) * 0.75:
+        skipped.append(["too short", f"{notes.length * spq:.1f} s at {bpm} BPM"])
+        return None
+    # begin on a note of the tune: at slow tempi a leading rest would leave seconds of silence
+    onsets = sorted({on for on, _, _ in notes.parts[0] if on <= notes.length - span_q + 1e-9}) or [0.0]
+    start_q = float(onsets[int(rng.integers(len(onsets)))])
+    end_q = min(start_q + span_q, notes.length)
+    transpose = int(rng.integers(-5, 7))
+    parts = [list(p) for p in notes.parts]
+    programs, lineup = instruments.choose_instruments(len(parts), rng)
+    if len(parts) == 1 and rng.random() < 0.5:
+        parts.append(accompaniment(notes, transpose))
+        programs.append(int(rng.choice(instruments.ACCOMPANIMENT)))
+        lineup = "melody and accompaniment"
+    with_melody = rng.random() < opts.melody_fraction
+    octave_bias = int(rng.choice([-1, 0, 0, 1]))
+    coll = corpus.BY_NAME[work.collection]
+    base = {
+        "tonic": (notes.tonic_pc + transpose) % 12,
+        "mode": notes.mode,
+        "score_mode": score_mode,
+        "score_bpm": notes.bpm,
+        "time_signature": notes.time_signature,
+        "collection": coll.name,
+        "composer": coll.composer,
+        "style": coll.style,
+        "title": notes.title,
+        "transpose": transpose,
+        "work_id": work.work_id,
+        "melody_group": f"{work.work_id}@{variant}" if with_melody else None,
+    }
+    clip_id = f"{index:06d}_{variant}"
+    renders = [_Render(clip_id, parts, programs, lineup, bpm, 0.0, False)]
+    if with_melody:
+        timbre = int(rng.choice(list(instruments.MELODY_TIMBRES)))
+        m_bpm = int(round(bpm * rng.uniform(0.96, 1.04)))
+        bend = float(rng.uniform(-30, 30))
+        renders.append(_Render(f"{clip_id}m", parts[:1], [timbre], "melody only", m_bpm, bend, True))
+    return _Arrangement(start_q, end_q, transpose, octave_bias, base, renders)
+
+
+def _render_clip(
+    arrangement: _Arrangement,
+    render: _Render,
+    split: str,
+    soundfonts: dict,
+    rng: np.random.Generator,
+    opts: BuildOptions,
+    skipped: list,
+) -> dict[str, Any] | None:
+    """Render one clip of an arrangement to ``clips/`` (its MIDI to ``midi/``) and return its manifest
+    entry; None, with the reason in ``skipped``, for a window without notes or a failed, silent or clipped
+    render."""
+    spq = 60.0 / render.bpm
+    start_q, end_q = arrangement.start_q, arrangement.end_q
+    # a hummed or whistled tune stays where a voice sings it (whistles above C6 are silent in TimGM6mb)
+    octave_bias = 0 if render.is_melody else arrangement.octave_bias
+    pm = window_midi(
+        render.parts,
+        render.programs,
+        start_q,
+        end_q,
+        spq,
+        arrangement.transpose,
+        rng,
+        render.bend_cents,
+        octave_bias,
+    )
+    if not pm.instruments:
+        skipped.append(["no notes in the window", render.clip_id])
+        return None
+    sf_names = list(soundfonts)
+    sf_weights = np.array([soundfonts[n][2] for n in sf_names])
+    sf_name = sf_names[rng.choice(len(sf_names), p=sf_weights / sf_weights.sum())]
+    gain, reverb = float(rng.uniform(0.25, 0.45)), bool(rng.random() < 0.5)
+    midi_path = opts.out / "midi" / f"{render.clip_id}.mid"
+    wav_path = opts.out / "clips" / f"{render.clip_id}.wav"
+    midi_path.parent.mkdir(parents=True, exist_ok=True)
+    wav_path.parent.mkdir(parents=True, exist_ok=True)
+    pm.write(str(midi_path))
+    seconds = (end_q - start_q) * spq
+    try:
+        wav, clipped = render_midi(midi_path, soundfonts[sf_name][0], opts.sample_rate, gain, reverb, seconds)
+    except RenderError as err:
+        skipped.append(["render failed", f"{render.clip_id}: {str(err)[:160]}"])
+        return None
+    rms = float(np.sqrt(np.mean(wav**2))) if wav.size else 0.0
+    if rms < 1e-4:
+        skipped.append(["silent render", render.clip_id])
+        return None
+    if clipped > 1e-3:
+        skipped.append(["clipped render", f"{render.clip_id}: {clipped:.2%} of samples"])
+        return None
+    save_audio(wav_path, wav, opts.sample_rate)  # atomic: a killed build leaves no half clip
+    used = [i.program for i in pm.instruments]
+    base = arrangement.base
+    attrs = {
+        "instruments": list(dict.fromkeys(instruments.gm_name(p) for p in used)),
+        "families": list(dict.fromkeys(instruments.FAMILY_OF[p] for p in used)),
+        "programs": used,
+        "bpm": render.bpm,
+        "tempo_class": tempo_class(render.bpm),
+        "key": KEY_NAMES[base["mode"]][base["tonic"]],
+        **{k: v for k, v in base.items() if k != "tonic"},
+        "voices": len(used),
+        "register": register([n.pitch for i in pm.instruments for n in i.notes]),
+        "articulation": instruments.articulation(used),
+        "lineup": render.lineup,
+        "soundfont": sf_name,
+        "gain": round(gain, 3),
+        "reverb": reverb,
+        "tuning_cents": round(render.bend_cents, 1),
+        "is_melody": render.is_melody,
+        "license": f"{corpus.LICENSE}; rendered with {sf_name} ({soundfonts[sf_name][1]})",
+        "caption_set": "train" if split == "train" else "heldout",
+    }
+    names = [instruments.caption_name(p) for p in used]
+    return {
+        "path": f"clips/{render.clip_id}.wav",
+        "duration": round(len(wav) / opts.sample_rate, 4),
+        "sample_rate": opts.sample_rate,
+        "split": split,
+        "captions": make_captions(attrs, names, rng, int(rng.integers(1, 4))),
+        "attributes": attrs,
+        "midi": f"midi/{render.clip_id}.mid",
+    }
 
 
 def _finish(marker: Path, result: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import re
 
 import numpy as np
 
+from musiclm.attributes import MODES, TEMPO_BANDS
 from musiclm.data import instruments
 
 # The vocabularies are tables of phrases, laid out by hand (one line per attribute value where it fits).
@@ -331,14 +332,12 @@ COUNTERFACTUAL_KINDS = ("tempo", "mode", "family")
 
 
 def _captionable(attrs: dict) -> bool:
-    return all(attrs.get(k) is not None for k in CAPTION_ATTRIBUTES) and attrs["mode"] in ("major", "minor")
+    return all(attrs.get(k) is not None for k in CAPTION_ATTRIBUTES) and attrs["mode"] in MODES
 
 
 def _changed(attrs: dict, kind: str, rng: np.random.Generator) -> tuple[dict, list[int]]:
     """``attrs`` with ``kind`` (one of :data:`COUNTERFACTUAL_KINDS`) changed, and the programs its caption
     names."""
-    from musiclm.data.build import TEMPO_BANDS  # build imports this module
-
     changed, programs = dict(attrs), list(dict.fromkeys(attrs["programs"]))
     if kind == "tempo":
         tempo = str(rng.choice([t for t in TEMPO_BANDS if t != attrs["tempo_class"]]))

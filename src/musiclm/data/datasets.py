@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
+from musiclm.attribute_heads import encode_targets
 from musiclm.audio import audio_info, crop_or_pad, loudness_normalize, read_clip
 from musiclm.data.augment import Augment
 from musiclm.data.captions import FAMILY_SHARE, caption_from_attributes, counterfactual_caption
-from musiclm.data.labels import encode_targets
 from musiclm.data.manifest import Clip, ManifestError, read_manifest
 from musiclm.mulan.notes import read_cached
 
@@ -36,9 +36,10 @@ class AudioCropDataset(Dataset):
     a rendered clip's attributes (:func:`musiclm.data.captions.caption_from_attributes`), with a
     share naming instrument families, instead of picking one the build stored. ``augment`` changes each
     crop (reverb, band limit, codec; :class:`musiclm.data.augment.Augment`) before the gain.
-    ``with_labels`` adds ``labels``, the clip's attribute targets (:func:`musiclm.data.labels.encode_targets`;
-    all unknown for a clip without attributes). ``with_notes`` adds ``notes``, the crop's note posteriors
-    from the cache beside its manifest (:func:`musiclm.mulan.notes.write_note_cache`).
+    ``with_labels`` adds ``labels``, the clip's attribute targets
+    (:func:`musiclm.attribute_heads.encode_targets`; all unknown for a clip without attributes).
+    ``with_notes`` adds ``notes``, the crop's note posteriors from the cache beside its manifest
+    (:func:`musiclm.mulan.notes.write_note_cache`).
     """
 
     def __init__(

@@ -79,6 +79,16 @@ SOLO_POLYPHONIC = [0, 1, 4, 19, 16, 24, 46, 12, 11, 21, 48, 89]
 FOLK_LEADS = [40, 73, 21, 22, 74, 24, 25, 0, 68, 71, 11, 12, 65, 80, 56, 72, 26]
 ACCOMPANIMENT = [0, 24, 25, 21, 19, 48, 46, 89, 16, 4]
 
+# Plucked or struck: the note decays on its own (what "plucked"/"percussive" in a caption means).
+PLUCKED = {0, 1, 4, 8, 11, 12, 13, 24, 25, 26, 32, 33, 45, 46}
+
+
+def articulation(programs: list[int]) -> str:
+    """A line-up's articulation (:data:`musiclm.attributes.ARTICULATIONS`): plucked when every program is,
+    sustained when none is, else mixed."""
+    plucked = [p in PLUCKED for p in programs]
+    return "plucked" if all(plucked) else "sustained" if not any(plucked) else "mixed"
+
 
 def gm_name(program: int) -> str:
     """The General MIDI name, e.g. 'Acoustic Grand Piano' (what the manifests' `instruments` hold)."""

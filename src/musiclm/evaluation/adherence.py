@@ -11,14 +11,10 @@ import librosa
 import numpy as np
 import torch
 
+from musiclm.attributes import tempo_class
 from musiclm.audio import KEY_PROFILES
 
 PITCH_NAMES = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
-
-
-def tempo_class(bpm: float) -> str:
-    """The dataset's classes (musiclm.data.build): slow < 90 <= medium < 130 <= fast."""
-    return "slow" if bpm < 90 else "medium" if bpm < 130 else "fast"
 
 
 def estimate_bpm(wav: torch.Tensor | np.ndarray, sample_rate: int) -> float:

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from musiclm.attribute_heads import attribute_losses, encode_targets
+from musiclm.attributes import FAMILIES, MODES, STYLES, TEMPOS
 from musiclm.audio import (
     MelSpectrogram,
     RhythmAndKey,
@@ -32,7 +34,6 @@ from musiclm.audio import (
 )
 from musiclm.config import Config
 from musiclm.data.augment import Augment
-from musiclm.data.labels import FAMILIES, MODES, STYLES, TEMPOS, attribute_losses, encode_targets
 from musiclm.data.manifest import Clip, read_manifest
 from musiclm.interfaces import load_component
 from musiclm.pretrained import PretrainedMixin

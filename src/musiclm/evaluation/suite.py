@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from musiclm.attributes import HEAD_ATTRIBUTE
 from musiclm.audio import AudioError, resample, save_audio
 from musiclm.data.manifest import Clip
 from musiclm.data.skips import SKIPPED_FILE, SkipLog
@@ -333,7 +334,8 @@ def spare_reference(prompts: list[Prompt], heldout: list, under_test: list = (),
     return spare
 
 
-KLD_KEYS = ("families", "tempo_class", "mode", "style")
+# the attributes the classifier predicts, whose distributions KLD compares
+KLD_KEYS = tuple(HEAD_ATTRIBUTE.values())
 
 
 def matched_references(prompts: list[Prompt], spare: list, seed: int = 0) -> list:

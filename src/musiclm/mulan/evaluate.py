@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from musiclm.attributes import HEAD_ATTRIBUTE
 from musiclm.audio import centre_crop, loudness_normalize, read_clip
 from musiclm.data.manifest import Clip, read_manifest
 from musiclm.mulan.melody import clip_attr
@@ -73,7 +74,7 @@ def zero_shot(
     model: Any, audio: torch.Tensor, clips: list[Clip], wording: str
 ) -> dict[str, dict[str, float]]:
     results = {}
-    for attribute in ("families", "tempo_class", "mode", "style"):
+    for attribute in HEAD_ATTRIBUTE.values():
         truths = [clip_attr(c, attribute) for c in clips]
         truths = [set(t) if isinstance(t, list) else ({t} if t is not None else set()) for t in truths]
         labels = sorted(set().union(*truths))

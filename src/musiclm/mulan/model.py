@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from musiclm.attribute_heads import attribute_losses
+from musiclm.attributes import HEADS
 from musiclm.audio import MelSpectrogram, RhythmAndKey, sliding_windows, window_starts
 from musiclm.config import Config, ConfigError
-from musiclm.data.labels import HEADS, attribute_losses
 from musiclm.mulan.notes import NoteFeatures, note_posteriors, window_frames
 from musiclm.mulan.quantizer import ResidualKMeans
 from musiclm.pretrained import PretrainedMixin

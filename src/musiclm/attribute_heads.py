@@ -1,4 +1,5 @@
-"""The attribute vocabularies that supervised heads predict, and a rendered clip's targets for them.
+"""Heads that predict a clip's attributes (:data:`musiclm.attributes.HEADS`): a clip's targets for them and
+the heads' losses.
 
 Two models learn from the rendered dataset's attributes: the evaluation classifier
 (:mod:`musiclm.evaluation.classifier`) and, where its config asks, MuLan's auxiliary attribute heads.
@@ -9,34 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-FAMILIES = [
-    "piano",
-    "strings",
-    "brass",
-    "woodwinds",
-    "reed",
-    "guitar",
-    "organ",
-    "mallets",
-    "voice",
-    "synth",
-    "bass",
-    "choir",
-]
-TEMPOS = ["slow", "medium", "fast"]
-MODES = ["major", "minor"]
-STYLES = [
-    "folk song",
-    "irish folk dance",
-    "fiddle tune",
-    "chorale",
-    "renaissance polyphony",
-    "madrigal",
-    "medieval polyphony",
-]
-# head name -> labels; ``family`` is multi-label (a clip may combine families), the others single-label
-HEADS = {"family": FAMILIES, "tempo": TEMPOS, "mode": MODES, "style": STYLES}
-_ATTRIBUTE_OF = {"tempo": "tempo_class", "mode": "mode", "style": "style"}
+from musiclm.attributes import HEAD_ATTRIBUTE, HEADS
 
 
 def encode_targets(attributes: dict, heads: dict[str, list[str]] = HEADS) -> dict[str, torch.Tensor]:
@@ -47,8 +21,8 @@ def encode_targets(attributes: dict, heads: dict[str, list[str]] = HEADS) -> dic
         if family in heads["family"]:
             families[heads["family"].index(family)] = 1.0
     out = {"family": families}
-    for head, key in _ATTRIBUTE_OF.items():
-        labels, value = heads[head], attributes.get(key)
+    for head in ("tempo", "mode", "style"):
+        labels, value = heads[head], attributes.get(HEAD_ATTRIBUTE[head])
         out[head] = torch.tensor(labels.index(value) if value in labels else -1)
     return out
 
