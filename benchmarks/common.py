@@ -63,8 +63,9 @@ def median_time(
 
 
 def record(name: str, results: dict[str, Any]) -> None:
-    RESULTS.mkdir(exist_ok=True)
+    from musiclm.files import write_text_atomic
+
     payload = {"command": " ".join(["python -m benchmarks", name]), "machine": machine(), **results}
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    write_text_atomic(RESULTS / f"{name}.json", json.dumps(payload, indent=2) + "\n")
     print(json.dumps(payload, indent=2))
     sys.stdout.flush()

@@ -45,3 +45,16 @@ def tiny_dataset(tmp_path_factory) -> Path:
             soundfonts=["TimGM6mb", "FluidR3_GM"],
         )
     )
+
+
+@pytest.fixture
+def dying_text_writes(monkeypatch):
+    """Every ``Path.write_text`` after this writes half its text and fails, as a full disk or a kill in the
+    middle of a write would: a writer that replaced its file in place leaves half of it."""
+
+    def half_then_fail(self, text, *args, **kwargs):
+        with open(self, "w", encoding="utf-8") as f:
+            f.write(text[: len(text) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", half_then_fail)

@@ -390,6 +390,12 @@ def test_pipeline_loaders_refuse_what_is_not_a_pipeline(tmp_path, zoo):
         (["generate", "calm", "--out", "{tmp}/a_file/o.wav"], "a_file is a file, not a folder"),
         (["generate", "calm", "--continue", "{tmp}/missing.wav"], "--continue: {tmp}/missing.wav not found"),
         (["generate", "calm", "--durtion", "3"], "No such option: --durtion"),
+        (
+            ["generate", "--blend", "calm:-1"],
+            "the weight of blended text 'calm' must be a finite number >= 0",
+        ),
+        (["generate", "calm", "--blend", "organ"], "a blended text is 'TEXT:WEIGHT'"),
+        (["generate", "--blend", "calm:0"], "every style clip and blended text weighs 0"),
         (["codec", "decode", "{tmp}/missing.npz", "{tmp}/o.wav"], "missing.npz: no such file"),
         (["codec", "decode", "{tmp}/a_file", "{tmp}/o.wav"], "a_file is not a .npz of codes"),
         (["codec", "decode", "{tmp}/folder", "{tmp}/o.wav"], "folder: a folder"),
@@ -435,6 +441,14 @@ def test_cli_bad_inputs_are_one_clear_error(capsys, monkeypatch, tmp_path, zoo, 
     (zoo / "empty_prompt.jsonl").write_text('{"text": ""}\n')
     code, text = cli(capsys, monkeypatch, *(a.format(zoo=zoo, tmp=tmp_path) for a in args))
     assert_clear(code, text, words)
+
+
+def test_a_command_that_takes_a_part_defaults_to_the_shipped_one(capsys, monkeypatch, tmp_path, zoo):
+    code, text = cli(
+        capsys, monkeypatch, "semantic", "tokenize", zoo / "good.wav", "--out", tmp_path / "t.npy"
+    )
+    assert code == 0, text
+    assert np.load(tmp_path / "t.npy").ndim == 1 and "25 Hz" in text
 
 
 def test_data_index_skips_and_counts(capsys, monkeypatch, tmp_path, zoo):
@@ -679,9 +693,6 @@ def refused_untouched(capsys, monkeypatch, root: Path, args: list[str]) -> str:
     return line
 
 
-SEMANTIC = ["--tokenizer", SHIPPED_MODEL / "semantic"]
-
-
 @pytest.mark.parametrize(
     "args",
     [
@@ -693,7 +704,7 @@ SEMANTIC = ["--tokenizer", SHIPPED_MODEL / "semantic"]
         ["generate", "calm", "--continue", "{tmp}/intro.wav", "--out", "{tmp}/link.wav"],  # the same file
         ["generate", "calm", "--melody", "{tmp}/intro.wav", "--out", "{tmp}/intro.wav"],
         ["codec", "encode", "{tmp}/intro.wav", "{tmp}/intro.wav"],
-        ["semantic", "tokenize", "{tmp}/intro.wav", "--out", "{tmp}/intro.wav", *SEMANTIC],
+        ["semantic", "tokenize", "{tmp}/intro.wav", "--out", "{tmp}/intro.wav"],
         ["semantic", "probe", "--data", "{tmp}/m.jsonl", "--out", "{tmp}/m.jsonl"],
         ["mulan", "embed", "--audio", "{tmp}/intro.wav", "--out", "{tmp}/intro.wav"],
         ["mulan", "eval", "--data", "{tmp}/m.jsonl", "--out", "{tmp}/m.jsonl"],
@@ -734,7 +745,7 @@ def test_no_output_replaces_an_input_even_with_overwrite(capsys, monkeypatch, ow
             ["data", "musiccaps", "{tmp}/caps.csv", "--audio-dir", "{tmp}/dir", "--out", "{tmp}/old.jsonl"],
             "old.jsonl",
         ),
-        (["semantic", "tokenize", "{tmp}/intro.wav", "--out", "{tmp}/old.npy", *SEMANTIC], "old.npy"),
+        (["semantic", "tokenize", "{tmp}/intro.wav", "--out", "{tmp}/old.npy"], "old.npy"),
         (["semantic", "probe", "--data", "{tmp}/m.jsonl", "--out", "{tmp}/old.json"], "old.json"),
         (["mulan", "embed", "--text", "calm", "--out", "{tmp}/old.safetensors"], "old.safetensors"),
         (["mulan", "eval", "--data", "{tmp}/m.jsonl", "--out", "{tmp}/old.json"], "old.json"),

@@ -174,11 +174,19 @@ def test_bad_style_clips_are_refused_before_the_model_loads(capsys, monkeypatch,
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["--style", "{tmp}/song.wav:0"], "every style clip weighs 0 and there is no text"),
+        (["--style", "{tmp}/song.wav:0"], "every style clip and blended text weighs 0"),
+        (["--style", "{tmp}/song.wav:0", "--blend", "a jig:0"], "every style clip and blended text weighs 0"),
         (["--story", "calm piano:1", "--style", "{tmp}/song.wav"], "story mode takes text prompts only"),
+        (["--story", "calm piano:1", "--blend", "a jig:1"], "story mode takes text prompts only"),
+        (["calm piano", "--blend", "a jig"], "a blended text is 'TEXT:WEIGHT'"),
+        (["calm piano", "--blend", "a jig:-0.5"], "blended text 'a jig' must be a finite number >= 0"),
+        (["--blend", "a jig:nan"], "blended text 'a jig' must be a finite number >= 0"),
+        (["--blend", " :1"], "a blended text is a text describing music"),
     ],
 )
-def test_style_requests_that_cannot_be_served_are_refused(capsys, monkeypatch, tmp_path, args, words):
+def test_style_and_blend_requests_that_cannot_be_served_are_refused(
+    capsys, monkeypatch, tmp_path, args, words
+):
     t = torch.arange(32000) / 16000
     save_audio(tmp_path / "song.wav", 0.2 * torch.sin(2 * torch.pi * 330 * t), 16000)
     line = refused_before_loading(capsys, monkeypatch, tmp_path, *(a.format(tmp=tmp_path) for a in args))

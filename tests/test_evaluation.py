@@ -203,6 +203,19 @@ def test_suite_reports_note_changes_against_the_real_clip_and_what_the_words_ask
     assert "note_rate" not in report.split("## Metrics")[1].split("## Tempo")[0]  # not in the big table
 
 
+def test_an_interrupted_report_keeps_the_earlier_one(tmp_path, request):
+    from musiclm.evaluation.report import write_report
+
+    metrics = {"generated": {"fad_mulan": 1.5, "adherence_family": 0.5}}
+    write_report(tmp_path, metrics, {"prompts": 2})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert {"metrics.json", "report.md", "adherence.png"} <= before.keys()
+    request.getfixturevalue("dying_text_writes")
+    with pytest.raises(OSError, match="No space left"):
+        write_report(tmp_path, {"generated": {"fad_mulan": 9.0, "adherence_family": 0.1}}, {"prompts": 3})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no half file, no temporary one
+
+
 def test_adherence_rows_on_known_audio():
     wavs = [
         click_track(120, 6) + chord_sequence([[62, 65, 69], [67, 70, 74], [69, 73, 76]] * 2),

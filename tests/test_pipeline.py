@@ -732,6 +732,60 @@ def test_style_blends_with_text_in_mulans_space(model, monkeypatch):
     assert torch.allclose(judged[0][0][1], expected)  # the candidates are judged against the blend
 
 
+def test_texts_blend_with_weights_in_mulans_space(model, monkeypatch):
+    used = recorded_mulan_tokens(monkeypatch)
+    single = model.generate("calm piano", 0.5, seed=0)
+    one_to_zero = model.generate(None, 0.5, seed=0, blend=[("calm piano", 1.0), ("fast drums", 0.0)])
+    beside_zero = model.generate("calm piano", 0.5, seed=0, blend=("fast drums", 0))
+    # weights 1:0 are the single prompt: the same MuLan tokens, so the same music
+    assert used[1].equal(used[0]) and used[2].equal(used[0])
+    assert one_to_zero.equal(single) and beside_zero.equal(single)
+    judged = []
+
+    def first_candidate(wavs, embedded):
+        judged.append(embedded[0][1])
+        return wavs[:, 0]
+
+    monkeypatch.setattr(model, "_closest_to_prompt", first_candidate)
+    texts = ["calm piano", "fast drums"]
+    clip = tone(1.5, freq=330.0, sr=model.mulan.sample_rate)
+    blend = [("a slow organ chorale", 0.7), ("a jig on fiddle", 0.3)]
+    model.generate(None, 0.5, seed=0, blend=blend, candidates=2)
+    model.generate(texts, 0.5, seed=0, blend=blend, style=(clip, 0.5), candidates=2)
+    organ, jig = model.mulan.embed_text([text for text, _ in blend])
+    # the weighted sum of unit embeddings, renormalised, then quantized; each text prompt weighs 1
+    alone = torch.nn.functional.normalize(0.7 * organ + 0.3 * jig, dim=-1)[None]
+    mixed = 0.5 * model.embed_style(clip) + 0.7 * organ + 0.3 * jig
+    with_texts = torch.nn.functional.normalize(model.mulan.embed_text(texts) + mixed, dim=-1)
+    for tokens, embedded, expected in zip(used[3:], judged, (alone, with_texts)):
+        assert torch.allclose(embedded, expected, atol=1e-6)
+        assert tokens.equal(model.mulan.quantize(embedded).repeat_interleave(2, 0))
+
+
+@pytest.mark.parametrize(
+    "request_, message",
+    [
+        (dict(blend=("a jig", -1.0)), "blended text 'a jig' must be a finite number >= 0"),
+        (dict(blend=[("a jig", math.nan)]), "blended text 'a jig' must be a finite number >= 0"),
+        (dict(blend=[("  ", 1.0)]), "a blended text is a text describing music"),
+        (dict(blend=[3]), "a blended text is a text describing music"),
+        (
+            dict(texts=None, blend=[("a jig", 0), ("a reel", 0.0)]),
+            "every style clip and blended text weighs 0",
+        ),
+        (dict(texts=None, story=[("a", 1.0)], blend="a jig"), "story mode takes text prompts only"),
+    ],
+)
+def test_bad_blends_fail_before_generation(model, monkeypatch, request_, message):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("generation started")
+
+    monkeypatch.setattr(pipeline, "generate_tokens", forbidden)
+    monkeypatch.setattr(model.mulan, "embed_text", forbidden)
+    with pytest.raises(GenerationError, match=message):
+        model.generate(**{"texts": "calm piano", "duration": 1.0, **request_})
+
+
 @pytest.mark.parametrize(
     "request_, message",
     [
@@ -744,7 +798,7 @@ def test_style_blends_with_text_in_mulans_space(model, monkeypatch):
         (dict(style=("ok", -1.0)), "must be a finite number >= 0"),
         (dict(style=("ok", math.inf)), "must be a finite number >= 0"),
         (dict(style=[3]), "a style clip is an audio file"),
-        (dict(texts=None, style=("ok", 0)), "every style clip weighs 0 and there is no text"),
+        (dict(texts=None, style=("ok", 0)), "every style clip and blended text weighs 0"),
         (dict(texts=None, story=[("a", 1.0)], style="ok"), "story mode takes text prompts only"),
     ],
 )
@@ -804,3 +858,27 @@ def test_cli_generates_from_a_style_clip_alone_or_blended(folder, tmp_path, monk
     assert blended.exit_code == 0, blended.output
     assert (tmp_path / "a.wav").is_file() and (tmp_path / "b.wav").is_file()
     assert requests == [(None, [(clip, 1.0)]), (["calm piano"], [(clip, 0.5), (clip, 1.0)])]
+
+
+def test_cli_blends_texts_with_weights(folder, tmp_path, monkeypatch):
+    requests = []
+    generate = MusicLM.generate
+
+    def recording(self, *args, **kwargs):
+        requests.append((args[0], kwargs["blend"]))
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(MusicLM, "generate", recording)
+    base = ["generate", "--duration", "0.5", "--checkpoint", str(folder), "--seed", "0"]
+    runner = CliRunner()
+    beside = [*base, "calm piano", "--blend", "a waltz in 3:4:0.5", "--out", str(tmp_path / "a.wav")]
+    alone = [*base, "--blend", "a jig:0.7", "--blend", "a chorale:0.3", "--out", str(tmp_path / "b.wav")]
+    for args in (beside, alone):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    assert (tmp_path / "a.wav").is_file() and (tmp_path / "b.wav").is_file()
+    # the weight is after the last ':', so a text may hold colons
+    assert requests == [
+        (["calm piano"], [("a waltz in 3:4", 0.5)]),
+        (None, [("a jig", 0.7), ("a chorale", 0.3)]),
+    ]

@@ -176,3 +176,25 @@ def test_bad_requests_get_the_library_message(page_url, tmp_path, request_, mess
             0.4,
             api_name="/generate",
         )
+
+
+def test_the_pages_blend_sliders_are_shares_of_the_mix():
+    from musiclm.web import page_blend
+
+    assert page_blend("calm piano", "", 0.5, None, 0.5) == ("calm piano", [], [])
+    assert page_blend("", "a jig", 0.2, None, 0.5) == ("a jig", [], [])
+    assert page_blend("calm piano", "a jig", 0.25, None, 0.5) == (
+        None,
+        [("calm piano", 0.75), ("a jig", 0.25)],
+        [],
+    )
+    # with a clip, the clip's slider is its share of the whole and the texts share the rest
+    texts, blend, style = page_blend("calm piano", "a jig", 0.25, "song.wav", 0.2)
+    assert texts is None and style == [("song.wav", 0.2)]
+    assert blend == [("calm piano", pytest.approx(0.6)), ("a jig", pytest.approx(0.2))]
+    assert page_blend("calm piano", " ", 0.5, "song.wav", 1.0) == (
+        None,
+        [("calm piano", 0.0)],
+        [("song.wav", 1.0)],
+    )
+    assert page_blend("", "", 0.5, "song.wav", 0.3) == (None, [], [("song.wav", 1.0)])  # the clip alone

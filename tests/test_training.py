@@ -112,6 +112,16 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path, monkeypatch):
     assert not list((tmp_path / "checkpoints").glob("*.partial"))
 
 
+def test_an_interrupted_run_file_keeps_the_earlier_one(tmp_path, request):
+    run(tmp_path, steps=2)
+    files = {name: (tmp_path / name).read_bytes() for name in ("run.json", "summary.json")}
+    request.getfixturevalue("dying_text_writes")
+    with pytest.raises(OSError, match="No space left"):  # run.json, written as the trainer starts
+        Trainer(ToyModel(ToyConfig()), ToyData(), TrainConfig(steps=4, progress=False), tmp_path)
+    assert {name: (tmp_path / name).read_bytes() for name in files} == files
+    assert not list(tmp_path.rglob("*.partial"))
+
+
 def test_corrupt_checkpoint_is_a_clear_error_and_keeps_the_previous(tmp_path):
     run(tmp_path, steps=4, ckpt_every=2)
     latest = tmp_path / "checkpoints" / "step_00000004.pt"

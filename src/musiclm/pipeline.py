@@ -10,8 +10,8 @@ so any codec / tokenizer / conditioner implementing them (ours or an HF adapter)
 :func:`generate_tokens` is the token-level procedure (tested and benchmarked on its own);
 :meth:`MusicLM.generate` adds checking of the request, text/melody/audio tokenization and decoding. A
 prompt may be a clip of music (``style``) as well as, or instead of, text: the stages were trained on
-MuLan *audio* tokens, so the clip's tokens condition them as a training clip's did, and text and clips
-blend in MuLan's joint space before quantisation.
+MuLan *audio* tokens, so the clip's tokens condition them as a training clip's did; several texts and clips
+blend with weights in MuLan's joint space before quantisation (``blend``, ``style``).
 """
 
 from __future__ import annotations
@@ -382,6 +382,7 @@ class MusicLM:
         top_p: float | None = None,
         candidates: int | None = None,
         style: AudioSource | tuple[AudioSource, float] | Sequence | None = None,
+        blend: str | tuple[str, float] | Sequence | None = None,
         progress: bool = False,
     ) -> torch.Tensor:
         """Waveforms ``[B, T]`` at :attr:`sample_rate`, one per prompt.
@@ -395,11 +396,14 @@ class MusicLM:
         whose MuLan audio embedding is closest to the prompt's embedding is returned (None: the
         pipeline's own, :attr:`candidates`; 1: no choosing, the paper's sampling). ``style``: music to sound
         like: an audio file or a ``[T]`` tensor at MuLan's rate, a ``(clip, weight)`` pair, or a list of
-        these (see :func:`style_parts`); each text prompt is blended with the clips, the text weighing 1
-        (without texts: one output, from the clips alone). Not with ``story``.
+        these; each text prompt is blended with the clips, the text weighing 1 (without texts: one output,
+        from the clips alone). ``blend``: more texts blended into each prompt in the same way, a text or a
+        ``(text, weight)`` pair or a list of these, e.g. ``blend=[("a slow organ chorale", 0.5)]``; without
+        texts, ``blend=[("a jig", 0.7), ("a chorale", 0.3)]`` is one prompt of two texts. Weights are finite
+        and >= 0 (see :func:`prompt_blend`). Neither with ``story``.
         """
-        styles = style_parts(style, texts, story)
-        schedule = self._check_request(texts, duration, story, styles)
+        styles, blends = prompt_blend(texts, story, style, blend)
+        schedule = self._check_request(texts, duration, story, styles + blends)
         if len(temperatures) != 3 or not all(math.isfinite(t) and t >= 0 for t in temperatures):
             raise GenerationError(
                 f"temperatures takes 3 finite values >= 0 (semantic, coarse, fine), got {list(temperatures)}"
@@ -415,7 +419,7 @@ class MusicLM:
         if continuation is not None:
             prompt_sem, prompt_ac, prompt_seconds = self._prompt_tokens(continuation, rows)
         prompts_embedded = [
-            (start + prompt_seconds, self._embed_prompts(texts, clips)) for start, texts in schedule
+            (start + prompt_seconds, self._embed_prompts(texts, clips, blends)) for start, texts in schedule
         ]
         mulan = [
             (start, self.mulan.quantize(embedded).repeat_interleave(candidates, 0).to(self.device))
@@ -464,15 +468,22 @@ class MusicLM:
         windows = mulan_window_embeddings(self.mulan, wav, device=self.device)
         return F.normalize(windows.mean(0), dim=-1)
 
-    def _embed_prompts(self, texts: list[str], clips: list[tuple[torch.Tensor, float]]) -> torch.Tensor:
-        """``[B, D]`` unit embeddings to quantize: each text's, blended with the clips' (the text weighing
-        1) as the weighted sum of unit embeddings, renormalised; without texts, one row of the clips."""
-        if not clips:
+    def _embed_prompts(
+        self, texts: list[str], clips: list[tuple[torch.Tensor, float]], blends: list[tuple[str, float]]
+    ) -> torch.Tensor:
+        """``[B, D]`` unit embeddings to quantize: each text's, blended with the clips' and the blended
+        texts' (the text weighing 1) as the weighted sum of unit embeddings, renormalised; without texts,
+        one row of the clips and blended texts alone."""
+        if not clips and not blends:
             return self.mulan.embed_text(texts)
-        blend = sum(weight * self.embed_style(wav) for wav, weight in clips).to(self.device)
+        embedded = [self.embed_style(wav) for wav, _ in clips]
+        if blends:
+            embedded += list(self.mulan.embed_text([text for text, _ in blends]))
+        weights = [weight for _, weight in clips + blends]
+        mix = sum(weight * e.to(self.device) for weight, e in zip(weights, embedded))
         if texts:
-            blend = self.mulan.embed_text(texts).to(self.device) + blend
-        return F.normalize(blend.reshape(-1, blend.shape[-1]), dim=-1)
+            mix = self.mulan.embed_text(texts).to(self.device) + mix
+        return F.normalize(mix.reshape(-1, mix.shape[-1]), dim=-1)
 
     @torch.no_grad()
     def embed_audio(self, wavs: torch.Tensor, rate: int) -> torch.Tensor:
@@ -482,9 +493,9 @@ class MusicLM:
         heard = resample(wavs.float().cpu(), rate, mulan_rate)
         return self.mulan.embed_audio(torch.stack([loudness_normalize(w, mulan_rate) for w in heard]))
 
-    def _check_request(self, texts, duration: float, story, styles) -> list[tuple[float, list[str]]]:
-        """Everything that can be wrong with a request, raised before any work is done (the style clips'
-        prompts: :func:`style_parts`; their audio: :func:`read_style`)."""
+    def _check_request(self, texts, duration: float, story, mixed) -> list[tuple[float, list[str]]]:
+        """Everything that can be wrong with a request, raised before any work is done (its style clips and
+        blended texts, ``mixed``: :func:`prompt_blend`; the clips' audio: :func:`read_style`)."""
         if not isinstance(duration, (int, float)) or not math.isfinite(duration) or duration <= 0:
             raise GenerationError(f"duration must be a positive number of seconds, got {duration!r}")
         if duration > self.max_duration:
@@ -511,8 +522,10 @@ class MusicLM:
         if isinstance(texts, str):
             texts = [texts]
         if not texts:
-            if not styles:
-                raise GenerationError("no prompts: pass at least one text, a style clip or a story")
+            if not mixed:
+                raise GenerationError(
+                    "no prompts: pass at least one text, a style clip, a blend of texts or a story"
+                )
             return [(0.0, [])]
         empty = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
         if empty:
@@ -571,39 +584,77 @@ def _checked_candidates(candidates: int) -> int:
 
 def story_segment(item: str) -> tuple[str, float]:
     """``'TEXT:SECONDS'`` -> ``(TEXT, SECONDS)``: a story segment of ``--story`` and of the web page."""
-    text, sep, seconds = item.rpartition(":")
+    return _text_and_number(item, "a story segment is 'TEXT:SECONDS', e.g. 'calm piano:15'")
+
+
+def blended_text(item: str) -> tuple[str, float]:
+    """``'TEXT:WEIGHT'`` -> ``(TEXT, WEIGHT)``: a blended text of ``--blend``."""
+    return _text_and_number(item, "a blended text is 'TEXT:WEIGHT', e.g. 'a slow organ chorale:0.5'")
+
+
+def _text_and_number(item: str, form: str) -> tuple[str, float]:
+    text, sep, number = item.rpartition(":")
     try:
         if sep:
-            return text.strip(), float(seconds)
+            return text.strip(), float(number)
     except ValueError:
         pass
-    raise ValueError(f"a story segment is 'TEXT:SECONDS', e.g. 'calm piano:15'; got {item!r}")
+    raise ValueError(f"{form}; got {item!r}")
 
 
-def style_parts(style, texts=None, story=None) -> list[tuple[AudioSource, float]]:
-    """``style`` of :meth:`MusicLM.generate` as ``(clip, weight)`` pairs, checked against the request's
-    ``texts`` and ``story``: ``style`` is one clip (an audio file or a ``[T]`` tensor), one ``(clip,
-    weight)`` pair, or a list of clips and pairs; a clip without a weight weighs 1, as a text prompt does.
-    Weights are finite and >= 0 (0 leaves a clip out)."""
-    if style is None:
+def prompt_blend(
+    texts, story=None, style=None, blend=None
+) -> tuple[list[tuple[AudioSource, float]], list[tuple[str, float]]]:
+    """``style`` and ``blend`` of :meth:`MusicLM.generate` as ``(clip, weight)`` and ``(text, weight)``
+    pairs, checked against the request's ``texts`` and ``story``. Each is one item (a clip: an audio file
+    or a ``[T]`` tensor; a text), one ``(item, weight)`` pair, or a list of items and pairs; an item
+    without a weight weighs 1, as a text prompt does. Weights are finite and >= 0 (0 leaves an item out),
+    and without a text prompt at least one is above 0."""
+    styles = [_style_part(item) for item in _listed(style)]
+    blends = [_blend_part(item) for item in _listed(blend)]
+    if (styles or blends) and story:
+        raise GenerationError(
+            "story mode takes text prompts only; give style clips and blended texts with texts or alone"
+        )
+    if (styles or blends) and not texts and not any(weight for _, weight in styles + blends):
+        raise GenerationError(
+            "every style clip and blended text weighs 0 and there is no text prompt: "
+            "give one a weight above 0"
+        )
+    return styles, blends
+
+
+def _listed(items) -> list:
+    """``style`` or ``blend``: one item or pair, or a list of them, as a list."""
+    if items is None:
         return []
-    items = [style] if isinstance(style, (str, Path, torch.Tensor)) or _weighted(style) else list(style)
-    parts = [item if _weighted(item) else (item, 1.0) for item in items]
-    for source, weight in parts:
-        if not isinstance(source, (str, Path, torch.Tensor)):
-            raise GenerationError(
-                f"a style clip is an audio file or a [T] tensor, or a (clip, weight) pair; got {source!r}"
-            )
-        if not math.isfinite(weight) or weight < 0:
-            raise GenerationError(
-                f"the weight of style clip {_named(source)} must be a finite number >= 0 (a text prompt "
-                f"weighs 1), got {weight!r}"
-            )
-    if parts and story:
-        raise GenerationError("story mode takes text prompts only; give style clips with texts or alone")
-    if parts and not texts and not any(weight for _, weight in parts):
-        raise GenerationError("every style clip weighs 0 and there is no text: give a clip a weight above 0")
-    return parts
+    return [items] if isinstance(items, (str, Path, torch.Tensor)) or _weighted(items) else list(items)
+
+
+def _style_part(item) -> tuple[AudioSource, float]:
+    clip, weight = item if _weighted(item) else (item, 1.0)
+    if not isinstance(clip, (str, Path, torch.Tensor)):
+        raise GenerationError(
+            f"a style clip is an audio file or a [T] tensor, or a (clip, weight) pair; got {clip!r}"
+        )
+    return clip, _checked_weight(weight, f"style clip {_named(clip)}")
+
+
+def _blend_part(item) -> tuple[str, float]:
+    text, weight = item if _weighted(item) else (item, 1.0)
+    if not isinstance(text, str) or not text.strip():
+        raise GenerationError(
+            f"a blended text is a text describing music, or a (text, weight) pair; got {text!r}"
+        )
+    return text, _checked_weight(weight, f"blended text {text!r}")
+
+
+def _checked_weight(weight: float, what: str) -> float:
+    if not math.isfinite(weight) or weight < 0:
+        raise GenerationError(
+            f"the weight of {what} must be a finite number >= 0 (a text prompt weighs 1), got {weight!r}"
+        )
+    return float(weight)
 
 
 def read_style(source: AudioSource, sample_rate: int) -> torch.Tensor:
@@ -624,7 +675,7 @@ def read_style(source: AudioSource, sample_rate: int) -> torch.Tensor:
 
 
 def _weighted(item) -> bool:
-    """Whether ``item`` is a ``(clip, weight)`` pair rather than a list of clips."""
+    """Whether ``item`` is a ``(clip or text, weight)`` pair rather than a list of them."""
     return (
         isinstance(item, tuple)
         and len(item) == 2

@@ -67,15 +67,12 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
         # last and with defaults, so that a client of the page's /generate endpoint written before them works
         style=None,
         style_share=0.5,
+        second_prompt="",
+        second_share=0.5,
         progress=gr.Progress(track_tqdm=True),
     ):
         segments = [story_segment(line) for line in (story or "").splitlines() if line.strip()] or None
-        texts, styles = prompt, None
-        if style:
-            # the slider is the clip's share of the blend; the library weighs a text 1 and a clip its weight
-            texts = prompt if prompt.strip() and style_share < 1 else None
-            weight = style_share / (1 - style_share) if texts else 1.0
-            styles = [(style, weight)]
+        texts, blend, styles = page_blend(prompt, second_prompt, second_share, style, style_share)
         seconds = sum(s for _, s in segments) if segments else float(duration)
         seed = int(seed) if seed is not None and seed >= 0 else secrets.randbelow(2**31)
         temperatures = (t_semantic, t_coarse, t_fine)
@@ -94,6 +91,7 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
                     guidance=guidance,
                     temperatures=temperatures,
                     style=styles,
+                    blend=blend,
                     progress=True,
                 )[0].cpu()  # the player and the spectrogram read NumPy
             )
@@ -107,7 +105,8 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
             f"--seed={seed}",
             *([f"--melody={Path(melody).name}"] if melody else []),
             *([f"--continue={Path(continuation).name}"] if continuation else []),
-            *([f"--style={Path(style).name}:{weight:g}"] if style else []),
+            *[f"--blend={text}:{weight:g}" for text, weight in blend],
+            *[f"--style={Path(clip).name}:{weight:g}" for clip, weight in styles],
             *([f"--guidance={guidance:g}"] if guidance != default_guidance else []),
             *(["--temperatures", *map(str, temperatures)] if temperatures != PAPER_TEMPERATURES else []),
             *([f"--checkpoint={checkpoint}"] if checkpoint else []),
@@ -175,6 +174,13 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
                         step=0.05,
                         label="Blend: 0 the text only, 1 the clip only (without a text: the clip)",
                     )
+                with gr.Accordion("Blend with a second prompt", open=False):
+                    second_prompt = gr.Textbox(
+                        label="Second prompt", placeholder="a slow chorale for church organ"
+                    )
+                    second_share = gr.Slider(
+                        0, 1, value=0.5, step=0.05, label="Blend: 0 the first prompt only, 1 the second only"
+                    )
                 with gr.Accordion("Story mode", open=False):
                     story = gr.Textbox(
                         label="Story",
@@ -235,11 +241,29 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
                 *temperature_sliders,
                 style,
                 style_share,
+                second_prompt,
+                second_share,
             ],
             [info, *outputs],
             concurrency_limit=1,
         )
     return app
+
+
+def page_blend(
+    prompt: str, second: str, second_share: float, style: str | None, style_share: float
+) -> tuple[str | None, list[tuple[str, float]], list[tuple[str, float]]]:
+    """The ``texts``, ``blend`` and ``style`` of :meth:`MusicLM.generate` for the page's boxes, whose sliders
+    are shares: the second prompt's of the two texts, the clip's of the whole. A plain prompt stays a text
+    prompt; a mix becomes weights summing to 1 (without a text prompt the library weighs them against
+    each other), so that each slider means the same whatever else is filled in."""
+    written = [text for text in (prompt, second) if text.strip()]
+    if not style and len(written) < 2:
+        return (written or [prompt])[0], [], []  # an empty prompt reaches the library's own message
+    shares = [1 - second_share, second_share] if len(written) == 2 else [1.0] * len(written)
+    clip_share = (style_share if written else 1.0) if style else 0.0
+    blend = [(text, share * (1 - clip_share)) for text, share in zip(written, shares)]
+    return None, blend, [(style, clip_share)] if style else []
 
 
 def serve(

@@ -209,6 +209,7 @@ def evaluate_cmd(
 
     from musiclm.codec import evaluate as ev
     from musiclm.data.manifest import read_manifest
+    from musiclm.files import write_text_atomic
 
     codec = _load(checkpoint, device)
     files = [c.path for m in data for c in read_manifest(m) if split == "all" or c.split == split][:clips]
@@ -219,10 +220,12 @@ def evaluate_cmd(
     out.mkdir(parents=True, exist_ok=True)
     text = ev.table(rows)
     ppl_text = ", ".join(f"{p:.0f}" for p in ppl)
-    (out / "table.md").write_text(
-        f"{text}\n\ncodebook perplexity per quantizer (of {codec.codebook_size}): {ppl_text}\n"
+    write_text_atomic(
+        out / "table.md",
+        f"{text}\n\ncodebook perplexity per quantizer (of {codec.codebook_size}): {ppl_text}\n",
     )
-    (out / "metrics.json").write_text(
+    write_text_atomic(
+        out / "metrics.json",
         json.dumps(
             {
                 "clips": len(audio),
@@ -232,7 +235,7 @@ def evaluate_cmd(
                 "steps": getattr(codec, "train_steps", None),
             },
             indent=1,
-        )
+        ),
     )
     ev.plot(rows, out / "plot.png", f"{len(audio)} x {seconds:g} s excerpts")
     typer.echo(text)

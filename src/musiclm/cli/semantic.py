@@ -27,6 +27,14 @@ semantic_app = typer.Typer(
 )
 app.add_typer(semantic_app, name="semantic")
 
+ShippedTokenizer = Annotated[
+    Path | None,
+    typer.Option(
+        help="Tokenizer folder written by fit-kmeans. Default: the shipped model's, "
+        "checkpoints/musiclm_small/semantic."
+    ),
+]
+
 # The engine's settings per preset: tiny for smoke runs, small for one CPU machine.
 CropSeconds = Annotated[float, typer.Option(help="Seconds of audio per training crop (the paper: 30).")]
 
@@ -106,7 +114,7 @@ def fit_kmeans(
 def tokenize(
     audio: Annotated[Path, typer.Argument(help="Audio file (any rate; resampled to the tokenizer's).")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the tokens (.npy, int64 [F]).")],
-    tokenizer: Annotated[Path, typer.Option(help="Tokenizer folder written by fit-kmeans.")],
+    tokenizer: ShippedTokenizer = None,
     device: Device = "cpu",
     overwrite: Overwrite = False,
 ) -> None:
@@ -116,10 +124,11 @@ def tokenize(
     from musiclm.audio import load_audio
     from musiclm.files import atomic_write, check_output
     from musiclm.interfaces import load_component
+    from musiclm.pipeline import SHIPPED_MODEL
     from musiclm.training.distributed import pick_device
 
     check_output(out, inputs=[audio], overwrite=overwrite)
-    model = load_component(tokenizer, pick_device(device))
+    model = load_component(tokenizer or SHIPPED_MODEL / "semantic", pick_device(device))
     tokens = model.tokenize(load_audio(audio, model.sample_rate)[None])[0].cpu()
     with atomic_write(out) as tmp, open(tmp, "wb") as f:
         np.save(f, tokens.numpy())
@@ -132,12 +141,7 @@ def tokenize(
 def probe(
     data: Manifests,
     out: Annotated[Path, typer.Option("--out", help="Where to write the figures (JSON).")],
-    tokenizer: Annotated[
-        Path | None,
-        typer.Option(
-            help="Tokenizer folder. Default: the shipped model's, checkpoints/musiclm_small/semantic."
-        ),
-    ] = None,
+    tokenizer: ShippedTokenizer = None,
     split: Annotated[str, typer.Option(help="Split whose clips are scored.")] = "test",
     train_split: Annotated[str, typer.Option(help="Split each token's notes are learned on.")] = "train",
     clips: Annotated[int, typer.Option(help="Clips of --split to score (drawn at random).")] = 100,

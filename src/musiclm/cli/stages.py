@@ -263,6 +263,15 @@ def generate(
             "makes the clip a third of the blend. Without a text prompt the clips alone are the prompt."
         ),
     ] = None,
+    blend: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="More text to blend in: --blend 'TEXT:WEIGHT', repeatable. Each prompt is blended with "
+            "these texts in MuLan's space as with --style clips, the prompt weighing 1: 'a slow organ "
+            "chorale:0.5' makes the chorale a third of the blend. Without a text prompt the blended texts "
+            "alone are the prompt: --blend 'a jig on fiddle:0.7' --blend 'a slow organ chorale:0.3'."
+        ),
+    ] = None,
     device: Device = "cpu",
 ) -> None:
     """Generate music from text and/or audio prompts (with a progress bar per stage, and one over the batches
@@ -271,7 +280,7 @@ def generate(
 
     from musiclm.audio import check_audio_out, save_audio
     from musiclm.files import check_output
-    from musiclm.pipeline import SHIPPED_MODEL, GenerationError, MusicLM, read_style, style_parts
+    from musiclm.pipeline import SHIPPED_MODEL, GenerationError, MusicLM
     from musiclm.progress import tqdm
     from musiclm.training.distributed import pick_device
 
@@ -280,22 +289,7 @@ def generate(
     checkpoint = checkpoint or SHIPPED_MODEL
     if batch_size < 1:
         raise typer.BadParameter(f"--batch-size must be at least 1, got {batch_size}")
-    texts = list(prompts or []) + (_prompt_texts(prompts_file) if prompts_file is not None else [])
-    segments = [_story_segment(item) for item in story or []]
-    empty = [i for i, text in enumerate(prompts or []) if not text.strip()]
-    if empty:
-        raise typer.BadParameter(f"prompt(s) at position {empty} are empty; describe the music to generate")
-    try:
-        styles = style_parts([_style_clip(item) for item in style or []], texts, segments)
-        for path, _ in styles:
-            read_style(path, STYLE_CHECK_RATE)
-    except GenerationError as err:
-        raise typer.BadParameter(str(err), param_hint="--style") from err
-    if not texts and not segments and not styles:
-        where = f" in {prompts_file}" if prompts_file is not None else ""
-        raise typer.BadParameter(
-            f"no prompts{where}: give one ('calm piano'), a --prompts-file, --style or --story"
-        )
+    texts, segments, styles, blended = _checked_prompts(prompts, prompts_file, story, style, blend)
     if not math.isfinite(duration) or duration <= 0:
         raise typer.BadParameter(f"--duration must be a positive number of seconds, got {duration:g}")
     shortest = _shortest_duration(checkpoint)
@@ -335,6 +329,7 @@ def generate(
                 top_p=top_p,
                 candidates=candidates,
                 style=styles,
+                blend=blended,
                 progress=len(batches) == 1,
             )
         except GenerationError as err:
@@ -347,6 +342,32 @@ def generate(
                 typer.echo(f"wrote {path} ({wav.shape[-1] / model.sample_rate:.1f} s)")
     if len(batches) > 1:
         typer.echo(f"wrote {count} files: {paths[0]} ... {paths[-1]} ({duration:g} s each)")
+
+
+def _checked_prompts(prompts, prompts_file, story, style, blend) -> tuple[list, list, list, list]:
+    """The texts, story segments, style clips and blended texts of a ``generate`` request, each refused
+    with its own message before the model loads (a style clip read at a low rate to tell its length and
+    loudness)."""
+    from musiclm.pipeline import GenerationError, prompt_blend, read_style
+
+    texts = list(prompts or []) + (_prompt_texts(prompts_file) if prompts_file is not None else [])
+    segments = [_story_segment(item) for item in story or []]
+    empty = [i for i, text in enumerate(prompts or []) if not text.strip()]
+    if empty:
+        raise typer.BadParameter(f"prompt(s) at position {empty} are empty; describe the music to generate")
+    blended = [_blended_text(item) for item in blend or []]
+    try:
+        styles, blended = prompt_blend(texts, segments, [_style_clip(item) for item in style or []], blended)
+        for path, _ in styles:
+            read_style(path, STYLE_CHECK_RATE)
+    except GenerationError as err:
+        raise typer.BadParameter(str(err)) from err
+    if not texts and not segments and not styles and not blended:
+        where = f" in {prompts_file}" if prompts_file is not None else ""
+        raise typer.BadParameter(
+            f"no prompts{where}: give one ('calm piano'), a --prompts-file, --style, --blend or --story"
+        )
+    return texts, segments, styles, blended
 
 
 def _shortest_duration(checkpoint: Path) -> float | None:
@@ -400,6 +421,15 @@ def _story_segment(item: str) -> tuple[str, float]:
         return story_segment(item)
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--story") from err
+
+
+def _blended_text(item: str) -> tuple[str, float]:
+    from musiclm.pipeline import blended_text
+
+    try:
+        return blended_text(item)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--blend") from err
 
 
 @app.command("eval-stage")

@@ -22,6 +22,7 @@ import typer
 
 from musiclm.cli.apps import train_app
 from musiclm.cli.common import Device, Manifests, OutDir, Preset, refusing_bad_input, setting_changes
+from musiclm.files import write_text_atomic
 
 TRAINED_PARTS = ("codec", "w2vbert", "mulan", "melody", "semantic_stage", "coarse_stage", "fine_stage")
 
@@ -156,8 +157,7 @@ def train_all(
                 run()
         barrier()
         if dist_info.is_main:
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(f"{time.perf_counter() - part_started:.1f} s\n")
+            write_text_atomic(marker, f"{time.perf_counter() - part_started:.1f} s\n")
     minutes = (time.perf_counter() - started) / 60
     echo(
         f"pipeline ready in {out / 'pipeline'} ({minutes:.1f} min); try:\n"

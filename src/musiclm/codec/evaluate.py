@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from musiclm.audio import MelSpectrogram, load_audio, save_audio
+from musiclm.files import atomic_write
 from musiclm.progress import tqdm
 
 OPUS_MIN_KBPS = 6.0  # libopus refuses less; lower targets are clamped up (and reported as such)
@@ -153,8 +154,11 @@ def plot(rows: list[Row], path: str | Path, title: str) -> Path:
     axes[0].legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=100, format=Path(path).suffix.lstrip("."))
+    finally:
+        plt.close(fig)
     return Path(path)
 
 

@@ -35,6 +35,7 @@ from musiclm.audio import (
 from musiclm.config import Config
 from musiclm.data.augment import Augment
 from musiclm.data.manifest import Clip, read_manifest
+from musiclm.files import write_text_atomic
 from musiclm.interfaces import load_component
 from musiclm.pretrained import PretrainedMixin
 from musiclm.training import Trainable, TrainConfig, Trainer, seed_everything
@@ -322,5 +323,5 @@ def train_classifier(
         ),
     ).fit()
     acc = accuracy(EvalClassifier.from_pretrained(out).eval(), heldout)
-    (Path(out) / "heldout_accuracy.json").write_text(json.dumps(acc, indent=2) + "\n")
+    write_text_atomic(Path(out) / "heldout_accuracy.json", json.dumps(acc, indent=2) + "\n")
     return acc

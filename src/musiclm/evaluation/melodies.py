@@ -33,6 +33,7 @@ import pretty_midi
 import torch
 
 from musiclm.audio import resample
+from musiclm.files import write_text_atomic
 
 SECONDS = 5.0
 RATE = 24000  # renders at the dataset's rate
@@ -328,6 +329,5 @@ def write_check(result: dict[str, Any], out_dir: str | Path, info: dict[str, Any
         for n, wav in enumerate(wavs):
             save_audio(out_dir / "audio" / row.replace(" ", "_") / f"{n:02d}.wav", wav, rate)
     scores = {"info": info, "summary": result["summary"], "rows": result["rows"]}
-    (out_dir / "melodies.json").write_text(json.dumps(scores, indent=1) + "\n")
-    (out_dir / "melodies.md").write_text(report_markdown(result, info))
-    return out_dir / "melodies.md"
+    write_text_atomic(out_dir / "melodies.json", json.dumps(scores, indent=1) + "\n")
+    return write_text_atomic(out_dir / "melodies.md", report_markdown(result, info))

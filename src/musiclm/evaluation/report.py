@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from musiclm.files import atomic_write, write_text_atomic  # noqa: E402
+
 ROW_NOTES = {
     "generated": "the model under test",
     "ground truth": "held-out real clips of the prompts (ceiling)",
@@ -137,9 +139,7 @@ def plot_spectrograms(path: Path, samples: dict[str, torch.Tensor], sample_rate:
         )
         ax.set_title(title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=80)
 
 
 def plot_bars(path: Path, metrics: dict[str, dict[str, Any]], prefix: str, title: str) -> Path | None:
@@ -157,9 +157,17 @@ def plot_bars(path: Path, metrics: dict[str, dict[str, Any]], prefix: str, title
     ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=80)
+
+
+def save_figure(fig, path: Path, dpi: int) -> Path:
+    """Save ``fig`` as ``path`` (its format from the extension) through a temporary file, and close it."""
+    try:
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip("."))
+    finally:
+        plt.close(fig)  # pyplot keeps every open figure alive otherwise
+    return Path(path)
 
 
 def write_report(
@@ -176,8 +184,8 @@ def write_report(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(
-        json.dumps({"info": info, "rows": metrics}, indent=2, default=str) + "\n"
+    write_text_atomic(
+        out / "metrics.json", json.dumps({"info": info, "rows": metrics}, indent=2, default=str) + "\n"
     )
     plots = [
         p
@@ -208,5 +216,4 @@ def write_report(
     ]
     md += asked_section(metrics) + moves_section(metrics, texts) + melody_section(metrics)
     md += [f"![{p.stem}]({p.name})" for p in plots]
-    (out / "report.md").write_text("\n".join(md) + "\n")
-    return out / "report.md"
+    return write_text_atomic(out / "report.md", "\n".join(md) + "\n")

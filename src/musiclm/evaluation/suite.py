@@ -25,6 +25,7 @@ from musiclm.evaluation.mcc import mcc_scores
 from musiclm.evaluation.melodies import note_change_rate, note_rate_ratios
 from musiclm.evaluation.melody import melody_agreement
 from musiclm.evaluation.prompts import Prompt
+from musiclm.files import write_text_atomic
 from musiclm.progress import tqdm
 
 
@@ -229,7 +230,7 @@ def claim_audio_folder(folder: Path, settings: dict[str, Any]) -> None:
                 "or delete that folder to generate afresh"
             )
         return
-    path.write_text(json.dumps(settings, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(settings, indent=2) + "\n")
 
 
 def generate_audio(

@@ -39,6 +39,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from musiclm.config import Config, ConfigError
+from musiclm.files import write_text_atomic
 from musiclm.pretrained import WEIGHTS_NAME, load_weights
 from musiclm.progress import tqdm
 from musiclm.training.checkpoint import (
@@ -206,7 +207,8 @@ class Trainer:
             self._grow_batch()
         if self.dist.is_main:  # the run is reproducible from its folder: the model's and training's settings
             model_config = getattr(model, "config", None)
-            (self.out_dir / RUN_FILE).write_text(
+            write_text_atomic(
+                self.out_dir / RUN_FILE,
                 json.dumps(
                     {
                         "model_type": getattr(model, "model_type", type(model).__name__),
@@ -216,7 +218,7 @@ class Trainer:
                     indent=2,
                     default=str,
                 )
-                + "\n"
+                + "\n",
             )
         runner = _StepRunner(model)
         self.runner: nn.Module = (
@@ -279,7 +281,7 @@ class Trainer:
             summary |= throughput.summary()
             for key in ("loss", "val/loss"):  # the curves
                 summary[key] = [[h["step"], h[key]] for h in self.history if key in h]
-            (self.out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+            write_text_atomic(self.out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
             shown = ("steps", "stopped", "batch_size", "minutes", "samples_per_s", "tokens_per_s", "mfu")
             figures = [(k, summary[k]) for k in shown if k in summary]
             tqdm.write(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in figures))
@@ -335,7 +337,9 @@ class Trainer:
         value = logs[f"val/{metric}"]
         if value < best and self.dist.is_main:
             self.averaged_model().save_pretrained(self.out_dir / BEST_DIR)
-            record.write_text(json.dumps({"step": self.step, "metric": metric, "value": value}) + "\n")
+            write_text_atomic(
+                record, json.dumps({"step": self.step, "metric": metric, "value": value}) + "\n"
+            )
         return logs
 
     def save_checkpoint(self) -> Path | None:
