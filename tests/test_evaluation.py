@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import re
+import sys
 
 import librosa
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 from typer.testing import CliRunner
 
 from musiclm.attributes import KIND_ATTRIBUTE, TEMPO_BANDS, tempo_class
-from musiclm.cli.main import app
+from musiclm.cli.main import app, main
 from musiclm.data.manifest import read_manifest, write_manifest
 from musiclm.evaluation import adherence, asked, fad, kld, melody, memorization, prompts
 from musiclm.evaluation.pairs import audio as pair_audio
@@ -619,7 +620,7 @@ def test_pair_shares_carry_their_uncertainty():
     assert summary["by_kind"]["mode"]["ci95"] == summary["ci95"] == pair_stats.wilson_interval(3, 4)
 
 
-def test_comparing_two_models_on_the_same_pairs(tmp_path):
+def test_comparing_two_models_on_the_same_pairs(tmp_path, monkeypatch, capsys):
     def run(seed: int, moved: list[bool]) -> dict:
         kinds = ["tempo", "mode"] * (len(moved) // 2)
         return {
@@ -658,8 +659,14 @@ def test_comparing_two_models_on_the_same_pairs(tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert json.loads(out.read_text())["all"]["second_only"] == 16
-    res = CliRunner().invoke(app, ["eval-pairs-compare", "--first", str(tmp_path), "--second", folders[1]])
-    assert res.exit_code != 0 and "has no pairs.json" in res.output
+    # through the real entry point: one `error:` line, however long the temporary path is
+    monkeypatch.setattr(
+        sys, "argv", ["musiclm", "eval-pairs-compare", "--first", str(tmp_path), "--second", folders[1]]
+    )
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err.startswith("error: ") and "has no pairs.json" in err
 
 
 def test_shipped_pairs_file():

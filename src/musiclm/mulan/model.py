@@ -350,7 +350,7 @@ class MuLan(Trainable, PretrainedMixin):
             return_tensors="pt",
             return_overflowing_tokens=False,
         )
-        lengths = [len(self.tokenizer(t, truncation=False)["input_ids"]) for t in texts]
+        lengths = [len(self.tokenizer(t, truncation=False, verbose=False)["input_ids"]) for t in texts]
         if max(lengths) > self.config.text_max_length and not self._warned_long:
             warnings.warn(
                 f"a text of {max(lengths)} tokens was truncated to the text tower's limit of "

@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from musiclm.files import atomic_write
+from musiclm.files import atomic_write, write_text_atomic
 
 META_FILE = "meta.json"
 # the code vectors of the MuLan whose tokens the shards hold: "codebook" stages embed its tokens by them
@@ -118,7 +118,7 @@ def pack_tokens(source: str | Path, out: str | Path, levels: int | None = None) 
         write_shard(out / shard.name, tensors, metadata, torch.int16)
     if (source / CODEBOOKS_FILE).is_file():
         shutil.copyfile(source / CODEBOOKS_FILE, out / CODEBOOKS_FILE)
-    (out / META_FILE).write_text(json.dumps(packed_meta, indent=2) + "\n")
+    write_text_atomic(out / META_FILE, json.dumps(packed_meta, indent=2) + "\n")
     return Packed(
         len(shards),
         sum(s.stat().st_size for s in shards),

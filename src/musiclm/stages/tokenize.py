@@ -258,7 +258,7 @@ def tokenize_clips(
     if meta_path.is_file() and json.loads(meta_path.read_text()) != meta:
         raise ValueError(f"{out} holds tokens of other parts ({meta_path} differs); use another --out")
     if rank == 0:
-        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+        write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
         save_codebooks(out, mulan, mulan_digest)
     shards = [s for s in range((len(clips) + shard_size - 1) // shard_size) if s % world_size == rank]
     todo = [s for s in shards if not _shard_path(out, s).is_file()]

@@ -10,6 +10,7 @@ from typing import Any
 from musiclm.attributes import KIND_ATTRIBUTE
 from musiclm.evaluation.pairs.file import Pair
 from musiclm.evaluation.pairs.statistics import summarize
+from musiclm.files import write_text_atomic
 
 
 def write_pairs_report(
@@ -30,7 +31,7 @@ def write_pairs_report(
             for i, p in enumerate(pairs)
         ],
     }
-    (out_dir / "pairs.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_text_atomic(out_dir / "pairs.json", json.dumps(result, indent=1) + "\n")
     kinds = [k for k in KIND_ATTRIBUTE if any(k in s["by_kind"] for s in summaries.values())]
 
     def cell(summary: dict, kind: str | None) -> str:
@@ -58,5 +59,5 @@ def write_pairs_report(
         for name, s in summaries.items()
     ]
     lines += ["", *[f"- {k}: {v}" for k, v in info.items()]]
-    (out_dir / "pairs.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(out_dir / "pairs.md", "\n".join(lines) + "\n")
     return result
