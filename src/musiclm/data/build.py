@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pretty_midi
 
 from musiclm.attributes import TEMPO_BANDS, register, tempo_class
 from musiclm.audio import save_audio
@@ -208,6 +209,16 @@ def _arrange(
     return _Arrangement(start_q, end_q, transpose, octave_bias, base, renders)
 
 
+@dataclasses.dataclass
+class _Mix:
+    """How a clip's MIDI is turned into sound: the soundfont (a key of the build's ``soundfonts``), the
+    output gain and whether reverb is on."""
+
+    soundfont: str
+    gain: float
+    reverb: bool
+
+
 def _render_clip(
     arrangement: _Arrangement,
     render: _Render,
@@ -221,14 +232,13 @@ def _render_clip(
     entry; None, with the reason in ``skipped``, for a window without notes or a failed, silent or clipped
     render."""
     spq = 60.0 / render.bpm
-    start_q, end_q = arrangement.start_q, arrangement.end_q
     # a hummed or whistled tune stays where a voice sings it (whistles above C6 are silent in TimGM6mb)
     octave_bias = 0 if render.is_melody else arrangement.octave_bias
     pm = window_midi(
         render.parts,
         render.programs,
-        start_q,
-        end_q,
+        arrangement.start_q,
+        arrangement.end_q,
         spq,
         arrangement.transpose,
         rng,
@@ -238,32 +248,77 @@ def _render_clip(
     if not pm.instruments:
         skipped.append(["no notes in the window", render.clip_id])
         return None
-    sf_names = list(soundfonts)
-    sf_weights = np.array([soundfonts[n][2] for n in sf_names])
-    sf_name = sf_names[rng.choice(len(sf_names), p=sf_weights / sf_weights.sum())]
-    gain, reverb = float(rng.uniform(0.25, 0.45)), bool(rng.random() < 0.5)
-    midi_path = opts.out / "midi" / f"{render.clip_id}.mid"
-    wav_path = opts.out / "clips" / f"{render.clip_id}.wav"
+    mix = _draw_mix(soundfonts, rng)
+    seconds = (arrangement.end_q - arrangement.start_q) * spq
+    wav = _render_audio(pm, render.clip_id, mix, seconds, soundfonts[mix.soundfont][0], opts, skipped)
+    if wav is None:
+        return None
+    attrs = _clip_attributes(arrangement, render, pm, mix, soundfonts[mix.soundfont][1], split)
+    names = [instruments.caption_name(p) for p in attrs["programs"]]
+    return {
+        "path": f"clips/{render.clip_id}.wav",
+        "duration": round(len(wav) / opts.sample_rate, 4),
+        "sample_rate": opts.sample_rate,
+        "split": split,
+        "captions": make_captions(attrs, names, rng, int(rng.integers(1, 4))),
+        "attributes": attrs,
+        "midi": f"midi/{render.clip_id}.mid",
+    }
+
+
+def _draw_mix(soundfonts: dict, rng: np.random.Generator) -> _Mix:
+    """A soundfont drawn by the build's weights, a gain and reverb on or off."""
+    names = list(soundfonts)
+    weights = np.array([soundfonts[n][2] for n in names])
+    name = names[rng.choice(len(names), p=weights / weights.sum())]
+    return _Mix(name, float(rng.uniform(0.25, 0.45)), bool(rng.random() < 0.5))
+
+
+def _render_audio(
+    pm: pretty_midi.PrettyMIDI,
+    clip_id: str,
+    mix: _Mix,
+    seconds: float,
+    soundfont_path: str,
+    opts: BuildOptions,
+    skipped: list,
+) -> np.ndarray | None:
+    """Write ``pm`` to ``midi/``, render it with ``mix`` and save the audio to ``clips/``; None, with the
+    reason in ``skipped``, for a failed, silent or clipped render (nothing is then saved to ``clips/``)."""
+    midi_path = opts.out / "midi" / f"{clip_id}.mid"
+    wav_path = opts.out / "clips" / f"{clip_id}.wav"
     midi_path.parent.mkdir(parents=True, exist_ok=True)
     wav_path.parent.mkdir(parents=True, exist_ok=True)
     pm.write(str(midi_path))
-    seconds = (end_q - start_q) * spq
     try:
-        wav, clipped = render_midi(midi_path, soundfonts[sf_name][0], opts.sample_rate, gain, reverb, seconds)
+        wav, clipped = render_midi(midi_path, soundfont_path, opts.sample_rate, mix.gain, mix.reverb, seconds)
     except RenderError as err:
-        skipped.append(["render failed", f"{render.clip_id}: {str(err)[:160]}"])
+        skipped.append(["render failed", f"{clip_id}: {str(err)[:160]}"])
         return None
     rms = float(np.sqrt(np.mean(wav**2))) if wav.size else 0.0
     if rms < 1e-4:
-        skipped.append(["silent render", render.clip_id])
+        skipped.append(["silent render", clip_id])
         return None
     if clipped > 1e-3:
-        skipped.append(["clipped render", f"{render.clip_id}: {clipped:.2%} of samples"])
+        skipped.append(["clipped render", f"{clip_id}: {clipped:.2%} of samples"])
         return None
     save_audio(wav_path, wav, opts.sample_rate)  # atomic: a killed build leaves no half clip
+    return wav
+
+
+def _clip_attributes(
+    arrangement: _Arrangement,
+    render: _Render,
+    pm: pretty_midi.PrettyMIDI,
+    mix: _Mix,
+    soundfont_license: str,
+    split: str,
+) -> dict[str, Any]:
+    """The manifest attributes of a rendered clip: the arrangement's shared ones and what this render
+    used."""
     used = [i.program for i in pm.instruments]
     base = arrangement.base
-    attrs = {
+    return {
         "instruments": list(dict.fromkeys(instruments.gm_name(p) for p in used)),
         "families": list(dict.fromkeys(instruments.FAMILY_OF[p] for p in used)),
         "programs": used,
@@ -275,23 +330,13 @@ def _render_clip(
         "register": register([n.pitch for i in pm.instruments for n in i.notes]),
         "articulation": instruments.articulation(used),
         "lineup": render.lineup,
-        "soundfont": sf_name,
-        "gain": round(gain, 3),
-        "reverb": reverb,
+        "soundfont": mix.soundfont,
+        "gain": round(mix.gain, 3),
+        "reverb": mix.reverb,
         "tuning_cents": round(render.bend_cents, 1),
         "is_melody": render.is_melody,
-        "license": f"{corpus.LICENSE}; rendered with {sf_name} ({soundfonts[sf_name][1]})",
+        "license": f"{corpus.LICENSE}; rendered with {mix.soundfont} ({soundfont_license})",
         "caption_set": "train" if split == "train" else "heldout",
-    }
-    names = [instruments.caption_name(p) for p in used]
-    return {
-        "path": f"clips/{render.clip_id}.wav",
-        "duration": round(len(wav) / opts.sample_rate, 4),
-        "sample_rate": opts.sample_rate,
-        "split": split,
-        "captions": make_captions(attrs, names, rng, int(rng.integers(1, 4))),
-        "attributes": attrs,
-        "midi": f"midi/{render.clip_id}.mid",
     }
 
 
