@@ -17,11 +17,12 @@ blend with weights in MuLan's joint space before quantisation (``blend``, ``styl
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import itertools
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,68 +90,92 @@ def generate_tokens(
     stage).
     """
     sem, coarse, fine = stages.semantic, stages.coarse, stages.fine
-    batch = mulan[0][1].shape[0]
     n_sem = round(seconds * sem.frame_rate)
     n_ac = round(seconds * coarse.frame_rate)
     ratio = sem.frame_rate / coarse.frame_rate
-
-    def tokens_at(frame: int, rate: float) -> torch.Tensor:
-        t = frame / rate + 1e-6
-        return [tokens for start, tokens in mulan if start <= t][-1]
-
-    def melody_at(start: int) -> torch.Tensor | None:
-        if melody is None:  # a melody-conditioned stage then sees NULL melody tokens
-            return None
-        return sem.melody_windows(melody, start, melody_hop)
-
-    def bar(name: str, total: int):
-        return tqdm(total=total, desc=f"{name} stage", unit="frame", disable=not progress, leave=False)
-
-    with bar("semantic", n_sem) as b:
-        semantic = generate_stage(
-            sem,
-            lambda s, n, e: sem.condition(mulan=tokens_at(n, sem.frame_rate), melody=melody_at(s)),
-            n_sem,
-            batch,
-            samplings[0],
-            prompt=None if prompt_semantic is None else prompt_semantic[:, None],
-            generator=generator,
-            on_frame=b.update,
-            use_cache=use_cache,
-        )[:, 0]
     qc = coarse.levels
-    with bar("coarse", n_ac) as b:
-        coarse_codes = generate_stage(
-            coarse,
-            lambda s, n, e: coarse.condition(
-                mulan=tokens_at(n, coarse.frame_rate),
-                semantic=semantic[:, round(s * ratio) : round(e * ratio)],
-            ),
-            n_ac,
-            batch,
-            samplings[1],
-            prompt=None if prompt_acoustic is None else prompt_acoustic[:, :qc],
-            generator=generator,
-            on_frame=b.update,
-            use_cache=use_cache,
-            aligned=lambda s, e: coarse.aligned(s, e, semantic=semantic),
+    sample = functools.partial(
+        _sample_stage, batch=mulan[0][1].shape[0], generator=generator, progress=progress, use_cache=use_cache
+    )
+
+    def semantic_condition(start: int, new: int, end: int) -> torch.Tensor:
+        tokens = _mulan_in_force(mulan, new, sem.frame_rate)
+        # without a melody, a melody-conditioned stage sees NULL melody tokens
+        melody_tokens = None if melody is None else sem.melody_windows(melody, start, melody_hop)
+        return sem.condition(mulan=tokens, melody=melody_tokens)
+
+    def coarse_condition(start: int, new: int, end: int) -> torch.Tensor:
+        return coarse.condition(
+            mulan=_mulan_in_force(mulan, new, coarse.frame_rate),
+            semantic=semantic[:, round(start * ratio) : round(end * ratio)],
         )
+
+    semantic = sample(
+        "semantic",
+        sem,
+        n_sem,
+        samplings[0],
+        semantic_condition,
+        prompt=None if prompt_semantic is None else prompt_semantic[:, None],
+    )[:, 0]
+    coarse_codes = sample(
+        "coarse",
+        coarse,
+        n_ac,
+        samplings[1],
+        coarse_condition,
+        prompt=None if prompt_acoustic is None else prompt_acoustic[:, :qc],
+        aligned=lambda start, end: coarse.aligned(start, end, semantic=semantic),
+    )
     if fine is None:
         return {"semantic": semantic, "coarse": coarse_codes}
-    with bar("fine", n_ac) as b:
-        fine_codes = generate_stage(
-            fine,
-            lambda s, n, e: fine.condition(coarse=coarse_codes[..., s:e]),
-            n_ac,
-            batch,
-            samplings[2],
-            prompt=None if prompt_acoustic is None else prompt_acoustic[:, qc:],
-            generator=generator,
-            on_frame=b.update,
-            use_cache=use_cache,
-            aligned=lambda s, e: fine.aligned(s, e, coarse=coarse_codes),
-        )
+    fine_codes = sample(
+        "fine",
+        fine,
+        n_ac,
+        samplings[2],
+        lambda start, new, end: fine.condition(coarse=coarse_codes[..., start:end]),
+        prompt=None if prompt_acoustic is None else prompt_acoustic[:, qc:],
+        aligned=lambda start, end: fine.aligned(start, end, coarse=coarse_codes),
+    )
     return {"semantic": semantic, "coarse": coarse_codes, "fine": fine_codes}
+
+
+def _mulan_in_force(mulan: Sequence[tuple[float, torch.Tensor]], frame: int, rate: float) -> torch.Tensor:
+    """The MuLan tokens of the schedule ``mulan`` in force at ``frame`` of a stream of ``rate`` frames a
+    second (a hair after the frame's start, so a segment starting on it counts despite float rounding)."""
+    second = frame / rate + 1e-6
+    return [tokens for start, tokens in mulan if start <= second][-1]
+
+
+def _sample_stage(
+    name: str,
+    stage: StageLM,
+    frames: int,
+    sampling: Sampling,
+    condition: Callable[[int, int, int], torch.Tensor],
+    prompt: torch.Tensor | None,
+    aligned: Callable[[int, int], torch.Tensor] | None = None,
+    *,
+    batch: int,
+    generator: torch.Generator | None,
+    progress: bool,
+    use_cache: bool,
+) -> torch.Tensor:
+    """:func:`~musiclm.stages.sampling.generate_stage` of one stage, behind a progress bar of its frames."""
+    with tqdm(total=frames, desc=f"{name} stage", unit="frame", disable=not progress, leave=False) as bar:
+        return generate_stage(
+            stage,
+            condition,
+            frames,
+            batch,
+            sampling,
+            prompt=prompt,
+            generator=generator,
+            on_frame=bar.update,
+            use_cache=use_cache,
+            aligned=aligned,
+        )
 
 
 def stage_config(stage: str, preset: str, vocab: dict) -> StageConfig:
