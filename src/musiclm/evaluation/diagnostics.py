@@ -181,68 +181,19 @@ def real_semantic(
     """Decode real semantic tokens of held-out clips (``shards``, their audio ``paths``) through coarse +
     fine + codec (see the module doc); ``data`` is the coarse stage's dataset (which MuLan window a clip's
     start has)."""
-    coarse, fine, codec = pipeline.stages.coarse, pipeline.stages.fine, pipeline.codec
-    sem_frames, ac_frames = round(seconds * coarse.config.semantic_rate), round(seconds * coarse.frame_rate)
+    coarse = pipeline.stages.coarse
+    sem_frames = round(seconds * coarse.config.semantic_rate)
     chosen = list(
         islice(((c, p) for c, p in zip(shards, paths) if c["semantic"].shape[-1] >= sem_frames), clips)
     )
     if not chosen:
         raise ValueError(f"no held-out clip is {seconds} s long; use --seconds below the clips' length")
-    device = coarse.output_heads.device
-    g = torch.Generator(device).manual_seed(seed)
-    qc = coarse.levels
-
-    def with_fine(coarse_codes: torch.Tensor) -> torch.Tensor:
-        """The coarse codes and, with a fine stage, the fine codes it samples for them."""
-        if fine is None:
-            return coarse_codes
-        fine_codes = generate_stage(
-            fine,
-            lambda s, n, e: fine.condition(coarse=coarse_codes[..., s:e]),
-            ac_frames,
-            1,
-            Sampling(PAPER_TEMPERATURES[2]),
-            generator=g,
-            aligned=lambda s, e: fine.aligned(s, e, coarse=coarse_codes),
-        )
-        return torch.cat([coarse_codes, fine_codes], dim=1)
-
-    rates, mel = [], {"real_coarse": [], "real_all_levels": []}
-    if fine is not None:
-        mel["real_coarse_fine_stage"] = []
+    generator = torch.Generator(coarse.output_heads.device).manual_seed(seed)
+    rates, distances = [], []
     for clip, path in tqdm(chosen, desc="real semantic -> coarse -> fine", unit="clip"):
-        semantic = clip["semantic"][None, :sem_frames].long().to(device)
-        mulan = data.audio_tokens(clip, 0.0).to(device)
-        coarse_codes = generate_stage(
-            coarse,
-            lambda s, n, e: coarse.condition(mulan=mulan, semantic=semantic[:, s // 2 : (e + 1) // 2]),
-            ac_frames,
-            1,
-            # the pipeline's guidance, as generation samples: a stage that guides its semantic tokens plays
-            # them under guidance only
-            Sampling(PAPER_TEMPERATURES[1], guidance=pipeline.guidance),
-            generator=g,
-            aligned=lambda s, e: coarse.aligned(s, e, semantic=semantic),
-        )
-        generated = codec.decode(with_fine(coarse_codes))[0].cpu()  # librosa reads NumPy
-        real = load_audio(path, codec.sample_rate)[: generated.shape[-1]]
-        rates.append(
-            [
-                measure(wav, codec.sample_rate)
-                for measure in (onset_rate, median_pitch, polyphony)
-                for wav in (generated, real)
-            ]
-        )
-        real_codes = clip["acoustic"][None, :, :ac_frames].long().to(device)
-        length = min(real.shape[-1], generated.shape[-1])
-        decodes = {
-            "real_coarse": codec.decode(real_codes[:, :qc]),
-            "real_all_levels": codec.decode(real_codes),
-        }
-        if fine is not None:
-            decodes["real_coarse_fine_stage"] = codec.decode(with_fine(real_codes[:, :qc]))
-        for name, wav in decodes.items():
-            mel[name].append(mel_distance(wav[0, :length].cpu(), real[:length], codec.sample_rate))
+        clip_rates, clip_distances = _decode_real_semantic(pipeline, data, clip, path, seconds, generator)
+        rates.append(clip_rates)
+        distances.append(clip_distances)
     generated_rates, real_rates, generated_pitch, real_pitch, generated_voices, real_voices = np.array(
         rates
     ).T
@@ -256,5 +207,75 @@ def real_semantic(
         "onset_rate_correlation": correlation(generated_rates, real_rates),
         "median_pitch_correlation": correlation(generated_pitch, real_pitch),
         "polyphony_correlation": correlation(generated_voices, real_voices),
-        **{f"mel_distance_{k}": float(np.mean(v)) for k, v in mel.items()},
+        **{f"mel_distance_{k}": float(np.mean([d[k] for d in distances])) for k in distances[0]},
     }
+
+
+def _decode_real_semantic(
+    pipeline: MusicLM,
+    data: StageDataset,
+    clip: dict[str, torch.Tensor],
+    path: str,
+    seconds: float,
+    generator: torch.Generator,
+) -> tuple[list[float], dict[str, float]]:
+    """One clip of :func:`real_semantic`: its first ``seconds`` of real semantic tokens through the coarse
+    (and fine) stage and the codec. Returns the onset rate, median pitch and polyphony of the generated
+    audio and of the real clip (in that order, generated first in each pair), and the mel distance to the
+    real clip of each codec decode of real acoustic levels."""
+    coarse, fine, codec = pipeline.stages.coarse, pipeline.stages.fine, pipeline.codec
+    sem_frames, ac_frames = round(seconds * coarse.config.semantic_rate), round(seconds * coarse.frame_rate)
+    device = coarse.output_heads.device
+    semantic = clip["semantic"][None, :sem_frames].long().to(device)
+    mulan = data.audio_tokens(clip, 0.0).to(device)
+    coarse_codes = generate_stage(
+        coarse,
+        lambda s, n, e: coarse.condition(mulan=mulan, semantic=semantic[:, s // 2 : (e + 1) // 2]),
+        ac_frames,
+        1,
+        # the pipeline's guidance, as generation samples: a stage that guides its semantic tokens plays
+        # them under guidance only
+        Sampling(PAPER_TEMPERATURES[1], guidance=pipeline.guidance),
+        generator=generator,
+        aligned=lambda s, e: coarse.aligned(s, e, semantic=semantic),
+    )
+    codes = _with_fine_codes(fine, coarse_codes, ac_frames, generator)
+    generated = codec.decode(codes)[0].cpu()  # librosa reads NumPy
+    real = load_audio(path, codec.sample_rate)[: generated.shape[-1]]
+    rates = [
+        measure(wav, codec.sample_rate)
+        for measure in (onset_rate, median_pitch, polyphony)
+        for wav in (generated, real)
+    ]
+    real_codes = clip["acoustic"][None, :, :ac_frames].long().to(device)
+    length = min(real.shape[-1], generated.shape[-1])
+    decodes = {
+        "real_coarse": codec.decode(real_codes[:, : coarse.levels]),
+        "real_all_levels": codec.decode(real_codes),
+    }
+    if fine is not None:
+        decodes["real_coarse_fine_stage"] = codec.decode(
+            _with_fine_codes(fine, real_codes[:, : coarse.levels], ac_frames, generator)
+        )
+    return rates, {
+        name: mel_distance(wav[0, :length].cpu(), real[:length], codec.sample_rate)
+        for name, wav in decodes.items()
+    }
+
+
+def _with_fine_codes(
+    fine: StageLM | None, coarse_codes: torch.Tensor, frames: int, generator: torch.Generator
+) -> torch.Tensor:
+    """``coarse_codes [1, Qc, F]`` and, with a fine stage, the ``frames`` fine codes it samples for them."""
+    if fine is None:
+        return coarse_codes
+    fine_codes = generate_stage(
+        fine,
+        lambda s, n, e: fine.condition(coarse=coarse_codes[..., s:e]),
+        frames,
+        1,
+        Sampling(PAPER_TEMPERATURES[2]),
+        generator=generator,
+        aligned=lambda s, e: fine.aligned(s, e, coarse=coarse_codes),
+    )
+    return torch.cat([coarse_codes, fine_codes], dim=1)

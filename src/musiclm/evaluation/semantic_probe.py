@@ -24,6 +24,7 @@ MIDI pitch. On the test clips each frame is then predicted from its token alone:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -101,12 +102,24 @@ def _tokenized(tokenizer, clips: Sequence[Clip], desc: str):
         yield (wav, tokens, *score_frames(clip.midi, len(tokens), tokenizer.frame_rate))
 
 
-def probe(
-    tokenizer, train: Sequence[Clip], test: Sequence[Clip], context_seconds: float = 2.0, seed: int = 0
-) -> dict[str, Any]:
-    """The probe's figures (module doc) for ``tokenizer`` (any :class:`~musiclm.interfaces.SemanticTokenizer`)
-    learned on ``train`` clips and read on ``test`` clips; both need their MIDI."""
-    vocab, rate = tokenizer.vocab_size, tokenizer.frame_rate
+@dataclasses.dataclass
+class _TokenNotes:
+    """What the train clips say of each token ``[V]``: the mean of its frames' pitch-class roll ``[V, 12]``,
+    onset indicator, notes sounding and mean sounding pitch (NaN for a token never heard over a note); the
+    onset threshold that maximises onset F1 on them; how many clips and frames it was learned from."""
+
+    pitch_classes: np.ndarray
+    onset_rate: np.ndarray
+    polyphony: np.ndarray
+    pitch: np.ndarray
+    onset_threshold: float
+    clips: int
+    frames: int
+
+
+def _learn_token_notes(tokenizer, train: Sequence[Clip]) -> _TokenNotes:
+    """What each token plays, averaged over its frames in the ``train`` clips."""
+    vocab = tokenizer.vocab_size
     count, onset_sum, poly_sum = np.zeros(vocab), np.zeros(vocab), np.zeros(vocab)
     pc_sum, pitch_sum, pitch_frames = np.zeros((vocab, 12)), np.zeros(vocab), np.zeros(vocab)
     train_tokens, train_onsets = [], []
@@ -123,14 +136,47 @@ def probe(
     if not train_tokens:
         raise ValueError("no usable train clip: the probe learns each token's notes from them")
     seen = np.maximum(count, 1)
-    pc_mean, onset_rate, poly_mean = pc_sum / seen[:, None], onset_sum / seen, poly_sum / seen
+    onset_rate = onset_sum / seen
     with np.errstate(invalid="ignore"):
         pitch_mean = pitch_sum / np.where(pitch_frames > 0, pitch_frames, np.nan)
     all_tokens, all_onsets = np.concatenate(train_tokens), np.concatenate(train_onsets)
     onset_threshold = max(
         ONSET_THRESHOLDS, key=lambda t: _f1(*_counts(onset_rate[all_tokens] >= t, all_onsets))
     )
+    return _TokenNotes(
+        pc_sum / seen[:, None],
+        onset_rate,
+        poly_sum / seen,
+        pitch_mean,
+        onset_threshold,
+        len(train_tokens),
+        len(all_tokens),
+    )
 
+
+def _context_agreement(tokenizer, wav, tokens: np.ndarray, context: int) -> tuple[int, int]:
+    """(frames agreeing, frames compared) of ``context`` frames of the clip's middle tokenized alone
+    against the same frames of the whole clip's ``tokens``; none compared for a clip no longer than the
+    context or a silent middle."""
+    if len(tokens) <= context:
+        return 0, 0
+    rate = tokenizer.frame_rate
+    first = (len(tokens) - context) // 2
+    start = round(first * tokenizer.sample_rate / rate)
+    piece = wav[start : start + round(context * tokenizer.sample_rate / rate)]
+    if piece.abs().max() < SILENCE_PEAK:
+        return 0, 0
+    alone = tokenizer.tokenize(piece[None])[0].cpu().numpy()
+    return int((alone == tokens[first : first + context]).sum()), context
+
+
+def probe(
+    tokenizer, train: Sequence[Clip], test: Sequence[Clip], context_seconds: float = 2.0, seed: int = 0
+) -> dict[str, Any]:
+    """The probe's figures (module doc) for ``tokenizer`` (any :class:`~musiclm.interfaces.SemanticTokenizer`)
+    learned on ``train`` clips and read on ``test`` clips; both need their MIDI."""
+    notes = _learn_token_notes(tokenizer, train)
+    rate = tokenizer.frame_rate
     rng = np.random.default_rng(seed)
     totals = {k: np.zeros(3) for k in ("pc", "pc_shuffled", "onset", "onset_shuffled")}
     per_clip: dict[str, list[float]] = {
@@ -144,36 +190,30 @@ def probe(
         shuffled = rng.permutation(tokens)
         pcs = _pitch_classes(roll)
         for name, toks in (("", tokens), ("_shuffled", shuffled)):
-            totals["pc" + name] += _counts(pc_mean[toks] >= PITCH_CLASS_THRESHOLD, pcs)
-            totals["onset" + name] += _counts(onset_rate[toks] >= onset_threshold, onsets)
+            totals["pc" + name] += _counts(notes.pitch_classes[toks] >= PITCH_CLASS_THRESHOLD, pcs)
+            totals["onset" + name] += _counts(notes.onset_rate[toks] >= notes.onset_threshold, onsets)
         seconds = len(tokens) / rate
         per_clip["rate"].append(float((tokens[1:] != tokens[:-1]).sum()) / seconds)
         per_clip["rate_true"].append(float(onsets.sum()) / seconds)
-        per_clip["pitch"].append(_median(pitch_mean[tokens]))
+        per_clip["pitch"].append(_median(notes.pitch[tokens]))
         per_clip["pitch_true"].append(_median(_mean_pitch(roll)))
-        per_clip["poly"].append(float(poly_mean[tokens].mean()))
+        per_clip["poly"].append(float(notes.polyphony[tokens].mean()))
         per_clip["poly_true"].append(float(roll.sum(1).mean()))
-        if len(tokens) > context:
-            first = (len(tokens) - context) // 2
-            start = round(first * tokenizer.sample_rate / rate)
-            piece = wav[start : start + round(context * tokenizer.sample_rate / rate)]
-            if piece.abs().max() >= SILENCE_PEAK:
-                alone = tokenizer.tokenize(piece[None])[0].cpu().numpy()
-                agree += int((alone == tokens[first : first + context]).sum())
-                compared += context
+        clip_agree, clip_compared = _context_agreement(tokenizer, wav, tokens, context)
+        agree, compared = agree + clip_agree, compared + clip_compared
     if not per_clip["rate"]:
         raise ValueError("no usable test clip")
     return {
-        "train_clips": len(train_tokens),
-        "train_frames": len(all_tokens),
+        "train_clips": notes.clips,
+        "train_frames": notes.frames,
         "test_clips": len(per_clip["rate"]),
-        "vocab_size": vocab,
+        "vocab_size": tokenizer.vocab_size,
         "tokens_used_on_test": len(used),
         "pitch_class_f1": _f1(*totals["pc"]),
         "pitch_class_f1_shuffled": _f1(*totals["pc_shuffled"]),
         "onset_f1": _f1(*totals["onset"]),
         "onset_f1_shuffled": _f1(*totals["onset_shuffled"]),
-        "onset_threshold": float(onset_threshold),
+        "onset_threshold": float(notes.onset_threshold),
         "note_rate_r": correlation(per_clip["rate"], per_clip["rate_true"]),
         "median_pitch_r": correlation(per_clip["pitch"], per_clip["pitch_true"]),
         "polyphony_r": correlation(per_clip["poly"], per_clip["poly_true"]),
