@@ -387,15 +387,7 @@ def run_evaluation(
 
     t0 = time.perf_counter()
     skips = skips if skips is not None else SkipLog(Path(out_dir) / SKIPPED_FILE)
-    if all(p.reference is not None for p in prompts):
-        paired = [
-            usable_clip(Clip(p.reference, p.duration, offset=p.reference_offset), sample_rate, seconds, skips)
-            if generated[i] is not None
-            else None
-            for i, p in enumerate(prompts)
-        ]
-    else:
-        paired = None
+    paired = _paired_references(prompts, generated, sample_rate, seconds, skips)
     keep = [i for i, w in enumerate(generated) if w is not None and (paired is None or paired[i] is not None)]
     if not keep:
         raise EvalError(f"none of the {len(prompts)} prompts has usable audio; see {skips.path}")
@@ -404,51 +396,20 @@ def run_evaluation(
     paired = None if paired is None else [paired[i] for i in keep]
     heldout = [c for c in reference_clips if c.split != "train"]
     train = [c for c in reference_clips if c.split == "train"]
-    spare, fad_ref = [], []
-    for clip in spare_reference(prompts, heldout, under_test, reference_clips_min):
-        wav = usable_clip(clip, sample_rate, seconds, skips)
-        if wav is not None:
-            spare.append(clip)
-            fad_ref.append(wav)
-    if len(fad_ref) < reference_clips_min:
-        raise EvalError(
-            f"{len(fad_ref)} usable spare held-out clips, {reference_clips_min} needed (see {skips.path})"
-        )
+    spare, fad_ref = _fad_reference(
+        prompts, heldout, under_test, reference_clips_min, sample_rate, seconds, skips
+    )
     rows: dict[str, list[torch.Tensor]] = {"generated": generated}
     if paired is not None:
         rows["ground truth"] = paired
         if codec is not None:
-            with torch.no_grad():
-                rows["codec resynthesis"] = [
-                    resample(
-                        codec.decode(codec.encode(resample(w, sample_rate, codec.sample_rate)[None]))[0],
-                        codec.sample_rate,
-                        sample_rate,
-                    )[: w.shape[-1]]
-                    for w in paired
-                ]
-    kld_ref = None
-    if all(any(p.attributes.get(k) for k in KLD_KEYS) for p in prompts):
-        loaded = {id(clip): wav for clip, wav in zip(spare, fad_ref)}
-        kld_ref = [loaded[id(clip)] for clip in matched_references(prompts, spare, seed)]
-    floor: list[torch.Tensor] = []
-    for i in np.random.default_rng(seed).permutation(len(train)):  # random clips, unusable ones passed over
-        if len(floor) == len(prompts):
-            break
-        wav = usable_clip(train[i], sample_rate, seconds, skips)
-        if wav is not None:
-            floor.append(wav)
+            rows["codec resynthesis"] = _codec_resynthesis(codec, paired, sample_rate)
+    kld_ref = _kld_reference(prompts, spare, fad_ref, seed)
+    floor = _random_training(train, len(prompts), sample_rate, seconds, skips, seed)
     if floor:
         rows["random training"] = [floor[i % len(floor)] for i in range(len(prompts))]
     metrics = evaluate_rows(rows, prompts, sample_rate, ev, fad_ref, kld_ref, fad_inf)
-    if without_melody is not None and "per_clip_melody_chroma" in metrics["generated"]:
-        with_melody = metrics["generated"]["per_clip_melody_chroma"]
-        metrics["generated"].update(melody_baseline(prompts, with_melody, without_melody, sample_rate))
-    if "ground truth" in metrics:
-        real = metrics["ground truth"]["per_clip_note_rate"]
-        for name, m in metrics.items():
-            if name != "ground truth":
-                m.update(note_rate_ratios(m["per_clip_note_rate"], real))
+    _add_baseline_figures(metrics, prompts, without_melody, sample_rate)
     info = {
         "prompts": len(prompts),
         "seconds_per_clip": seconds,
@@ -469,3 +430,96 @@ def run_evaluation(
     if summary:
         tqdm.write(summary)
     return metrics
+
+
+def _paired_references(
+    prompts: list[Prompt], generated: list, sample_rate: int, seconds: float, skips: SkipLog
+) -> list[torch.Tensor | None] | None:
+    """Each prompt's own reference clip (None where it or the prompt's audio is unusable); None unless
+    every prompt has a reference."""
+    if not all(p.reference is not None for p in prompts):
+        return None
+    return [
+        usable_clip(Clip(p.reference, p.duration, offset=p.reference_offset), sample_rate, seconds, skips)
+        if generated[i] is not None
+        else None
+        for i, p in enumerate(prompts)
+    ]
+
+
+def _fad_reference(
+    prompts: list[Prompt],
+    heldout: list,
+    under_test: list,
+    minimum: int,
+    sample_rate: int,
+    seconds: float,
+    skips: SkipLog,
+) -> tuple[list, list[torch.Tensor]]:
+    """The usable spare held-out clips (see :func:`spare_reference`) and their audio; an error with fewer
+    than ``minimum``."""
+    spare, audio = [], []
+    for clip in spare_reference(prompts, heldout, under_test, minimum):
+        wav = usable_clip(clip, sample_rate, seconds, skips)
+        if wav is not None:
+            spare.append(clip)
+            audio.append(wav)
+    if len(audio) < minimum:
+        raise EvalError(f"{len(audio)} usable spare held-out clips, {minimum} needed (see {skips.path})")
+    return spare, audio
+
+
+@torch.no_grad()
+def _codec_resynthesis(codec, wavs: list[torch.Tensor], sample_rate: int) -> list[torch.Tensor]:
+    """Each clip through the codec and back, at ``sample_rate`` and its own length."""
+    return [
+        resample(
+            codec.decode(codec.encode(resample(w, sample_rate, codec.sample_rate)[None]))[0],
+            codec.sample_rate,
+            sample_rate,
+        )[: w.shape[-1]]
+        for w in wavs
+    ]
+
+
+def _kld_reference(
+    prompts: list[Prompt], spare: list, spare_audio: list[torch.Tensor], seed: int
+) -> list[torch.Tensor] | None:
+    """Each prompt's best-matching spare clip's audio (:func:`matched_references`); None unless every prompt
+    names an attribute the KLD classifier judges."""
+    if not all(any(p.attributes.get(k) for k in KLD_KEYS) for p in prompts):
+        return None
+    loaded = {id(clip): wav for clip, wav in zip(spare, spare_audio)}
+    return [loaded[id(clip)] for clip in matched_references(prompts, spare, seed)]
+
+
+def _random_training(
+    train: list, count: int, sample_rate: int, seconds: float, skips: SkipLog, seed: int
+) -> list[torch.Tensor]:
+    """Up to ``count`` usable training clips drawn at random (the floor row; unusable ones passed over)."""
+    floor: list[torch.Tensor] = []
+    for i in np.random.default_rng(seed).permutation(len(train)):
+        if len(floor) == count:
+            break
+        wav = usable_clip(train[i], sample_rate, seconds, skips)
+        if wav is not None:
+            floor.append(wav)
+    return floor
+
+
+def _add_baseline_figures(
+    metrics: dict[str, dict[str, Any]],
+    prompts: list[Prompt],
+    without_melody: list[torch.Tensor | None] | None,
+    sample_rate: int,
+) -> None:
+    """Add the figures read against a baseline: the melody measure against the same prompts generated
+    without their melody, and each row's note-change rate against the ground truth's."""
+    if without_melody is not None and "per_clip_melody_chroma" in metrics["generated"]:
+        with_melody = metrics["generated"]["per_clip_melody_chroma"]
+        metrics["generated"].update(melody_baseline(prompts, with_melody, without_melody, sample_rate))
+    if "ground truth" in metrics:
+        real = metrics["ground truth"]["per_clip_note_rate"]
+        for name, m in metrics.items():
+            if name != "ground truth":
+                m.update(note_rate_ratios(m["per_clip_note_rate"], real))
