@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -294,7 +295,8 @@ def tokenize_clips(
                         del tensors[key]
                     continue
                 paths.append(str(clip.path))
-            _save_shard(_shard_path(out, s), tensors, paths, mulan_digest, fresh_captions, semantic_digest)
+            metadata = _shard_metadata(paths, mulan_digest, fresh_captions, semantic_digest)
+            write_shard(_shard_path(out, s), tensors, metadata)
     summary = skips.finish()
     if summary:
         tqdm.write(summary)
@@ -370,25 +372,25 @@ def refresh_mulan_tokens(
             f"this MuLan changes the token layout of {out} ({changed}, shards vs MuLan): tokenize again into "
             "a new folder"
         )
-    by_path = {str(c.path): c for c in clips}
     mulan_digest = fingerprint(mulan)
-    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if rank == 0:
+    if _rank_and_world_size()[0] == 0:
         save_codebooks(out, mulan, mulan_digest)
-    shards = sorted(out.glob("shard-*.safetensors"))[rank::world_size]
-    rewritten = 0
-    for shard in tqdm(shards, unit="shard", desc="refresh MuLan tokens", disable=not progress):
-        with safe_open(str(shard), "pt") as f:
-            info = f.metadata() or {}
-            if info.get("mulan") == mulan_digest and int(info.get("fresh_captions", 0)) == fresh_captions:
-                continue
-            tensors = {k: f.get_tensor(k) for k in f.keys() if not k.endswith(MULAN_TENSORS)}
-        paths = _listed_paths(shard, info, by_path)
-        for i, path in enumerate(paths):
-            tensors.update(_mulan_tensors(i, by_path[path], mulan, device, fresh_captions))
-        _save_shard(shard, tensors, paths, mulan_digest, fresh_captions, info.get("semantic"))
-        rewritten += 1
-    return rewritten
+    return _refresh_shards(
+        out,
+        clips,
+        "refresh MuLan tokens",
+        progress,
+        done=lambda info: (
+            info.get("mulan") == mulan_digest and int(info.get("fresh_captions", 0)) == fresh_captions
+        ),
+        dropped=MULAN_TENSORS,
+        refresh_clip=lambda i, clip, tensors: tensors.update(
+            _mulan_tensors(i, clip, mulan, device, fresh_captions)
+        ),
+        metadata=lambda info, paths: _shard_metadata(
+            paths, mulan_digest, fresh_captions, info.get("semantic")
+        ),
+    )
 
 
 @torch.no_grad()
@@ -410,33 +412,67 @@ def refresh_semantic_tokens(
     meta = read_meta(out)
     if PACKED_LEVELS in meta:
         raise ValueError(f"{out} is a packed copy; refresh the folder it was packed from, then pack it again")
-    by_path = {str(c.path): c for c in clips}
     semantic_digest = fingerprint(semantic)
-    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    shards = sorted(out.glob("shard-*.safetensors"))
-    rewritten = 0
-    for shard in tqdm(
-        shards[rank::world_size], unit="shard", desc="refresh semantic tokens", disable=not progress
-    ):
-        with safe_open(str(shard), "pt") as f:
-            info = f.metadata() or {}
-            if info.get("semantic") == semantic_digest:
-                continue
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        paths = _listed_paths(shard, info, by_path)
-        for i, path in enumerate(paths):
-            tokens = _semantic_tokens(
-                read_clip(by_path[path], semantic.sample_rate), semantic, device, window_seconds
-            )
-            tensors[f"{i}/semantic"], tensors[f"{i}/acoustic"] = _shared_frames(
-                tokens, tensors[f"{i}/acoustic"], semantic.frame_rate, meta["acoustic_rate"]
-            )
-        write_shard(shard, tensors, {**info, "semantic": semantic_digest})
-        rewritten += 1
-    if rank == 0:
+
+    def replace_semantic(i: int, clip: Clip, tensors: dict[str, torch.Tensor]) -> None:
+        tokens = _semantic_tokens(read_clip(clip, semantic.sample_rate), semantic, device, window_seconds)
+        tensors[f"{i}/semantic"], tensors[f"{i}/acoustic"] = _shared_frames(
+            tokens, tensors[f"{i}/acoustic"], semantic.frame_rate, meta["acoustic_rate"]
+        )
+
+    rewritten = _refresh_shards(
+        out,
+        clips,
+        "refresh semantic tokens",
+        progress,
+        done=lambda info: info.get("semantic") == semantic_digest,
+        dropped=(),
+        refresh_clip=replace_semantic,
+        metadata=lambda info, paths: {**info, "semantic": semantic_digest},
+    )
+    if _rank_and_world_size()[0] == 0:
         meta.update(semantic_vocab=semantic.vocab_size, semantic_rate=float(semantic.frame_rate))
         write_text_atomic(out / META_FILE, json.dumps(meta, indent=2) + "\n")
     return rewritten
+
+
+def _refresh_shards(
+    out: Path,
+    clips: list[Clip],
+    desc: str,
+    progress: bool,
+    *,
+    done: Callable[[dict[str, str]], bool],
+    dropped: tuple[str, ...],
+    refresh_clip: Callable[[int, Clip, dict[str, torch.Tensor]], None],
+    metadata: Callable[[dict[str, str], list[str]], dict[str, str]],
+) -> int:
+    """The shard loop of the refresh jobs, over this rank's shards of ``out`` (every ``world_size``-th under
+    ``torchrun``). A shard whose metadata says it is ``done`` is passed over, so a killed job resumes; any
+    other is read without its tensors whose names end in ``dropped``, ``refresh_clip(i, clip, tensors)``
+    puts each of its clips' new tokens into ``tensors``, and it is written back with ``metadata(info,
+    paths)`` (``info``: its old metadata). Returns the number of shards rewritten."""
+    by_path = {str(c.path): c for c in clips}
+    rank, world_size = _rank_and_world_size()
+    shards = sorted(out.glob("shard-*.safetensors"))[rank::world_size]
+    rewritten = 0
+    for shard in tqdm(shards, unit="shard", desc=desc, disable=not progress):
+        with safe_open(str(shard), "pt") as f:
+            info = f.metadata() or {}
+            if done(info):
+                continue
+            tensors = {k: f.get_tensor(k) for k in f.keys() if not k.endswith(dropped)}
+        paths = _listed_paths(shard, info, by_path)
+        for i, path in enumerate(paths):
+            refresh_clip(i, by_path[path], tensors)
+        write_shard(shard, tensors, metadata(info, paths))
+        rewritten += 1
+    return rewritten
+
+
+def _rank_and_world_size() -> tuple[int, int]:
+    """This process's rank and the number of ranks under ``torchrun`` (0 and 1 outside it)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
 def _listed_paths(shard: Path, info: dict[str, str], by_path: dict[str, Clip]) -> list[str]:
@@ -457,18 +493,13 @@ def save_codebooks(out: Path, mulan: Conditioner, mulan_digest: str) -> None:
         save_file({"codebooks": codebooks}, str(tmp), metadata={"mulan": mulan_digest})
 
 
-def _save_shard(
-    path: Path,
-    tensors: dict[str, torch.Tensor],
-    paths: list[str],
-    mulan_digest: str,
-    fresh_captions: int,
-    semantic_digest: str | None,
-) -> None:
+def _shard_metadata(
+    paths: list[str], mulan_digest: str, fresh_captions: int, semantic_digest: str | None
+) -> dict[str, str]:
     metadata = {"paths": json.dumps(paths), "mulan": mulan_digest, "fresh_captions": str(fresh_captions)}
     if semantic_digest is not None:  # shards written before it was kept lack it
         metadata["semantic"] = semantic_digest
-    write_shard(path, tensors, metadata)
+    return metadata
 
 
 def _shard_path(out: Path, shard: int) -> Path:
