@@ -48,8 +48,160 @@ STORY_HELP = (
 
 def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks:
     """The page for ``model``; ``checkpoint`` (its folder) only goes into the equivalent CLI command shown."""
-    mel = MelSpectrogram(model.sample_rate, n_fft=1024, hop_length=256, n_mels=80)
     default_guidance = model.guidance or 1.0  # the slider starts where the model measured best
+    generate = _generation_handler(model, checkpoint, default_guidance)
+    with gr.Blocks(title="musiclm", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
+        gr.Markdown(
+            "# musiclm: text in, music out\nDescribe the music; the small shipped model knows "
+            "folk tunes, fiddle tunes, chorales and early music on General MIDI instruments."
+        )
+        with gr.Row():
+            with gr.Column(scale=3):
+                prompt, duration, variations, seed = _prompt_panel()
+                melody, continuation, style, style_share = _audio_prompts()
+                second_prompt, second_share, story = _text_prompts()
+                guidance, temperature_sliders = _advanced_options(default_guidance)
+                button = gr.Button("Generate", variant="primary", elem_id="generate")
+            with gr.Column(scale=2):
+                info, outputs = _results_panel()
+        button.click(
+            generate,
+            [
+                prompt,
+                duration,
+                seed,
+                variations,
+                melody,
+                continuation,
+                story,
+                guidance,
+                *temperature_sliders,
+                style,
+                style_share,
+                second_prompt,
+                second_share,
+            ],
+            [info, *outputs],
+            concurrency_limit=1,
+        )
+    return app
+
+
+def _prompt_panel() -> tuple[gr.Textbox, gr.Slider, gr.Slider, gr.Number]:
+    """The prompt box with its examples, and the duration, variations and seed."""
+    prompt = gr.Textbox(
+        label="Prompt",
+        lines=2,
+        elem_id="prompt",
+        placeholder="a slow chorale for church organ in F major",
+    )
+    gr.Examples([[e] for e in EXAMPLES], inputs=[prompt], label="Prompts the model knows well")
+    with gr.Row():
+        duration = gr.Slider(1, MAX_SECONDS, value=10, step=1, label="Duration (s)", elem_id="duration")
+        variations = gr.Slider(1, MAX_VARIATIONS, value=1, step=1, label="Variations")
+        seed = gr.Number(-1, precision=0, minimum=-1, label="Seed (-1: random)", elem_id="seed")
+    return prompt, duration, variations, seed
+
+
+def _audio_prompts() -> tuple[gr.Audio, gr.Audio, gr.Audio, gr.Slider]:
+    """The folded-away audio prompts: a melody to follow, audio to continue, a clip to sound like (and its
+    share of the blend)."""
+    with gr.Accordion("Melody to follow", open=False):
+        melody = gr.Audio(
+            sources=["upload", "microphone"],
+            type="filepath",
+            label="Hum or whistle a melody (at least 4 s)",
+        )
+    with gr.Accordion("Continue an audio file", open=False):
+        continuation = gr.Audio(
+            sources=["upload"],
+            type="filepath",
+            label="Audio to continue (kept at the start of the result)",
+        )
+    with gr.Accordion("Sound like a clip", open=False):
+        style = gr.Audio(
+            sources=["upload"],
+            type="filepath",
+            label="Music to sound like (its MuLan audio tokens condition the stages)",
+        )
+        style_share = gr.Slider(
+            0,
+            1,
+            value=0.5,
+            step=0.05,
+            label="Blend: 0 the text only, 1 the clip only (without a text: the clip)",
+        )
+    return melody, continuation, style, style_share
+
+
+def _text_prompts() -> tuple[gr.Textbox, gr.Slider, gr.Textbox]:
+    """The folded-away text prompts: a second prompt to blend with (and its share), and a story."""
+    with gr.Accordion("Blend with a second prompt", open=False):
+        second_prompt = gr.Textbox(label="Second prompt", placeholder="a slow chorale for church organ")
+        second_share = gr.Slider(
+            0, 1, value=0.5, step=0.05, label="Blend: 0 the first prompt only, 1 the second only"
+        )
+    with gr.Accordion("Story mode", open=False):
+        story = gr.Textbox(
+            label="Story",
+            lines=4,
+            info=STORY_HELP,
+            placeholder="a calm piano piece: 5\na lively fiddle tune: 5",
+        )
+    return second_prompt, second_share, story
+
+
+def _advanced_options(default_guidance: float) -> tuple[gr.Slider, list[gr.Slider]]:
+    """The guidance slider and one temperature slider per stage, folded away."""
+    with gr.Accordion("Advanced", open=False, elem_id="advanced"):
+        guidance = gr.Slider(
+            1,
+            10,
+            value=default_guidance,
+            step=0.5,
+            label="Classifier-free guidance (1: off, as in the paper)",
+            elem_id="guidance",
+        )
+        temperature_sliders = [
+            gr.Slider(0.05, 2, value=t, step=0.05, label=f"Temperature, {stage} stage")
+            for stage, t in zip(("semantic", "coarse", "fine"), PAPER_TEMPERATURES)
+        ]
+    return guidance, temperature_sliders
+
+
+def _results_panel() -> tuple[gr.Markdown, list[gr.Audio | gr.Image]]:
+    """The line about the last result, then a player and a spectrogram per variation (the first shown)."""
+    info = gr.Markdown(elem_id="info")
+    outputs = []
+    for i in range(MAX_VARIATIONS):
+        outputs.append(
+            gr.Audio(
+                type="numpy",
+                format="wav",
+                interactive=False,
+                visible=i == 0,
+                buttons=["download"],
+                label="Result",
+                elem_id=f"result-{i}",
+            )
+        )
+        outputs.append(
+            gr.Image(
+                type="numpy",
+                interactive=False,
+                visible=i == 0,
+                show_label=False,
+                buttons=["download", "fullscreen"],
+                elem_id=f"spectrogram-{i}",
+            )
+        )
+    return info, outputs
+
+
+def _generation_handler(model: MusicLM, checkpoint: str | Path | None, default_guidance: float):
+    """The Generate button's function: its parameters are the page's inputs in the order the button passes
+    them; it returns the info line and an update of each player and spectrogram."""
+    mel = MelSpectrogram(model.sample_rate, n_fft=1024, hop_length=256, n_mels=80)
 
     @_messages_in_page
     def generate(
@@ -117,137 +269,21 @@ def build_app(model: MusicLM, checkpoint: str | Path | None = None) -> gr.Blocks
             + f" · {len(wavs)} × {seconds:g} s in {elapsed:.1f} s · the first from the command line: "
             f"`{shlex.join(command)}`"
         )
-        updates = []
-        for i in range(MAX_VARIATIONS):
-            shown = i < len(wavs)
-            label = f"variation {i + 1} · seed {seed + i}" if shown else None
-            updates.append(
-                gr.Audio(_pcm16(wavs[i], model.sample_rate) if shown else None, label=label, visible=shown)
-            )
-            updates.append(
-                gr.Image(_spectrogram(mel, wavs[i], model.sample_rate) if shown else None, visible=shown)
-            )
-        return [info, *updates]
+        return [info, *_result_updates(wavs, seed, mel, model.sample_rate)]
 
-    with gr.Blocks(title="musiclm", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
-        gr.Markdown(
-            "# musiclm: text in, music out\nDescribe the music; the small shipped model knows "
-            "folk tunes, fiddle tunes, chorales and early music on General MIDI instruments."
-        )
-        with gr.Row():
-            with gr.Column(scale=3):
-                prompt = gr.Textbox(
-                    label="Prompt",
-                    lines=2,
-                    elem_id="prompt",
-                    placeholder="a slow chorale for church organ in F major",
-                )
-                gr.Examples([[e] for e in EXAMPLES], inputs=[prompt], label="Prompts the model knows well")
-                with gr.Row():
-                    duration = gr.Slider(
-                        1, MAX_SECONDS, value=10, step=1, label="Duration (s)", elem_id="duration"
-                    )
-                    variations = gr.Slider(1, MAX_VARIATIONS, value=1, step=1, label="Variations")
-                    seed = gr.Number(-1, precision=0, minimum=-1, label="Seed (-1: random)", elem_id="seed")
-                with gr.Accordion("Melody to follow", open=False):
-                    melody = gr.Audio(
-                        sources=["upload", "microphone"],
-                        type="filepath",
-                        label="Hum or whistle a melody (at least 4 s)",
-                    )
-                with gr.Accordion("Continue an audio file", open=False):
-                    continuation = gr.Audio(
-                        sources=["upload"],
-                        type="filepath",
-                        label="Audio to continue (kept at the start of the result)",
-                    )
-                with gr.Accordion("Sound like a clip", open=False):
-                    style = gr.Audio(
-                        sources=["upload"],
-                        type="filepath",
-                        label="Music to sound like (its MuLan audio tokens condition the stages)",
-                    )
-                    style_share = gr.Slider(
-                        0,
-                        1,
-                        value=0.5,
-                        step=0.05,
-                        label="Blend: 0 the text only, 1 the clip only (without a text: the clip)",
-                    )
-                with gr.Accordion("Blend with a second prompt", open=False):
-                    second_prompt = gr.Textbox(
-                        label="Second prompt", placeholder="a slow chorale for church organ"
-                    )
-                    second_share = gr.Slider(
-                        0, 1, value=0.5, step=0.05, label="Blend: 0 the first prompt only, 1 the second only"
-                    )
-                with gr.Accordion("Story mode", open=False):
-                    story = gr.Textbox(
-                        label="Story",
-                        lines=4,
-                        info=STORY_HELP,
-                        placeholder="a calm piano piece: 5\na lively fiddle tune: 5",
-                    )
-                with gr.Accordion("Advanced", open=False, elem_id="advanced"):
-                    guidance = gr.Slider(
-                        1,
-                        10,
-                        value=default_guidance,
-                        step=0.5,
-                        label="Classifier-free guidance (1: off, as in the paper)",
-                        elem_id="guidance",
-                    )
-                    temperature_sliders = [
-                        gr.Slider(0.05, 2, value=t, step=0.05, label=f"Temperature, {stage} stage")
-                        for stage, t in zip(("semantic", "coarse", "fine"), PAPER_TEMPERATURES)
-                    ]
-                button = gr.Button("Generate", variant="primary", elem_id="generate")
-            with gr.Column(scale=2):
-                info = gr.Markdown(elem_id="info")
-                outputs = []
-                for i in range(MAX_VARIATIONS):
-                    outputs.append(
-                        gr.Audio(
-                            type="numpy",
-                            format="wav",
-                            interactive=False,
-                            visible=i == 0,
-                            buttons=["download"],
-                            label="Result",
-                            elem_id=f"result-{i}",
-                        )
-                    )
-                    outputs.append(
-                        gr.Image(
-                            type="numpy",
-                            interactive=False,
-                            visible=i == 0,
-                            show_label=False,
-                            buttons=["download", "fullscreen"],
-                            elem_id=f"spectrogram-{i}",
-                        )
-                    )
-        button.click(
-            generate,
-            [
-                prompt,
-                duration,
-                seed,
-                variations,
-                melody,
-                continuation,
-                story,
-                guidance,
-                *temperature_sliders,
-                style,
-                style_share,
-                second_prompt,
-                second_share,
-            ],
-            [info, *outputs],
-            concurrency_limit=1,
-        )
-    return app
+    return generate
+
+
+def _result_updates(wavs: list[torch.Tensor], seed: int, mel: MelSpectrogram, sample_rate: int) -> list:
+    """A player and a spectrogram update per variation slot: filled and shown for each of ``wavs`` (made
+    with seeds from ``seed`` on), emptied and hidden for the rest."""
+    updates = []
+    for i in range(MAX_VARIATIONS):
+        shown = i < len(wavs)
+        label = f"variation {i + 1} · seed {seed + i}" if shown else None
+        updates.append(gr.Audio(_pcm16(wavs[i], sample_rate) if shown else None, label=label, visible=shown))
+        updates.append(gr.Image(_spectrogram(mel, wavs[i], sample_rate) if shown else None, visible=shown))
+    return updates
 
 
 def page_blend(
