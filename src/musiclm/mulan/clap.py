@@ -17,7 +17,7 @@ from torch import nn
 
 from musiclm.audio import sliding_windows
 from musiclm.config import Config
-from musiclm.mulan.quantizer import ResidualKMeans
+from musiclm.mulan.quantizer import ResidualKMeans, RVQTokens
 from musiclm.pretrained import PretrainedMixin, load_weights
 
 
@@ -35,7 +35,7 @@ class ClapAdapterConfig(Config):
     }
 
 
-class ClapConditioner(nn.Module, PretrainedMixin):
+class ClapConditioner(RVQTokens, nn.Module, PretrainedMixin):
     """``interfaces.Conditioner`` over a ``ClapModel``; audio at CLAP's rate (48 kHz for LAION weights)."""
 
     config_class = ClapAdapterConfig
@@ -121,18 +121,6 @@ class ClapConditioner(nn.Module, PretrainedMixin):
             attention_mask=batch["attention_mask"].to(self.device),
         )
         return F.normalize(self._pooled(out), dim=-1)
-
-    def quantize(self, embedding: torch.Tensor) -> torch.Tensor:
-        return self.rvq.encode(embedding)
-
-    def code_vectors(self) -> torch.Tensor:
-        return self.rvq.codebooks
-
-    def dequantize(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.rvq.decode(tokens)
-
-    def fit_quantizer(self, audio_embeddings: torch.Tensor) -> list[float]:
-        return self.rvq.fit(audio_embeddings)
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
         """Weights (CLAP + codebooks) in ``model.safetensors``; CLAP's config, tokenizer and features in

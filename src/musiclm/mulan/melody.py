@@ -19,7 +19,7 @@ from torch import nn
 
 from musiclm.audio import MelSpectrogram, crop_or_pad, read_clip
 from musiclm.config import Config
-from musiclm.mulan.quantizer import ResidualKMeans
+from musiclm.mulan.quantizer import ResidualKMeans, RVQTokens
 from musiclm.pretrained import PretrainedMixin
 from musiclm.training import Trainable
 
@@ -86,7 +86,7 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-class MelodyEmbedder(Trainable, PretrainedMixin):
+class MelodyEmbedder(RVQTokens, Trainable, PretrainedMixin):
     """``embed(wav[B, T]) -> [B, W, D]`` (4 s windows every 3 s), ``quantize -> [B, W, Q]``."""
 
     config_class = MelodyConfig
@@ -151,16 +151,6 @@ class MelodyEmbedder(Trainable, PretrainedMixin):
     def embed(self, wav: torch.Tensor) -> torch.Tensor:
         chunks = self.windows(wav.to(self.pos.device))
         return self.encode_windows(chunks.flatten(0, 1)).unflatten(0, chunks.shape[:2])
-
-    def quantize(self, embedding: torch.Tensor) -> torch.Tensor:
-        return self.rvq.encode(embedding)
-
-    def dequantize(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.rvq.decode(tokens)
-
-    @torch.no_grad()
-    def fit_quantizer(self, embeddings: torch.Tensor) -> list[float]:
-        return self.rvq.fit(embeddings)
 
     def training_step(self, batch: dict[str, Any], *, step: int, group: str) -> dict[str, torch.Tensor]:
         emb = self.encode_windows(torch.cat([batch["anchor"], batch["positive"]]))

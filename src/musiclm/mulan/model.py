@@ -23,7 +23,7 @@ from musiclm.attributes import HEADS
 from musiclm.audio import MelSpectrogram, RhythmAndKey, sliding_windows, window_starts
 from musiclm.config import Config, ConfigError
 from musiclm.mulan.notes import NoteFeatures, note_posteriors, window_frames
-from musiclm.mulan.quantizer import ResidualKMeans
+from musiclm.mulan.quantizer import ResidualKMeans, RVQTokens
 from musiclm.pretrained import PretrainedMixin
 from musiclm.training import Trainable
 
@@ -229,7 +229,7 @@ def _load_text_encoder(name: str) -> tuple[Any, nn.Module]:
     return tokenizer, encoder
 
 
-class MuLan(Trainable, PretrainedMixin):
+class MuLan(RVQTokens, Trainable, PretrainedMixin):
     """The MuLan conditioner: ``embed_audio``, ``embed_text`` and ``quantize`` (see
     ``interfaces.Conditioner``)."""
 
@@ -383,21 +383,6 @@ class MuLan(Trainable, PretrainedMixin):
     def embed_text(self, texts: list[str]) -> torch.Tensor:
         """``B`` strings -> ``[B, D]`` unit norm. Empty text is an error; long text is truncated (warned)."""
         return F.normalize(self.text_features(texts), dim=-1)
-
-    # --- tokens ------------------------------------------------------------------------------------
-    def quantize(self, embedding: torch.Tensor) -> torch.Tensor:
-        """``[B, D]`` audio or text embedding -> ``[B, Q]`` MuLan tokens."""
-        return self.rvq.encode(embedding)
-
-    def code_vectors(self) -> torch.Tensor:
-        return self.rvq.codebooks
-
-    def dequantize(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.rvq.decode(tokens)
-
-    @torch.no_grad()
-    def fit_quantizer(self, audio_embeddings: torch.Tensor) -> list[float]:
-        return self.rvq.fit(audio_embeddings)
 
     # --- training ----------------------------------------------------------------------------------
     def contrastive_loss(self, audio: torch.Tensor, text: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -82,6 +82,29 @@ class ResidualKMeans(nn.Module):
         return sum(self.codebooks[level][codes[..., level]] for level in range(q))  # type: ignore[return-value]
 
 
+class RVQTokens:
+    """The token methods of a model whose embeddings a :class:`ResidualKMeans` at ``self.rvq`` quantizes
+    (MuLan, the melody embedder, the CLAP adapter)."""
+
+    rvq: ResidualKMeans
+
+    def quantize(self, embedding: torch.Tensor) -> torch.Tensor:
+        """``[..., D]`` embedding -> ``[..., Q]`` tokens."""
+        return self.rvq.encode(embedding)
+
+    def code_vectors(self) -> torch.Tensor:
+        """``[Q, K, D]``: the codebooks ``quantize`` chooses among."""
+        return self.rvq.codebooks
+
+    def dequantize(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[..., q <= Q]`` tokens -> ``[..., D]``: the embedding they stand for."""
+        return self.rvq.decode(tokens)
+
+    def fit_quantizer(self, embeddings: torch.Tensor) -> list[float]:
+        """Fit the codebooks on ``[N, D]`` training embeddings; returns the residual after each level."""
+        return self.rvq.fit(embeddings)
+
+
 @torch.no_grad()
 def collect_embeddings(
     embed: Callable[[torch.Tensor], torch.Tensor],
