@@ -1,0 +1,136 @@
+"""The part registry and recipes: a run replays from its run.json bit for bit, and `config show` resolves a
+part as its train command does."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from musiclm.cli.main import app
+from musiclm.parts import recipe_arguments
+from musiclm.stages.shards import write_shard
+
+META = {
+    "num_quantizers": 6,
+    "codebook_size": 32,
+    "acoustic_rate": 50.0,
+    "semantic_vocab": 16,
+    "semantic_rate": 25.0,
+    "mulan_quantizers": 3,
+    "mulan_codebook": 16,
+    "melody_quantizers": 0,
+    "melody_codebook": 8,
+    "melody_hop": 3.0,
+    "mulan_hop": 2.0,
+    "mulan_window": 10.0,
+}
+
+
+@pytest.fixture
+def tokens(tmp_path) -> Path:
+    """A token folder laid out as `musiclm tokenize` writes one, of four clips of random tokens."""
+    g = torch.Generator().manual_seed(0)
+    folder = tmp_path / "tokens"
+    folder.mkdir()
+    tensors = {}
+    for i in range(4):
+        tensors[f"{i}/semantic"] = torch.randint(0, 16, (75,), generator=g)
+        tensors[f"{i}/acoustic"] = torch.randint(0, 32, (6, 150), generator=g)
+        tensors[f"{i}/mulan"] = torch.randint(0, 16, (1, 3), generator=g)
+        tensors[f"{i}/text"] = torch.randint(0, 16, (2, 3), generator=g)
+    write_shard(
+        folder / "shard-00000.safetensors", tensors, {"paths": json.dumps([f"{i}.wav" for i in range(4)])}
+    )
+    (folder / "meta.json").write_text(json.dumps(META))
+    return folder
+
+
+def musiclm(*args) -> str:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def refusal(*args) -> str:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code != 0, result.output
+    return " ".join(re.sub("[│╭╮╰╯─]", " ", result.output).split())  # rich wraps the message in a box
+
+
+def test_a_run_replays_from_its_run_json_bit_for_bit(tokens, tmp_path):
+    first, again = tmp_path / "first", tmp_path / "again"
+    musiclm(
+        "train", "stage", "--stage", "semantic", "--preset", "tiny", "--tokens", tokens, "--out", first,
+        "--steps", 3, "--device", "cpu", "--set", "model.dim=32", "--set", "train.seed=3",
+    )  # fmt: skip
+    recorded = json.loads((first / "run.json").read_text())
+    assert recorded["part"] == "semantic_stage" and recorded["options"] == {
+        "preset": "tiny",
+        "stage": "semantic",
+    }
+    assert recorded["model"]["dim"] == 32 and recorded["train"]["seed"] == 3
+    # neither stage, preset, steps nor the --set changes: all from run.json
+    musiclm(
+        "train",
+        "stage",
+        "--config",
+        first / "run.json",
+        "--tokens",
+        tokens,
+        "--out",
+        again,
+        "--device",
+        "cpu",
+    )
+    replayed = json.loads((again / "run.json").read_text())
+    assert replayed == recorded
+    weights, replayed_weights = load_file(first / "model.safetensors"), load_file(again / "model.safetensors")
+    assert weights.keys() == replayed_weights.keys()
+    assert all(torch.equal(weights[k], replayed_weights[k]) for k in weights)
+
+    # `config show` resolves the run as the train command did, and the command line still wins over it
+    shown = json.loads(
+        musiclm("config", "show", "semantic_stage", "--config", first / "run.json", "--tokens", tokens)
+    )
+    assert shown == {"model": recorded["model"], "train": recorded["train"]}
+    changed = recipe_arguments("semantic_stage", {}, {"dropout": 0.2}, {"steps": 1}, first / "run.json")
+    assert changed["model"] == {**recorded["model"], "dropout": 0.2} and changed["train"]["steps"] == 1
+
+
+def test_config_show_takes_a_stages_vocabularies_from_its_token_folder(tokens):
+    shown = json.loads(musiclm("config", "show", "coarse_stage", "--preset", "tiny", "--tokens", tokens))
+    model = shown["model"]
+    assert (model["semantic_vocab"], model["codebook_size"], model["mulan_codebook"]) == (16, 32, 16)
+    assert (model["coarse_quantizers"], model["fine_quantizers"]) == (2, 4)  # a third of the codec's 6 levels
+    default = json.loads(musiclm("config", "show", "coarse_stage", "--preset", "tiny"))["model"]
+    assert default["semantic_vocab"] == 1024  # the preset's, without a folder
+    assert "--tokens is for the token stages" in refusal("config", "show", "codec", "--tokens", tokens)
+    vocab = refusal("config", "show", "coarse_stage", "--tokens", tokens, "--set", "model.semantic_vocab=8")
+    assert "semantic_vocab 8 (the folder's: 16)" in vocab
+
+
+def test_a_bad_run_file_is_refused_naming_it(tokens, tmp_path):
+    def replay(config: Path) -> str:
+        return refusal("train", "stage", "--config", config, "--tokens", tokens, "--out", tmp_path / "out")
+
+    assert "missing.json not found; give the run.json of a training run folder" in replay(
+        tmp_path / "missing.json"
+    )
+    (tmp_path / "broken.json").write_text("{not json")
+    assert "cannot read" in replay(tmp_path / "broken.json")
+    (tmp_path / "empty.json").write_text("{}")
+    assert "has no 'model' and 'train' objects" in replay(tmp_path / "empty.json")
+    (tmp_path / "codec.json").write_text(json.dumps({"part": "codec", "model": {}, "train": {}}))
+    assert "is a run of the codec, not of the semantic_stage" in refusal(
+        "train", "stage", "--stage", "semantic", "--config", tmp_path / "codec.json", "--tokens", tokens,
+        "--out", tmp_path / "out",
+    )  # fmt: skip
+    older = {"model": {"stage": "semantic", "direction_weight": 0.0}, "train": {}}
+    (tmp_path / "older.json").write_text(json.dumps(older))
+    assert "no field(s) ['direction_weight']" in replay(tmp_path / "older.json")
