@@ -1,5 +1,6 @@
-"""The part registry and recipes: a run replays from its run.json bit for bit, and `config show` resolves a
-part as its train command does."""
+"""The part registry and recipes: a run replays from its run.json bit for bit, `config show` resolves a part
+as its train command does, the shipped parts' recipe files give their configs, and `train all --recipes`
+plans the shipped pipeline's rebuild from them."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from musiclm.cli.main import app
-from musiclm.parts import recipe_arguments
+from musiclm.parts import PARTS, read_run, recipe_arguments
 from musiclm.stages.shards import write_shard
 
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "musiclm_small"
 META = {
     "num_quantizers": 6,
     "codebook_size": 32,
@@ -134,3 +136,52 @@ def test_a_bad_run_file_is_refused_naming_it(tokens, tmp_path):
     older = {"model": {"stage": "semantic", "direction_weight": 0.0}, "train": {}}
     (tmp_path / "older.json").write_text(json.dumps(older))
     assert "no field(s) ['direction_weight']" in replay(tmp_path / "older.json")
+
+
+@pytest.mark.parametrize("name", ["codec", "mulan", "melody", "semantic_stage", "coarse_stage"])
+def test_each_shipped_part_has_a_recipe_that_gives_its_config(name):
+    """The recipe beside each shipped part resolves, through the registry, to the config its weights were
+    saved with (a stage's vocabularies are those of the parts it was tokenized with)."""
+    recipe = read_run(SHIPPED / name / "recipe.json")
+    assert recipe.part == name
+    arguments = recipe_arguments(name, {}, run=SHIPPED / name / "recipe.json")
+    config = PARTS[name].model_config(arguments["preset"], arguments["model"])
+    saved = json.loads((SHIPPED / name / "config.json").read_text())["config"]
+    assert config.diff(type(config).from_dict(saved)) == []
+    assert PARTS[name].train_config(arguments["preset"], arguments["train"]).steps > 0
+
+
+def test_train_all_plans_the_shipped_pipelines_rebuild_from_its_recipes(tmp_path):
+    """`train all --recipes checkpoints/musiclm_small --dry-run`: the parts in dependency order, each with its
+    recipe's settings (no fine stage, no w2v-BERT: the shipped tokenizer clusters basic-pitch's notes); the
+    warm starts of the shipped runs are dropped with a note, since their earlier parts are not rebuilt."""
+    manifest = tmp_path / "manifest.jsonl"
+    clips = [{"path": f"{i}.wav", "split": split} for i, split in enumerate(("train", "train", "valid"))]
+    manifest.write_text("".join(json.dumps(c) + "\n" for c in clips))
+    output = musiclm(
+        "train", "all", "--recipes", SHIPPED, "--data", manifest, "--out", tmp_path / "run", "--dry-run",
+        "--set", "coarse_stage.train.steps=7",
+    )  # fmt: skip
+    steps = {}
+    for line in output.splitlines():
+        if line.startswith("["):
+            name, _, arguments = line.split("] ", 1)[1].partition(": ")
+            steps[name] = json.loads(arguments)
+    assert list(steps) == [
+        "codec", "semantic", "mulan", "melody", "tokens", "tokens_valid", "semantic_stage", "coarse_stage",
+        "pipeline",
+    ]  # fmt: skip
+    for name in ("codec", "mulan", "melody", "semantic_stage", "coarse_stage"):
+        recipe = read_run(SHIPPED / name / "recipe.json")
+        assert steps[name]["model"] == recipe.model, name
+        kept = {k: v for k, v in recipe.train.items() if k not in ("init", "device")}
+        assert {k: v for k, v in steps[name]["train"].items() if k != "device"} == {
+            **kept,
+            **({"steps": 7} if name == "coarse_stage" else {}),
+        }, name
+    assert "note: coarse_stage's recipe continued an earlier coarse_stage (train.init)" in output
+    assert steps["semantic"]["backbone"] == "basic_pitch" and steps["semantic"]["clusters"] == 512
+    assert steps["tokens"]["fresh_captions"] == 4 and steps["tokens_valid"]["split"] == "valid"
+    assert steps["semantic_stage"]["val_tokens"].endswith("tokens_valid")
+    assert steps["pipeline"]["guidance"] == 3.0 and steps["pipeline"]["fp16"] is True
+    assert steps["pipeline"]["fine_stage"] is None
