@@ -11,46 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from toy_tokens import token_folder
 from typer.testing import CliRunner
 
 from musiclm.cli.main import app
 from musiclm.parts import PARTS, read_run, recipe_arguments
-from musiclm.stages.shards import write_shard
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "musiclm_small"
-META = {
-    "num_quantizers": 6,
-    "codebook_size": 32,
-    "acoustic_rate": 50.0,
-    "semantic_vocab": 16,
-    "semantic_rate": 25.0,
-    "mulan_quantizers": 3,
-    "mulan_codebook": 16,
-    "melody_quantizers": 0,
-    "melody_codebook": 8,
-    "melody_hop": 3.0,
-    "mulan_hop": 2.0,
-    "mulan_window": 10.0,
-}
 
 
 @pytest.fixture
 def tokens(tmp_path) -> Path:
-    """A token folder laid out as `musiclm tokenize` writes one, of four clips of random tokens."""
-    g = torch.Generator().manual_seed(0)
-    folder = tmp_path / "tokens"
-    folder.mkdir()
-    tensors = {}
-    for i in range(4):
-        tensors[f"{i}/semantic"] = torch.randint(0, 16, (75,), generator=g)
-        tensors[f"{i}/acoustic"] = torch.randint(0, 32, (6, 150), generator=g)
-        tensors[f"{i}/mulan"] = torch.randint(0, 16, (1, 3), generator=g)
-        tensors[f"{i}/text"] = torch.randint(0, 16, (2, 3), generator=g)
-    write_shard(
-        folder / "shard-00000.safetensors", tensors, {"paths": json.dumps([f"{i}.wav" for i in range(4)])}
-    )
-    (folder / "meta.json").write_text(json.dumps(META))
-    return folder
+    return token_folder(tmp_path / "tokens")
 
 
 def musiclm(*args) -> str:
