@@ -16,8 +16,9 @@ from musiclm.cli.common import (
     OutDir,
     Overrides,
     Overwrite,
-    Preset,
+    RunFile,
     Steps,
+    TrainPreset,
     refusing_bad_input,
     setting_changes,
 )
@@ -57,7 +58,7 @@ def _load(checkpoint: Path | None, device: str = "cpu"):
 def train_codec(
     data: Manifests,
     out: OutDir,
-    preset: Preset = "small",
+    preset: TrainPreset = None,
     crop_seconds: Annotated[float | None, typer.Option(help="Seconds per training crop.")] = None,
     data_weight: Annotated[
         list[float] | None,
@@ -72,21 +73,16 @@ def train_codec(
     lr: LearningRate = None,
     device: Device = "auto",
     overrides: Overrides = None,
+    config: RunFile = None,
 ) -> None:
     """Train SoundStream (generator + discriminators) on audio manifests with the shared engine; resumable."""
     from musiclm.codec.recipe import train_codec as train
+    from musiclm.parts import recipe_arguments
 
     model, settings = setting_changes(steps, batch_size, lr, device, overrides)
+    given = {"preset": preset, "crop_seconds": crop_seconds, "data_weights": data_weight}
     with refusing_bad_input():
-        train(
-            data,
-            out,
-            preset,
-            crop_seconds=crop_seconds,
-            data_weights=data_weight,
-            model=model,
-            train=settings,
-        )
+        train(data, out, **recipe_arguments("codec", given, model, settings, config))
 
 
 @codec_app.command()

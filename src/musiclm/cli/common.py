@@ -8,15 +8,11 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
-from musiclm.config import ConfigError
 from musiclm.errors import raised_on_purpose
-
-if TYPE_CHECKING:  # the engine imports torch; keep `musiclm --help` fast
-    from musiclm.training import TrainConfig
 
 Steps = Annotated[int | None, typer.Option(help="Optimizer steps in all (default: the preset's).")]
 BatchSize = Annotated[int | None, typer.Option(help="Global batch per step, over all processes.")]
@@ -35,6 +31,18 @@ Manifests = Annotated[
     list[Path], typer.Option("--data", help="JSONL manifest(s) of audio clips (repeatable).")
 ]
 Preset = Annotated[str, typer.Option(help="Model size preset: tiny, small or paper.")]
+TrainPreset = Annotated[
+    str | None, typer.Option(help="Model size preset: tiny, small or paper (default: small, or --config's).")
+]
+RunFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Replay a run: its OUT/run.json (or a shipped part's recipe.json) gives the preset, the model "
+        "and training config and the recipe's options; what this command line gives wins (--set, --steps, "
+        "--device...), and the data comes from it.",
+    ),
+]
 Overwrite = Annotated[
     bool,
     typer.Option(
@@ -116,15 +124,6 @@ def parse_overrides(overrides: list[str] | None) -> tuple[dict[str, Any], dict[s
     return model, train
 
 
-def model_config(config_class: type, preset: str, overrides: list[str] | None = None, **fixed: Any):
-    """``config_class``'s ``preset`` with the fields a command fixes and the ``--set model.FIELD=VALUE``
-    changes."""
-    try:
-        return config_class.preset(preset, **{**fixed, **parse_overrides(overrides)[0]})
-    except ConfigError as err:
-        raise typer.BadParameter(str(err)) from err
-
-
 def setting_changes(
     steps: int | None = None,
     batch_size: int | None = None,
@@ -137,24 +136,6 @@ def setting_changes(
     model, train = parse_overrides(overrides)
     given = {"steps": steps, "batch_size": batch_size, "lr": lr}
     return model, {"device": device, **{k: v for k, v in given.items() if v is not None}, **train}
-
-
-def train_config(
-    defaults: "TrainConfig",
-    steps: int | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    device: str = "auto",
-    overrides: list[str] | None = None,
-) -> "TrainConfig":
-    """The preset's training settings with the command line's changes applied."""
-    from musiclm.training import TrainConfig
-
-    changes = setting_changes(steps, batch_size, lr, device, overrides)[1]
-    try:
-        return TrainConfig.from_dict({**defaults.to_dict(), **changes})
-    except ConfigError as err:
-        raise typer.BadParameter(str(err)) from err
 
 
 def shown_as_refusal(err: BaseException) -> bool:

@@ -17,9 +17,10 @@ from musiclm.cli.common import (
     OutDir,
     Overrides,
     Overwrite,
-    Preset,
+    RunFile,
     Steps,
     Strict,
+    TrainPreset,
     refusing_bad_input,
     setting_changes,
 )
@@ -478,7 +479,7 @@ def eval_prompts(
 def train_classifier(
     data: Manifests,
     out: OutDir,
-    preset: Preset = "small",
+    preset: TrainPreset = None,
     augment_codec: Annotated[
         PathOpt,
         typer.Option(help="Codec whose resynthesis augments training crops (default: the shipped model's)."),
@@ -491,6 +492,7 @@ def train_classifier(
     lr: LearningRate = None,
     device: Device = "auto",
     overrides: Overrides = None,
+    config: RunFile = None,
 ) -> None:
     """Train the evaluation-only classifier (never used to train the generator) on held-in clips,
     validate on the valid split, and print the accuracy per head on every held-out clip."""
@@ -498,6 +500,7 @@ def train_classifier(
 
     from musiclm.evaluation.classifier import train_classifier as train
     from musiclm.files import check_output_folder
+    from musiclm.parts import recipe_arguments
     from musiclm.pipeline import SHIPPED_MODEL
 
     augment_codec = augment_codec or SHIPPED_MODEL / "codec"
@@ -505,8 +508,7 @@ def train_classifier(
     # kept and continued, never refused; it must not be, hold or lie inside an input
     check_output_folder(out, inputs=[*data, augment_codec if augment else None], overwrite=True)
     model, settings = setting_changes(steps, batch_size, lr, device, overrides)
+    given = {"preset": preset, "augment_codec": augment_codec if augment else None}
     with refusing_bad_input():
-        acc = train(
-            data, out, preset, augment_codec=augment_codec if augment else None, model=model, train=settings
-        )
+        acc = train(data, out, **recipe_arguments("classifier", given, model, settings, config))
     typer.echo(json.dumps(acc, indent=1))

@@ -17,8 +17,9 @@ from musiclm.cli.common import (
     OutDir,
     Overrides,
     Overwrite,
-    Preset,
+    RunFile,
     Steps,
+    TrainPreset,
     refusing_bad_input,
     setting_changes,
 )
@@ -28,55 +29,63 @@ mulan_app = typer.Typer(
 )
 app.add_typer(mulan_app, name="mulan")
 
-RvqPoints = Annotated[int, typer.Option(help="Training crops embedded to fit the RVQ codebooks.")]
+RvqPoints = Annotated[
+    int | None, typer.Option(help="Training crops embedded to fit the RVQ codebooks (default: 2048).")
+]
 
 
 @train_app.command("mulan")
 def train_mulan(
     data: Manifests,
     out: OutDir,
-    preset: Preset = "small",
+    preset: TrainPreset = None,
     text_model: Annotated[
         str | None, typer.Option(help="HF text encoder name or folder (default: bundled MiniLM).")
     ] = None,
     finetune_text: Annotated[
         bool | None, typer.Option(help="Fine-tune the text encoder too (default: the preset's).")
     ] = None,
-    rvq_points: RvqPoints = 2048,
+    rvq_points: RvqPoints = None,
     steps: Steps = None,
     batch_size: BatchSize = None,
     lr: LearningRate = None,
     device: Device = "auto",
     overrides: Overrides = None,
+    config: RunFile = None,
 ) -> None:
     """Train MuLan contrastively on the manifests' text-audio pairs, then fit its RVQ on audio embeddings."""
     from musiclm.mulan.recipe import train_mulan as train
+    from musiclm.parts import recipe_arguments
 
-    given = {"text_model": text_model, "finetune_text": finetune_text}
+    text = {"text_model": text_model, "finetune_text": finetune_text}
     model, settings = setting_changes(steps, batch_size, lr, device, overrides)
-    model = {**{k: v for k, v in given.items() if v is not None}, **model}
+    model = {**{k: v for k, v in text.items() if v is not None}, **model}
+    given = {"preset": preset, "rvq_points": rvq_points}
     with refusing_bad_input():
-        train(data, out, preset, rvq_points=rvq_points, model=model, train=settings)
+        train(data, out, **recipe_arguments("mulan", given, model, settings, config))
 
 
 @train_app.command("melody")
 def train_melody(
     data: Manifests,
     out: OutDir,
-    preset: Preset = "small",
-    rvq_points: RvqPoints = 2048,
+    preset: TrainPreset = None,
+    rvq_points: RvqPoints = None,
     steps: Steps = None,
     batch_size: BatchSize = None,
     lr: LearningRate = None,
     device: Device = "auto",
     overrides: Overrides = None,
+    config: RunFile = None,
 ) -> None:
     """Train the melody embedder with a semi-hard triplet loss on melody pairs, then fit its RVQ."""
     from musiclm.mulan.recipe import train_melody as train
+    from musiclm.parts import recipe_arguments
 
     model, settings = setting_changes(steps, batch_size, lr, device, overrides)
+    given = {"preset": preset, "rvq_points": rvq_points}
     with refusing_bad_input():
-        train(data, out, preset, rvq_points=rvq_points, model=model, train=settings)
+        train(data, out, **recipe_arguments("melody", given, model, settings, config))
 
 
 @mulan_app.command("eval")

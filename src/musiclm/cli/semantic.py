@@ -16,8 +16,9 @@ from musiclm.cli.common import (
     OutDir,
     Overrides,
     Overwrite,
-    Preset,
+    RunFile,
     Steps,
+    TrainPreset,
     refusing_bad_input,
     setting_changes,
 )
@@ -36,27 +37,32 @@ ShippedTokenizer = Annotated[
 ]
 
 # The engine's settings per preset: tiny for smoke runs, small for one CPU machine.
-CropSeconds = Annotated[float, typer.Option(help="Seconds of audio per training crop (the paper: 30).")]
+CropSeconds = Annotated[
+    float | None, typer.Option(help="Seconds of audio per training crop (default: 4; the paper: 30).")
+]
 
 
 @train_app.command("w2vbert")
 def train_w2vbert(
     data: Manifests,
     out: OutDir,
-    preset: Preset = "small",
-    crop_seconds: CropSeconds = 4.0,
+    preset: TrainPreset = None,
+    crop_seconds: CropSeconds = None,
     steps: Steps = None,
     batch_size: BatchSize = None,
     lr: LearningRate = None,
     device: Device = "auto",
     overrides: Overrides = None,
+    config: RunFile = None,
 ) -> None:
     """Train w2v-BERT (contrastive + MLM, self-supervised on audio alone) with the shared engine."""
+    from musiclm.parts import recipe_arguments
     from musiclm.semantic.recipe import train_w2vbert as train
 
     model, settings = setting_changes(steps, batch_size, lr, device, overrides)
+    given = {"preset": preset, "crop_seconds": crop_seconds}
     with refusing_bad_input():
-        train(data, out, preset, crop_seconds=crop_seconds, model=model, train=settings)
+        train(data, out, **recipe_arguments("w2vbert", given, model, settings, config))
 
 
 @semantic_app.command("fit-kmeans")

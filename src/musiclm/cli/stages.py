@@ -18,9 +18,10 @@ from musiclm.cli.common import (
     OutDir,
     Overrides,
     Overwrite,
-    Preset,
+    RunFile,
     Steps,
     Strict,
+    TrainPreset,
     refusing_bad_input,
     setting_changes,
 )
@@ -116,10 +117,10 @@ def pack_tokens(
 
 @train_app.command("stage")
 def train_stage(
-    stage: Annotated[str, typer.Option(help="semantic, coarse or fine.")],
     tokens: Annotated[Path, typer.Option(help="Token folder written by `musiclm tokenize`.")],
     out: OutDir,
-    preset: Preset = "small",
+    stage: Annotated[str | None, typer.Option(help="semantic, coarse or fine (default: --config's).")] = None,
+    preset: TrainPreset = None,
     coarse_quantizers: Annotated[
         int | None,
         typer.Option(
@@ -138,22 +139,22 @@ def train_stage(
     lr: LearningRate = None,
     device: Device = "auto",
     overrides: Overrides = None,
+    config: RunFile = None,
 ) -> None:
     """Train one token stage from token shards with the shared engine."""
+    from musiclm.parts import read_run, recipe_arguments
     from musiclm.stages.recipe import train_stage as train
 
     model, settings = setting_changes(steps, batch_size, lr, device, overrides)
     with refusing_bad_input():
-        train(
-            stage,
-            tokens,
-            out,
-            preset,
-            val_tokens=val_tokens,
-            coarse_quantizers=coarse_quantizers,
-            model=model,
-            train=settings,
-        )
+        if stage is None and config is not None:  # an older run.json names its stage in the model only
+            run = read_run(config)
+            stage = run.options.get("stage", run.model.get("stage"))
+        if stage is None:
+            raise typer.BadParameter("--stage is required (semantic, coarse or fine) without a --config run")
+        given = {"stage": stage, "preset": preset, "coarse_quantizers": coarse_quantizers}
+        arguments = recipe_arguments(f"{stage}_stage", given, model, settings, config)
+        train(tokens=tokens, out=out, val_tokens=val_tokens, **arguments)
 
 
 @app.command()

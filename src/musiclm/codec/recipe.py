@@ -6,16 +6,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from musiclm.codec.soundstream import (
-    CROP_SECONDS,
-    TRAIN_DEFAULTS,
-    TRAIN_GAIN_DB,
-    SoundStream,
-    SoundStreamConfig,
-)
+from musiclm.codec.soundstream import CROP_SECONDS, TRAIN_GAIN_DB, SoundStream
 from musiclm.data.datasets import AudioCropDataset
+from musiclm.parts import PARTS, run_record
 from musiclm.progress import tqdm
-from musiclm.training import TrainConfig, Trainer, seed_everything
+from musiclm.training import Trainer, seed_everything
 from musiclm.training.distributed import setup
 
 
@@ -33,8 +28,8 @@ def train_codec(
     engine, into ``out``; resumable. ``crop_seconds``: seconds per crop (default: the preset's);
     ``data_weights``: the share of crops drawn from each manifest (default: every clip equally likely).
     ``model`` and ``train``: changes to the preset's codec config and training settings."""
-    config = SoundStreamConfig.preset(preset, **(model or {}))
-    settings = TrainConfig.from_dict({**TRAIN_DEFAULTS[preset], **(train or {})})
+    config = PARTS["codec"].model_config(preset, model)
+    settings = PARTS["codec"].train_config(preset, train)
     crop = crop_seconds or CROP_SECONDS[preset]
     dataset = AudioCropDataset(
         [str(m) for m in data],
@@ -54,6 +49,7 @@ def train_codec(
         f"params, {len(dataset)} training clips, {crop} s crops, batch {settings.batch_size}, "
         f"{settings.steps} steps"
     )
-    trained = Trainer(codec, dataset, settings, out).fit()
+    record = run_record("codec", preset=preset, crop_seconds=crop, data_weights=data_weights)
+    trained = Trainer(codec, dataset, settings, out, record=record).fit()
     tqdm.write(f"saved the trained codec to {out}")
     return trained

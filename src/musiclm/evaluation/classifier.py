@@ -37,8 +37,9 @@ from musiclm.data.augment import Augment
 from musiclm.data.manifest import Clip, read_manifest
 from musiclm.files import write_text_atomic
 from musiclm.interfaces import load_component
+from musiclm.parts import PARTS, run_record
 from musiclm.pretrained import PretrainedMixin
-from musiclm.training import Trainable, TrainConfig, Trainer, seed_everything
+from musiclm.training import Trainable, Trainer, seed_everything
 
 
 class ClassifierError(ValueError):
@@ -307,8 +308,8 @@ def train_classifier(
     heldout = [c for c in clips if c.split != "train"]
     if not train_clips or not heldout:
         raise ClassifierError(f"need train and held-out clips; got {len(train_clips)} and {len(heldout)}")
-    config = ClassifierConfig.preset(preset, **{**labels_from_clips(train_clips), **(model or {})})
-    settings = TrainConfig.from_dict({**TRAIN_DEFAULTS[preset], **(train or {})})
+    config = PARTS["classifier"].model_config(preset, {**labels_from_clips(train_clips), **(model or {})})
+    settings = PARTS["classifier"].train_config(preset, train)
     seed_everything(settings.seed)
     classifier = EvalClassifier(config)
     augmenter = None if augment_codec is None else Augment(codec=load_component(augment_codec).eval())
@@ -317,6 +318,7 @@ def train_classifier(
         ClassifierDataset(train_clips, config, augment=augmenter),
         settings,
         out,
+        record=run_record("classifier", preset=preset),
         # the kept step is chosen on the valid split alone, so the test split's figures stay unselected
         val_data=ClassifierDataset(
             [c for c in heldout if c.split == "valid"] or heldout, config, random=False

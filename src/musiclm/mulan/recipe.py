@@ -13,14 +13,13 @@ from musiclm.audio import REFERENCE_LUFS
 from musiclm.data.augment import Augment
 from musiclm.data.datasets import AudioCropDataset
 from musiclm.data.manifest import read_manifest
-from musiclm.mulan.melody import TRAIN_DEFAULTS as MELODY_DEFAULTS
-from musiclm.mulan.melody import MelodyConfig, MelodyEmbedder, MelodyPairs
-from musiclm.mulan.model import TRAIN_DEFAULTS as MULAN_DEFAULTS
-from musiclm.mulan.model import MuLan, MuLanConfig
+from musiclm.mulan.melody import MelodyEmbedder, MelodyPairs
+from musiclm.mulan.model import MuLan
 from musiclm.mulan.notes import write_note_cache
 from musiclm.mulan.quantizer import collect_embeddings
+from musiclm.parts import PARTS, run_record
 from musiclm.progress import tqdm
-from musiclm.training import TrainConfig, Trainer, seed_everything
+from musiclm.training import Trainer, seed_everything
 from musiclm.training.distributed import barrier
 
 
@@ -37,8 +36,8 @@ def train_mulan(
     ``rvq_points`` audio embeddings of training crops; resumable. ``model`` and ``train``: changes to the
     preset's config and training settings. Returns the RVQ's residual energy after each level, on the
     process that fits it (None on the other ranks under torchrun)."""
-    config = MuLanConfig.preset(preset, **(model or {}))
-    settings = TrainConfig.from_dict({**MULAN_DEFAULTS[preset], **(train or {})})
+    config = PARTS["mulan"].model_config(preset, model)
+    settings = PARTS["mulan"].train_config(preset, train)
     seed_everything(settings.seed)
     if config.notes:  # transcribed once (resumable), so that no training crop waits for basic-pitch
         for manifest in data:
@@ -70,7 +69,8 @@ def train_mulan(
         with_labels=with_labels,
         with_notes=config.notes,
     )
-    trainer = Trainer(MuLan(config), pairs, settings, out, val_data=val)
+    record = run_record("mulan", preset=preset, rvq_points=rvq_points)
+    trainer = Trainer(MuLan(config), pairs, settings, out, val_data=val, record=record)
     trainer.fit()
     # the RVQ is fitted on clean crops, as tokenization will embed them
     rvq_crops = AudioCropDataset(**crops) if augment is not None else pairs
@@ -90,8 +90,8 @@ def train_melody(
     then fit its RVQ on ``rvq_points`` embeddings of training crops; resumable. ``model`` and
     ``train``: changes to the preset's config and training settings. Returns the RVQ's residual energy
     after each level, on the process that fits it (None on the other ranks under torchrun)."""
-    config = MelodyConfig.preset(preset, **(model or {}))
-    settings = TrainConfig.from_dict({**MELODY_DEFAULTS[preset], **(train or {})})
+    config = PARTS["melody"].model_config(preset, model)
+    settings = PARTS["melody"].train_config(preset, train)
     seed_everything(settings.seed)
     clips = [c for m in data for c in read_manifest(m)]
     window = config.window_seconds
@@ -100,7 +100,8 @@ def train_melody(
         val = MelodyPairs([c for c in clips if c.split == "valid"], config.sample_rate, window)
     except ValueError:
         val = None
-    trainer = Trainer(MelodyEmbedder(config), pairs, settings, out, val_data=val)
+    record = run_record("melody", preset=preset, rvq_points=rvq_points)
+    trainer = Trainer(MelodyEmbedder(config), pairs, settings, out, val_data=val, record=record)
     trainer.fit()
     crops = AudioCropDataset(data, config.sample_rate, window, split="train", with_text=False)
     return _fit_rvq_and_save(

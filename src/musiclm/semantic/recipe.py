@@ -15,10 +15,11 @@ from musiclm.audio import read_clip
 from musiclm.config import ConfigError
 from musiclm.data.datasets import AudioCropDataset
 from musiclm.data.manifest import read_manifest
+from musiclm.parts import PARTS, run_record
 from musiclm.progress import tqdm
 from musiclm.semantic.tokenizer import BACKBONES, KMeansTokenizer, build_backbone
-from musiclm.semantic.w2vbert import TRAIN_DEFAULTS, W2VBert, W2VBertConfig
-from musiclm.training import TrainConfig, Trainer
+from musiclm.semantic.w2vbert import W2VBert
+from musiclm.training import Trainer, seed_everything
 from musiclm.training.distributed import pick_device
 
 
@@ -34,10 +35,12 @@ def train_w2vbert(
     """Train w2v-BERT (contrastive + MLM, self-supervised on audio alone) on ``crop_seconds`` crops of the
     manifests' train clips with the shared engine, into ``out``; resumable. ``model`` and ``train``: changes
     to the preset's config and training settings."""
-    w2vbert = W2VBert(W2VBertConfig.preset(preset, **(model or {})))
+    settings = PARTS["w2vbert"].train_config(preset, train)
+    seed_everything(settings.seed)  # the same initial weights on every run of this config
+    w2vbert = W2VBert(PARTS["w2vbert"].model_config(preset, model))
     dataset = AudioCropDataset(data, w2vbert.sample_rate, crop_seconds, split="train")
-    settings = TrainConfig.from_dict({**TRAIN_DEFAULTS[preset], **(train or {})})
-    trained = Trainer(w2vbert, dataset, settings, out).fit()
+    record = run_record("w2vbert", preset=preset, crop_seconds=crop_seconds)
+    trained = Trainer(w2vbert, dataset, settings, out, record=record).fit()
     tqdm.write(f"w2v-BERT saved to {out}")
     return trained
 

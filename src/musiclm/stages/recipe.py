@@ -13,14 +13,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from torch import Tensor
+
 from musiclm.config import ConfigError
 from musiclm.data.manifest import ManifestError, read_manifest
 from musiclm.interfaces import load_component
+from musiclm.parts import part, run_record
 from musiclm.progress import tqdm
 from musiclm.stages.data import StageDataset, dataset_options, load_shards
 from musiclm.stages.shards import coarse_levels, codebooks_mulan, read_codebooks, read_meta, same_parts
-from musiclm.stages.stages import TRAIN_DEFAULTS, StageConfig, StageLM
-from musiclm.training import TrainConfig, Trainer
+from musiclm.stages.stages import StageConfig, StageLM
+from musiclm.training import Trainer, seed_everything
 from musiclm.training.distributed import pick_device
 
 # the fields of StageConfig that a token folder's meta.json sets
@@ -104,6 +107,43 @@ def tokenize_manifests(
     return len(shards)
 
 
+def stage_config(
+    stage: str,
+    tokens: Path,
+    preset: str = "small",
+    *,
+    coarse_quantizers: int | None = None,
+    model: Mapping[str, Any] | None = None,
+) -> tuple[StageConfig, Tensor | None]:
+    """The config of the ``stage`` stage trained on the token folder ``tokens``: the preset's with the
+    folder's vocabularies and ``model``'s changes, and the MuLan codebooks a ``codebook`` stage embeds (None
+    for the others). ``coarse_quantizers``: RVQ levels of the coarse stage (default: ``model``'s, else the
+    first third of the codec's). A change that contradicts the folder (another vocabulary) is refused."""
+    meta = read_meta(tokens)
+    model = dict(model or {})
+    contradicted = [
+        f"{k} {model[k]!r} (the folder's: {meta[k]!r})"
+        for k in VOCAB_FIELDS
+        if model.get(k, meta[k]) != meta[k]
+    ]
+    if contradicted:
+        raise ConfigError(
+            f"{tokens} was tokenized with other parts than the config names: {', '.join(contradicted)}; "
+            "tokenize with the parts of the config, or leave these fields out of it"
+        )
+    levels = meta["num_quantizers"]
+    coarse_quantizers = coarse_quantizers or model.pop("coarse_quantizers", None) or coarse_levels(levels)
+    if not 0 < coarse_quantizers < levels:
+        raise ConfigError(f"--coarse-quantizers must be in 1..{levels - 1}")
+    folder = {k: meta[k] for k in VOCAB_FIELDS}
+    split = {"coarse_quantizers": coarse_quantizers, "fine_quantizers": levels - coarse_quantizers}
+    config = part(f"{stage}_stage").model_config(preset, {**model, **folder, **split})
+    if config.mulan_embedding != "codebook" or stage == "fine":  # the fine stage has no MuLan tokens
+        return config, None
+    codebooks = read_codebooks(tokens)
+    return config.replace(mulan_dim=codebooks.shape[-1]), codebooks
+
+
 def train_stage(
     stage: str,
     tokens: Path,
@@ -129,28 +169,15 @@ def train_stage(
             f"{val_tokens} was tokenized with other parts than {tokens}: tokenize both "
             "with the same codec, semantic, MuLan and melody folders"
         )
-    if coarse_quantizers is None:
-        coarse_quantizers = coarse_levels(meta["num_quantizers"])
-    if not 0 < coarse_quantizers < meta["num_quantizers"]:
-        raise ConfigError(f"--coarse-quantizers must be in 1..{meta['num_quantizers'] - 1}")
-    config = StageConfig.for_stage(
-        stage,
-        preset,
-        coarse_quantizers=coarse_quantizers,
-        fine_quantizers=meta["num_quantizers"] - coarse_quantizers,
-        **{k: meta[k] for k in VOCAB_FIELDS},
-        **(model or {}),
-    )
-    codebooks = None
-    if config.mulan_embedding == "codebook" and stage != "fine":  # the fine stage has no MuLan tokens
-        codebooks = read_codebooks(tokens)
-        config = config.replace(mulan_dim=codebooks.shape[-1])
-    settings = TrainConfig.from_dict({**TRAIN_DEFAULTS.get(preset, {}), **(train or {})})
+    config, codebooks = stage_config(stage, tokens, preset, coarse_quantizers=coarse_quantizers, model=model)
+    settings = part(f"{stage}_stage").train_config(preset, train)
+    seed_everything(settings.seed)  # the same initial weights on every run of this config
     lm = StageLM(config)
     if codebooks is not None:
         lm.set_mulan_codebooks(codebooks)
     hops = dataset_options(meta)
     data, val_data = (StageDataset(load_shards(t), lm, **hops) if t else None for t in (tokens, val_tokens))
-    trained = Trainer(lm, data, settings, out, val_data=val_data).fit()
+    record = run_record(f"{stage}_stage", preset=preset, stage=stage)
+    trained = Trainer(lm, data, settings, out, val_data=val_data, record=record).fit()
     tqdm.write(f"trained {stage} stage saved to {out}")
     return trained

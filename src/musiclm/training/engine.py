@@ -169,7 +169,10 @@ class Trainer:
         out_dir: str | Path,
         val_data: Dataset | None = None,
         collate_fn: Callable[[list[Any]], Any] | None = None,
+        record: dict[str, Any] | None = None,
     ):
+        """``record``: what run.json keeps beside the configs so that ``--config RUN.json`` replays the run
+        (its part and its recipe's own options, :func:`musiclm.parts.run_record`)."""
         self.config, self.model = config, model
         self.train_data, self.val_data, self.collate_fn = train_data, val_data, collate_fn
         self.out_dir = Path(out_dir)
@@ -212,6 +215,7 @@ class Trainer:
                 json.dumps(
                     {
                         "model_type": getattr(model, "model_type", type(model).__name__),
+                        **(record or {}),
                         "model": model_config.to_dict() if isinstance(model_config, Config) else None,
                         "train": self.config.to_dict(),
                     },
