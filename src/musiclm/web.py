@@ -137,7 +137,9 @@ def _audio_prompts() -> tuple[gr.Audio, gr.Audio, gr.Audio, gr.Slider]:
 def _text_prompts() -> tuple[gr.Textbox, gr.Slider, gr.Textbox]:
     """The folded-away text prompts: a second prompt to blend with (and its share), and a story."""
     with gr.Accordion("Blend with a second prompt", open=False):
-        second_prompt = gr.Textbox(label="Second prompt", placeholder="a slow chorale for church organ")
+        second_prompt = gr.Textbox(
+            value="", label="Second prompt", placeholder="a slow chorale for church organ"
+        )
         second_share = gr.Slider(
             0, 1, value=0.5, step=0.05, label="Blend: 0 the first prompt only, 1 the second only"
         )
