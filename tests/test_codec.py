@@ -9,7 +9,13 @@ from typer.testing import CliRunner
 
 from musiclm.codec import evaluate as ev
 from musiclm.codec.encodec import HFCodec
-from musiclm.codec.soundstream import TRAIN_DEFAULTS, CodecError, SoundStream, SoundStreamConfig
+from musiclm.codec.soundstream import (
+    TRAIN_DEFAULTS,
+    CodecError,
+    SoundStream,
+    SoundStreamConfig,
+    StoredCodebooks,
+)
 from musiclm.interfaces import AcousticCodec, load_component
 from musiclm.training import TrainConfig
 
@@ -128,6 +134,21 @@ def test_training_lowers_loss_and_round_trips(tmp_path):
     assert torch.equal(loaded.encode(wav), model.eval().encode(wav))
     usage = ev.perplexity(loaded.encode(tones(8, 0.5, seed=1))[0], loaded.codebook_size)
     assert len(usage) == 4 and all(1 <= p <= 64 for p in usage)
+
+
+def test_a_loaded_codec_decodes_as_the_library_does_and_encodes_with_it(codec, tmp_path):
+    """Loaded for inference, a codec keeps its codebooks without vector-quantize-pytorch (what keeps
+    `musiclm generate` quick to start): its decoding sums them as the library does, bit for bit, and its first
+    encode builds the library's quantizer from them."""
+    loaded = load_component(codec.save_pretrained(tmp_path))
+    assert isinstance(loaded.quantizer, StoredCodebooks)
+    codes = torch.randint(0, codec.codebook_size, (2, codec.num_quantizers, 40))
+    for levels in (1, 2, codec.num_quantizers):
+        library = codec.quantizer.get_output_from_indices(codes[:, :levels].transpose(1, 2))
+        assert torch.equal(loaded._dequantize(codes[:, :levels]), library.transpose(1, 2))
+    wav = tones(1, 0.4, seed=3)
+    assert torch.equal(loaded.encode(wav), codec.encode(wav))
+    assert not isinstance(loaded.quantizer, StoredCodebooks)
 
 
 def test_gan_step_runs_the_generator_once_per_micro_batch(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from musiclm.interfaces import Conditioner, MelodyEmbedder, load_component
 from musiclm.mulan.evaluate import token_agreement
 from musiclm.mulan.melody import MelodyConfig, semi_hard_triplet_loss
 from musiclm.mulan.melody import MelodyEmbedder as Melody
-from musiclm.mulan.model import MuLan, MuLanConfig, resolve_text_model
+from musiclm.mulan.model import DEFAULT_TEXT_MODEL, MuLan, MuLanConfig, resolve_text_model
 from musiclm.mulan.quantizer import ResidualKMeans
 from musiclm.training import TrainConfig, Trainer, seed_everything
 
@@ -138,6 +139,30 @@ def test_mulan_trains_tokens_and_round_trips(tmp_path):
         assert torch.allclose(
             load_component(tmp_path / "tuned").embed_text([data[0]["text"]]), text[:1], atol=1e-5
         )
+
+
+def test_packaged_text_tower_is_transformers_bit_for_bit():
+    """The packaged MiniLM, built without transformers, gives transformers' ids, mask and token states
+    exactly: a batch padded to its longest text, and a text cut to the length limit."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from musiclm.mulan.text_tower import BertEncoder, HFTokenizer, PackagedTokenizer
+
+    folder = Path(resolve_text_model(DEFAULT_TEXT_MODEL))
+    ours, theirs = PackagedTokenizer(folder), HFTokenizer(AutoTokenizer.from_pretrained(folder))
+    encoder, reference = BertEncoder.from_folder(folder).eval(), AutoModel.from_pretrained(folder).eval()
+    assert set(encoder.state_dict()) == set(reference.state_dict())
+    for texts in (
+        ["a calm piano melody"],
+        ["slow ambient pads in D minor", "Ünïcödé drums, 128 bpm"],
+        ["la " * 200],
+    ):
+        batch = ours.batch(texts, 128)
+        expected = theirs.batch(texts, 128)
+        assert batch.keys() == expected.keys() and all(torch.equal(batch[k], expected[k]) for k in batch)
+        assert ours.lengths(texts) == theirs.lengths(texts)
+        with torch.no_grad():
+            assert torch.equal(encoder(**batch)[0], reference(**batch)[0])
 
 
 def test_top_text_layers_fine_tune_slower_and_alone_are_saved(tmp_path):

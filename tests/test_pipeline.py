@@ -7,6 +7,8 @@ import dataclasses
 import json
 import math
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -152,6 +154,19 @@ def test_shipped_model_generates_music_from_text():
     audio = shipped.generate(["a lively Irish folk dance on fiddle"], 2.0, seed=0)
     assert audio.shape == (1, 2 * shipped.sample_rate) and torch.isfinite(audio).all()
     assert audio.std() > 1e-3  # not silent
+
+
+def test_loading_the_shipped_model_leaves_out_the_slow_libraries():
+    """What keeps `musiclm generate` quick to start: the packaged text tower and the codec's codebooks load
+    without transformers and vector-quantize-pytorch, whose imports cost 2-3 s of CPU (einx and transformers
+    import torch._dynamo)."""
+    slow = ("transformers", "vector_quantize_pytorch", "einx", "torch._dynamo")
+    code = (
+        "import sys; from musiclm.pipeline import MusicLM; MusicLM.from_pretrained(); "
+        f"print([m for m in {slow!r} if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_pipeline_guidance_is_the_default_and_a_request_overrides_it(folder, monkeypatch, tmp_path):

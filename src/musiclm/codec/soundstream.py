@@ -20,6 +20,7 @@ import functools
 import logging
 import math
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,7 +32,7 @@ from musiclm.audio import check_finite
 from musiclm.codec import losses
 from musiclm.codec.discriminators import Discriminators
 from musiclm.config import Config, ConfigError
-from musiclm.pretrained import PretrainedMixin
+from musiclm.pretrained import WEIGHTS_NAME, PretrainedMixin, load_weights
 from musiclm.training import Trainable
 from musiclm.training.engine import GroupUpdate
 
@@ -297,6 +298,35 @@ class STFTDecoder(nn.Module):
         return None if held is None else held.transpose(1, 2).reshape(held.shape[0], -1)
 
 
+# ----------------------------------------------------------------------------- stored codebooks
+class _StoredCodebook(nn.Module):
+    """One level's state as vector-quantize-pytorch's EuclideanCodebook keeps it; the EMA statistics only
+    ride along, so that the library's quantizer can be rebuilt from it."""
+
+    def __init__(self, c: SoundStreamConfig):
+        super().__init__()
+        self.register_buffer("initted", torch.tensor(False))
+        self.register_buffer("cluster_size", torch.zeros(1, c.codebook_size))
+        self.register_buffer("embed", torch.zeros(1, c.codebook_size, c.latent_dim))
+        self.register_buffer("embed_avg", torch.zeros(1, c.codebook_size, c.latent_dim))
+
+
+class _StoredLevel(nn.Module):
+    def __init__(self, c: SoundStreamConfig):
+        super().__init__()
+        self._codebook = _StoredCodebook(c)
+
+
+class StoredCodebooks(nn.Module):
+    """A trained residual quantizer's state under the names vector-quantize-pytorch's ResidualVQ gives it,
+    without the library: all that decoding needs. Importing the library costs 0.8 s of a generation's
+    start (einx, which imports torch._dynamo and sympy)."""
+
+    def __init__(self, c: SoundStreamConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(_StoredLevel(c) for _ in range(c.num_quantizers))
+
+
 # ----------------------------------------------------------------------------- the codec
 class SoundStream(Trainable, PretrainedMixin):
     """Implements :class:`musiclm.interfaces.AcousticCodec`; trains with the shared engine as a GAN."""
@@ -304,12 +334,10 @@ class SoundStream(Trainable, PretrainedMixin):
     config_class = SoundStreamConfig
     model_type = "soundstream"
 
-    def __init__(self, config: SoundStreamConfig):
+    def __init__(self, config: SoundStreamConfig, stored_codebooks: bool = False):
+        """``stored_codebooks``: hold the quantizer as :class:`StoredCodebooks` (what loading for inference
+        does); the library's quantizer is built from them when something first encodes."""
         super().__init__()
-        from vector_quantize_pytorch import ResidualVQ
-
-        _quiet_vector_quantize()
-
         self.config = config
         stft = config.frontend == "stft"
         self.encoder = STFTEncoder(config) if stft else WaveformEncoder(config)
@@ -317,7 +345,22 @@ class SoundStream(Trainable, PretrainedMixin):
         # Under torchrun the codebooks' k-means init, EMA updates and dead-code restarts must see every
         # rank's vectors; the library fixes this when the quantizer is built, so build it in the group.
         self.synced_codebooks = _world_size() > 1
-        self.quantizer = ResidualVQ(
+        self.quantizer = StoredCodebooks(config) if stored_codebooks else self._library_quantizer()
+        self.discriminators = Discriminators(config)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> SoundStream:
+        """A saved codec for inference: decoding reads the stored codebooks (see :class:`StoredCodebooks`)."""
+        model = cls(cls.read_config(directory), stored_codebooks=True)
+        load_weights(model, Path(directory) / WEIGHTS_NAME, map_location)
+        return model.eval()
+
+    def _library_quantizer(self) -> nn.Module:
+        from vector_quantize_pytorch import ResidualVQ
+
+        _quiet_vector_quantize()
+        config = self.config
+        return ResidualVQ(
             dim=config.latent_dim,
             num_quantizers=config.num_quantizers,
             codebook_size=config.codebook_size,
@@ -329,7 +372,15 @@ class SoundStream(Trainable, PretrainedMixin):
             commitment_weight=config.commitment_weight,
             sync_codebook=self.synced_codebooks,
         )
-        self.discriminators = Discriminators(config)
+
+    def _encoding_quantizer(self) -> nn.Module:
+        """The library's quantizer, which finds the nearest codes; a codec loaded for inference builds it from
+        its stored codebooks on first use (never under DDP: training builds codecs with the library's)."""
+        if isinstance(self.quantizer, StoredCodebooks):
+            library = self._library_quantizer()
+            library.load_state_dict(self.quantizer.state_dict())
+            self.quantizer = library.to(self.device).train(self.quantizer.training)
+        return self.quantizer
 
     # interface attributes
     @property
@@ -384,7 +435,7 @@ class SoundStream(Trainable, PretrainedMixin):
         return q
 
     def _quantize(self, z: torch.Tensor, q: int) -> torch.Tensor:
-        _, indices, _ = self.quantizer(z.transpose(1, 2))
+        _, indices, _ = self._encoding_quantizer()(z.transpose(1, 2))
         return indices[..., :q].transpose(1, 2).long()  # [B, q, F]
 
     @torch.no_grad()
@@ -413,7 +464,14 @@ class SoundStream(Trainable, PretrainedMixin):
         return codes.to(self.device, torch.long)
 
     def _dequantize(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.quantizer.get_output_from_indices(codes.transpose(1, 2)).transpose(1, 2)
+        """``[B, q, F]`` codes -> latents ``[B, D, F]``: each level's code vectors summed over all the levels,
+        those past ``q`` as zeros, as the library's ``get_output_from_indices`` sums them (bit for bit; see
+        tests/test_codec.py), but read from the codebooks directly: decoding needs neither the library
+        nor einx, which traces each expression on its first call."""
+        books = [layer._codebook.embed[0] for layer in self.quantizer.layers]
+        vectors = torch.stack([book[level] for book, level in zip(books, codes.unbind(1), strict=False)])
+        vectors = F.pad(vectors, (0, 0, 0, 0, 0, 0, 0, self.num_quantizers - codes.shape[1]))
+        return vectors.sum(dim=0).transpose(1, 2)
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -463,7 +521,7 @@ class SoundStream(Trainable, PretrainedMixin):
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training-time pass: reconstruction, codes ``[B, F, Q]`` (-1 where dropped) and commitment loss."""
         z = self.encoder(wav)
-        quantized, indices, commit = self.quantizer(z.transpose(1, 2))
+        quantized, indices, commit = self._encoding_quantizer()(z.transpose(1, 2))
         return self.decoder(quantized.transpose(1, 2)), indices, commit.sum()
 
     def train_batch(self, step: int, update: GroupUpdate) -> None:
@@ -558,8 +616,6 @@ TRAIN_GAIN_DB = (-24.0, 0.0)
 
 def codec_from_checkpoint(run_dir: str, map_location: str = "cpu") -> SoundStream:
     """The latest training checkpoint of a run folder (or its exported model) as an eval-mode codec."""
-    from pathlib import Path
-
     from musiclm.training.checkpoint import list_checkpoints, load_checkpoint
 
     run = Path(run_dir)

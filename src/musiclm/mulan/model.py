@@ -24,6 +24,7 @@ from musiclm.audio import MelSpectrogram, RhythmAndKey, sliding_windows, window_
 from musiclm.config import Config, ConfigError
 from musiclm.mulan.notes import NoteFeatures, note_posteriors, window_frames
 from musiclm.mulan.quantizer import ResidualKMeans, RVQTokens
+from musiclm.mulan.text_tower import load_text_tower
 from musiclm.pretrained import PretrainedMixin
 from musiclm.training import Trainable
 
@@ -208,27 +209,6 @@ class AudioResNet(nn.Module):
         return self.layers(self.stem(mel[:, None])).mean(dim=(2, 3))
 
 
-def _load_text_encoder(name: str) -> tuple[Any, nn.Module]:
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    path = resolve_text_model(name)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    folder = Path(path)
-    on_meta = torch.get_default_device().type == "meta"  # parameter counting: no weights to load
-    has_weights = not on_meta and (
-        not folder.is_dir() or any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
-    )
-    # A saved MuLan keeps the text tower's config and tokenizer but its weights live in model.safetensors.
-    encoder = (
-        AutoModel.from_pretrained(path)
-        if has_weights
-        else AutoModel.from_config(AutoConfig.from_pretrained(path))
-    )
-    return tokenizer, encoder
-
-
 class MuLan(RVQTokens, Trainable, PretrainedMixin):
     """The MuLan conditioner: ``embed_audio``, ``embed_text`` and ``quantize`` (see
     ``interfaces.Conditioner``)."""
@@ -256,7 +236,9 @@ class MuLan(RVQTokens, Trainable, PretrainedMixin):
             self.note_proj = nn.Linear(self.note_features.dim, config.embed_dim)
             nn.init.zeros_(self.note_proj.weight)
             nn.init.zeros_(self.note_proj.bias)
-        self.tokenizer, self.text_encoder = _load_text_encoder(config.text_model)
+        self.tokenizer, self.text_encoder = load_text_tower(
+            resolve_text_model(config.text_model), config.text_tower_packaged
+        )
         self.text_encoder.requires_grad_(config.finetune_text)
         layers = self.text_encoder.encoder.layer
         if not 0 <= config.finetune_text_layers <= len(layers):
@@ -342,15 +324,8 @@ class MuLan(RVQTokens, Trainable, PretrainedMixin):
                     f"text #{i} is empty or only whitespace ({text!r}): describe the music in words, "
                     "e.g. 'a calm piano piece in C major'"
                 )
-        batch = self.tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=self.config.text_max_length,
-            return_tensors="pt",
-            return_overflowing_tokens=False,
-        )
-        lengths = [len(self.tokenizer(t, truncation=False, verbose=False)["input_ids"]) for t in texts]
+        batch = self.tokenizer.batch(list(texts), self.config.text_max_length)
+        lengths = self.tokenizer.lengths(list(texts))
         if max(lengths) > self.config.text_max_length and not self._warned_long:
             warnings.warn(
                 f"a text of {max(lengths)} tokens was truncated to the text tower's limit of "
