@@ -251,88 +251,26 @@ def eval_pairs(
     """Paired adherence: per kind (tempo, mode, register, articulation, density, family), the share of
     prompt pairs that differ in that one attribute whose outputs move the asked way."""
     import json
-    import time
 
-    import torch
+    from musiclm.evaluation.pairs.run import evaluate_pairs
 
-    from musiclm.evaluation import suite
-    from musiclm.evaluation.pairs.audio import generate_pairs, load_pair_audio, side_paths
-    from musiclm.evaluation.pairs.detectors import score_pairs
-    from musiclm.evaluation.pairs.file import PAIRS_FILE, read_pairs
-    from musiclm.evaluation.pairs.references import render_reference_pairs
-    from musiclm.evaluation.pairs.report import write_pairs_report
-    from musiclm.evaluation.pairs.statistics import swapped
-    from musiclm.interfaces import load_component
-    from musiclm.pipeline import SHIPPED_MODEL
-
-    if checkpoint is not None and audio is not None:
-        raise typer.BadParameter("pass --checkpoint (generate) or --audio (already generated), not both")
-    if chain and checkpoint is None:
-        raise typer.BadParameter("--chain needs --checkpoint (the model to send renders through)")
-    if checkpoint is None and audio is None and not reference:
-        raise typer.BadParameter("nothing to score: pass --checkpoint, --audio or --reference")
-    reference = reference or chain
-    pairs = read_pairs(pairs_file or PAIRS_FILE)[:limit]
-    shipped = SHIPPED_MODEL.parent / "eval_classifier"
-    clf_dir = classifier or (shipped if (shipped / "config.json").is_file() else None)
-    clf = load_component(clf_dir).eval() if clf_dir is not None else None
-    if clf is None and any(p.kind == "family" for p in pairs):
-        typer.echo("no evaluation classifier: family pairs are left out (pass --classifier)", err=True)
-    info = {
-        "pairs_file": str(pairs_file or PAIRS_FILE),
-        "pairs": len(pairs),
-        "seconds_per_clip": seconds,
-        "seed": seed,
-        "classifier": str(clf_dir),
-    }
-    rows, rate, t0 = {}, 24000, time.perf_counter()
-    if checkpoint is not None:
-        from musiclm.pipeline import MusicLM
-        from musiclm.training.distributed import pick_device
-
-        pipeline = MusicLM.from_pretrained(checkpoint, map_location=pick_device(device))
-        rate = pipeline.sample_rate
-        scale, count = pipeline.guidance_for(guidance), pipeline.candidates_for(candidates)
-        settings = {"checkpoint": str(checkpoint.resolve()), "guidance": scale, "seed": seed}
-        settings["candidates"] = count
-        settings.update(seconds=seconds, batch=batch, pairs=[(p.a, p.b) for p in pairs])
-        suite.claim_audio_folder(out / "audio", settings)
-        with torch.no_grad():
-            audio = generate_pairs(
-                pipeline, pairs, out / "audio", seconds, seed, batch, guidance=guidance, candidates=candidates
-            )
-        info.update(
-            checkpoint=str(checkpoint),
-            guidance=scale,
-            candidates=count,
-            generation_wall_s=round(time.perf_counter() - t0, 1),
+    with refusing_bad_input():
+        result = evaluate_pairs(
+            out,
+            checkpoint=checkpoint,
+            audio=audio,
+            pairs_file=pairs_file,
+            reference=reference,
+            chain=chain,
+            classifier=classifier,
+            seconds=seconds,
+            limit=limit,
+            seed=seed,
+            batch=batch,
+            guidance=guidance,
+            candidates=candidates,
+            device=device,
         )
-    if audio is not None:
-        if checkpoint is None:  # saved audio is scored at its own rate: resampling it moves the detectors
-            from musiclm.audio import audio_info
-
-            first = side_paths(audio, 0)[0]
-            if first.is_file():  # a missing file is load_pair_audio's to name, with the others missing
-                rate = audio_info(first).samplerate
-        info["audio"] = str(audio)
-        rows["generated"] = score_pairs(pairs, load_pair_audio(audio, len(pairs), rate, seconds), rate, clf)
-    if reference:
-        folder = render_reference_pairs(pairs, out / "reference", seconds, seed)
-        wavs = load_pair_audio(folder, len(pairs), rate, seconds)
-        rows["reference renders"] = score_pairs(pairs, wavs, rate, clf)
-    if chain:
-        from musiclm.evaluation.pairs.chain import chain_pairs
-
-        suite.claim_audio_folder(out / "chain", settings)
-        with torch.no_grad():
-            folders = chain_pairs(pipeline, pairs, wavs, rate, out / "chain", seed, guidance)
-        for name, folder in folders.items():
-            got = load_pair_audio(folder, len(pairs), rate, seconds)
-            rows[name] = score_pairs(pairs, got, rate, clf)
-    source = "reference renders" if reference else "generated"
-    rows["shuffled"] = swapped(rows[source], seed)
-    info.update(shuffled_from=source, sample_rate=rate, wall_s=round(time.perf_counter() - t0, 1))
-    result = write_pairs_report(out, rows, pairs, info)
     summary = {
         name: {"all": round(row["share"], 3), **{k: round(v["share"], 3) for k, v in row["by_kind"].items()}}
         for name, row in result["rows"].items()
