@@ -97,6 +97,19 @@ def test_values_are_type_checked_with_the_field_named():
         TiedConfig.from_dict({"depth": 3})
 
 
+def test_a_field_removed_since_a_folder_was_saved_is_refused_with_why_and_the_fix():
+    from musiclm.stages.stages import StageConfig
+
+    with pytest.raises(
+        ConfigError, match=r"no longer has \['direction_weight'\] \(direction_weight: the direction"
+    ):
+        StageConfig.from_dict({"stage": "coarse", "direction_weight": 0.0})
+    with pytest.raises(ConfigError, match="delete them from the config.json"):
+        StageConfig.from_dict({"direction_margin": 0.05, "direction_weight": 0.0})
+    with pytest.raises(ConfigError, match=r"has no field\(s\) \['widht'\]"):  # a typo is no retired field
+        StageConfig.from_dict({"widht": 3})
+
+
 def test_config_show_resolves_every_part_with_set_changes():
     from typer.testing import CliRunner
 

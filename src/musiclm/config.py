@@ -21,6 +21,9 @@ class ConfigError(ValueError):
 class Config:
     # Subclasses fill this with {preset name: {field: value}}; fields not named keep their defaults.
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Fields a subclass no longer has, and why: a config.json written before their removal is refused with
+    # the reason and the fix, not only with the list of fields it does have.
+    RETIRED: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> Self:
@@ -37,6 +40,13 @@ class Config:
     def from_dict(cls, data: dict[str, Any]) -> Self:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(fields))
+        retired = [name for name in unknown if name in cls.RETIRED]
+        if retired:
+            reasons = "; ".join(f"{name}: {cls.RETIRED[name]}" for name in retired)
+            raise ConfigError(
+                f"{cls.__name__} no longer has {retired} ({reasons}); delete them from the config.json "
+                "(or run.json) that holds them: the weights load as before"
+            )
         if unknown:
             raise ConfigError(f"{cls.__name__} has no field(s) {unknown}; known fields: {sorted(fields)}")
         hints = typing.get_type_hints(cls)

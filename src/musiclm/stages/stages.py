@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +61,10 @@ __all__ = ["NULL", "SEP", "STAGES", "StageConfig", "StageLM", "count_parameters"
 
 @dataclasses.dataclass
 class StageConfig(Config):
+    RETIRED: ClassVar[dict[str, str]] = {
+        "direction_weight": "the direction loss, measured and not kept, was removed on 2026-12-08",
+        "direction_margin": "the direction loss, measured and not kept, was removed on 2026-12-08",
+    }
     stage: str = "semantic"
     # network
     dim: int = 256
