@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -66,11 +66,16 @@ class PretrainedMixin:
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> Self:
         directory = Path(directory)
-        config = cls.read_config(directory)
-        model = cls(config)  # type: ignore[call-arg]
+        model = cls.built_for_loading(cls.read_config(directory), directory)
         load_weights(model, directory / WEIGHTS_NAME, map_location)  # type: ignore[arg-type]
         model.eval()  # type: ignore[attr-defined]
         return model
+
+    @classmethod
+    def built_for_loading(cls, config: Any, directory: Path) -> Self:
+        """The model that a saved folder's weights are loaded into (a part built otherwise for inference
+        overrides this, not :meth:`from_pretrained`)."""
+        return cls(config)  # type: ignore[call-arg]
 
 
 def load_weights(

@@ -32,7 +32,7 @@ from musiclm.audio import check_finite
 from musiclm.codec import losses
 from musiclm.codec.discriminators import Discriminators
 from musiclm.config import Config, ConfigError
-from musiclm.pretrained import WEIGHTS_NAME, PretrainedMixin, load_weights
+from musiclm.pretrained import PretrainedMixin
 from musiclm.training import Trainable
 from musiclm.training.engine import GroupUpdate
 
@@ -349,11 +349,9 @@ class SoundStream(Trainable, PretrainedMixin):
         self.discriminators = Discriminators(config)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> SoundStream:
+    def built_for_loading(cls, config: SoundStreamConfig, directory: Path) -> SoundStream:
         """A saved codec for inference: decoding reads the stored codebooks (see :class:`StoredCodebooks`)."""
-        model = cls(cls.read_config(directory), stored_codebooks=True)
-        load_weights(model, Path(directory) / WEIGHTS_NAME, map_location)
-        return model.eval()
+        return cls(config, stored_codebooks=True)
 
     def _library_quantizer(self) -> nn.Module:
         from vector_quantize_pytorch import ResidualVQ

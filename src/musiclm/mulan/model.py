@@ -428,14 +428,8 @@ class MuLan(RVQTokens, Trainable, PretrainedMixin):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "MuLan":
-        from musiclm.pretrained import load_weights
-
-        directory = Path(directory)
-        config = cls.read_config(directory)
+    def built_for_loading(cls, config: MuLanConfig, directory: Path) -> MuLan:
         # older folders also hold the packaged tower's files in text/; it loads from its package
         if (directory / "text").is_dir() and not config.text_tower_packaged:
             config = config.replace(text_model=str(directory / "text"))
-        model = cls(config)
-        load_weights(model, directory / "model.safetensors", map_location)
-        return model.eval()
+        return cls(config)
