@@ -4,6 +4,7 @@ them down the model's chain where asked, score every row with the detectors and 
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -102,8 +103,6 @@ def evaluate_pairs(
 def _classifier(given: Path | None, pairs: list[Pair]):
     """The evaluation classifier (given, else the shipped one when present) and its folder; without one the
     family pairs cannot be scored, which is said on stderr."""
-    import sys
-
     shipped = SHIPPED_MODEL.parent / "eval_classifier"
     folder = given or (shipped if (shipped / "config.json").is_file() else None)
     clf = load_component(folder).eval() if folder is not None else None
